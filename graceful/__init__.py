@@ -1,0 +1,122 @@
+"""
+graceful: named HTTP/HTTPS servers on Twisted that restart with zero downtime.
+
+    import graceful as g
+
+    s1 = g.server("s1")
+    s1.route("/", lambda request: "Hello!")
+    s1.set_port(8100, 8200)
+    s1.start()
+    g.wait()            # SIGUSR1 restarts, SIGTERM drains and exits
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred
+
+from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
+from ._handoff import RestartFailed
+from ._process import runtime as _runtime
+from ._routing import Router
+from ._server import Server
+
+__all__ = [
+    "ConfigError",
+    "ExecutableNotAllowed",
+    "RestartFailed",
+    "RestartRefused",
+    "Router",
+    "Server",
+    "add_service",
+    "on_drain",
+    "restart",
+    "server",
+    "set_directory",
+    "set_drain_timeout",
+    "set_pidfile",
+    "set_ready_timeout",
+    "set_workers",
+    "shutdown",
+    "wait",
+]
+
+__version__ = "0.1.0"
+
+
+def server(name: str = "default") -> Server:
+    """
+    The server called C{name}: the same object everywhere in the process.
+    """
+    return _runtime().server(name)
+
+
+def wait() -> None:
+    """
+    Run until every server has shut down; installs the signal handlers.
+    """
+    _runtime().wait()
+
+
+def restart(executable: str | None = None) -> Deferred[int]:
+    """
+    Restart the process: every server in it.  Fires with the new pid.
+    """
+    return _runtime().restart(executable, trusted=True)
+
+
+def shutdown() -> Deferred[None]:
+    """
+    Stop accepting, finish what is in flight, and exit.
+    """
+    return _runtime().shutdown()
+
+
+def set_workers(count: int) -> None:
+    """
+    How many serving processes share the ports (1: this process alone).
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"workers must be a whole number of 1 or more, not {count!r}")
+    _runtime().settings.workers = count
+
+
+def set_directory(path: str) -> None:
+    """
+    The directory every new process enters (and resolves afresh), such as
+    a C{current} symlink to the live release.
+    """
+    _runtime().settings.directory = str(path)
+
+
+def set_drain_timeout(seconds: float) -> None:
+    _runtime().settings.drain_timeout = float(seconds)
+
+
+def set_ready_timeout(seconds: float) -> None:
+    _runtime().settings.ready_timeout = float(seconds)
+
+
+def set_pidfile(path: str | None) -> None:
+    """
+    Keep a pidfile that always names the serving process.
+    """
+    _runtime().set_pidfile(path)
+
+
+def add_service(service: IService) -> None:
+    """
+    Run a Twisted service beside the servers; across a restart the new
+    generation starts it only once the old generation's has stopped.
+    """
+    _runtime().add_service(service)
+
+
+def on_drain(callback: Callable[[], Any]) -> None:
+    """
+    Call C{callback()} when this process starts leaving (restart or
+    shutdown).
+    """
+    _runtime().on_drain(callback)

@@ -1,0 +1,348 @@
+"""
+The TOML config: read, checked key by key, and applied to a runtime.
+
+Every problem is a L{ConfigError} whose one line names the key or file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+from twisted.application.service import IService
+from twisted.web.resource import IResource
+
+from ._errors import ConfigError
+from ._runtime import Runtime, Settings
+
+_SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "drain_timeout": ((int, float), "a number of seconds"),
+    "ready_timeout": ((int, float), "a number of seconds"),
+    "workers": (int, "a whole number"),
+    "allowed_executables": (list, "a list of paths"),
+    "access_log": (str, '"-" or a file path'),
+    "directory": (str, "a directory path"),
+    "services": (list, 'a list of "module:attribute" strings'),
+}
+
+_SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "app": (str, 'a "module:attribute" string'),
+    "ports": (list, "a list of port numbers"),
+    "https_ports": (list, "a list of port numbers"),
+    "host": (str, "an address"),
+    "cert": (str, "a file path"),
+    "key": (str, "a file path"),
+    "graceful": (bool, "true or false"),
+    "admin": (str, 'a path such as "/debug/admin"'),
+    "admin_token": (str, "a string"),
+    "admin_token_file": (str, "a file path"),
+    "health": (str, 'a path such as "/healthz"'),
+}
+
+
+@frozen
+class ServerConfig:
+    name: str
+    app: str
+    ports: tuple[int, ...] = ()
+    https_ports: tuple[int, ...] = ()
+    host: str = ""
+    cert: str | None = None
+    key: str | None = None
+    graceful: bool = True
+    admin: str | None = None
+    admin_token: str | None = None
+    health: str | None = None
+
+
+@frozen
+class Config:
+    path: Path
+    settings: Settings
+    services: tuple[str, ...]
+    servers: tuple[ServerConfig, ...]
+
+
+def load_config(path: str | Path) -> Config:
+    """
+    Read and check the config at C{path}.  Relative file paths in it are
+    taken from the config file's folder.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}")
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    base = path.parent
+    for key in data:
+        if key not in ("graceful", "servers"):
+            raise ConfigError(f"{path}: unknown key {key!r}")
+    table = _table(data.get("graceful", {}), "graceful", path)
+    _check_keys(table, _SETTINGS_KEYS, "graceful", path)
+    settings = Settings()
+    for key in ("drain_timeout", "ready_timeout"):
+        if key in table:
+            if table[key] <= 0:
+                raise ConfigError(f"{path}: graceful.{key} must be above 0")
+            setattr(settings, key, float(table[key]))
+    if "workers" in table:
+        if table["workers"] < 1:
+            raise ConfigError(f"{path}: graceful.workers must be 1 or more")
+        settings.workers = table["workers"]
+    settings.allowed_executables = [
+        str(_resolve(base, p))
+        for p in _strings(table.get("allowed_executables", []), "graceful.allowed_executables", path)
+    ]
+    if "access_log" in table:
+        log = table["access_log"]
+        settings.access_log = log if log in ("", "-") else str(_resolve(base, log))
+    if "directory" in table:
+        directory = Path(table["directory"]).expanduser()
+        if not directory.is_absolute():
+            directory = base / directory
+        if not directory.is_dir():
+            raise ConfigError(f"{path}: graceful.directory is not a directory: {directory}")
+        settings.directory = str(directory)
+    services = tuple(_strings(table.get("services", []), "graceful.services", path))
+
+    servers_table = _table(data.get("servers", {}), "servers", path)
+    if not servers_table:
+        raise ConfigError(f"{path}: no [servers.NAME] table: nothing to serve")
+    servers = tuple(
+        _server(name, _table(value, f"servers.{name}", path), base, path)
+        for name, value in servers_table.items()
+    )
+    _check_ports_unique(servers, path)
+    return Config(path, settings, services, servers)
+
+
+def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
+    where = f"servers.{name}"
+    if ":" in name or "/" in name:
+        raise ConfigError(f"{path}: server name {name!r} may not contain ':' or '/'")
+    _check_keys(table, _SERVER_KEYS, where, path)
+    if "app" not in table:
+        raise ConfigError(f"{path}: {where}.app is missing")
+    ports = _ports(table.get("ports", []), f"{where}.ports", path)
+    https_ports = _ports(table.get("https_ports", []), f"{where}.https_ports", path)
+    if not ports and not https_ports:
+        raise ConfigError(f"{path}: {where} has no ports or https_ports")
+    cert = table.get("cert")
+    key = table.get("key")
+    if (cert is None) != (key is None):
+        missing = "key" if key is None else "cert"
+        raise ConfigError(f"{path}: {where}.{missing} is missing (cert and key go together)")
+    if https_ports and cert is None:
+        raise ConfigError(f"{path}: {where}.https_ports needs cert and key")
+    for field_name, value in (("cert", cert), ("key", key)):
+        if value is not None and not _resolve(base, value).is_file():
+            raise ConfigError(
+                f"{path}: {where}.{field_name}: file not found: {_resolve(base, value)}"
+            )
+    token = table.get("admin_token")
+    if "admin_token_file" in table:
+        if token is not None:
+            raise ConfigError(f"{path}: {where}: give admin_token or admin_token_file, not both")
+        token_path = _resolve(base, table["admin_token_file"])
+        try:
+            token = token_path.read_text().strip()
+        except OSError:
+            raise ConfigError(f"{path}: {where}.admin_token_file: cannot read {token_path}")
+        if not token:
+            raise ConfigError(f"{path}: {where}.admin_token_file is empty: {token_path}")
+    for page in ("admin", "health"):
+        if page in table and not table[page].startswith("/"):
+            raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    return ServerConfig(
+        name=name,
+        app=table["app"],
+        ports=ports,
+        https_ports=https_ports,
+        host=table.get("host", ""),
+        cert=None if cert is None else str(_resolve(base, cert)),
+        key=None if key is None else str(_resolve(base, key)),
+        graceful=table.get("graceful", True),
+        admin=table.get("admin"),
+        admin_token=token,
+        health=table.get("health"),
+    )
+
+
+def _check_ports_unique(servers: tuple[ServerConfig, ...], path: Path) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for server in servers:
+        for kind, ports in (("ports", server.ports), ("https_ports", server.https_ports)):
+            for port in ports:
+                where = f"servers.{server.name}.{kind}"
+                key = (server.host, port)
+                if port and key in seen:
+                    raise ConfigError(
+                        f"{path}: port {port} is used twice ({seen[key]} and {where})"
+                    )
+                seen[key] = where
+
+
+def _table(value: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {where} must be a table")
+    return value
+
+
+def _check_keys(
+    table: dict[str, Any], known: dict[str, tuple[Any, str]], where: str, path: Path
+) -> None:
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key '{where}.{key}'")
+        kind, description = known[key]
+        wrong_bool = isinstance(value, bool) and kind is not bool
+        if wrong_bool or not isinstance(value, kind):
+            raise ConfigError(
+                f"{path}: {where}.{key} must be {description}, not {value!r}"
+            )
+
+
+def _ports(value: list[Any], where: str, path: Path) -> tuple[int, ...]:
+    for port in value:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"{path}: {where}: {port!r} is not a port number (0-65535)")
+    nonzero = [p for p in value if p]
+    if len(set(nonzero)) != len(nonzero):
+        raise ConfigError(f"{path}: {where} lists a port twice")
+    return tuple(value)
+
+
+def _strings(value: list[Any], where: str, path: Path) -> list[str]:
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}: {where} must hold strings, not {item!r}")
+    return list(value)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+# -- applying ------------------------------------------------------------------
+
+
+def load_object(spec: str, where: str) -> Any:
+    """
+    Import C{"module:attribute"} (attribute may be dotted).
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"{where}: {spec!r} is not of the form 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(
+            f"{where}: cannot import {module_name!r}: {type(e).__name__}: {e}".splitlines()[0]
+        )
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{where}: module {module_name!r} has no attribute {attribute!r}")
+    return obj
+
+
+def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
+    """
+    Whether C{obj} is a resource or a WSGI app, calling it first if it is a
+    zero-argument factory: C{("resource", r)} or C{("wsgi", app)}.
+    """
+    for attempt in range(2):
+        if IResource.providedBy(obj):
+            return "resource", obj
+        klein_resource = getattr(obj, "resource", None)
+        if callable(klein_resource) and not isinstance(obj, type):
+            try:
+                candidate = klein_resource()
+            except TypeError:
+                candidate = None
+            if IResource.providedBy(candidate):
+                return "resource", candidate
+        required = _required_arguments(obj)
+        if required == 2:
+            return "wsgi", obj
+        if required == 0 and attempt == 0:
+            try:
+                obj = obj()
+            except Exception as e:
+                raise ConfigError(f"{where}: calling {spec!r} failed: {type(e).__name__}: {e}")
+            continue
+        break
+    raise ConfigError(
+        f"{where}: {spec!r} is not a twisted.web resource, a WSGI app, or a "
+        f"zero-argument factory of one (it is {type(obj).__name__})"
+    )
+
+
+def _required_arguments(obj: Any) -> int | None:
+    if not callable(obj):
+        return None
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    return sum(
+        1
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def apply_config(config: Config, runtime: Runtime) -> None:
+    """
+    Set the runtime's settings, load every app and service, and declare the
+    servers.  Nothing listens yet.
+    """
+    runtime.settings = config.settings
+    app_directory = config.settings.directory or runtime.cwd
+    if app_directory not in sys.path:
+        sys.path.insert(0, app_directory)
+    for server_config in config.servers:
+        where = f"{config.path}: servers.{server_config.name}.app"
+        kind, app = classify_app(load_object(server_config.app, where), where, server_config.app)
+        server = runtime.server(server_config.name)
+        if kind == "wsgi":
+            server.mount_wsgi("/", app)
+        else:
+            server.mount("/", app)
+        server.set_port(*server_config.ports)
+        server.set_https_port(*server_config.https_ports)
+        server.set_host(server_config.host)
+        if server_config.cert and server_config.key:
+            # Without https_ports, `ports` serve HTTPS (as set_port does).
+            server.enable_https(server_config.cert, server_config.key)
+        server.set_graceful(server_config.graceful)
+        if server_config.admin:
+            server.enable_admin(server_config.admin, server_config.admin_token)
+        if server_config.health:
+            server.enable_health(server_config.health)
+    for index, spec in enumerate(config.services):
+        where = f"{config.path}: graceful.services[{index}]"
+        service = load_object(spec, where)
+        if isinstance(service, type) or (
+            not IService.providedBy(service) and callable(service)
+        ):
+            service = service()
+        if not IService.providedBy(service):
+            raise ConfigError(f"{where}: {spec!r} is not a twisted IService")
+        runtime.add_service(service)

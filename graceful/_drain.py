@@ -1,0 +1,170 @@
+"""
+A twisted.web Site that can be drained.
+
+twisted.web has no notion of draining, so the channel class here adds it:
+once the site drains, every response still to be written carries
+C{Connection: close}, every connection closes after its response, and
+connections with no request in hand get a short grace to send one (which is
+then answered with C{Connection: close}) before they are closed.  The grace is
+what keeps a keep-alive client's next request from racing the close.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+#: Seconds an idle keep-alive connection may take to send its next request
+#: once draining starts; it is closed after that.
+IDLE_GRACE = 1.0
+
+
+class DrainableChannel(HTTPChannel):
+    """
+    An HTTP/1.1 channel that knows whether its site is draining.
+    """
+
+    site: DrainingSite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channel_opened(self)
+        if self.site.draining:
+            self.drain()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.site.channel_closed(self)
+
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        if self.site.draining:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
+    def is_idle(self) -> bool:
+        """
+        No request in hand and no byte of the next one received.
+        """
+        return not self.requests and not self._buffer and not self._dataBuffer
+
+    def drain(self) -> None:
+        """
+        Finish what is in hand with C{Connection: close}; give an idle
+        connection L{IDLE_GRACE} to send a request, then close it.
+        """
+        if self.is_idle():
+            self.setTimeout(self.site.idle_grace)
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+
+    def timeoutConnection(self) -> None:
+        if self.site.draining:
+            # The connection's grace ran out: close it quietly, no log line
+            # for every idle client.
+            self.loseConnection()
+            return
+        super().timeoutConnection()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+class DrainingSite(Site):
+    """
+    A Site that tracks its connections and requests and can be drained.
+
+    @ivar server_name: the graceful server this site serves, for log lines.
+    @ivar requests_served: requests received since the process started.
+    """
+
+    protocol = DrainableChannel
+    noisy = False
+    _log = Logger()
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        server_name: str = "default",
+        access_log: Callable[[str], None] | None = None,
+        idle_grace: float = IDLE_GRACE,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.server_name = server_name
+        self.channels: set[DrainableChannel] = set()
+        self.requests_served = 0
+        self.draining = False
+        self.idle_grace = idle_grace
+        self._access_log = access_log
+        self._drained: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> DrainableChannel:
+        channel = self.protocol()
+        channel.factory = self
+        channel.site = self
+        channel.requestFactory = self.requestFactory
+        channel.timeOut = self.timeOut
+        channel.callLater = self.reactor.callLater
+        return channel
+
+    def getResourceFor(self, request: Request) -> IResource:
+        self.requests_served += 1
+        return super().getResourceFor(request)  # type: ignore[no-any-return]
+
+    @property
+    def in_flight(self) -> int:
+        """
+        Requests received and not yet answered.
+        """
+        return sum(len(channel.requests) for channel in self.channels)
+
+    def log(self, request: Request) -> None:
+        if self._access_log is not None:
+            self._access_log(combinedLogFormatter(self._logDateTime, request))
+
+    def channel_opened(self, channel: DrainableChannel) -> None:
+        self.channels.add(channel)
+
+    def channel_closed(self, channel: DrainableChannel) -> None:
+        self.channels.discard(channel)
+        if self.draining and not self.channels:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Start draining; the result fires once every connection is closed.
+
+        The caller stops accepting first: a connection accepted later is
+        drained from its start all the same.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            channel.drain()
+        if not self.channels:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    def abort(self) -> int:
+        """
+        Abort every connection left; returns how many there were.
+        """
+        left = list(self.channels)
+        for channel in left:
+            channel.abort()
+        return len(left)

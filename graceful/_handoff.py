@@ -1,0 +1,324 @@
+"""
+The handoff between an old process and the new one it starts.
+
+The old process places every listening socket from fd 3 on (systemd's
+C{LISTEN_FDS} layout) and adds three pipes:
+
+- C{ready}: the new process writes C{ready} once it serves, or C{error ...}
+  with the reason it cannot;
+- C{control}: the old process writes C{released} once its background services
+  have stopped, so the new one may start its own;
+- C{stderr}: the old process's own stderr, which the new process takes back as
+  fd 2 once ready.  Until then the new process's stderr is a pipe to the old
+  process, which forwards it and keeps its tail to explain a failed start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._sockets import LISTEN_FDS_START, listen_environment
+
+HANDOFF_VARIABLE = "GRACEFUL_HANDOFF"
+GENERATION_VARIABLE = "GRACEFUL_GENERATION"
+
+#: How much of a failed new process's stderr is kept to explain the failure.
+STDERR_TAIL_LINES = 12
+
+
+class RestartFailed(Exception):
+    """
+    The new process did not come up; the message says why in one line.
+    """
+
+    def __init__(self, reason: str, stderr_tail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+
+
+@frozen
+class PassedSocket:
+    fd: int
+    name: str
+
+
+@define(eq=False)
+class NewProcess(ProcessProtocol):
+    """
+    The old process's view of the process it started.
+
+    C{ready} fires once the new process reports ready, or fails with
+    L{RestartFailed} when it exits, reports an error or runs past the timeout;
+    the process is then killed, and reaped by the reactor.
+    """
+
+    ready_fd: int
+    control_fd: int
+    clock: IReactorTime
+    ready_timeout: float
+    forward_stderr: Callable[[bytes], None]
+    ready: Deferred[int] = field(factory=Deferred)
+    _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    _partial: bytes = b""
+    _messages: bytes = b""
+    _timeout: IDelayedCall | None = None
+    _error: str | None = None
+    _log = Logger()
+
+    @property
+    def pid(self) -> int:
+        return int(self.transport.pid)  # type: ignore[union-attr]
+
+    def connectionMade(self) -> None:
+        self._timeout = self.clock.callLater(self.ready_timeout, self._too_slow)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 2:
+            self.forward_stderr(data)
+            self._keep_tail(data)
+        elif childFD == self.ready_fd:
+            self._messages += data
+            while b"\n" in self._messages:
+                line, self._messages = self._messages.split(b"\n", 1)
+                self._message(line.decode("utf-8", "replace"))
+
+    def _keep_tail(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        self._tail.extend(line[-512:] for line in lines if line.strip())
+
+    def stderr_tail(self) -> str:
+        lines = list(self._tail) + ([self._partial] if self._partial.strip() else [])
+        return "\n".join(line.decode("utf-8", "replace") for line in lines)
+
+    def _message(self, line: str) -> None:
+        if line == "ready":
+            self._succeed()
+        elif line.startswith("error "):
+            self._error = line[len("error ") :]
+
+    def _succeed(self) -> None:
+        if self.ready.called:
+            return
+        self._cancel_timeout()
+        self.ready.callback(self.pid)
+
+    def _fail(self, reason: str) -> None:
+        if self.ready.called:
+            return
+        self._cancel_timeout()
+        self.kill()
+        self.ready.errback(RestartFailed(reason, self.stderr_tail()))
+
+    def _too_slow(self) -> None:
+        self._timeout = None
+        self._fail(f"new process {self.pid} was not ready within {self.ready_timeout:g}s")
+
+    def processExited(self, reason: Failure) -> None:
+        if self.ready.called:
+            return
+        status = getattr(reason.value, "exitCode", None)
+        signal = getattr(reason.value, "signal", None)
+        how = f"was killed by signal {signal}" if signal else f"exited with status {status}"
+        if isinstance(reason.value, ProcessDone):
+            how = "exited with status 0"
+        why = self._error or self._last_line() or "no reason given"
+        self._fail(f"new process {self.pid} {how}: {why}")
+
+    def _last_line(self) -> str:
+        tail = self.stderr_tail().strip().splitlines()
+        return tail[-1] if tail else ""
+
+    def kill(self) -> None:
+        try:
+            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        except (ProcessExitedAlready, OSError, AttributeError):
+            pass
+
+    def release(self) -> None:
+        """
+        Tell the new process that the old one's services have stopped.
+        """
+        if self.transport is None:
+            return
+        try:
+            self.transport.writeToChild(self.control_fd, b"released\n")
+            self.transport.closeChildFD(self.control_fd)
+        except (KeyError, OSError):
+            pass
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+
+def spawn_new_process(
+    reactor: IReactorProcess,
+    clock: IReactorTime,
+    *,
+    command: Sequence[str],
+    environ: Mapping[str, str],
+    cwd: str,
+    sockets: Sequence[PassedSocket],
+    generation: int,
+    extra_environ: Mapping[str, str],
+    ready_timeout: float,
+    forward_stderr: Callable[[bytes], None],
+) -> NewProcess:
+    """
+    Start the new process with every socket in C{sockets} placed from fd 3.
+    """
+    n = len(sockets)
+    ready_fd = LISTEN_FDS_START + n
+    control_fd = ready_fd + 1
+    stderr_fd = ready_fd + 2
+    child_fds: dict[int, int | str] = {0: 0, 1: 1, 2: "r"}
+    for i, passed in enumerate(sockets):
+        child_fds[LISTEN_FDS_START + i] = passed.fd
+    child_fds[ready_fd] = "r"
+    child_fds[control_fd] = "w"
+    child_fds[stderr_fd] = 2
+    env = dict(environ)
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", HANDOFF_VARIABLE):
+        env.pop(name, None)
+    env.update(listen_environment([s.name for s in sockets]))
+    env.update(extra_environ)
+    env[HANDOFF_VARIABLE] = f"ready={ready_fd},control={control_fd},stderr={stderr_fd}"
+    env[GENERATION_VARIABLE] = str(generation)
+    protocol = NewProcess(
+        ready_fd=ready_fd,
+        control_fd=control_fd,
+        clock=clock,
+        ready_timeout=ready_timeout,
+        forward_stderr=forward_stderr,
+    )
+    reactor.spawnProcess(
+        protocol, command[0], list(command), env=env, path=cwd, childFDs=child_fds
+    )
+    return protocol
+
+
+class OldProcess:
+    """
+    The new process's view of the one that started it.
+    """
+
+    _log = Logger()
+
+    def __init__(self, ready_fd: int, control_fd: int, stderr_fd: int) -> None:
+        self._ready_fd = ready_fd
+        self._control_fd = control_fd
+        self._stderr_fd = stderr_fd
+        for fd in (ready_fd, control_fd, stderr_fd):
+            os.set_inheritable(fd, False)
+
+    @classmethod
+    def from_environment(cls, environ: MutableMapping[str, str]) -> OldProcess | None:
+        value = environ.pop(HANDOFF_VARIABLE, None)
+        if not value:
+            return None
+        fds = dict(part.split("=", 1) for part in value.split(","))
+        return cls(int(fds["ready"]), int(fds["control"]), int(fds["stderr"]))
+
+    @property
+    def is_handoff(self) -> bool:
+        return True
+
+    def report_error(self, reason: str) -> None:
+        _write_quietly(self._ready_fd, f"error {reason.splitlines()[0]}\n".encode())
+
+    def report_ready(self) -> None:
+        """
+        Take stderr back from the old process, then say we serve.
+        """
+        os.dup2(self._stderr_fd, 2)
+        os.close(self._stderr_fd)
+        _write_quietly(self._ready_fd, b"ready\n")
+        os.close(self._ready_fd)
+
+    def released(self, reactor: Any) -> Deferred[None]:
+        """
+        Fires once the old process's services have stopped (or it is gone).
+        """
+        d: Deferred[None] = Deferred()
+        fd = self._control_fd
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if b"released" in data or not data:
+                reactor.removeReader(reader)
+                os.close(fd)
+                if not d.called:
+                    d.callback(None)
+
+        reader = _FDReader(fd, readable)
+        os.set_blocking(fd, False)
+        reactor.addReader(reader)
+        return d
+
+
+class NoOldProcess:
+    """
+    The null object for a process that nobody handed sockets to.
+    """
+
+    @property
+    def is_handoff(self) -> bool:
+        return False
+
+    def report_error(self, reason: str) -> None:
+        pass
+
+    def report_ready(self) -> None:
+        pass
+
+    def released(self, reactor: Any) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
+class _FDReader:
+    """
+    The least an object needs for C{IReactorFDSet.addReader}.
+    """
+
+    def __init__(self, fd: int, readable: Callable[[], None]) -> None:
+        self._fd = fd
+        self._readable = readable
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> None:
+        self._readable()
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "graceful-handoff"
+
+
+def _write_quietly(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass

@@ -1,0 +1,32 @@
+"""
+The health page: 200 while serving, 503 once the process drains, so a load
+balancer takes the node out before it stops.  No auth: probes carry none.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+
+class HealthResource(Resource):
+    isLeaf = True
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self._runtime = runtime
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self._runtime.draining:
+            request.setResponseCode(503)
+            return b"draining\n"
+        return b"ok\n"
+
+    render_HEAD = render_GET

@@ -1,0 +1,121 @@
+"""
+The twistd / twist plugin: C{twistd -n graceful --config graceful.toml}.
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.python import usage
+
+from ._config import apply_config, load_config
+from ._errors import ConfigError
+from ._process import runtime as process_runtime
+from ._runtime import Runtime
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    longdesc = (
+        "Serve the named HTTP/HTTPS servers of a graceful config file; "
+        "SIGUSR1 restarts with zero downtime, SIGTERM drains and exits."
+    )
+    optParameters = [["config", "c", None, "the graceful TOML config file"]]
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+
+
+class GracefulService(Service):
+    """
+    Serves the prepared servers once twistd has daemonized.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def startService(self) -> None:
+        super().startService()
+        runtime = self.runtime
+        runtime.pid = os.getpid()  # twistd may have forked since makeService
+        for server in runtime.servers.values():
+            server.serve()
+        runtime.reactor.callWhenRunning(runtime.serving_started)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.runtime.shutdown()
+
+
+def makeService(options: Options) -> GracefulService:
+    runtime = process_runtime()
+    runtime._log_to_stdout = False  # twistd and twist log for us
+    _take_over_from_twistd(options, runtime)
+    try:
+        apply_config(load_config(options["config"]), runtime)
+        for server in runtime.servers.values():
+            runtime.prepare_server(server)
+    except ConfigError as e:
+        for server in runtime.servers.values():
+            server.release_prepared()
+        message = str(e).splitlines()[0]
+        runtime.old_process.report_error(message)
+        sys.stderr.write(f"graceful: error: {message}\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
+    return GracefulService(runtime)
+
+
+def _take_over_from_twistd(options: Options, runtime: Runtime) -> None:
+    """
+    Under twistd, graceful keeps the pidfile itself: twistd's would refuse to
+    start the new process (the old one still lives) and be deleted by the old
+    one at exit.  The new process is started with C{--pidfile=} and, when
+    twistd daemonized, with C{--nodaemon} (it is already detached) and the
+    same log file.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or "pidfile" not in parent:
+        return  # twist, or a test calling makeService directly
+    if parent["pidfile"] and not runtime.is_handoff:
+        runtime.set_pidfile(parent["pidfile"])
+    parent["pidfile"] = ""
+    runtime.arguments = twistd_arguments_for_new_process(
+        runtime.arguments, parent.shortOpt, parent.longOpt, daemon=not parent["nodaemon"]
+    )
+
+
+def twistd_arguments_for_new_process(
+    arguments: list[str], short_options: str, long_options: list[str], daemon: bool
+) -> list[str]:
+    """
+    twistd's command line for the new process: the same, but with no pidfile
+    check and, for a daemon, in the foreground with the same log file.
+    """
+    opts, rest = getopt.getopt(arguments, short_options, long_options)
+    takes_value = {f"--{name[:-1]}" for name in long_options if name.endswith("=")}
+    takes_value |= {
+        f"-{short_options[i]}" for i in range(len(short_options) - 1)
+        if short_options[i + 1] == ":"
+    }
+    rebuilt: list[str] = []
+    logfile = None
+    for option, value in opts:
+        if option == "--pidfile":
+            continue
+        if option in ("-l", "--logfile"):
+            logfile = value
+            continue
+        rebuilt += [option, value] if option in takes_value else [option]
+    rebuilt.append("--pidfile=")
+    if daemon:
+        rebuilt.append("--nodaemon")
+        logfile = logfile or "twistd.log"
+    if logfile:
+        rebuilt.append(f"--logfile={os.path.abspath(logfile) if logfile != '-' else '-'}")
+    return rebuilt + rest

@@ -1,0 +1,314 @@
+"""
+A named server: routes, mounts, ports and TLS, and the listening ports it
+serves once started.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.resource import IResource
+from twisted.web.wsgi import WSGIResource
+
+from ._drain import DrainingSite
+from ._errors import ConfigError
+from ._routing import Handler, Router
+from ._sockets import InheritedSocket, ListenSpec, bind_socket
+from ._tls import load_tls_options
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+DEFAULT_ADMIN_PREFIX = "/debug/admin"
+
+
+@frozen
+class Listener:
+    """
+    A port a started server listens on.
+    """
+
+    spec: ListenSpec
+    port: IListeningPort
+
+    @property
+    def number(self) -> int:
+        return int(self.port.getHost().port)
+
+    @property
+    def tls(self) -> bool:
+        return self.spec.tls
+
+
+@define(eq=False)
+class _Prepared:
+    """
+    A socket ready to be adopted: inherited from the old process or bound now.
+    """
+
+    spec: ListenSpec
+    fd: int
+    family: int
+    inherited: bool
+    owner: socket.socket | InheritedSocket
+
+    def close(self) -> None:
+        self.owner.close()
+
+
+@define(eq=False)
+class Server:
+    """
+    One named HTTP/HTTPS server of the process; get it with
+    C{graceful.server(name)}.
+    """
+
+    name: str
+    runtime: Runtime
+    router: Router = field(factory=Router)
+    http_ports: list[int] = field(factory=list)
+    https_ports: list[int] = field(factory=list)
+    host: str = ""
+    cert: str | None = None
+    key: str | None = None
+    graceful: bool = True
+    admin_prefix: str | None = None
+    admin_token: str | None = None
+    health_path: str | None = None
+    _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
+    _prepared: list[_Prepared] = field(factory=list)
+    _tls_options: CertificateOptions | None = None
+    listeners: list[Listener] = field(factory=list)
+    site: DrainingSite | None = None
+    _log = Logger()
+
+    # -- building -----------------------------------------------------------
+
+    def route(self, path: str, handler: Handler | None = None) -> Any:
+        """
+        Serve C{path} with C{handler(request)}, which returns bytes, str, a
+        Deferred or a coroutine.  Without C{handler}, a decorator.
+        """
+        return self.router.route(path, handler)
+
+    def mount(self, prefix: str, resource: IResource) -> None:
+        """
+        Serve everything under C{prefix} with a twisted.web resource.
+        """
+        self.router.mount(prefix, resource)
+
+    def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
+        """
+        Serve everything under C{prefix} with a WSGI app, run in the
+        reactor's thread pool.
+        """
+        self._wsgi_mounts.append((prefix, app))
+
+    def set_port(self, *ports: int) -> None:
+        self.http_ports = _check_ports(ports)
+
+    def set_https_port(self, *ports: int) -> None:
+        self.https_ports = _check_ports(ports)
+
+    def set_host(self, host: str) -> None:
+        """
+        Listen on one address only (default: every interface).
+        """
+        self.host = host
+
+    def enable_https(self, cert: str, key: str) -> None:
+        self.cert, self.key = str(cert), str(key)
+
+    def set_graceful(self, enabled: bool) -> None:
+        """
+        C{False}: a restart closes this server's ports and the new process
+        binds them again (connections are refused in between).
+        """
+        self.graceful = bool(enabled)
+
+    def enable_admin(
+        self, prefix: str = DEFAULT_ADMIN_PREFIX, token: str | None = None
+    ) -> None:
+        self.admin_prefix = prefix.rstrip("/") or DEFAULT_ADMIN_PREFIX
+        self.admin_token = token
+
+    def enable_health(self, path: str = "/healthz") -> None:
+        self.health_path = path
+
+    # -- running ------------------------------------------------------------
+
+    @property
+    def https_enabled(self) -> bool:
+        return self.cert is not None
+
+    def listen_specs(self) -> list[ListenSpec]:
+        """
+        Every port this server asks for.  With HTTPS enabled and no HTTPS port
+        set, the C{set_port} ports serve HTTPS, as in GoFrame.
+        """
+        if self.https_enabled and not self.https_ports:
+            plain: list[int] = []
+            secure = self.http_ports
+        else:
+            plain, secure = self.http_ports, self.https_ports
+        specs = [
+            ListenSpec(self.name, False, port, self.host, i) for i, port in enumerate(plain)
+        ]
+        specs += [
+            ListenSpec(self.name, True, port, self.host, i) for i, port in enumerate(secure)
+        ]
+        return specs
+
+    def prepare(self) -> None:
+        """
+        Everything that can fail, done before serving: load TLS, take the
+        inherited sockets and bind the new ones.  On failure nothing this
+        server bound is left open.
+        """
+        specs = self.listen_specs()
+        if not specs:
+            raise ConfigError(f"server {self.name!r} has no port: call set_port()")
+        if self.https_ports and not self.https_enabled:
+            raise ConfigError(
+                f"server {self.name!r} has HTTPS ports but no certificate: "
+                "call enable_https()"
+            )
+        if self.https_enabled:
+            assert self.cert is not None and self.key is not None
+            self._tls_options = load_tls_options(self.cert, self.key)
+        try:
+            for spec in specs:
+                self._prepared.append(self._socket_for(spec))
+        except BaseException:
+            self.release_prepared()
+            raise
+
+    def _socket_for(self, spec: ListenSpec) -> _Prepared:
+        inherited = self.runtime.inherited.claim(spec) if self.graceful else None
+        if inherited is not None:
+            return _Prepared(spec, inherited.fd, inherited.family(), True, inherited)
+        sock = bind_socket(spec.host, spec.port)
+        return _Prepared(spec, sock.fileno(), sock.family, False, sock)
+
+    def release_prepared(self) -> None:
+        for prepared in self._prepared:
+            prepared.close()
+        self._prepared.clear()
+
+    def serve(self) -> None:
+        """
+        Adopt the prepared sockets and serve on them.
+        """
+        reactor = self.runtime.reactor
+        self.site = self._build_site()
+        factory: Any = self.site
+        tls_factory = (
+            TLSMemoryBIOFactory(self._tls_options, False, self.site)
+            if self._tls_options is not None
+            else None
+        )
+        prepared, self._prepared = self._prepared, []
+        try:
+            for p in prepared:
+                factory = tls_factory if p.spec.tls else self.site
+                port = reactor.adoptStreamPort(p.fd, p.family, factory)
+                # adoptStreamPort made its own copy of the descriptor.
+                p.close()
+                listener = Listener(p.spec, port)
+                self.listeners.append(listener)
+                self._log.info(
+                    "{pid}: {scheme} server {how} listening on [:{port}]",
+                    pid=self.runtime.pid,
+                    scheme=p.spec.scheme,
+                    how="reloaded" if self.runtime.is_handoff else "started",
+                    port=listener.number,
+                    server=self.name,
+                )
+        except BaseException:
+            for p in prepared:
+                if p.fd >= 0:
+                    try:
+                        p.close()
+                    except OSError:
+                        pass
+            raise
+
+    def _build_site(self) -> DrainingSite:
+        reactor = self.runtime.reactor
+        for prefix, app in self._wsgi_mounts:
+            self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
+        self._wsgi_mounts.clear()
+        self.runtime.add_operational_pages(self)
+        return DrainingSite(
+            self.router,
+            server_name=self.name,
+            access_log=self.runtime.access_log(),
+            reactor=reactor,
+        )
+
+    def start(self) -> None:
+        """
+        Listen now (adopting inherited sockets where a restart passed them);
+        returns at once.
+        """
+        self.runtime.start_server(self)
+
+    def run(self) -> None:
+        """
+        C{start()} then C{graceful.wait()}: for one-server programs.
+        """
+        self.start()
+        self.runtime.wait()
+
+    @property
+    def ports(self) -> list[int]:
+        """
+        The bound port numbers, once started.
+        """
+        return [listener.number for listener in self.listeners]
+
+    @property
+    def in_flight(self) -> int:
+        return self.site.in_flight if self.site is not None else 0
+
+    def restart(self, executable: str | None = None) -> Deferred[int]:
+        """
+        Restart the whole process (every server in it); fires with the new
+        process's pid once it serves.
+        """
+        return self.runtime.restart(executable, trusted=True)
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Shut the process down gracefully.
+        """
+        return self.runtime.shutdown()
+
+    def stop_accepting(self) -> list[Deferred[None]]:
+        """
+        Close this process's copy of every listening socket; another process
+        holding a copy keeps accepting on it.
+        """
+        stopped = [listener.port.stopListening() for listener in self.listeners]
+        return [d for d in stopped if d is not None]
+
+    def passed_sockets(self) -> Sequence[tuple[ListenSpec, int]]:
+        if not self.graceful:
+            return []
+        return [(l.spec, l.port.fileno()) for l in self.listeners]
+
+
+def _check_ports(ports: Sequence[int]) -> list[int]:
+    checked = []
+    for port in ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"port must be a number from 0 to 65535, not {port!r}")
+        checked.append(port)
+    return checked

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="graceful",
+    version="0.1.0",
+    description="Named HTTP/HTTPS servers on Twisted with zero-downtime restarts",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    packages=find_packages(include=["graceful", "graceful.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/graceful_plugin.py"]},
+    install_requires=[
+        "Twisted[tls]>=24.3",
+        "pyOpenSSL>=24.0",
+        "service-identity>=24.1",
+        "attrs>=23.1",
+        # The admin /metrics page speaks Prometheus' text format.
+        "prometheus-client>=0.20",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
+)
