@@ -5,6 +5,7 @@ GoFrame's HTTPS example, in graceful.
     curl -k https://127.0.0.1:8200/
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ certs = Path(__file__).resolve().parent.parent / "certs"
 
 s = g.server()
 s.route("/", lambda request: "Hello!\n")
+s.route("/pid", lambda request: f"{os.getpid()}\n")
 s.set_graceful(True)
 s.enable_https(certs / "server.crt", certs / "server.key")
 s.enable_admin()

@@ -14,6 +14,7 @@ ports = [int(p) for p in sys.argv[1:5]] or [8100, 8200, 8300, 8400]
 
 s1 = g.server("s1")
 s1.route("/", lambda request: f"s1 {os.getpid()}\n")
+s1.route("/pid", lambda request: f"{os.getpid()}\n")
 s1.set_graceful(True)
 s1.enable_admin()
 s1.set_port(ports[0], ports[1])
@@ -21,6 +22,7 @@ s1.start()
 
 s2 = g.server("s2")
 s2.route("/", lambda request: f"s2 {os.getpid()}\n")
+s2.route("/pid", lambda request: f"{os.getpid()}\n")
 s2.set_graceful(True)
 s2.enable_admin()
 s2.set_port(ports[2], ports[3])
