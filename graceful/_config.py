@@ -82,6 +82,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
     return parse_config(data, path)
 
 
@@ -95,8 +97,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     settings = Settings()
     for key in ("drain_timeout", "ready_timeout"):
         if key in table:
-            if table[key] <= 0:
-                raise ConfigError(f"{path}: graceful.{key} must be above 0")
+            if not 0 < table[key] < float("inf"):  # also refuses nan
+                raise ConfigError(f"{path}: graceful.{key} must be above 0 and finite")
             setattr(settings, key, float(table[key]))
     if "workers" in table:
         if table["workers"] < 1:
@@ -131,8 +133,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
 
 def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
     where = f"servers.{name}"
-    if ":" in name or "/" in name:
-        raise ConfigError(f"{path}: server name {name!r} may not contain ':' or '/'")
+    if not name or ":" in name or "/" in name or not name.isprintable():
+        raise ConfigError(
+            f"{path}: server name {name!r} must be printable, without ':' or '/'"
+        )
     _check_keys(table, _SERVER_KEYS, where, path)
     if "app" not in table:
         raise ConfigError(f"{path}: {where}.app is missing")
@@ -285,7 +289,9 @@ def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
             try:
                 obj = obj()
             except Exception as e:
-                raise ConfigError(f"{where}: calling {spec!r} failed: {type(e).__name__}: {e}")
+                raise ConfigError(
+                    f"{where}: calling {spec!r} failed: {type(e).__name__}: {e}".splitlines()[0]
+                )
             continue
         break
     raise ConfigError(
