@@ -71,7 +71,9 @@ class HandlerResource(Resource):
             request.write(_internal_error(request))
             request.finish()
 
-        result.addCallbacks(write, fail)
+        # fail() also answers when write() cannot (a result of the wrong type).
+        result.addCallback(write)
+        result.addErrback(fail)
 
 
 def _body(request: Request, value: Any) -> bytes:
@@ -154,7 +156,7 @@ class Router(Resource):
             # Mounted at the root: hand it the segment already taken.
             request.prepath.pop()
             request.postpath.insert(0, name)
-            if not request.postpath:
+            if resource.isLeaf:
                 return resource
             segment = request.postpath.pop(0)
             request.prepath.append(segment)
