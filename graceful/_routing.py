@@ -10,7 +10,8 @@ from typing import Any, Awaitable, Callable, Union
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 HandlerResult = Union[bytes, str, "Deferred[Any]", Awaitable[Any]]
@@ -147,7 +148,7 @@ class Router(Resource):
         for prefix in sorted(self._mounts, key=len, reverse=True):
             if full[: len(prefix)] == prefix:
                 return self._enter(self._mounts[prefix], prefix, name, request)
-        return NoResource()
+        return notFound()
 
     def _enter(
         self, resource: IResource, prefix: tuple[bytes, ...], name: bytes, request: Request
@@ -167,4 +168,4 @@ class Router(Resource):
 
     def render(self, request: Request) -> bytes:
         # Only reached for an empty path, which HTTP does not allow.
-        return NoResource().render(request)
+        return notFound().render(request)  # type: ignore[no-any-return]
