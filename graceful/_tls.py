@@ -35,12 +35,16 @@ def load_tls_options(cert_path: str | Path, key_path: str | Path) -> Certificate
     except crypto.Error:
         raise ConfigError(f"key file {key_path} holds no PEM private key")
     try:
-        return CertificateOptions(
+        options = CertificateOptions(
             privateKey=key,
             certificate=certificates[0],
             extraCertChain=certificates[1:],
             raiseMinimumTo=TLSVersion.TLSv1_2,
         )
+        # The context, and with it the key check, is built lazily: build it
+        # now, so that a mismatch is found here and not at the first client.
+        options.getContext()
+        return options
     except Exception as e:  # pyOpenSSL reports a mismatch in several ways
         raise ConfigError(
             f"key file {key_path} does not match certificate {cert_path}: {e}"
