@@ -74,13 +74,12 @@ class NewProcess(ProcessProtocol):
     _messages: bytes = b""
     _timeout: IDelayedCall | None = None
     _error: str | None = None
+    pid: int = 0
     _log = Logger()
 
-    @property
-    def pid(self) -> int:
-        return int(self.transport.pid)  # type: ignore[union-attr]
-
     def connectionMade(self) -> None:
+        # The transport forgets the pid once the process has exited.
+        self.pid = int(self.transport.pid)  # type: ignore[union-attr]
         self._timeout = self.clock.callLater(self.ready_timeout, self._too_slow)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -146,16 +145,28 @@ class NewProcess(ProcessProtocol):
         except (ProcessExitedAlready, OSError, AttributeError):
             pass
 
+    def accept(self, record: Mapping[str, float | int]) -> None:
+        """
+        Tell the new process it has taken over, with the restart's facts
+        (handoff seconds, restart counts) for its status page.
+        """
+        fields = " ".join(f"{key}={value}" for key, value in record.items())
+        self._write_control(f"accepted {fields}\n".encode())
+
     def release(self) -> None:
         """
         Tell the new process that the old one's services have stopped.
         """
-        if self.transport is None:
-            return
+        self._write_control(b"released\n")
         try:
-            self.transport.writeToChild(self.control_fd, b"released\n")
-            self.transport.closeChildFD(self.control_fd)
-        except (KeyError, OSError):
+            self.transport.closeChildFD(self.control_fd)  # type: ignore[union-attr]
+        except (KeyError, OSError, AttributeError):
+            pass
+
+    def _write_control(self, data: bytes) -> None:
+        try:
+            self.transport.writeToChild(self.control_fd, data)  # type: ignore[union-attr]
+        except (KeyError, OSError, AttributeError):
             pass
 
     def _cancel_timeout(self) -> None:
@@ -248,21 +259,35 @@ class OldProcess:
         _write_quietly(self._ready_fd, b"ready\n")
         os.close(self._ready_fd)
 
-    def released(self, reactor: Any) -> Deferred[None]:
+    def listen(
+        self, reactor: Any, accepted: Callable[[dict[str, float]], None]
+    ) -> Deferred[None]:
         """
-        Fires once the old process's services have stopped (or it is gone).
+        Read the old process's messages: C{accepted ...} (we took over; its
+        facts go to C{accepted}), then C{released}.  The result fires once
+        the old process's services have stopped, or it is gone.
         """
         d: Deferred[None] = Deferred()
         fd = self._control_fd
+        buffer = b""
 
         def readable() -> None:
+            nonlocal buffer
             try:
-                data = os.read(fd, 64)
+                data = os.read(fd, 4096)
             except BlockingIOError:
                 return
             except OSError:
                 data = b""
-            if b"released" in data or not data:
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                words = line.decode("utf-8", "replace").split()
+                if words[:1] == ["accepted"]:
+                    accepted(_facts(words[1:]))
+                elif words[:1] == ["released"]:
+                    data = b""
+            if not data:
                 reactor.removeReader(reader)
                 os.close(fd)
                 if not d.called:
@@ -272,6 +297,17 @@ class OldProcess:
         os.set_blocking(fd, False)
         reactor.addReader(reader)
         return d
+
+
+def _facts(words: list[str]) -> dict[str, float]:
+    facts = {}
+    for word in words:
+        key, _, value = word.partition("=")
+        try:
+            facts[key] = float(value)
+        except ValueError:
+            pass
+    return facts
 
 
 class NoOldProcess:
@@ -289,7 +325,9 @@ class NoOldProcess:
     def report_ready(self) -> None:
         pass
 
-    def released(self, reactor: Any) -> Deferred[None]:
+    def listen(
+        self, reactor: Any, accepted: Callable[[dict[str, float]], None]
+    ) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         d.callback(None)
         return d

@@ -376,7 +376,20 @@ class Runtime:
         else:
             self.pidfile.write(self.pid)
             self.notifier.notify(ready=1, mainpid=self.pid, status="serving")
-        self.old_process.released(self.reactor).addCallback(self._start_services)
+        self.old_process.listen(self.reactor, self._took_over).addCallback(
+            self._start_services
+        )
+
+    def _took_over(self, facts: dict[str, float]) -> None:
+        """
+        The old process confirmed the handoff: the restart that made us
+        succeeded.  Keep its facts and the process's restart counts.
+        """
+        self.restarts = int(facts.get("restarts", self.restarts))
+        self.failed_restarts = int(facts.get("failed_restarts", self.failed_restarts))
+        self.last_restart = RestartRecord(
+            True, None, facts.get("at", time.time()), facts.get("handoff_seconds")
+        )
 
     def _start_services(self, _: object) -> None:
         if self.draining or self.services.running:
@@ -500,6 +513,15 @@ class Runtime:
             seconds=seconds,
         )
         new_process, self._new_process = self._new_process, None
+        if new_process is not None:
+            new_process.accept(
+                {
+                    "handoff_seconds": round(seconds, 6),
+                    "at": self.last_restart.at,
+                    "restarts": self.restarts,
+                    "failed_restarts": self.failed_restarts,
+                }
+            )
         result, self._restart_result = self._restart_result, None
         self._depart(new_process)
         if result is not None:

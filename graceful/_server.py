@@ -227,7 +227,7 @@ class Server:
                     "{pid}: {scheme} server {how} listening on [:{port}]",
                     pid=self.runtime.pid,
                     scheme=p.spec.scheme,
-                    how="reloaded" if self.runtime.is_handoff else "started",
+                    how="reloaded" if p.inherited else "started",
                     port=listener.number,
                     server=self.name,
                 )

@@ -318,8 +318,8 @@ class Load:
     """
     Clients requesting in a loop from threads until stopped, bounded in time
     and count.  Kinds: C{"keepalive"} (one HTTP/1.1 connection reused),
-    C{"close"} (C{Connection: close}, a new connection each time) and
-    C{"tls"} (HTTPS, kept alive).
+    C{"close"} (C{Connection: close}, a new connection each time),
+    C{"tls"} (HTTPS, kept alive) and C{"tls-close"}.
     """
 
     def __init__(
@@ -363,12 +363,13 @@ class Load:
         )
 
     def _run(self, kind: str, port: int) -> None:
-        tls = kind == "tls"
-        headers = {"Connection": "close"} if kind == "close" else {}
+        tls = kind.startswith("tls")
+        close = kind.endswith("close")
+        headers = {"Connection": "close"} if close else {}
         conn = connection(port, tls, timeout=15)
         while self._more():
             try:
-                if kind == "close":
+                if close:
                     conn = connection(port, tls, timeout=15)
                 conn.request("GET", self.path, headers=headers)
                 response = conn.getresponse()
@@ -381,7 +382,7 @@ class Load:
                         self.pids[int(body.split()[0])] += 1
                     except (ValueError, IndexError):
                         pass
-                if kind == "close":
+                if close:
                     conn.close()
             except Exception as e:
                 with self._lock:
