@@ -445,7 +445,7 @@ class ShutdownTests(ProcessTestCase):
 
     def _drain_into(self, errors: list[Any], proc: ServerProcess, signum: int, port: int) -> None:
         try:
-            self.assert_drains(proc, proc.process.pid, signum, [port], [], seconds=1.0)
+            self.assert_drains(proc, proc.process.pid, signum, [port], [], seconds=1.5)
         except BaseException as e:
             errors.append((signal.Signals(signum).name, repr(e)))
 
