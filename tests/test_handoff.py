@@ -1,0 +1,417 @@
+"""
+Unit tests for L{graceful._handoff}: the old process's L{NewProcess}
+protocol fed by hand on a L{Clock}, how the new process is spawned, and the
+new process's L{OldProcess} over real pipes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from graceful import _handoff
+from graceful._handoff import (
+    GENERATION_VARIABLE,
+    HANDOFF_VARIABLE,
+    STDERR_TAIL_LINES,
+    NewProcess,
+    NoOldProcess,
+    OldProcess,
+    PassedSocket,
+    RestartFailed,
+    spawn_new_process,
+)
+
+PID = 4242
+READY_FD = 5
+CONTROL_FD = 6
+TIMEOUT = 15.0
+
+
+@define
+class FakeProcessTransport:
+    """
+    The parts of L{IProcessTransport} that L{NewProcess} uses.
+    """
+
+    pid: int = PID
+    signals: list[str] = field(factory=list)
+    written: list[tuple[int, bytes]] = field(factory=list)
+    closed: list[int] = field(factory=list)
+    exited: bool = False
+
+    def signalProcess(self, signal: str) -> None:
+        if self.exited:
+            raise ProcessExitedAlready()
+        self.signals.append(signal)
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        if fd not in (CONTROL_FD,):
+            raise KeyError(fd)
+        self.written.append((fd, data))
+
+    def closeChildFD(self, fd: int) -> None:
+        self.closed.append(fd)
+
+
+class NewProcessTests(SynchronousTestCase):
+    """
+    L{NewProcess}: C{ready} fires with the pid on a C{ready} line, or fails
+    with a L{RestartFailed} that says why, and the process is killed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.forwarded: list[bytes] = []
+        self.transport = FakeProcessTransport()
+        self.process = NewProcess(
+            ready_fd=READY_FD,
+            control_fd=CONTROL_FD,
+            clock=self.clock,
+            ready_timeout=TIMEOUT,
+            forward_stderr=self.forwarded.append,
+        )
+        self.process.makeConnection(self.transport)
+
+    def say(self, data: bytes) -> None:
+        self.process.childDataReceived(READY_FD, data)
+
+    def stderr(self, data: bytes) -> None:
+        self.process.childDataReceived(2, data)
+
+    def exit(self, reason: Exception) -> None:
+        self.transport.exited = True
+        self.process.processExited(Failure(reason))
+
+    def failure(self) -> RestartFailed:
+        error = self.failureResultOf(self.process.ready, RestartFailed).value
+        assert isinstance(error, RestartFailed)
+        self.assertEqual(str(error), error.reason)
+        return error
+
+    def test_ready(self) -> None:
+        self.assertNoResult(self.process.ready)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.say(b"rea")
+        self.assertNoResult(self.process.ready)
+        self.say(b"dy\n")
+        self.assertEqual(self.successResultOf(self.process.ready), PID)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.transport.signals, [])
+
+    def test_ready_on_another_fd_ignored(self) -> None:
+        self.process.childDataReceived(1, b"ready\n")
+        self.stderr(b"ready\n")
+        self.assertNoResult(self.process.ready)
+
+    def test_unknown_lines_ignored(self) -> None:
+        self.say(b"hello\nready\n")
+        self.assertEqual(self.successResultOf(self.process.ready), PID)
+
+    def test_error_then_exit(self) -> None:
+        self.say(b"error cannot listen on :8100: Address already in use\n")
+        self.assertNoResult(self.process.ready)
+        self.stderr(b"graceful: error: cannot listen\n")
+        self.exit(ProcessTerminated(exitCode=1))
+        error = self.failure()
+        self.assertEqual(
+            error.reason,
+            f"new process {PID} exited with status 1: "
+            "cannot listen on :8100: Address already in use",
+        )
+        self.assertEqual(error.stderr_tail, "graceful: error: cannot listen")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_exit_explained_by_stderr(self) -> None:
+        self.stderr(b"Traceback (most recent call last):\n  File \"x\"\n")
+        self.stderr(b"ImportError: no module named 'mypkg'\n\n")
+        self.exit(ProcessTerminated(exitCode=2))
+        error = self.failure()
+        self.assertEqual(
+            error.reason,
+            f"new process {PID} exited with status 2: ImportError: no module named 'mypkg'",
+        )
+        self.assertIn("Traceback", error.stderr_tail)
+
+    def test_exit_with_unfinished_stderr_line(self) -> None:
+        self.stderr(b"killed by the OOM killer")
+        self.exit(ProcessTerminated(exitCode=137))
+        self.assertTrue(self.failure().reason.endswith(": killed by the OOM killer"))
+
+    def test_exit_without_reason(self) -> None:
+        self.exit(ProcessTerminated(exitCode=1))
+        self.assertEqual(
+            self.failure().reason, f"new process {PID} exited with status 1: no reason given"
+        )
+
+    def test_exit_status_zero(self) -> None:
+        self.exit(ProcessDone(0))
+        self.assertIn("exited with status 0", self.failure().reason)
+
+    def test_killed_by_signal(self) -> None:
+        self.exit(ProcessTerminated(signal=9))
+        self.assertIn(f"new process {PID} was killed by signal 9", self.failure().reason)
+
+    def test_ready_timeout(self) -> None:
+        self.clock.advance(TIMEOUT - 0.1)
+        self.assertNoResult(self.process.ready)
+        self.clock.advance(0.1)
+        self.assertEqual(
+            self.failure().reason, f"new process {PID} was not ready within 15s"
+        )
+        self.assertEqual(self.transport.signals, ["KILL"])
+        # The killed process's exit changes nothing, and neither does a late
+        # ready line.
+        self.say(b"ready\n")
+        self.exit(ProcessTerminated(signal=9))
+        self.assertEqual(self.transport.signals, ["KILL"])
+
+    def test_error_is_killed(self) -> None:
+        self.process._fail("shutdown asked for")
+        self.assertEqual(self.failure().reason, "shutdown asked for")
+        self.assertEqual(self.transport.signals, ["KILL"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_exit_after_ready(self) -> None:
+        self.say(b"ready\n")
+        self.exit(ProcessTerminated(exitCode=1))
+        self.assertEqual(self.successResultOf(self.process.ready), PID)
+        self.assertEqual(self.transport.signals, [])
+
+    def test_kill_after_exit(self) -> None:
+        self.transport.exited = True
+        self.process.kill()
+        self.assertEqual(self.transport.signals, [])
+
+    def test_stderr_forwarded(self) -> None:
+        self.stderr(b"one\ntw")
+        self.stderr(b"o\n")
+        self.assertEqual(self.forwarded, [b"one\ntw", b"o\n"])
+        self.assertEqual(self.process.stderr_tail(), "one\ntwo")
+
+    def test_tail_bounded(self) -> None:
+        self.stderr(b"".join(b"line %d\n" % i for i in range(100)))
+        lines = self.process.stderr_tail().splitlines()
+        self.assertEqual(lines, [f"line {i}" for i in range(100 - STDERR_TAIL_LINES, 100)])
+
+    def test_long_lines_cut(self) -> None:
+        self.stderr(b"x" * 10_000 + b"END\n")
+        self.stderr(b"y" * 10_000)
+        first, second = self.process.stderr_tail().splitlines()
+        self.assertEqual(len(first), 512)
+        self.assertTrue(first.endswith("END"))
+        self.assertEqual(second, "y" * 4096)
+
+    def test_accept_then_release(self) -> None:
+        self.patch(_handoff.time, "time", lambda: 1700000000.25)
+        self.process.accept({"handoff_seconds": 0.5, "restarts": 3})
+        self.process.release()
+        self.assertEqual(
+            self.transport.written,
+            [
+                (CONTROL_FD, b"accepted handoff_seconds=0.5 restarts=3\n"),
+                (CONTROL_FD, b"released at=1700000000.250000\n"),
+            ],
+        )
+        self.assertEqual(self.transport.closed, [CONTROL_FD])
+
+    def test_release_when_gone(self) -> None:
+        self.process.control_fd = 99  # the transport no longer has it
+        self.process.accept({"restarts": 1})
+        self.process.release()
+        self.process.transport = None
+        self.process.accept({"restarts": 1})
+        self.process.release()
+        self.assertEqual(self.transport.written, [])
+
+
+@define
+class SpawningReactor:
+    """
+    Records C{spawnProcess} calls.
+    """
+
+    calls: list[dict[str, Any]] = field(factory=list)
+    pid: int = PID
+
+    def spawnProcess(
+        self, protocol: Any, executable: str, args: list[str], **kwargs: Any
+    ) -> FakeProcessTransport:
+        self.calls.append(dict(protocol=protocol, executable=executable, args=args, **kwargs))
+        transport = FakeProcessTransport(pid=self.pid)
+        protocol.makeConnection(transport)
+        return transport
+
+
+class SpawnTests(SynchronousTestCase):
+    """
+    L{spawn_new_process}: sockets from fd 3 in systemd's layout, then the
+    ready, control and stderr pipes, named in the environment.
+    """
+
+    def spawn(self, sockets: list[PassedSocket], environ: dict[str, str]) -> dict[str, Any]:
+        reactor = SpawningReactor()
+        clock = Clock()
+        forward: Callable[[bytes], None] = lambda data: None
+        process = spawn_new_process(
+            reactor,
+            clock,
+            command=["/usr/bin/python3", "-m", "app"],
+            environ=environ,
+            cwd="/srv/app/current",
+            sockets=sockets,
+            generation=3,
+            extra_environ={"EXTRA": "1"},
+            ready_timeout=9.0,
+            forward_stderr=forward,
+        )
+        [call] = reactor.calls
+        self.assertIs(call["protocol"], process)
+        self.assertEqual(clock.getDelayedCalls()[0].getTime(), 9.0)
+        return call
+
+    def test_layout(self) -> None:
+        environ = {"PATH": "/bin", "LISTEN_PID": "1", "LISTEN_FDS": "9", HANDOFF_VARIABLE: "old"}
+        call = self.spawn(
+            [PassedSocket(11, "s1/http/8100/0"), PassedSocket(12, "s2/https/8443/0")], environ
+        )
+        self.assertEqual(call["executable"], "/usr/bin/python3")
+        self.assertEqual(call["args"], ["/usr/bin/python3", "-m", "app"])
+        self.assertEqual(call["path"], "/srv/app/current")
+        self.assertEqual(
+            call["childFDs"], {0: 0, 1: 1, 2: "r", 3: 11, 4: 12, 5: "r", 6: "w", 7: 2}
+        )
+        protocol = call["protocol"]
+        self.assertEqual((protocol.ready_fd, protocol.control_fd), (5, 6))
+        self.assertEqual(
+            call["env"],
+            {
+                "PATH": "/bin",
+                "LISTEN_FDS": "2",
+                "LISTEN_FDNAMES": "s1/http/8100/0:s2/https/8443/0",
+                "EXTRA": "1",
+                HANDOFF_VARIABLE: "ready=5,control=6,stderr=7",
+                GENERATION_VARIABLE: "3",
+            },
+        )
+        self.assertEqual(environ["LISTEN_PID"], "1")  # the caller's mapping is untouched
+
+    def test_no_sockets(self) -> None:
+        call = self.spawn([], {})
+        self.assertEqual(call["childFDs"], {0: 0, 1: 1, 2: "r", 3: "r", 4: "w", 5: 2})
+        self.assertEqual(call["env"][HANDOFF_VARIABLE], "ready=3,control=4,stderr=5")
+        self.assertEqual(call["env"]["LISTEN_FDS"], "0")
+
+
+class OldProcessTests(SynchronousTestCase):
+    """
+    L{OldProcess}: the new process's side of the pipes.
+    """
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        for fd in (read, write):
+            os.set_inheritable(fd, True)
+            self.addCleanup(_close_quietly, fd)
+        return read, write
+
+    def old_process(self) -> tuple[OldProcess, dict[str, int]]:
+        ready_read, ready_write = self.pipe()
+        control_read, control_write = self.pipe()
+        stderr_read, stderr_write = self.pipe()
+        environ = {
+            "PATH": "/bin",
+            HANDOFF_VARIABLE: f"ready={ready_write},control={control_read},stderr={stderr_write}",
+        }
+        old = OldProcess.from_environment(environ)
+        assert old is not None
+        self.assertEqual(environ, {"PATH": "/bin"})
+        ends = dict(
+            ready=ready_read, control=control_write, stderr=stderr_write,
+            ready_write=ready_write, control_read=control_read,
+        )
+        return old, ends
+
+    def test_from_environment(self) -> None:
+        old, ends = self.old_process()
+        self.assertTrue(old.is_handoff)
+        for fd in (ends["ready_write"], ends["control_read"], ends["stderr"]):
+            self.assertFalse(os.get_inheritable(fd))
+
+    def test_not_a_handoff(self) -> None:
+        environ = {"PATH": "/bin"}
+        self.assertIsNone(OldProcess.from_environment(environ))
+        self.assertIsNone(OldProcess.from_environment({HANDOFF_VARIABLE: ""}))
+
+    def test_report_error(self) -> None:
+        old, ends = self.old_process()
+        old.report_error("port 8100 is used twice\nsecond line")
+        self.assertEqual(os.read(ends["ready"], 100), b"error port 8100 is used twice\n")
+
+    def test_report_error_when_old_process_gone(self) -> None:
+        old, ends = self.old_process()
+        os.close(ends["ready"])
+        old.report_error("nobody listens")  # EPIPE is ignored
+
+    def test_report_ready(self) -> None:
+        dup2_calls: list[tuple[int, int]] = []
+        self.patch(_handoff.os, "dup2", lambda fd, fd2: dup2_calls.append((fd, fd2)))
+        old, ends = self.old_process()
+        old.report_ready()
+        self.assertEqual(dup2_calls, [(ends["stderr"], 2)])
+        self.assertEqual(os.read(ends["ready"], 100), b"ready\n")
+        self.assertEqual(os.read(ends["ready"], 100), b"")  # closed after
+
+    def listen(self) -> tuple[Deferred[dict[str, float]], list[dict[str, float]], Any, int]:
+        reactor = MemoryReactor()
+        old, ends = self.old_process()
+        accepted: list[dict[str, float]] = []
+        released = old.listen(reactor, accepted.append)
+        [reader] = reactor.readers
+        self.assertEqual(reader.fileno(), ends["control_read"])
+        self.reactor = reactor
+        return released, accepted, reader, ends["control"]
+
+    def test_accepted_then_released(self) -> None:
+        released, accepted, reader, control = self.listen()
+        reader.doRead()  # nothing to read yet
+        self.assertNoResult(released)
+        os.write(control, b"accepted handoff_seconds=0.25 restarts=2 bad=x\nrel")
+        reader.doRead()
+        self.assertEqual(accepted, [{"handoff_seconds": 0.25, "restarts": 2.0}])
+        self.assertNoResult(released)
+        os.write(control, b"eased at=1700000000.5\n")
+        reader.doRead()
+        self.assertEqual(self.successResultOf(released), {"at": 1700000000.5})
+        self.assertEqual(self.reactor.readers, set())
+        self.assertRaises(OSError, os.fstat, reader.fileno())
+
+    def test_released_when_old_process_exits(self) -> None:
+        released, accepted, reader, control = self.listen()
+        os.close(control)
+        reader.doRead()
+        self.assertEqual(self.successResultOf(released), {})
+        self.assertEqual(accepted, [])
+        self.assertEqual(self.reactor.readers, set())
+
+    def test_no_old_process(self) -> None:
+        none = NoOldProcess()
+        self.assertFalse(none.is_handoff)
+        none.report_error("x")
+        none.report_ready()
+        self.assertEqual(self.successResultOf(none.listen(MemoryReactor(), lambda facts: None)), {})
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
