@@ -1,39 +1,99 @@
 """
 The admin pages of a server, under its admin prefix.
 
-Safe by default: with a token, every request needs C{Authorization: Bearer
-TOKEN} (the HTML forms send it as a field); with none, only loopback peers are
-served.  An executable not listed in C{allowed_executables} is refused.
+==========================  ================================================
+request                     answer
+==========================  ================================================
+C{GET  prefix}              the HTML page (JSON status if the client asks
+                            for C{application/json} and not for HTML)
+C{GET  prefix/status}       JSON: pid, generation, started_at, uptime,
+                            servers, last_restart, draining, restarting...
+C{POST prefix/restart}      202 JSON; alias C{/reload}; optional field
+                            C{executable}; 409 while a restart runs
+C{POST prefix/shutdown}     202 JSON
+C{GET  prefix/metrics}      Prometheus text (see L{graceful._metrics})
+other methods on those      405 with C{Allow}
+==========================  ================================================
+
+Safe by default:
+
+  - With a token (C{admin_token}, C{admin_token_file}, or C{token=}), every
+    request needs it, else 401: C{Authorization: Bearer TOKEN} for API
+    clients; a C{token} field in the body of a POST (the page's forms carry
+    one); or HTTP Basic with any user name and the token as the password,
+    which is how a browser, which cannot send a Bearer header when it
+    navigates, opens the page (the 401 offers Basic, so it asks).  A token in
+    the query string is never accepted: URLs end up in logs and histories.
+    Tokens are compared in constant time.
+  - With no token (or an empty one), only loopback peers are served, and only
+    when they address the server by a loopback name (C{localhost},
+    C{127.0.0.1}, C{[::1]}): the second check stops a web page that rebinds
+    its own DNS name to 127.0.0.1 from driving the admin pages from a
+    browser on the machine.  Anything else gets 403.
+  - A POST that a browser sends from another origin (its C{Origin} or
+    C{Sec-Fetch-Site} says so) gets 403, so no other site can restart or
+    shut the server down through a browser that holds the credentials.
+  - An C{executable} not listed in C{allowed_executables} gets 403, and
+    nothing is run.
+  - The answers are never cached, never framed, and the HTML page runs no
+    script.
+
+JSON or HTML: POSTs and errors answer JSON unless the client prefers HTML
+(its C{Accept} lists C{text/html} above C{application/json}, as browsers'
+does; curl, scripts and C{graceful ctl} get JSON).  A browser's restart
+gets a 303 back to the page (C{prefix?restarted_from=N}), which follows the
+restart and reloads itself until the new generation serves; a browser's
+shutdown gets a short page that says so (the server is leaving, there is no
+page to go back to); a browser's error gets a short page with the same status
+code.
+
+Every action, and every refusal, is logged with the peer's address.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._admin_page import admin_page, message_page
 from ._errors import ExecutableNotAllowed, RestartRefused
+from ._metrics import exposition
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
     from ._server import Server
 
-
-def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, indent=1).encode() + b"\n"
+ACTIONS = ("restart", "reload", "shutdown")
+REALM = "graceful admin"
 
 
 def peer_host(request: Request) -> str:
     peer = request.getClientAddress()
     return str(getattr(peer, "host", peer))
+
+
+def peer_address(request: Request) -> str:
+    """
+    The peer as C{host:port} (C{[host]:port} for IPv6), for log lines.
+    """
+    peer = request.getClientAddress()
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    if port is None:
+        return str(host)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:
@@ -44,6 +104,63 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _host_name(authority: str) -> str:
+    """
+    The host of a C{Host} header or URL authority, without port or brackets.
+    """
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority[1:]
+    if authority.count(":") == 1:
+        return authority.split(":", 1)[0]
+    return authority
+
+
+def is_loopback_name(authority: str) -> bool:
+    host = _host_name(authority).rstrip(".")
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+
+
+def wants_html(request: Request) -> bool:
+    """
+    Whether the client prefers HTML to JSON: its C{Accept} lists
+    C{text/html} (or XHTML) with a quality at least that of
+    C{application/json}.  Browsers do; curl, scripts and fetch() do not.
+    """
+    accept = request.getHeader(b"accept")
+    if not accept:
+        return False
+    html = as_json = 0.0
+    for item in accept.decode("latin-1").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            if param.lower().startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            html = max(html, quality)
+        elif media == "application/json":
+            as_json = max(as_json, quality)
+    return html > 0 and html >= as_json
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+def token_matches(offered: str | None, token: str) -> bool:
+    """
+    Constant time, whatever the lengths: both sides are hashed first.
+    """
+    if offered is None:
+        return False
+    return hmac.compare_digest(_digest(offered), _digest(token))
 
 
 class AdminResource(Resource):
@@ -62,93 +179,360 @@ class AdminResource(Resource):
 
     @property
     def token(self) -> str | None:
-        return self._server.admin_token
+        """
+        The admin token; an empty one counts as none (loopback only), never
+        as "every token matches".
+        """
+        return self._server.admin_token or None
+
+    @property
+    def prefix(self) -> str:
+        return self._server.admin_prefix or "/debug/admin"
+
+    # -- dispatch -----------------------------------------------------------
 
     def render(self, request: Request) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        page = b"/".join(request.postpath).strip(b"/").decode("utf-8", "replace")
+        method = request.method.decode("ascii", "replace").upper()
         denied = self._check_access(request)
         if denied is not None:
             return denied
-        page = b"/".join(request.postpath).strip(b"/").decode("utf-8", "replace")
-        method = request.method.decode("ascii", "replace")
-        if page in ("restart", "reload", "shutdown"):
+        if page in ACTIONS:
             if method != "POST":
                 request.setHeader(b"allow", b"POST")
-                return _json(request, 405, {"error": f"{page} needs POST"})
+                return self._error(request, 405, f"{page} needs POST")
+            refused = self._check_origin(request, page)
+            if refused is not None:
+                return refused
+            if page == "shutdown":
+                return self._shutdown(request)
+            return self._restart(request, page)
+        if page not in ("", "status", "metrics"):
+            return self._error(request, 404, f"no admin page {page!r}")
+        if method not in ("GET", "HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return self._error(request, 405, f"{page or 'the admin page'} needs GET")
+        if page == "status":
+            return _json(request, 200, self._runtime.status())
+        if page == "metrics":
+            accept = request.getHeader(b"accept")
+            body, content_type = exposition(
+                self._runtime, accept.decode("latin-1") if accept else None
+            )
+            request.setHeader(b"content-type", content_type.encode("latin-1"))
+            return body
+        return self._page(request)
+
+    # -- pages ----------------------------------------------------------------
+
+    def _page(self, request: Request) -> bytes:
+        status = self._runtime.status()
+        if not wants_html(request) and _prefers_json(request):
+            return _json(request, 200, status)
+        restarted_from = _int(_query(request).get("restarted_from"))
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            b"frame-ancestors 'none'; base-uri 'none'",
+        )
+        return admin_page(
+            status,
+            prefix=self.prefix,
+            token=self._presented_token(request) if self.token else None,
+            allowed_executables=self._runtime.settings.allowed_executables,
+            restarted_from=restarted_from,
+        )
+
+    def _error(self, request: Request, code: int, message: str) -> bytes:
+        if wants_html(request):
+            request.setResponseCode(code)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            titles = {
+                401: "The admin token is needed",
+                403: "Refused",
+                404: "No such admin page",
+                405: "Wrong method",
+                409: "A restart is already running",
+            }
+            return message_page(titles.get(code, "Error"), message, self.prefix)
+        return _json(request, code, {"error": message})
+
+    # -- actions ------------------------------------------------------------
+
+    def _restart(self, request: Request, page: str) -> bytes:
+        executable = _executable(request)
+        peer = peer_address(request)
+        if executable:
+            self._log.info(
+                "{pid}: admin {action} asked for by {peer} (executable {executable})",
+                pid=self._runtime.pid,
+                action=page,
+                peer=peer,
+                executable=executable,
+            )
+        else:
             self._log.info(
                 "{pid}: admin {action} asked for by {peer}",
                 pid=self._runtime.pid,
                 action=page,
-                peer=peer_host(request),
+                peer=peer,
             )
-            if page == "shutdown":
-                self._runtime.reactor.callLater(0, self._runtime.shutdown)
-                return _json(request, 202, {"shutting_down": True, "pid": self._runtime.pid})
-            return self._restart(request)
-        if method not in ("GET", "HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _json(request, 405, {"error": f"{page or 'the admin page'} needs GET"})
-        if page == "status":
-            return _json(request, 200, self._runtime.status())
-        if page == "":
-            return _json(request, 200, self._runtime.status())
-        return _json(request, 404, {"error": f"no admin page {page!r}"})
-
-    def _restart(self, request: Request) -> bytes:
-        executable = _field(request, b"executable")
-        try:
-            if executable:
-                self._runtime.check_executable(executable)
-        except ExecutableNotAllowed as e:
-            self._log.warn(
-                "{pid}: admin restart refused for {peer}: {error}",
-                pid=self._runtime.pid,
-                peer=peer_host(request),
-                error=str(e),
+        generation = self._runtime.generation
+        refusals: list[Failure] = []
+        # Untrusted: the runtime checks the executable against
+        # allowed_executables and refuses a second restart (and logs that).
+        # A later failure of the restart is logged by the runtime.
+        d = self._runtime.restart(executable, trusted=False)
+        d.addErrback(refusals.append)
+        if refusals:
+            failure = refusals[0]
+            if failure.check(ExecutableNotAllowed):
+                self._log.warn(
+                    "{pid}: admin {action} for {peer} refused: {error}",
+                    pid=self._runtime.pid,
+                    action=page,
+                    peer=peer,
+                    error=str(failure.value),
+                )
+                return self._error(request, 403, str(failure.value))
+            if failure.check(RestartRefused):
+                why = "shutting down" if self._runtime.draining else "a restart is already running"
+                return self._error(request, 409, f"restart refused: {why}")
+            self._log.failure(
+                "{pid}: admin {action} for {peer} failed", failure,
+                pid=self._runtime.pid, action=page, peer=peer,
             )
-            return _json(request, 403, {"error": str(e)})
-        if self._runtime.restarting or self._runtime.draining:
-            self._runtime.restart().addErrback(lambda f: None)  # logs the refusal
-            return _json(request, 409, {"error": "a restart is already running"})
-        d = self._runtime.restart(executable or None, trusted=True)
-        d.addErrback(lambda f: f.trap(RestartRefused, Exception) and None)
+            return self._error(request, 500, f"restart failed: {failure.getErrorMessage()}")
+        if wants_html(request):
+            request.setResponseCode(303)
+            location = f"{self.prefix}?restarted_from={generation}"
+            request.setHeader(b"location", location.encode("utf-8"))
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            return message_page("Restarting", "A new process is starting.", location)
         return _json(
             request,
             202,
-            {"restarting": True, "pid": self._runtime.pid, "generation": self._runtime.generation},
+            {
+                "restarting": True,
+                "pid": self._runtime.pid,
+                "generation": generation,
+                "next_generation": generation + 1,
+                "executable": executable,
+            },
         )
+
+    def _shutdown(self, request: Request) -> bytes:
+        peer = peer_address(request)
+        self._log.info(
+            "{pid}: admin {action} asked for by {peer}",
+            pid=self._runtime.pid,
+            action="shutdown",
+            peer=peer,
+        )
+        already = self._runtime.draining
+        in_flight = max(0, sum(s.in_flight for s in self._runtime.servers.values()) - 1)
+        # After this answer is written: shutting down stops accepting first.
+        self._runtime.reactor.callLater(0, self._shut_down)
+        if wants_html(request):
+            request.setResponseCode(202)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            return message_page(
+                "Shutting down",
+                f"Process {self._runtime.pid} stops accepting, finishes the "
+                f"{in_flight} other request(s) in flight, and exits. "
+                "This page will not come back until the server is started again.",
+            )
+        return _json(
+            request,
+            202,
+            {
+                "shutting_down": True,
+                "already": already,
+                "pid": self._runtime.pid,
+                "generation": self._runtime.generation,
+                "in_flight": in_flight,
+            },
+        )
+
+    def _shut_down(self) -> None:
+        self._runtime.shutdown().addErrback(
+            lambda f: self._log.failure("{pid}: shutdown failed", f, pid=self._runtime.pid)
+        )
+
+    # -- access ---------------------------------------------------------------
 
     def _check_access(self, request: Request) -> bytes | None:
         token = self.token
         if token is None:
             if not is_loopback(peer_host(request)):
-                self._log.warn(
-                    "{pid}: admin request from {peer} refused: not loopback and no token set",
-                    pid=self._runtime.pid,
-                    peer=peer_host(request),
+                return self._refuse(
+                    request,
+                    403,
+                    "not loopback and no admin token set",
+                    "admin pages answer loopback clients only, unless an admin token is set",
                 )
-                return _json(request, 403, {"error": "admin pages answer loopback only"})
+            host = request.getHeader(b"host")
+            if host and not is_loopback_name(host.decode("latin-1")):
+                return self._refuse(
+                    request,
+                    403,
+                    f"addressed as {host.decode('latin-1')!r}, not a loopback name, and no admin token set",
+                    "without an admin token, admin pages answer requests addressed to "
+                    "localhost, 127.0.0.1 or [::1] only",
+                )
             return None
-        offered = _bearer(request) or _field(request, b"token") or ""
-        if not hmac.compare_digest(offered.encode(), token.encode()):
-            self._log.warn(
-                "{pid}: admin request from {peer} refused: bad or missing token",
-                pid=self._runtime.pid,
-                peer=peer_host(request),
+        if not token_matches(self._presented_token(request), token):
+            request.responseHeaders.setRawHeaders(
+                b"www-authenticate",
+                [
+                    f'Bearer realm="{REALM}"'.encode(),
+                    f'Basic realm="{REALM}", charset="UTF-8"'.encode(),
+                ],
             )
-            request.setHeader(b"www-authenticate", b'Bearer realm="graceful"')
-            return _json(request, 401, {"error": "a valid bearer token is required"})
+            return self._refuse(
+                request,
+                401,
+                "bad or missing token",
+                "the admin token is required: send Authorization: Bearer TOKEN "
+                "(in a browser: any user name, the token as the password)",
+            )
+        return None
+
+    def _check_origin(self, request: Request, page: str) -> bytes | None:
+        """
+        Refuse a POST a browser sends from a page of another origin.
+        """
+        origin = request.getHeader(b"origin")
+        fetch_site = (request.getHeader(b"sec-fetch-site") or b"").lower()
+        cross = fetch_site in (b"cross-site", b"same-site")
+        if origin is not None:
+            cross = cross or not _same_origin(
+                origin.decode("latin-1"),
+                (request.getHeader(b"host") or b"").decode("latin-1"),
+                request.isSecure(),
+            )
+        if cross:
+            return self._refuse(
+                request,
+                403,
+                f"{page} posted from another origin ({(origin or fetch_site).decode('latin-1')})",
+                "admin actions are not accepted from pages of another origin",
+            )
+        return None
+
+    def _refuse(self, request: Request, code: int, why: str, message: str) -> bytes:
+        self._log.warn(
+            "{pid}: admin request {method} {path} from {peer} refused ({code}): {why}",
+            pid=self._runtime.pid,
+            method=request.method.decode("ascii", "replace"),
+            path=(request.path or b"").decode("utf-8", "replace"),
+            peer=peer_address(request),
+            code=code,
+            why=why,
+        )
+        return self._error(request, code, message)
+
+    def _presented_token(self, request: Request) -> str | None:
+        """
+        The token the request presents: Bearer, Basic's password, or a
+        C{token} field of a POST's body; never one from the query string.
+        """
+        header = request.getHeader(b"authorization")
+        if header:
+            scheme, _, credentials = header.strip().partition(b" ")
+            scheme = scheme.lower()
+            if scheme == b"bearer":
+                return credentials.strip().decode("utf-8", "replace")
+            if scheme == b"basic":
+                try:
+                    decoded = base64.b64decode(credentials.strip(), validate=True)
+                except ValueError:
+                    return None
+                return decoded.decode("utf-8", "replace").partition(":")[2]
+            return None
+        if request.method != b"POST" or "token" in _query(request):
+            return None
+        return _field(request, "token")
+
+
+# -- requests ----------------------------------------------------------------
+
+
+def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, indent=1).encode() + b"\n"
+
+
+def _prefers_json(request: Request) -> bool:
+    accept = (request.getHeader(b"accept") or b"").lower()
+    return b"application/json" in accept
+
+
+def _query(request: Request) -> dict[str, str]:
+    uri = request.uri or b""
+    query = urlsplit(uri.decode("utf-8", "replace")).query
+    return {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    content = getattr(request, "content", None)
+    if content_type != b"application/json" or content is None:
+        return {}
+    try:
+        content.seek(0)
+        value = json.loads(content.read(1 << 16) or b"{}")
+    except (ValueError, OSError):
+        return {}
+    finally:
+        try:
+            content.seek(0)
+        except (OSError, ValueError):
+            pass
+    return value if isinstance(value, dict) else {}
+
+
+def _field(request: Request, name: str) -> str | None:
+    """
+    A form field (body or query string; Twisted merges them), or a member of
+    a JSON body.
+    """
+    values = (request.args or {}).get(name.encode())
+    if values:
+        return values[0].decode("utf-8", "replace")
+    value = _json_body(request).get(name)
+    return value if isinstance(value, str) else None
+
+
+def _executable(request: Request) -> str | None:
+    return (_field(request, "executable") or "").strip() or None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
         return None
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.getHeader(b"authorization")
-    if header and header[:7].lower() == b"bearer ":
-        return header[7:].strip().decode("utf-8", "replace")
-    return None
+def _same_origin(origin: str, host: str, secure: bool) -> bool:
+    if not origin or origin == "null" or not host:
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or parts.scheme != ("https" if secure else "http"):
+        return False
+    default = 443 if secure else 80
 
+    def normal(authority: str) -> tuple[str, int]:
+        name = _host_name(authority)
+        tail = authority.rsplit("]", 1)[-1] if authority.startswith("[") else authority
+        port = tail.rsplit(":", 1)[1] if ":" in tail else ""
+        return name, int(port) if port.isdigit() else default
 
-def _field(request: Request, name: bytes) -> str | None:
-    values = (request.args or {}).get(name)
-    if values:
-        return values[0].decode("utf-8", "replace")
-    return None
+    return normal(parts.netloc) == normal(host)

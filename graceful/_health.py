@@ -1,6 +1,12 @@
 """
 The health page: 200 while serving, 503 once the process drains, so a load
-balancer takes the node out before it stops.  No auth: probes carry none.
+balancer or a Kubernetes readiness probe takes the node out before it stops.
+No auth: probes carry none, and the page tells nothing but "ok" or
+"draining".
+
+While a restart is under way the old process still serves (200); once it
+hands over, or once it shuts down, it drains (503) and the connections it
+still holds are answered that way.  New connections reach the new process.
 """
 
 from __future__ import annotations

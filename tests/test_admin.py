@@ -1,0 +1,694 @@
+"""
+Unit tests of the admin pages, the health page and the metrics: every answer
+of CONTRACT section 5, on a runtime whose restarts are faked (nothing is
+spawned) and requests built in memory, so peers from anywhere can be tried.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from attrs import define, field
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from graceful._admin import is_loopback, is_loopback_name, token_matches, wants_html
+from graceful._admin_page import admin_page, duration, restart_notice
+from graceful._drain import DrainingSite
+from graceful._handoff import RestartFailed
+from graceful._metrics import registry_for
+from graceful._pages import add_operational_pages
+from graceful._runtime import RestartRecord, Runtime
+from graceful._server import Listener, Server
+from graceful._sockets import ListenSpec
+
+TOKEN = "s3cret-token"
+PREFIX = "/debug/admin"
+
+
+class FakeNewProcess:
+    killed = False
+    released = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def accept(self, facts: dict[str, float]) -> None:
+        self.accepted = facts
+
+    def release(self) -> None:
+        self.released = True
+
+
+@define(eq=False)
+class FakeRuntime(Runtime):
+    """
+    A runtime whose restarts start no process: L{spawned} records what
+    would have been run; the test says how the new process fares.
+    """
+
+    spawned: list[str | None] = field(factory=list)
+
+    def _spawn(self, executable: str | None) -> Deferred[int]:
+        self.spawned.append(executable)
+        self._restart_began = self.reactor.seconds()
+        self._new_process = FakeNewProcess()  # type: ignore[assignment]
+        self._restart_result = result = Deferred()
+        return result
+
+    def new_process_ready(self, pid: int = 5555) -> None:
+        self._lifecycle.ready(pid)
+
+    def new_process_failed(self, reason: str) -> None:
+        self._lifecycle.failed(Failure(RestartFailed(reason)))
+
+
+class FakePort:
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "0.0.0.0", self.number)
+
+    def stopListening(self) -> None:
+        return None
+
+
+def build(
+    token: str | None = None,
+    allowed: tuple[str, ...] = (),
+    generation: int = 1,
+    name: str = "s1",
+) -> tuple[FakeRuntime, Server]:
+    runtime = FakeRuntime(
+        reactor=MemoryReactorClock(), environ={}, pid=4242, generation=generation
+    )
+    runtime.settings.allowed_executables = list(allowed)
+    server = runtime.server(name)
+    server.enable_admin(PREFIX, token=token)
+    server.enable_health("/healthz")
+    server.site = DrainingSite(server.router, server_name=name, reactor=runtime.reactor)
+    server.listeners.append(Listener(ListenSpec(name, False, 8100, "", 0), FakePort(8100)))
+    server.listeners.append(Listener(ListenSpec(name, True, 8443, "", 0), FakePort(8443)))
+    add_operational_pages(runtime, server)
+    return runtime, server
+
+
+@define
+class Answer:
+    code: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name.encode())
+        return values[-1].decode() if values else None
+
+    def json(self) -> Any:
+        assert self.header("content-type") == "application/json", self.headers
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def ask(
+    server: Server,
+    method: str,
+    path: str,
+    *,
+    peer: str = "127.0.0.1",
+    host: str | None = "127.0.0.1:8100",
+    headers: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    content: tuple[str, bytes] | None = None,
+) -> Answer:
+    """
+    Send a request through the server's router, from C{peer}.
+    """
+    uri = path.encode()
+    path_only, _, query = uri.partition(b"?")
+    request = DummyRequest(path_only.split(b"/")[1:])
+    request.method = method.encode()
+    request.uri = uri
+    request.path = path_only
+    request.isSecure = lambda: False
+    address = IPv6Address if ":" in peer else IPv4Address
+    request.client = address("TCP", peer, 50123)
+    if host is not None:
+        request.requestHeaders.setRawHeaders(b"host", [host.encode()])
+    for name, value in (headers or {}).items():
+        request.requestHeaders.setRawHeaders(name.encode(), [value.encode()])
+    args: dict[bytes, list[bytes]] = parse_qs(query, keep_blank_values=True)
+    for name, value in (form or {}).items():
+        args[name.encode()] = [value.encode()]
+    request.args = args
+    if content is not None:
+        request.requestHeaders.setRawHeaders(b"content-type", [content[0].encode()])
+        request.content = io.BytesIO(content[1])
+    resource = getChildForRequest(server.router, request)
+    body = resource.render(request)
+    assert isinstance(body, bytes), body
+    return Answer(request.responseCode or 200, request.responseHeaders, body)
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+class StatusTests(SynchronousTestCase):
+    def test_status_fields(self) -> None:
+        """
+        C{/status} is JSON with the fields section 5 promises.
+        """
+        runtime, server = build()
+        status = ask(server, "GET", PREFIX + "/status").json()
+        self.assertEqual(status["pid"], 4242)
+        self.assertEqual(status["generation"], 1)
+        self.assertIsInstance(status["started_at"], float)
+        self.assertIs(status["draining"], False)
+        self.assertIsNone(status["last_restart"])
+        [s1] = status["servers"]
+        self.assertEqual(s1["name"], "s1")
+        self.assertEqual(
+            s1["ports"], [{"port": 8100, "tls": False}, {"port": 8443, "tls": True}]
+        )
+        self.assertEqual(s1["in_flight"], 0)
+
+    def test_not_cached(self) -> None:
+        _, server = build()
+        answer = ask(server, "GET", PREFIX + "/status")
+        self.assertEqual(answer.header("cache-control"), "no-store")
+        self.assertEqual(answer.header("x-frame-options"), "DENY")
+
+    def test_unknown_page(self) -> None:
+        _, server = build()
+        self.assertEqual(ask(server, "GET", PREFIX + "/nope").code, 404)
+
+    def test_post_on_status(self) -> None:
+        _, server = build()
+        answer = ask(server, "POST", PREFIX + "/status")
+        self.assertEqual(answer.code, 405)
+        self.assertEqual(answer.header("allow"), "GET, HEAD")
+
+    def test_root_as_json(self) -> None:
+        """
+        A client asking for JSON only gets the status from the page's URL.
+        """
+        _, server = build()
+        answer = ask(server, "GET", PREFIX, headers={"Accept": "application/json"})
+        self.assertEqual(answer.json()["pid"], 4242)
+
+
+class AccessWithoutTokenTests(SynchronousTestCase):
+    def test_loopback_served(self) -> None:
+        _, server = build()
+        for peer in ("127.0.0.1", "127.5.6.7", "::1", "::ffff:127.0.0.1"):
+            self.assertEqual(ask(server, "GET", PREFIX + "/status", peer=peer).code, 200, peer)
+
+    def test_others_refused(self) -> None:
+        """
+        Without a token, a peer that is not loopback gets 403 on every admin
+        page, and its restart runs nothing; the refusal is logged with it.
+        """
+        runtime, server = build()
+        for peer in ("10.0.0.5", "192.168.1.9", "2001:db8::1", "::ffff:10.1.2.3"):
+            for method, page in (("GET", ""), ("GET", "/status"), ("GET", "/metrics")):
+                answer = ask(server, method, PREFIX + page, peer=peer)
+                self.assertEqual(answer.code, 403, (peer, page))
+        with capturedLogs() as events:
+            answer = ask(server, "POST", PREFIX + "/restart", peer="10.0.0.5")
+        self.assertEqual(answer.code, 403)
+        self.assertEqual(runtime.spawned, [])
+        self.assertFalse(runtime.restarting)
+        self.assertIn("10.0.0.5:50123", " ".join(formatEvent(e) for e in events))
+        answer = ask(server, "POST", PREFIX + "/shutdown", peer="10.0.0.5")
+        self.assertEqual(answer.code, 403)
+        runtime.reactor.advance(1)
+        self.assertFalse(runtime.draining)
+
+    def test_empty_token_is_no_token(self) -> None:
+        """
+        An empty token never means "any token will do".
+        """
+        _, server = build(token="")
+        self.assertEqual(ask(server, "GET", PREFIX + "/status", peer="10.0.0.5").code, 403)
+        self.assertEqual(
+            ask(server, "GET", PREFIX + "/status", peer="10.0.0.5", headers=bearer("")).code,
+            403,
+        )
+
+    def test_loopback_names_only(self) -> None:
+        """
+        Without a token, a request addressed to a name that is not loopback
+        is refused even from loopback: a page that rebinds its DNS name to
+        127.0.0.1 cannot use the browser of someone on the machine.
+        """
+        _, server = build()
+        for host in ("localhost:8100", "127.0.0.1", "[::1]:8100", "app.localhost", None):
+            self.assertEqual(ask(server, "GET", PREFIX + "/status", host=host).code, 200, host)
+        for host in ("evil.example:8100", "10.0.0.1:8100", "localhost.evil.example"):
+            self.assertEqual(ask(server, "GET", PREFIX + "/status", host=host).code, 403, host)
+
+
+class AccessWithTokenTests(SynchronousTestCase):
+    def test_missing_or_wrong(self) -> None:
+        runtime, server = build(token=TOKEN)
+        for headers in (
+            {},
+            bearer("wrong"),
+            bearer(TOKEN + "x"),
+            {"Authorization": "Token " + TOKEN},
+            {"Authorization": "Basic !!!"},
+        ):
+            for method, page in (
+                ("GET", ""),
+                ("GET", "/status"),
+                ("GET", "/metrics"),
+                ("POST", "/restart"),
+                ("POST", "/shutdown"),
+                ("GET", "/restart"),
+            ):
+                answer = ask(server, method, PREFIX + page, headers=headers)
+                self.assertEqual(answer.code, 401, (headers, page))
+                self.assertNotIn(TOKEN.encode(), answer.body)
+        challenges = answer.headers.getRawHeaders(b"www-authenticate")
+        self.assertEqual([c.split()[0] for c in challenges], [b"Bearer", b"Basic"])
+        runtime.reactor.advance(1)
+        self.assertEqual(runtime.spawned, [])
+        self.assertFalse(runtime.draining)
+
+    def test_bearer(self) -> None:
+        """
+        With a token, any peer that presents it is served.
+        """
+        _, server = build(token=TOKEN)
+        for peer in ("127.0.0.1", "10.0.0.5"):
+            answer = ask(server, "GET", PREFIX + "/status", peer=peer, headers=bearer())
+            self.assertEqual(answer.code, 200, peer)
+
+    def test_basic_for_browsers(self) -> None:
+        _, server = build(token=TOKEN)
+        credentials = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
+        answer = ask(server, "GET", PREFIX, headers={"Authorization": "Basic " + credentials})
+        self.assertEqual(answer.code, 200)
+
+    def test_form_field(self) -> None:
+        """
+        A POST may carry the token as a form field (the page's forms do).
+        """
+        runtime, server = build(token=TOKEN)
+        answer = ask(server, "POST", PREFIX + "/restart", form={"token": TOKEN})
+        self.assertEqual(answer.code, 202)
+        self.assertEqual(runtime.spawned, [None])
+
+    def test_not_in_query_string(self) -> None:
+        """
+        A token in the URL is refused: URLs end up in logs and histories.
+        """
+        runtime, server = build(token=TOKEN)
+        self.assertEqual(ask(server, "GET", PREFIX + "/status?token=" + TOKEN).code, 401)
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart?token=" + TOKEN).code, 401)
+        self.assertEqual(runtime.spawned, [])
+
+    def test_constant_time_comparison(self) -> None:
+        self.assertTrue(token_matches(TOKEN, TOKEN))
+        self.assertFalse(token_matches(TOKEN[:-1], TOKEN))
+        self.assertFalse(token_matches("", TOKEN))
+        self.assertFalse(token_matches(None, TOKEN))
+
+
+class RestartTests(SynchronousTestCase):
+    def test_restart(self) -> None:
+        """
+        POST restart is 202 with JSON and starts one new process; a second
+        restart, through either name, is 409 while it runs; once it is over
+        (here: failed), a restart is accepted again.
+        """
+        runtime, server = build()
+        with capturedLogs() as events:
+            answer = ask(server, "POST", PREFIX + "/restart")
+        self.assertEqual(answer.code, 202)
+        body = answer.json()
+        self.assertEqual((body["restarting"], body["pid"], body["generation"]), (True, 4242, 1))
+        self.assertEqual(runtime.spawned, [None])
+        logged = " ".join(formatEvent(e) for e in events)
+        self.assertIn("4242: admin restart asked for by 127.0.0.1:50123", logged)
+
+        for page in ("/restart", "/reload"):
+            with capturedLogs() as events:
+                answer = ask(server, "POST", PREFIX + page)
+            self.assertEqual(answer.code, 409)
+            self.assertIn("restart", answer.json()["error"])
+            self.assertIn("restart refused", " ".join(formatEvent(e) for e in events))
+        self.assertEqual(runtime.spawned, [None])
+
+        runtime.new_process_failed("port 8100 is taken")
+        last = ask(server, "GET", PREFIX + "/status").json()["last_restart"]
+        self.assertEqual((last["ok"], last["error"]), (False, "port 8100 is taken"))
+        self.assertEqual(ask(server, "POST", PREFIX + "/reload").code, 202)
+        self.assertEqual(runtime.spawned, [None, None])
+
+    def test_get_is_405(self) -> None:
+        runtime, server = build(token=TOKEN)
+        for page in ("/restart", "/reload", "/shutdown"):
+            for method in ("GET", "HEAD", "PUT"):
+                answer = ask(server, method, PREFIX + page, headers=bearer())
+                self.assertEqual(answer.code, 405, (method, page))
+                self.assertEqual(answer.header("allow"), "POST")
+        runtime.reactor.advance(1)
+        self.assertEqual(runtime.spawned, [])
+        self.assertFalse(runtime.draining)
+
+    def test_executable_not_allowed(self) -> None:
+        """
+        An executable that allowed_executables does not list is 403, and
+        nothing is run; one it lists is run.
+        """
+        runtime, server = build(allowed=("/usr/bin/true",))
+        with capturedLogs() as events:
+            answer = ask(server, "POST", PREFIX + "/restart", form={"executable": "/bin/sh"})
+        self.assertEqual(answer.code, 403)
+        self.assertIn("/bin/sh", answer.json()["error"])
+        self.assertEqual(runtime.spawned, [])
+        self.assertFalse(runtime.restarting)
+        self.assertIn("refused", " ".join(formatEvent(e) for e in events))
+        answer = ask(
+            server,
+            "POST",
+            PREFIX + "/reload",
+            content=("application/json", b'{"executable": "/usr/bin/true"}'),
+        )
+        self.assertEqual(answer.code, 202)
+        self.assertEqual(runtime.spawned, ["/usr/bin/true"])
+
+    def test_empty_executable_is_none(self) -> None:
+        runtime, server = build()
+        self.assertEqual(
+            ask(server, "POST", PREFIX + "/restart", form={"executable": " "}).code, 202
+        )
+        self.assertEqual(runtime.spawned, [None])
+
+    def test_cross_origin_refused(self) -> None:
+        """
+        A browser's POST from a page of another origin is refused, whatever
+        credentials the browser holds; the page's own POST is accepted.
+        """
+        runtime, server = build(token=TOKEN)
+        for headers in (
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Origin": "http://127.0.0.1:9999"},
+            {"Origin": "https://127.0.0.1:8100"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ):
+            answer = ask(server, "POST", PREFIX + "/restart", headers={**bearer(), **headers})
+            self.assertEqual(answer.code, 403, headers)
+            answer = ask(server, "POST", PREFIX + "/shutdown", headers={**bearer(), **headers})
+            self.assertEqual(answer.code, 403, headers)
+        runtime.reactor.advance(1)
+        self.assertEqual(runtime.spawned, [])
+        self.assertFalse(runtime.draining)
+        same = {"Origin": "http://127.0.0.1:8100", "Sec-Fetch-Site": "same-origin"}
+        answer = ask(server, "POST", PREFIX + "/restart", headers={**bearer(), **same})
+        self.assertEqual(answer.code, 202)
+
+    def test_browser_gets_redirect(self) -> None:
+        """
+        The page's form gets a 303 back to the page, which follows the
+        restart; a browser's 409 is a page with the same code.
+        """
+        runtime, server = build()
+        answer = ask(server, "POST", PREFIX + "/restart", headers=BROWSER)
+        self.assertEqual(answer.code, 303)
+        self.assertEqual(answer.header("location"), PREFIX + "?restarted_from=1")
+        answer = ask(server, "POST", PREFIX + "/restart", headers=BROWSER)
+        self.assertEqual(answer.code, 409)
+        self.assertIn("text/html", answer.header("content-type") or "")
+        self.assertIn("already running", answer.text)
+        page = ask(server, "GET", PREFIX + "?restarted_from=1", headers=BROWSER).text
+        self.assertIn('http-equiv="refresh"', page)
+        self.assertIn("Restarting", page)
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_shutdown(self) -> None:
+        """
+        POST shutdown is 202 with JSON; once the answer is out the process
+        drains, and health turns 503.
+        """
+        runtime, server = build()
+        self.assertEqual(ask(server, "GET", "/healthz").code, 200)
+        with capturedLogs() as events:
+            answer = ask(server, "POST", PREFIX + "/shutdown")
+        self.assertEqual(answer.code, 202)
+        self.assertEqual(answer.json()["shutting_down"], True)
+        self.assertIn(
+            "admin shutdown asked for by 127.0.0.1:50123",
+            " ".join(formatEvent(e) for e in events),
+        )
+        runtime.reactor.advance(0)
+        self.assertTrue(runtime.draining)
+        health = ask(server, "GET", "/healthz")
+        self.assertEqual((health.code, health.body), (503, b"draining\n"))
+        self.assertEqual(ask(server, "GET", PREFIX + "/status").json()["draining"], True)
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 409)
+
+    def test_browser_gets_page(self) -> None:
+        runtime, server = build()
+        answer = ask(server, "POST", PREFIX + "/shutdown", headers=BROWSER)
+        self.assertEqual(answer.code, 202)
+        self.assertIn("Shutting down", answer.text)
+
+
+class HealthTests(SynchronousTestCase):
+    def test_no_auth(self) -> None:
+        """
+        Health needs no token and answers any peer: probes carry nothing.
+        """
+        runtime, server = build(token=TOKEN)
+        answer = ask(server, "GET", "/healthz", peer="10.0.0.5", host="node7:8100")
+        self.assertEqual((answer.code, answer.body), (200, b"ok\n"))
+        self.assertEqual(answer.header("cache-control"), "no-store")
+        self.assertEqual(ask(server, "HEAD", "/healthz").code, 200)
+
+    def test_serving_while_restarting(self) -> None:
+        """
+        While the new process starts, this one still serves: 200.  Once it
+        hands over, it drains: 503.
+        """
+        runtime, server = build()
+        runtime.restart().addErrback(lambda f: None)
+        self.assertEqual(ask(server, "GET", "/healthz").code, 200)
+        runtime.new_process_ready()
+        self.assertEqual(ask(server, "GET", "/healthz").code, 503)
+
+
+class PageTests(SynchronousTestCase):
+    def test_page(self) -> None:
+        """
+        The page shows pid, generation, uptime, servers with ports and
+        in-flight requests, the last restart, and two forms that POST; it
+        loads nothing from elsewhere and runs no script.
+        """
+        runtime, server = build()
+        answer = ask(server, "GET", PREFIX, headers=BROWSER)
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.header("content-type"), "text/html; charset=utf-8")
+        self.assertIn("default-src 'none'", answer.header("content-security-policy") or "")
+        page = answer.text
+        self.assertIn('<dd id="pid">4242</dd>', page)
+        self.assertIn('<dd id="generation">1</dd>', page)
+        self.assertIn('id="uptime"', page)
+        self.assertIn("http :8100", page)
+        self.assertIn("https :8443", page)
+        self.assertIn('class="num in-flight">0<', page)
+        self.assertIn("No restart yet", page)
+        self.assertIn(f'<form method="post" action="{PREFIX}/restart"', page)
+        self.assertIn(f'<form method="post" action="{PREFIX}/shutdown"', page)
+        self.assertIn("required", page)
+        for outside in ("<script", "src=", "<link", "@import", "url("):
+            self.assertNotIn(outside, page)
+        self.assertNotIn('name="token"', page)
+        self.assertNotIn('http-equiv="refresh"', page)
+
+    def test_token_carried_when_presented(self) -> None:
+        """
+        The forms carry the token that the request for the page presented.
+        """
+        _, server = build(token=TOKEN)
+        page = ask(server, "GET", PREFIX, headers={**BROWSER, **bearer()}).text
+        self.assertEqual(page.count(f'<input type="hidden" name="token" value="{TOKEN}">'), 2)
+
+    def test_escaped(self) -> None:
+        runtime, server = build(name="<b>x&amp;", token='"><script>')
+        runtime.last_restart = RestartRecord(False, "<img src=x onerror=alert(1)>", 1.0)
+        runtime.settings.allowed_executables = ['/opt/"a"<b>']
+        page = ask(
+            server, "GET", PREFIX, headers={**BROWSER, **bearer('"><script>')}
+        ).text
+        for raw in ("<b>x", "<img", "<script>", '"a"<b>'):
+            self.assertNotIn(raw, page)
+        self.assertIn("&lt;b&gt;x&amp;amp;", page)
+        self.assertIn("&lt;img src=x onerror=alert(1)&gt;", page)
+        self.assertIn('value="&quot;&gt;&lt;script&gt;"', page)
+
+    def test_allowed_executables_offered(self) -> None:
+        runtime, server = build(allowed=("/srv/app/releases/2/run",))
+        page = ask(server, "GET", PREFIX, headers=BROWSER).text
+        self.assertIn('<option value="/srv/app/releases/2/run">', page)
+
+    def test_busy_buttons_disabled(self) -> None:
+        runtime, server = build()
+        runtime.restart().addErrback(lambda f: None)
+        page = ask(server, "GET", PREFIX, headers=BROWSER).text
+        self.assertIn('id="restart" disabled', page)
+        self.assertIn('http-equiv="refresh"', page)
+
+    def test_restart_notices(self) -> None:
+        base = {"pid": 7, "generation": 3, "restarting": False, "draining": False}
+        self.assertIsNone(restart_notice(base, None))
+        kind, text, reload = restart_notice(base, 2)
+        self.assertEqual((kind, reload), ("ok", False))
+        self.assertIn("generation 2 &rarr; 3", text)
+        self.assertTrue(restart_notice({**base, "restarting": True}, 3)[2])
+        self.assertTrue(restart_notice({**base, "draining": True}, 3)[2])
+        failed = {**base, "last_restart": {"ok": False, "error": "<boom>", "at": 1.0}}
+        kind, text, reload = restart_notice(failed, 3)
+        self.assertEqual((kind, reload), ("bad", False))
+        self.assertIn("&lt;boom&gt;", text)
+
+    def test_page_without_servers(self) -> None:
+        status = {"pid": 1, "generation": 1, "started_at": 0.0, "uptime": 5.0,
+                  "servers": [], "last_restart": None, "draining": False}
+        self.assertIn(b"No server started", admin_page(status, prefix=PREFIX, now=5.0))
+
+    def test_duration(self) -> None:
+        self.assertEqual(duration(5.7), "5s")
+        self.assertEqual(duration(185), "3m 05s")
+        self.assertEqual(duration(2 * 3600 + 180), "2h 03m")
+        self.assertEqual(duration(4 * 86400 + 7200), "4d 02h")
+        self.assertEqual(duration(-3), "0s")
+
+
+class MetricsTests(SynchronousTestCase):
+    def scrape(self, server: Server, **kw: Any) -> dict[str, Any]:
+        answer = ask(server, "GET", PREFIX + "/metrics", **kw)
+        self.assertEqual(answer.code, 200)
+        self.assertTrue((answer.header("content-type") or "").startswith("text/plain"))
+        return {
+            family.name: family for family in text_string_to_metric_families(answer.text)
+        }
+
+    def value(self, families: dict[str, Any], name: str, **labels: str) -> float:
+        for family in families.values():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        raise AssertionError(f"no sample {name} {labels}")
+
+    def test_metrics(self) -> None:
+        runtime, server = build(generation=4)
+        runtime.restarts = 3
+        other = runtime.server("s2")
+        other.site = DrainingSite(other.router, server_name="s2", reactor=runtime.reactor)
+        assert server.site is not None
+        server.site.requests_served = 41
+        other.site.requests_served = 2
+        families = self.scrape(server)
+        self.assertEqual(self.value(families, "graceful_requests_total", server="s1"), 41)
+        self.assertEqual(self.value(families, "graceful_requests_total", server="s2"), 2)
+        self.assertEqual(self.value(families, "graceful_requests_in_flight", server="s1"), 0)
+        self.assertEqual(self.value(families, "graceful_generation"), 4)
+        self.assertEqual(self.value(families, "graceful_restarts_total"), 3)
+        self.assertEqual(self.value(families, "graceful_failed_restarts_total"), 0)
+        self.assertEqual(self.value(families, "graceful_draining"), 0)
+        with self.assertRaises(AssertionError):
+            self.value(families, "graceful_last_restart_success")  # none yet
+
+        runtime.restart().addErrback(lambda f: None)
+        runtime.reactor.advance(1.5)
+        runtime.new_process_failed("no")
+        families = self.scrape(server)
+        self.assertEqual(self.value(families, "graceful_failed_restarts_total"), 1)
+        self.assertEqual(self.value(families, "graceful_last_restart_success"), 0)
+
+        runtime.restart().addErrback(lambda f: None)
+        runtime.reactor.advance(0.25)
+        self.assertEqual(self.value(self.scrape(server), "graceful_restarting"), 1)
+        runtime.new_process_ready()
+        families = self.scrape(server)
+        self.assertEqual(self.value(families, "graceful_last_handoff_seconds"), 0.25)
+        self.assertEqual(self.value(families, "graceful_last_restart_success"), 1)
+        self.assertEqual(self.value(families, "graceful_restarts_total"), 4)
+        self.assertEqual(self.value(families, "graceful_draining"), 1)
+
+    def test_needs_auth(self) -> None:
+        _, server = build(token=TOKEN)
+        self.assertEqual(ask(server, "GET", PREFIX + "/metrics").code, 401)
+        self.assertIn("graceful_generation", str(self.scrape(server, headers=bearer())))
+
+    def test_registry_per_runtime(self) -> None:
+        """
+        Each runtime has a registry of its own, not the global default one.
+        """
+        first, _ = build(generation=2)
+        second, _ = build(generation=9)
+        self.assertIsNot(registry_for(first), REGISTRY)
+        self.assertIs(registry_for(first), registry_for(first))
+        self.assertEqual(registry_for(first).get_sample_value("graceful_generation"), 2)
+        self.assertEqual(registry_for(second).get_sample_value("graceful_generation"), 9)
+        self.assertIsNone(REGISTRY.get_sample_value("graceful_generation"))
+
+    def test_openmetrics(self) -> None:
+        _, server = build()
+        answer = ask(
+            server,
+            "GET",
+            PREFIX + "/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        )
+        self.assertTrue((answer.header("content-type") or "").startswith("application/openmetrics-text"))
+        self.assertTrue(answer.body.endswith(b"# EOF\n"))
+
+
+class HelperTests(SynchronousTestCase):
+    def test_wants_html(self) -> None:
+        def asks(accept: str | None) -> bool:
+            request = DummyRequest([])
+            if accept is not None:
+                request.requestHeaders.setRawHeaders(b"accept", [accept.encode()])
+            return wants_html(request)
+
+        self.assertTrue(asks(BROWSER["Accept"]))
+        self.assertTrue(asks("text/html"))
+        for accept in (None, "*/*", "application/json", "text/html;q=0.5, application/json",
+                       "text/html;q=0"):
+            self.assertFalse(asks(accept), accept)
+
+    def test_loopback(self) -> None:
+        self.assertTrue(is_loopback("127.0.0.1"))
+        self.assertTrue(is_loopback("::ffff:127.0.0.1"))
+        self.assertFalse(is_loopback("localhost"))
+        self.assertFalse(is_loopback("10.0.0.1"))
+        self.assertTrue(is_loopback_name("LOCALHOST:80"))
+        self.assertTrue(is_loopback_name("[::1]"))
+        self.assertFalse(is_loopback_name("[::2]:80"))
+        self.assertFalse(is_loopback_name("127.0.0.1.nip.io"))
