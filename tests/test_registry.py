@@ -1,0 +1,248 @@
+"""
+Unit tests for the public API of C{graceful} (C{graceful/__init__.py}) and
+the L{Server} it hands out: named singletons on the process runtime, the
+process-wide settings, and how a server's ports are declared.  A runtime on
+a L{MemoryReactorClock} stands in for the process's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+import graceful as g
+from graceful._errors import ConfigError
+from graceful._process import reset_for_tests
+from graceful._runtime import Runtime
+from graceful._server import DEFAULT_ADMIN_PREFIX
+from graceful._supervision import NoPidfile, Pidfile
+
+from .test_lifecycle import FakeSpawner
+
+_runtime_module = importlib.import_module("graceful._runtime")
+
+
+class _Installed(SynchronousTestCase):
+    """
+    A fresh process runtime for each test, the previous one put back after.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.runtime = Runtime(reactor=self.reactor, environ={}, pid=123, arguments=["app.py"])
+        previous = reset_for_tests(self.runtime)
+        self.addCleanup(reset_for_tests, previous)
+
+
+class RegistryTests(_Installed):
+    """
+    C{graceful.server(name)}: one server per name, everywhere in the
+    process.
+    """
+
+    def test_named_singleton(self) -> None:
+        s1 = g.server("s1")
+        self.assertIs(g.server("s1"), s1)
+        self.assertIsNot(g.server("s2"), s1)
+        self.assertEqual((s1.name, g.server("s2").name), ("s1", "s2"))
+        self.assertIs(s1.runtime, self.runtime)
+        self.assertEqual(list(self.runtime.servers), ["s1", "s2"])
+
+    def test_default_name(self) -> None:
+        self.assertIs(g.server(), g.server("default"))
+        self.assertEqual(g.server().name, "default")
+
+    def test_bad_names(self) -> None:
+        for name in ("", "a:b", "a/b", "tab\there"):
+            self.assertRaises(ConfigError, g.server, name)
+        self.assertEqual(self.runtime.servers, {})
+
+    def test_fresh_runtime_fresh_servers(self) -> None:
+        s1 = g.server("s1")
+        reset_for_tests(Runtime(reactor=MemoryReactorClock(), environ={}, pid=1))
+        self.assertIsNot(g.server("s1"), s1)
+
+    def test_exports(self) -> None:
+        for name in g.__all__:
+            self.assertTrue(hasattr(g, name), name)
+        self.assertTrue(issubclass(g.RestartFailed, Exception))
+
+
+class SettingsTests(_Installed):
+    """
+    The process-wide settings set from code.
+    """
+
+    def test_set_workers(self) -> None:
+        g.set_workers(4)
+        self.assertEqual(self.runtime.settings.workers, 4)
+
+    def test_set_workers_refuses(self) -> None:
+        for count in (0, -1, True, 1.5, "2", None):
+            error = self.assertRaises(ConfigError, g.set_workers, count)  # type: ignore[arg-type]
+            self.assertIn(repr(count), str(error))
+        self.assertEqual(self.runtime.settings.workers, 1)
+
+    def test_timeouts(self) -> None:
+        g.set_drain_timeout(3)
+        g.set_ready_timeout(2)
+        settings = self.runtime.settings
+        self.assertEqual((settings.drain_timeout, settings.ready_timeout), (3.0, 2.0))
+        self.assertIsInstance(settings.drain_timeout, float)
+
+    def test_set_directory(self) -> None:
+        g.set_directory(Path("/srv/app/current"))  # type: ignore[arg-type]
+        self.assertEqual(self.runtime.settings.directory, "/srv/app/current")
+
+    def test_set_pidfile(self) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="graceful-registry-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        g.set_pidfile(str(folder / "app.pid"))
+        self.assertEqual(self.runtime.pidfile, Pidfile(folder / "app.pid"))
+        g.set_pidfile(None)
+        self.assertIsInstance(self.runtime.pidfile, NoPidfile)
+
+    def test_add_service_and_on_drain(self) -> None:
+        service = Service()
+        g.add_service(service)
+        self.assertEqual(list(self.runtime.services), [service])
+        callback = lambda: None  # noqa: E731
+        g.on_drain(callback)
+        self.assertEqual(self.runtime.drain_callbacks, [callback])
+
+
+class ProcessControlTests(_Installed):
+    """
+    C{graceful.restart} and C{graceful.shutdown} act on the process; the
+    program itself may restart into any executable.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.spawner = FakeSpawner()
+        self.patch(_runtime_module, "spawn_new_process", self.spawner)
+
+    def test_restart_is_trusted(self) -> None:
+        self.runtime.settings.allowed_executables = []
+        result = g.restart("/opt/next/app")
+        self.assertEqual(self.spawner.calls[0]["command"], ["/opt/next/app", "app.py"])
+        self.spawner.last.report_ready()
+        self.assertEqual(self.successResultOf(result), self.spawner.last.pid)
+
+    def test_server_restart(self) -> None:
+        result = g.server("s1").restart()
+        self.assertEqual(len(self.spawner.calls), 1)
+        self.spawner.last.report_ready()
+        self.successResultOf(result)
+
+    def test_shutdown(self) -> None:
+        self.successResultOf(g.shutdown())
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertTrue(self.runtime.draining)
+
+    def test_server_shutdown(self) -> None:
+        self.successResultOf(g.server("s1").shutdown())
+        self.assertTrue(self.reactor.hasStopped)
+
+
+class ServerDeclarationTests(_Installed):
+    """
+    What a server is asked to serve, before it starts.
+    """
+
+    def specs(self, name: str = "s1") -> list[tuple[int, bool]]:
+        return [(spec.port, spec.tls) for spec in g.server(name).listen_specs()]
+
+    def test_ports(self) -> None:
+        s1 = g.server("s1")
+        s1.set_port(8100, 8200)
+        self.assertEqual(self.specs(), [(8100, False), (8200, False)])
+        self.assertEqual(s1.ports, [])  # nothing bound before start()
+
+    def test_bad_ports(self) -> None:
+        s1 = g.server("s1")
+        s1.set_port(8100)
+        for port in (65536, -1, True, "80", 80.0):
+            self.assertRaises(ConfigError, s1.set_port, port)
+            self.assertRaises(ConfigError, s1.set_https_port, port)
+        self.assertEqual(self.specs(), [(8100, False)])
+
+    def test_https_on_set_port_ports(self) -> None:
+        """
+        With HTTPS enabled and no HTTPS port, the set_port ports serve HTTPS.
+        """
+        s1 = g.server("s1")
+        s1.set_port(8100)
+        s1.enable_https("certs/server.crt", "certs/server.key")
+        self.assertEqual(self.specs(), [(8100, True)])
+
+    def test_http_and_https_ports(self) -> None:
+        s1 = g.server("s1")
+        s1.set_port(8100)
+        s1.enable_https("c", "k")
+        s1.set_https_port(8443, 0)
+        self.assertEqual(self.specs(), [(8100, False), (8443, True), (0, True)])
+        self.assertEqual(
+            [spec.fd_name for spec in s1.listen_specs()],
+            ["s1/http/8100/0", "s1/https/8443/0", "s1/https/0/1"],
+        )
+
+    def test_prepare_refuses_https_ports_without_certificate(self) -> None:
+        s1 = g.server("s1")
+        s1.set_https_port(8443)
+        error = self.assertRaises(ConfigError, s1.prepare)
+        self.assertIn("enable_https", str(error))
+
+    def test_prepare_refuses_no_port(self) -> None:
+        error = self.assertRaises(ConfigError, g.server("s1").prepare)
+        self.assertIn("set_port", str(error))
+
+    def test_admin(self) -> None:
+        s1 = g.server("s1")
+        s1.enable_admin()
+        self.assertEqual((s1.admin_prefix, s1.admin_token), (DEFAULT_ADMIN_PREFIX, None))
+        s1.enable_admin("/ops/", token="t")
+        self.assertEqual((s1.admin_prefix, s1.admin_token), ("/ops", "t"))
+
+    def test_graceful_default(self) -> None:
+        s1 = g.server("s1")
+        self.assertTrue(s1.graceful)
+        s1.set_graceful(False)
+        self.assertFalse(s1.graceful)
+
+    def test_routes_and_mounts_reach_the_router(self) -> None:
+        from .test_routing import get
+
+        s1 = g.server("s1")
+
+        @s1.route("/pid")
+        def pid(request: Any) -> str:
+            return "123"
+
+        s1.route("/", lambda request: b"root")
+        api = Resource()
+        api.putChild(b"x", _Text(b"api x"))
+        s1.mount("/api", api)
+        self.assertEqual(pid(None), "123")
+        self.assertEqual(get(s1.router, "/pid").body, b"123")
+        self.assertEqual(get(s1.router, "/").body, b"root")
+        self.assertEqual(get(s1.router, "/api/x").body, b"api x")
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def render_GET(self, request: Any) -> bytes:
+        return self.body
