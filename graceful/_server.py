@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from attrs import define, field, frozen
+from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import CertificateOptions
@@ -37,10 +37,12 @@ class Listener:
 
     spec: ListenSpec
     port: IListeningPort
-
-    @property
-    def number(self) -> int:
-        return int(self.port.getHost().port)
+    #: Read once: a Twisted port that stopped listening no longer knows its
+    #: number, and the admin status still shows it while the process drains.
+    number: int = field(
+        init=False,
+        default=Factory(lambda self: int(self.port.getHost().port), takes_self=True),
+    )
 
     @property
     def tls(self) -> bool:
