@@ -30,8 +30,9 @@ Safe by default:
     C{127.0.0.1}, C{[::1]}): the second check stops a web page that rebinds
     its own DNS name to 127.0.0.1 from driving the admin pages from a
     browser on the machine.  Anything else gets 403.
-  - A POST that a browser sends from another origin (its C{Origin} or
-    C{Sec-Fetch-Site} says so) gets 403, so no other site can restart or
+  - A POST that a browser sends from another origin (its C{Sec-Fetch-Site}
+    says so, or, from browsers that do not send that, its C{Origin} differs
+    from C{Host}) gets 403, so no other site can restart or
     shut the server down through a browser that holds the credentials.
   - An C{executable} not listed in C{allowed_executables} gets 403, and
     nothing is run.
@@ -195,7 +196,7 @@ class AdminResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"x-frame-options", b"DENY")
-        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"referrer-policy", b"same-origin")
         page = b"/".join(request.postpath).strip(b"/").decode("utf-8", "replace")
         method = request.method.decode("ascii", "replace").upper()
         denied = self._check_access(request)
@@ -405,22 +406,29 @@ class AdminResource(Resource):
 
     def _check_origin(self, request: Request, page: str) -> bytes | None:
         """
-        Refuse a POST a browser sends from a page of another origin.
+        Refuse a POST a browser sends from a page of another origin.  Where
+        the browser says where the request comes from (C{Sec-Fetch-Site}),
+        that decides; else its C{Origin} must match C{Host}.  Clients that
+        send neither (curl, scripts) are not browsers, and pass.
         """
         origin = request.getHeader(b"origin")
-        fetch_site = (request.getHeader(b"sec-fetch-site") or b"").lower()
-        cross = fetch_site in (b"cross-site", b"same-site")
-        if origin is not None:
-            cross = cross or not _same_origin(
+        fetch_site = request.getHeader(b"sec-fetch-site")
+        if fetch_site is not None:
+            cross = fetch_site.strip().lower() not in (b"same-origin", b"none")
+        elif origin is not None:
+            cross = not _same_origin(
                 origin.decode("latin-1"),
                 (request.getHeader(b"host") or b"").decode("latin-1"),
                 request.isSecure(),
             )
+        else:
+            cross = False
         if cross:
+            seen = (fetch_site or b"") + b" " + (origin or b"")
             return self._refuse(
                 request,
                 403,
-                f"{page} posted from another origin ({(origin or fetch_site).decode('latin-1')})",
+                f"{page} posted from another origin ({seen.strip().decode('latin-1')})",
                 "admin actions are not accepted from pages of another origin",
             )
         return None

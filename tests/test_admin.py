@@ -77,14 +77,22 @@ class FakeRuntime(Runtime):
 
 
 class FakePort:
+    """
+    Like Twisted's TCP port: once it stops listening, it no longer knows
+    its address.
+    """
+
     def __init__(self, number: int) -> None:
         self.number = number
+        self.listening = True
 
     def getHost(self) -> IPv4Address:
+        if not self.listening:
+            raise AttributeError("'Port' object has no attribute 'socket'")
         return IPv4Address("TCP", "0.0.0.0", self.number)
 
     def stopListening(self) -> None:
-        return None
+        self.listening = False
 
 
 def build(
@@ -418,6 +426,7 @@ class RestartTests(SynchronousTestCase):
             {"Origin": "http://127.0.0.1:9999"},
             {"Origin": "https://127.0.0.1:8100"},
             {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:8100"},
         ):
             answer = ask(server, "POST", PREFIX + "/restart", headers={**bearer(), **headers})
             self.assertEqual(answer.code, 403, headers)
@@ -426,7 +435,13 @@ class RestartTests(SynchronousTestCase):
         runtime.reactor.advance(1)
         self.assertEqual(runtime.spawned, [])
         self.assertFalse(runtime.draining)
-        same = {"Origin": "http://127.0.0.1:8100", "Sec-Fetch-Site": "same-origin"}
+        # Chromium sends Origin: null with Sec-Fetch-Site: same-origin
+        # under Referrer-Policy: no-referrer; Sec-Fetch-Site decides.
+        same = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        answer = ask(server, "POST", PREFIX + "/restart", headers={**bearer(), **same})
+        self.assertEqual(answer.code, 202)
+        runtime.new_process_failed("test")
+        same = {"Origin": "http://127.0.0.1:8100"}
         answer = ask(server, "POST", PREFIX + "/restart", headers={**bearer(), **same})
         self.assertEqual(answer.code, 202)
 
@@ -466,9 +481,13 @@ class ShutdownTests(SynchronousTestCase):
         )
         runtime.reactor.advance(0)
         self.assertTrue(runtime.draining)
+        status = ask(server, "GET", PREFIX + "/status").json()
+        self.assertEqual(status["draining"], True)
+        self.assertEqual([p["port"] for p in status["servers"][0]["ports"]], [8100, 8443])
+        self.assertEqual(ask(server, "GET", PREFIX, headers=BROWSER).code, 200)
+        self.assertEqual(ask(server, "GET", PREFIX + "/metrics").code, 200)
         health = ask(server, "GET", "/healthz")
         self.assertEqual((health.code, health.body), (503, b"draining\n"))
-        self.assertEqual(ask(server, "GET", PREFIX + "/status").json()["draining"], True)
         self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 409)
 
     def test_browser_gets_page(self) -> None:
