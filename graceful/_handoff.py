@@ -16,11 +16,12 @@ C{LISTEN_FDS} layout) and adds three pipes:
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
@@ -69,6 +70,7 @@ class NewProcess(ProcessProtocol):
     ready_timeout: float
     forward_stderr: Callable[[bytes], None]
     ready: Deferred[int] = field(factory=Deferred)
+    _control_closed: Deferred[None] = field(factory=Deferred)
     _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     _partial: bytes = b""
     _messages: bytes = b""
@@ -153,15 +155,26 @@ class NewProcess(ProcessProtocol):
         fields = " ".join(f"{key}={value}" for key, value in record.items())
         self._write_control(f"accepted {fields}\n".encode())
 
-    def release(self) -> None:
+    def release(self) -> Deferred[None]:
         """
-        Tell the new process that the old one's services have stopped.
+        Tell the new process that the old one's services have stopped.  The
+        result fires once the message is flushed and the pipe closed: the
+        old process must not exit before that.
         """
-        self._write_control(b"released\n")
+        if self._control_closed.called:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._control_closed.addBoth(lambda result: closed.callback(None) or result)
+        self._write_control(f"released at={time.time():.6f}\n".encode())
         try:
             self.transport.closeChildFD(self.control_fd)  # type: ignore[union-attr]
         except (KeyError, OSError, AttributeError):
-            pass
+            self.childConnectionLost(self.control_fd)
+        return closed
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == self.control_fd and not self._control_closed.called:
+            self._control_closed.callback(None)
 
     def _write_control(self, data: bytes) -> None:
         try:
@@ -261,15 +274,17 @@ class OldProcess:
 
     def listen(
         self, reactor: Any, accepted: Callable[[dict[str, float]], None]
-    ) -> Deferred[None]:
+    ) -> Deferred[dict[str, float]]:
         """
         Read the old process's messages: C{accepted ...} (we took over; its
-        facts go to C{accepted}), then C{released}.  The result fires once
-        the old process's services have stopped, or it is gone.
+        facts go to C{accepted}), then C{released at=T}.  The result fires
+        once the old process's services have stopped (with C{at}, when), or
+        it is gone (with nothing).
         """
-        d: Deferred[None] = Deferred()
+        d: Deferred[dict[str, float]] = Deferred()
         fd = self._control_fd
         buffer = b""
+        released: dict[str, float] = {}
 
         def readable() -> None:
             nonlocal buffer
@@ -286,12 +301,13 @@ class OldProcess:
                 if words[:1] == ["accepted"]:
                     accepted(_facts(words[1:]))
                 elif words[:1] == ["released"]:
+                    released.update(_facts(words[1:]))
                     data = b""
             if not data:
                 reactor.removeReader(reader)
                 os.close(fd)
                 if not d.called:
-                    d.callback(None)
+                    d.callback(released)
 
         reader = _FDReader(fd, readable)
         os.set_blocking(fd, False)
@@ -327,9 +343,9 @@ class NoOldProcess:
 
     def listen(
         self, reactor: Any, accepted: Callable[[dict[str, float]], None]
-    ) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        d.callback(None)
+    ) -> Deferred[dict[str, float]]:
+        d: Deferred[dict[str, float]] = Deferred()
+        d.callback({})
         return d
 
 

@@ -391,11 +391,23 @@ class Runtime:
             True, None, facts.get("at", time.time()), facts.get("handoff_seconds")
         )
 
-    def _start_services(self, _: object) -> None:
+    def _start_services(self, released: dict[str, float]) -> None:
+        """
+        Start the background services, now that no older generation runs
+        them; log how long they were paused across the handoff.
+        """
         if self.draining or self.services.running:
             return
         if list(self.services):
-            self._log.info("{pid}: starting background services", pid=self.pid)
+            if "at" in released:
+                self._log.info(
+                    "{pid}: background services started {pause_ms:.1f} ms after "
+                    "the old generation's stopped",
+                    pid=self.pid,
+                    pause_ms=max(0.0, time.time() - released["at"]) * 1000,
+                )
+            else:
+                self._log.info("{pid}: background services started", pid=self.pid)
         self.services.startService()
 
     def install_signal_handlers(self) -> None:
@@ -590,6 +602,7 @@ class Runtime:
             )
         services = self._stop_services()
         if successor is not None:
+            # Chained, so the exit also waits for the message to be flushed.
             services.addBoth(lambda _: successor.release())
         sites = [server.site for server in self.servers.values() if server.site is not None]
         drained = DeferredList([site.drain() for site in sites] + [services])
