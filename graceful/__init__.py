@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from ._handoff import RestartFailed
-from ._process import runtime as _runtime
+from ._process import runtime as _process_runtime
 from ._routing import Router
 from ._server import Server
 
@@ -50,28 +50,28 @@ def server(name: str = "default") -> Server:
     """
     The server called C{name}: the same object everywhere in the process.
     """
-    return _runtime().server(name)
+    return _process_runtime().server(name)
 
 
 def wait() -> None:
     """
     Run until every server has shut down; installs the signal handlers.
     """
-    _runtime().wait()
+    _process_runtime().wait()
 
 
 def restart(executable: str | None = None) -> Deferred[int]:
     """
     Restart the process: every server in it.  Fires with the new pid.
     """
-    return _runtime().restart(executable, trusted=True)
+    return _process_runtime().restart(executable, trusted=True)
 
 
 def shutdown() -> Deferred[None]:
     """
     Stop accepting, finish what is in flight, and exit.
     """
-    return _runtime().shutdown()
+    return _process_runtime().shutdown()
 
 
 def set_workers(count: int) -> None:
@@ -80,7 +80,7 @@ def set_workers(count: int) -> None:
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"workers must be a whole number of 1 or more, not {count!r}")
-    _runtime().settings.workers = count
+    _process_runtime().settings.workers = count
 
 
 def set_directory(path: str) -> None:
@@ -88,22 +88,22 @@ def set_directory(path: str) -> None:
     The directory every new process enters (and resolves afresh), such as
     a C{current} symlink to the live release.
     """
-    _runtime().settings.directory = str(path)
+    _process_runtime().settings.directory = str(path)
 
 
 def set_drain_timeout(seconds: float) -> None:
-    _runtime().settings.drain_timeout = float(seconds)
+    _process_runtime().settings.drain_timeout = float(seconds)
 
 
 def set_ready_timeout(seconds: float) -> None:
-    _runtime().settings.ready_timeout = float(seconds)
+    _process_runtime().settings.ready_timeout = float(seconds)
 
 
 def set_pidfile(path: str | None) -> None:
     """
     Keep a pidfile that always names the serving process.
     """
-    _runtime().set_pidfile(path)
+    _process_runtime().set_pidfile(path)
 
 
 def add_service(service: IService) -> None:
@@ -111,7 +111,7 @@ def add_service(service: IService) -> None:
     Run a Twisted service beside the servers; across a restart the new
     generation starts it only once the old generation's has stopped.
     """
-    _runtime().add_service(service)
+    _process_runtime().add_service(service)
 
 
 def on_drain(callback: Callable[[], Any]) -> None:
@@ -119,4 +119,4 @@ def on_drain(callback: Callable[[], Any]) -> None:
     Call C{callback()} when this process starts leaving (restart or
     shutdown).
     """
-    _runtime().on_drain(callback)
+    _process_runtime().on_drain(callback)

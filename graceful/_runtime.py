@@ -374,7 +374,7 @@ class Runtime:
         if self.is_handoff:
             self.old_process.report_ready()
         else:
-            self.pidfile.write(self.pid)
+            self._write_pidfile(self.pid)
             self.notifier.notify(ready=1, mainpid=self.pid, status="serving")
         self.old_process.listen(self.reactor, self._took_over).addCallback(
             self._start_services
@@ -499,6 +499,37 @@ class Runtime:
         self._new_process.ready.addCallbacks(self._lifecycle.ready, self._lifecycle.failed)
         return result
 
+    def _write_pidfile(self, pid: int) -> None:
+        # A pidfile we cannot write must not stop a handoff halfway.
+        try:
+            self.pidfile.write(pid)
+        except OSError as e:
+            self._log.error(
+                "{pid}: cannot write pidfile {path}: {error}",
+                pid=self.pid,
+                path=str(self.pidfile),
+                error=e.strerror or str(e),
+            )
+
+    def _reopen_non_graceful_ports(self) -> None:
+        """
+        A failed restart: bind again the ports of servers that closed them
+        for the new process (set_graceful(False)).
+        """
+        for server in self.servers.values():
+            if server.graceful or server.listeners:
+                continue
+            try:
+                server.prepare()
+                server.serve()
+            except ConfigError as e:
+                self._log.error(
+                    "{pid}: cannot reopen the ports of server {server}: {error}",
+                    pid=self.pid,
+                    server=server.name,
+                    error=str(e),
+                )
+
     def _close_non_graceful_ports(self) -> None:
         for server in self.servers.values():
             if not server.graceful:
@@ -514,7 +545,7 @@ class Runtime:
         seconds = self.reactor.seconds() - self._restart_began
         self.restarts += 1
         self.last_restart = RestartRecord(True, None, time.time(), seconds)
-        self.pidfile.write(new_pid)
+        self._write_pidfile(new_pid)
         self.notifier.notify(mainpid=new_pid, ready=1)
         self._log.info(
             "{pid}: process {new_pid} (generation {generation}) is ready after "
@@ -555,6 +586,8 @@ class Runtime:
             self.notifier.notify(ready=1, status="restart failed: " + reason)
         if new_process is not None:
             new_process.kill()
+        if resume:
+            self._reopen_non_graceful_ports()
         result, self._restart_result = self._restart_result, None
         if result is not None:
             result.errback(failure)

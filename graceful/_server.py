@@ -209,8 +209,8 @@ class Server:
         Adopt the prepared sockets and serve on them.
         """
         reactor = self.runtime.reactor
-        self.site = self._build_site()
-        factory: Any = self.site
+        if self.site is None:
+            self.site = self._build_site()
         tls_factory = (
             TLSMemoryBIOFactory(self._tls_options, False, self.site)
             if self._tls_options is not None
@@ -219,7 +219,7 @@ class Server:
         prepared, self._prepared = self._prepared, []
         try:
             for p in prepared:
-                factory = tls_factory if p.spec.tls else self.site
+                factory: Any = tls_factory if p.spec.tls else self.site
                 port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
                 p.close()

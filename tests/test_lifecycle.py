@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
@@ -788,18 +787,13 @@ class SignalTests(_RuntimeCase):
 
 
 
-class KnownBugTests(_RuntimeCase):
+class RobustHandoffTests(_RuntimeCase):
     """
-    Bugs in the runtime found by these tests, kept as strict expected
-    failures until they are fixed (the runtime is not ours to edit).
+    Bugs these tests found in the runtime, fixed: an unwritable pidfile must
+    not stop a handoff halfway, and a failed restart reopens the ports of
+    servers that are not graceful.
     """
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="runtime bug: Runtime._hand_over raises when the pidfile cannot be "
-        "written, before _depart(); the restart never fires and the old process "
-        "never leaves",
-    )
     def test_unwritable_pidfile_does_not_stop_the_handover(self) -> None:
         blocker = self.temp_dir() / "not-a-directory"
         blocker.write_text("")
@@ -811,11 +805,6 @@ class KnownBugTests(_RuntimeCase):
         self.assertEqual(self.successResultOf(result), NEW_PID)
         self.assertTrue(self.exited)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="runtime bug: a restart closes the ports of set_graceful(False) "
-        "servers and nothing reopens them when the restart fails",
-    )
     def test_failed_restart_reopens_non_graceful_ports(self) -> None:
         server, _, port = self.serve("s2", 0, 42, graceful=False)
         self.restart_and_fail()
