@@ -387,7 +387,8 @@ class AdminResource(Resource):
                     "localhost, 127.0.0.1 or [::1] only",
                 )
             return None
-        if not token_matches(self._presented_token(request), token):
+        presented = self._presented_token(request)
+        if not token_matches(presented, token):
             request.responseHeaders.setRawHeaders(
                 b"www-authenticate",
                 [
@@ -398,7 +399,7 @@ class AdminResource(Resource):
             return self._refuse(
                 request,
                 401,
-                "bad or missing token",
+                "wrong token" if presented else "no token",
                 "the admin token is required: send Authorization: Bearer TOKEN "
                 "(in a browser: any user name, the token as the password)",
             )
@@ -434,7 +435,10 @@ class AdminResource(Resource):
         return None
 
     def _refuse(self, request: Request, code: int, why: str, message: str) -> bytes:
-        self._log.warn(
+        # A request with no token is how HTTP auth begins (a browser asks
+        # the person, then sends it again): info.  Anything else: warn.
+        emit = self._log.info if why == "no token" else self._log.warn
+        emit(
             "{pid}: admin request {method} {path} from {peer} refused ({code}): {why}",
             pid=self._runtime.pid,
             method=request.method.decode("ascii", "replace"),
