@@ -197,7 +197,7 @@ class AdminResource(Resource):
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"x-frame-options", b"DENY")
         request.setHeader(b"referrer-policy", b"same-origin")
-        page = b"/".join(request.postpath).strip(b"/").decode("utf-8", "replace")
+        page = b"/".join(request.postpath or []).strip(b"/").decode("utf-8", "replace")
         method = request.method.decode("ascii", "replace").upper()
         denied = self._check_access(request)
         if denied is not None:
@@ -515,7 +515,8 @@ def _field(request: Request, name: str) -> str | None:
     A form field (body or query string; Twisted merges them), or a member of
     a JSON body.
     """
-    values = (request.args or {}).get(name.encode())
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
     if values:
         return values[0].decode("utf-8", "replace")
     value = _json_body(request).get(name)
