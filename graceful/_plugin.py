@@ -4,6 +4,7 @@ The twistd / twist plugin: C{twistd -n graceful --config graceful.toml}.
 
 from __future__ import annotations
 
+import fcntl
 import getopt
 import os
 import sys
@@ -36,13 +37,16 @@ class GracefulService(Service):
     Serves the prepared servers once twistd has daemonized.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, logfile: str | None = None) -> None:
         self.runtime = runtime
+        self.logfile = logfile
 
     def startService(self) -> None:
         super().startService()
         runtime = self.runtime
         runtime.pid = os.getpid()  # twistd may have forked since makeService
+        if self.logfile:
+            append_only(self.logfile)
         for server in runtime.servers.values():
             server.serve()
         runtime.reactor.callWhenRunning(runtime.serving_started)
@@ -68,7 +72,27 @@ def makeService(options: Options) -> GracefulService:
         sys.stderr.write(f"graceful: error: {message}\n")
         sys.stderr.flush()
         raise SystemExit(1)
-    return GracefulService(runtime)
+    parent = getattr(options, "parent", None)
+    logfile = parent.get("logfile") if parent is not None else None
+    return GracefulService(runtime, logfile if logfile and logfile != "-" else None)
+
+
+def append_only(path: str) -> None:
+    """
+    Make our descriptors of the log file at C{path} append-only.
+
+    twistd opens its log file at the end without O_APPEND, so an old and a
+    new process writing it at once would overwrite each other's lines.
+    """
+    wanted = os.path.abspath(path)
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+        try:
+            fd = int(name)
+            if os.readlink(f"/proc/self/fd/{fd}") == wanted:
+                flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+        except (OSError, ValueError):
+            continue
 
 
 def _take_over_from_twistd(options: Options, runtime: Runtime) -> None:

@@ -6,8 +6,11 @@ and the twistd plugin share.  The only place that picks the global reactor.
 from __future__ import annotations
 
 import os
+import sys
+from types import TracebackType
 from typing import Any
 
+from ._errors import ConfigError
 from ._pages import add_operational_pages
 from ._runtime import Runtime
 
@@ -21,7 +24,24 @@ def runtime() -> Runtime:
 
         _runtime = Runtime.from_environment(os.environ, reactor)
         _runtime.operational_pages = add_operational_pages
+        _report_config_errors_in_one_line()
     return _runtime
+
+
+def _report_config_errors_in_one_line() -> None:
+    """
+    A program that does not catch a ConfigError (a port in use, a missing
+    certificate) ends with one line naming the problem, not a traceback.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(value, ConfigError):
+            sys.stderr.write(f"graceful: error: {value}\n")
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def reset_for_tests(replacement: Runtime | None = None) -> Any:

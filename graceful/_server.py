@@ -196,7 +196,11 @@ class Server:
         inherited = self.runtime.inherited.claim(spec) if self.graceful else None
         if inherited is not None:
             return _Prepared(spec, inherited.fd, inherited.family(), True, inherited)
-        sock = bind_socket(spec.host, spec.port)
+        try:
+            sock = bind_socket(spec.host, spec.port)
+        except ConfigError as e:
+            key = "https_ports" if spec.tls and self.https_ports else "ports"
+            raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
         return _Prepared(spec, sock.fileno(), sock.family, False, sock)
 
     def release_prepared(self) -> None:

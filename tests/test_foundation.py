@@ -374,13 +374,6 @@ class TwistdDaemonTests(ProcessTestCase):
         for line in log.splitlines():
             self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT|\t)", f"garbled line in:\n{log}")
 
-    test_daemon_log_file_keeps_every_line.skip = (  # type: ignore[attr-defined]
-        "bug in graceful/_plugin.py: the new process is given --logfile=SAME; "
-        "twisted's LogFile opens it 'rb+' and seeks to the end (no O_APPEND), so "
-        "the old process's last lines overwrite the new one's first ones "
-        "('NEW: http server reloaded listening on [:PORT]' is lost)"
-    )
-
 
 class ShutdownTests(ProcessTestCase):
     """
