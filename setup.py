@@ -18,7 +18,7 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "selenium>=4.11"],
+        "test": ["pytest>=8", "selenium>=4.11", "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
 )

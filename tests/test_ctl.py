@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -244,7 +245,7 @@ class RollingRestartTests(SynchronousTestCase):
         ):
             node = FakeNode("a")
             real_status = node.status
-            raised = []
+            raised: list[NodeError] = []
 
             def status(error: NodeError = error) -> dict[str, Any]:
                 if node.pending is not None and not raised:
@@ -275,7 +276,7 @@ class RollingRestartTests(SynchronousTestCase):
         """
         for flags, words in (({"restarting": True}, "already running"), ({"draining": True}, "shutting down")):
             node = FakeNode("a")
-            node.status = lambda flags=flags: status_json(**flags)  # type: ignore[method-assign]
+            node.status = lambda flags=flags: status_json(**flags)  # type: ignore[method-assign,misc]
             client = FakeClient(node)
             progress, clock, go = roll(client, ["a"])
             error = self.assertRaises(NodeError, go)
@@ -325,6 +326,7 @@ class JudgeTests(SynchronousTestCase):
         self.assertEqual(self.judge(before, status_json(555, 1))[0], Verdict.FAILED)
 
     def test_not_graceful(self) -> None:
+        data: Any
         for data in ({"hello": 1}, [], {"pid": 1, "generation": 1, "servers": [{"ports": 3}]}):
             error = self.assertRaises(NodeError, NodeStatus.from_json, "n", data)
             self.assertIn("not a graceful admin API", error.reason)
@@ -456,7 +458,7 @@ class HttpClientTests(SynchronousTestCase):
         client = ctl.HttpAdminClient(token="t", timeout=timeout)
         error = self.assertRaises(NodeError, getattr(client, call), url)
         self.assertEqual(error.node, url)
-        return error.reason
+        return str(error.reason)
 
     def test_answers(self) -> None:
         js = "application/json"
@@ -565,8 +567,8 @@ class Fleet:
             test.addCleanup(process.stop)
             self.dirs.append(directory)
             self.processes.append(process.start())
-        for port, process in zip(self.ports, self.processes):
-            wait_until(lambda port=port: get(port, "/healthz", timeout=2)[0] == 200, what=f"node on {port}")
+        for port in self.ports:
+            wait_until(partial(answers_health, port), what=f"node on {port}")
         self.token_file = self.dirs[0] / "token"
 
     def urls(self) -> list[str]:
@@ -577,11 +579,16 @@ class Fleet:
             self.ports[index], "/debug/admin/status", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert code == 200, (code, body)
-        return json.loads(body)
+        result: dict[str, Any] = json.loads(body)
+        return result
 
     def remember_pids(self) -> None:
         for index, process in enumerate(self.processes):
             process.remember(self.status(index)["pid"])
+
+
+def answers_health(port: int) -> bool:
+    return get(port, "/healthz", timeout=2)[0] == 200
 
 
 def graceful_ctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
