@@ -47,10 +47,10 @@ def _rss(values: list[float]) -> str:
     return f"{values[0]:.0f} → {values[-1]:.0f} (max {max(values):.0f}, {len(values)} gen.)"
 
 
-def _secs(mean: float | None, most: float | None) -> str:
-    if mean is None:
+def _secs(middle: float | None, most: float | None) -> str:
+    if middle is None:
         return "–"
-    return f"{mean:.3f} / {most:.3f}"
+    return f"{middle:.3f} / {most:.3f}"
 
 
 def restart_tables(runs: list[dict]) -> list[str]:
@@ -72,19 +72,23 @@ def restart_tables(runs: list[dict]) -> list[str]:
     lines += [
         "",
         "| server | load | latency steady p50 / p99 / max (ms) | latency in restart windows "
-        "p50 / p99 / max (ms) | handoff mean / max (s) | old generation gone mean / max (s) | "
-        "RSS per generation (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "p50 / p99 / max (ms) | handoff median / max (s) | new generation's CPU to answer (s) | "
+        "old generation gone median / max (s) | RSS per generation (MiB) | machine load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         handoffs = [r["handoff"] for r in run["restarts"] if r["handoff"] is not None]
         gone = [r["old_gone"] for r in run["restarts"] if r["old_gone"] is not None]
+        cpu = [r["new_cpu"] for r in run["restarts"] if r.get("new_cpu") is not None]
+        load = run.get("load") or []
         lines.append(
             f"| {run['target']} | {run['mode']} | {_ms3(run['sampler']['steady'])} | "
             f"{_ms3(run['sampler']['window'])} | "
-            f"{_secs(_stats.mean(handoffs), max(handoffs, default=None))} | "
-            f"{_secs(_stats.mean(gone), max(gone, default=None))} | "
-            f"{_rss(run['rss_generations_mb'])} |"
+            f"{_secs(_stats.median(handoffs), max(handoffs, default=None))} | "
+            f"{_n(_stats.median(cpu), 2)} | "
+            f"{_secs(_stats.median(gone), max(gone, default=None))} | "
+            f"{_rss(run['rss_generations_mb'])} | "
+            f"{' → '.join(f'{x:.1f}' for x in load) or '–'} |"
         )
     notes = [(run, note) for run in runs for note in run["notes"]]
     errors = [(run, r["error"]) for run in runs for r in run["restarts"] if r["error"]]
@@ -178,8 +182,14 @@ def _growth(rows: list[dict], x_key: str, y_key: str, unit: str) -> str:
     sxx = sum((x - mx) ** 2 for x, _ in points)
     slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
     (x0, y0), (x1, y1) = points[0], points[-1]
+    names = {
+        "handoff_median": "handoff (median)",
+        "ready_median": "graceful's own ready time (median)",
+        "new_cpu_median": "new process's CPU to answer (median)",
+        "old_gone_median": "old generation gone (median)",
+    }
     return (
-        f"{y_key.replace('_', ' ')}: {y0:.3f} s at {x0} → {y1:.3f} s at {x1} {unit} "
+        f"{names.get(y_key, y_key)}: {y0:.3f} s at {x0} → {y1:.3f} s at {x1} {unit} "
         f"(× {y1 / y0:.2f}; least-squares slope {slope * 1000:.2f} ms per {unit.rstrip('s')})"
         if y0 else ""
     )
@@ -189,42 +199,46 @@ def scale_tables(ports: list[dict], connections: list[dict]) -> list[str]:
     lines: list[str] = []
     if ports:
         lines += [
-            "| ports (= servers) | startup (s) | handoff mean / max (s) | graceful's own "
-            "ready time, mean (s) | old gone mean / max (s) | all ports on new pid | wrk failed | "
-            "sampler failed | latency in windows p50 / p99 / max (ms) | RSS (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| ports (= servers) | startup (s) | handoff median / max (s) | graceful's own "
+            "ready time, median (s) | new process's CPU to answer (s) | old gone median / max (s) "
+            "| all ports on new pid | wrk failed | sampler failed | latency in windows "
+            "p50 / p99 / max (ms) | RSS (MiB) | machine load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in ports:
             lines.append(
                 f"| {r['ports']} | {r['startup']:.2f} | "
-                f"{_secs(r['handoff_mean'], r['handoff_max'])} | {_n(r['ready_mean'], 3)} | "
-                f"{_secs(r['old_gone_mean'], r['old_gone_max'])} | "
+                f"{_secs(r['handoff_median'], r['handoff_max'])} | {_n(r['ready_median'], 3)} | "
+                f"{_n(r['new_cpu_median'], 2)} | "
+                f"{_secs(r['old_gone_median'], r['old_gone_max'])} | "
                 f"{r['ports_answering_new']}/{r['ports']} | {_wrk_failed(r['wrk'])} | "
                 f"{_sampler_failed(r['sampler'])} | {_ms3(r['sampler']['window'])} | "
-                f"{r['rss_mb']:.0f} |"
+                f"{r['rss_mb']:.0f} | {r['load']:.1f} |"
             )
-        for key in ("handoff_mean", "ready_mean", "old_gone_mean"):
+        for key in ("handoff_median", "ready_median", "new_cpu_median", "old_gone_median"):
             text = _growth(ports, "ports", key, "ports")
             if text:
                 lines += ["", f"- {text}"]
     if connections:
         lines += [
             "",
-            "| connections (wrk) | handoff mean / max (s) | old gone mean / max (s) | "
-            "wrk req/s | wrk failed | sampler failed | latency steady p50 / p99 / max (ms) | "
-            "latency in windows p50 / p99 / max (ms) | RSS (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| connections (wrk) | handoff median / max (s) | new process's CPU to answer (s) | "
+            "old gone median / max (s) | wrk req/s | wrk failed | sampler failed | "
+            "latency steady p50 / p99 / max (ms) | latency in windows p50 / p99 / max (ms) | "
+            "RSS (MiB) | machine load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in connections:
             wrk = r["wrk"]
             lines.append(
-                f"| {r['connections']} | {_secs(r['handoff_mean'], r['handoff_max'])} | "
-                f"{_secs(r['old_gone_mean'], r['old_gone_max'])} | "
+                f"| {r['connections']} | {_secs(r['handoff_median'], r['handoff_max'])} | "
+                f"{_n(r['new_cpu_median'], 2)} | "
+                f"{_secs(r['old_gone_median'], r['old_gone_max'])} | "
                 f"{_n(wrk['rps'] if wrk else None)} | {_wrk_failed(wrk)} | "
                 f"{_sampler_failed(r['sampler'])} | {_ms3(r['sampler']['steady'])} | "
-                f"{_ms3(r['sampler']['window'])} | {r['rss_mb']:.0f} |"
+                f"{_ms3(r['sampler']['window'])} | {r['rss_mb']:.0f} | {r['load']:.1f} |"
             )
-        for key in ("handoff_mean", "old_gone_mean"):
+        for key in ("handoff_median", "new_cpu_median", "old_gone_median"):
             text = _growth(connections, "connections", key, "connections")
             if text:
                 lines += ["", f"- {text}"]

@@ -4,6 +4,7 @@ The measurements: restart under load, overhead, and scale.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -111,6 +112,7 @@ def run_restart(
     samples_path.parent.mkdir(parents=True, exist_ok=True)
     wrk = None
     sampler = None
+    load_before = os.getloadavg()[0]
     try:
         target.start()
         time.sleep(0.2)
@@ -149,6 +151,7 @@ def run_restart(
         "skipped_restarts": skipped,
         "rss_generations_mb": [round(r.rss_old_mb, 1) for r in records] + [round(rss_last, 1)],
         "notes": _log_notes(log),
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "samples_file": str(samples_path.relative_to(out)),
         "_samples": samples,
     }
@@ -373,10 +376,13 @@ def _restart_row(records: list[Restart]) -> dict:
     return {
         "restarts": len(records),
         "restarts_ok": sum(r.ok for r in records),
-        "handoff_mean": _stats.mean(handoffs),
+        "handoff_median": _stats.median(handoffs),
         "handoff_max": max(handoffs, default=None),
-        "old_gone_mean": _stats.mean(gone),
+        "old_gone_median": _stats.median(gone),
         "old_gone_max": max(gone, default=None),
+        "new_cpu_median": _stats.median([r.new_cpu for r in records if r.new_cpu is not None]),
+        "restart_list": [r.as_dict() for r in records],
+        "load": round(os.getloadavg()[0], 2),
     }
 
 
@@ -422,7 +428,7 @@ def run_scale_ports(
             "startup": startup,
             **_restart_row(records),
             "skipped_restarts": skipped,
-            "ready_mean": _stats.mean(ready),
+            "ready_median": _stats.median(ready),
             "ports_answering_new": ports_ok,
             "wrk": wrk_result,
             "sampler": _stats.sampler_summary(samples, windows),

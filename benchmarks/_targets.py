@@ -62,6 +62,10 @@ class Restart:
     old_pids: list[int] = field(default_factory=list)
     new_pid: int | None = None
     rss_old_mb: float = 0.0
+    #: CPU seconds the new generation's processes had used when the first
+    #: of them answered: the cost of starting, which a busy machine does
+    #: not change the way it changes the wall-clock handoff.
+    new_cpu: float | None = None
     error: str | None = None
 
     @property
@@ -81,6 +85,7 @@ class Restart:
             "old_pids": self.old_pids,
             "new_pid": self.new_pid,
             "rss_old_mb": round(self.rss_old_mb, 1),
+            "new_cpu": self.new_cpu,
             "ok": self.ok,
             "error": self.error,
         }
@@ -115,7 +120,7 @@ class Target:
         proc = _procs.Proc(
             self.name,
             self.command(),
-            self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{n}.log",
+            self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{self.port}-{n}.log",
             cwd=self.cwd(),
             env=self.ctx.env(),
         )
@@ -171,6 +176,11 @@ class Target:
                 record.error = f"no new process answered within {HANDOFF_LIMIT:g}s"
                 return record
             record.handoff = at - record.signal
+            fresh = {record.new_pid}
+            parent = _parent(record.new_pid)
+            if parent and parent not in old and parent not in (1, os.getpid()):
+                fresh.add(parent)  # a new master (binary upgrades)
+            record.new_cpu = sum(_procs.cpu_seconds(p) for p in fresh)
             if after_new is not None:
                 after_new(record.new_pid)
             gone = self._wait_gone(to_exit, record.signal + GONE_LIMIT)
@@ -259,7 +269,7 @@ class Gunicorn(Target):
 
     @property
     def pidfile(self) -> Path:
-        return self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}.pid"
+        return self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{self.port}.pid"
 
     def start(self) -> None:
         self.master = self._launch().pid
@@ -310,7 +320,7 @@ class Nginx(Target):
 
     def __init__(self, ctx: Context, port: int, tls: bool) -> None:
         super().__init__(ctx, port, tls)
-        self.prefix = ctx.workdir / f"{self.name}{'-tls' if tls else ''}"
+        self.prefix = ctx.workdir / f"{self.name}{'-tls' if tls else ''}-{port}"
         self.conf = self.prefix / "nginx.conf"
         self.binary = nginx_path() or "nginx"
 
@@ -414,7 +424,8 @@ class TwistedRestart(Target):
             # waiting, the timing loop sees the new pid answer.
             proc = _procs.Proc(
                 self.name, self.command(),
-                self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{len(self.procs)}.log",
+                self.ctx.workdir
+                / f"{self.name}{'-tls' if self.tls else ''}-{self.port}-{len(self.procs)}.log",
                 cwd=ROOT, env=self.ctx.env(),
             )
             self.procs.append(proc)
