@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import ssl
 import sys
 import time
@@ -494,8 +495,13 @@ class BarProgress(PlainProgress):
 
     def _bar(self, finished: int, total: int, text: str) -> None:
         filled = self.WIDTH * finished // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {finished}/{total} {text}"
+        # A line that wraps could not be redrawn in place.
+        columns = shutil.get_terminal_size().columns
+        if len(line) >= columns:
+            line = line[: columns - 4] + "..." if columns > 20 else line[: max(columns - 1, 1)]
         self._clear()
-        self.out.write(f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {finished}/{total} {text}")
+        self.out.write(line)
         self.out.flush()
         self._drawn = True
 
