@@ -595,10 +595,12 @@ def graceful_ctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProce
     """
     The command as users run it (C{python -m graceful} is the console script).
     """
+    env = child_environment()
+    env.pop(ctl.TOKEN_VARIABLE, None)
     return subprocess.run(
         [sys.executable, "-m", "graceful", "ctl", *args],
         cwd=ROOT,
-        env=child_environment(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
