@@ -15,6 +15,7 @@ C{LISTEN_FDS} layout) and adds three pipes:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -69,7 +70,10 @@ class NewProcess(ProcessProtocol):
     clock: IReactorTime
     ready_timeout: float
     forward_stderr: Callable[[bytes], None]
+    on_message: Callable[[str, str], None] = lambda kind, payload: None
+    on_exit: Callable[[Failure], None] = lambda reason: None
     ready: Deferred[int] = field(factory=Deferred)
+    ready_facts: dict[str, Any] = field(factory=dict)
     _control_closed: Deferred[None] = field(factory=Deferred)
     _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     _partial: bytes = b""
@@ -77,6 +81,7 @@ class NewProcess(ProcessProtocol):
     _timeout: IDelayedCall | None = None
     _error: str | None = None
     pid: int = 0
+    exited: bool = False
     _log = Logger()
 
     def connectionMade(self) -> None:
@@ -104,10 +109,18 @@ class NewProcess(ProcessProtocol):
         return "\n".join(line.decode("utf-8", "replace") for line in lines)
 
     def _message(self, line: str) -> None:
-        if line == "ready":
+        kind, _, payload = line.partition(" ")
+        if kind == "ready":
+            if payload:
+                try:
+                    self.ready_facts = json.loads(payload)
+                except ValueError:
+                    pass
             self._succeed()
-        elif line.startswith("error "):
-            self._error = line[len("error ") :]
+        elif kind == "error":
+            self._error = payload
+        else:
+            self.on_message(kind, payload)
 
     def _succeed(self) -> None:
         if self.ready.called:
@@ -127,6 +140,13 @@ class NewProcess(ProcessProtocol):
         self._fail(f"new process {self.pid} was not ready within {self.ready_timeout:g}s")
 
     def processExited(self, reason: Failure) -> None:
+        self.exited = True
+        try:
+            self._explain_exit(reason)
+        finally:
+            self.on_exit(reason)
+
+    def _explain_exit(self, reason: Failure) -> None:
         if self.ready.called:
             return
         status = getattr(reason.value, "exitCode", None)
@@ -175,6 +195,12 @@ class NewProcess(ProcessProtocol):
     def childConnectionLost(self, childFD: int) -> None:
         if childFD == self.control_fd and not self._control_closed.called:
             self._control_closed.callback(None)
+
+    def send(self, kind: str, payload: str = "") -> None:
+        """
+        A message to the new process (a worker) on the control pipe.
+        """
+        self._write_control(f"{kind} {payload}\n".encode() if payload else f"{kind}\n".encode())
 
     def _write_control(self, data: bytes) -> None:
         try:
@@ -236,7 +262,8 @@ def spawn_new_process(
 
 class OldProcess:
     """
-    The new process's view of the one that started it.
+    The new process's view of the one that started it: an older generation,
+    or (for a worker) the master, whose channel stays open both ways.
     """
 
     _log = Logger()
@@ -245,6 +272,7 @@ class OldProcess:
         self._ready_fd = ready_fd
         self._control_fd = control_fd
         self._stderr_fd = stderr_fd
+        self._upstream_open = True
         for fd in (ready_fd, control_fd, stderr_fd):
             os.set_inheritable(fd, False)
 
@@ -261,35 +289,53 @@ class OldProcess:
         return True
 
     def report_error(self, reason: str) -> None:
-        _write_quietly(self._ready_fd, f"error {reason.splitlines()[0]}\n".encode())
+        self.send("error", reason.splitlines()[0] if reason else "")
 
-    def report_ready(self) -> None:
+    def report_ready(self, facts: Mapping[str, Any] | None = None, keep_open: bool = False) -> None:
         """
-        Take stderr back from the old process, then say we serve.
+        Take stderr back from the old process, then say we serve; a worker
+        keeps the channel open to talk to its master.
         """
         os.dup2(self._stderr_fd, 2)
         os.close(self._stderr_fd)
-        _write_quietly(self._ready_fd, b"ready\n")
-        os.close(self._ready_fd)
+        self.send("ready", json.dumps(facts) if facts else "")
+        if not keep_open:
+            self._upstream_open = False
+            os.close(self._ready_fd)
+        else:
+            os.set_blocking(self._ready_fd, False)
+
+    def send(self, kind: str, payload: str = "") -> None:
+        """
+        One line to the process that started us; dropped if it is gone or
+        not reading.
+        """
+        if self._upstream_open:
+            line = f"{kind} {payload}\n" if payload else f"{kind}\n"
+            _write_quietly(self._ready_fd, line.encode())
 
     def listen(
-        self, reactor: Any, accepted: Callable[[dict[str, float]], None]
+        self,
+        reactor: Any,
+        accepted: Callable[[dict[str, float]], None],
+        on_message: Callable[[str, str], None] = lambda kind, payload: None,
+        on_gone: Callable[[], None] = lambda: None,
     ) -> Deferred[dict[str, float]]:
         """
         Read the old process's messages: C{accepted ...} (we took over; its
-        facts go to C{accepted}), then C{released at=T}.  The result fires
-        once the old process's services have stopped (with C{at}, when), or
-        it is gone (with nothing).
+        facts go to C{accepted}), C{released at=T}, and for a worker the
+        master's other messages (to C{on_message}).  The result fires once
+        the old process's services have stopped (with C{at}, when), or it is
+        gone (with nothing); C{on_gone} is called when the channel closes.
         """
         d: Deferred[dict[str, float]] = Deferred()
         fd = self._control_fd
         buffer = b""
-        released: dict[str, float] = {}
 
         def readable() -> None:
             nonlocal buffer
             try:
-                data = os.read(fd, 4096)
+                data = os.read(fd, 65536)
             except BlockingIOError:
                 return
             except OSError:
@@ -297,17 +343,21 @@ class OldProcess:
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
-                words = line.decode("utf-8", "replace").split()
-                if words[:1] == ["accepted"]:
-                    accepted(_facts(words[1:]))
-                elif words[:1] == ["released"]:
-                    released.update(_facts(words[1:]))
-                    data = b""
+                kind, _, payload = line.decode("utf-8", "replace").partition(" ")
+                if kind == "accepted":
+                    accepted(_facts(payload.split()))
+                elif kind == "released":
+                    if not d.called:
+                        d.callback(_facts(payload.split()))
+                else:
+                    on_message(kind, payload)
             if not data:
                 reactor.removeReader(reader)
                 os.close(fd)
+                self._upstream_open = False
                 if not d.called:
-                    d.callback(released)
+                    d.callback({})
+                on_gone()
 
         reader = _FDReader(fd, readable)
         os.set_blocking(fd, False)
@@ -338,11 +388,18 @@ class NoOldProcess:
     def report_error(self, reason: str) -> None:
         pass
 
-    def report_ready(self) -> None:
+    def report_ready(self, facts: Mapping[str, Any] | None = None, keep_open: bool = False) -> None:
+        pass
+
+    def send(self, kind: str, payload: str = "") -> None:
         pass
 
     def listen(
-        self, reactor: Any, accepted: Callable[[dict[str, float]], None]
+        self,
+        reactor: Any,
+        accepted: Callable[[dict[str, float]], None],
+        on_message: Callable[[str, str], None] = lambda kind, payload: None,
+        on_gone: Callable[[], None] = lambda: None,
     ) -> Deferred[dict[str, float]]:
         d: Deferred[dict[str, float]] = Deferred()
         d.callback({})

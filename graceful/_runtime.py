@@ -5,6 +5,7 @@ lifecycle that restarts or shuts it down.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from attrs import define, field, frozen
 from automat import MethodicalMachine
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,8 +33,9 @@ from ._handoff import (
     spawn_new_process,
 )
 from ._server import Server
-from ._sockets import InheritedSockets
+from ._sockets import InheritedSockets, ListenSpec
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
+from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
 SHUTDOWN_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP")
@@ -222,6 +225,12 @@ class Runtime:
     _exited: Deferred[None] = field(factory=Deferred)
     _serving: bool = False
     _handed_over: bool = False
+    worker_slot: int | None = None
+    group: WorkerGroup | None = None
+    group_status: dict[str, Any] | None = None
+    missing: list[ListenSpec] = field(factory=list)
+    _worker_facts: dict[str, Any] = field(factory=dict)
+    _status_reports: LoopingCall | None = None
     _log_to_stdout: bool = True
     _lifecycle: _Lifecycle = field(init=False)
     _log = Logger()
@@ -245,7 +254,10 @@ class Runtime:
         )
         generation = int(environ.pop(GENERATION_VARIABLE, "1") or 1)
         interpreter, arguments = _original_command()
+        slot, group_status = worker_slot(environ)
         return cls(
+            worker_slot=slot,
+            group_status=group_status,
             reactor=reactor,
             environ=environ,
             pid=pid,
@@ -269,7 +281,21 @@ class Runtime:
         return self.old_process.is_handoff
 
     @property
+    def role(self) -> str:
+        """
+        C{"single"}: serves alone; C{"master"}: holds the sockets for its
+        workers and serves nothing; C{"worker"}: serves for a master.
+        """
+        if self.worker_slot is not None:
+            return "worker"
+        return "master" if self.settings.workers > 1 else "single"
+
+    @property
     def restarting(self) -> bool:
+        if self.group is not None:
+            return self.group.rolling
+        if self.group_status is not None:
+            return bool(self.group_status.get("restarting"))
         return self._new_process is not None
 
     def set_pidfile(self, path: str | None) -> None:
@@ -338,8 +364,19 @@ class Runtime:
             raise
 
     def start_server(self, server: Server) -> None:
+        """
+        Prepare C{server} and, in a process that serves alone, serve now.  A
+        master never serves; a worker serves once it knows it has every
+        socket it needs.
+        """
         self.prepare_server(server)
-        server.serve()
+        self.serve_prepared()
+
+    def serve_prepared(self) -> None:
+        if self.role == "single":
+            for server in self.servers.values():
+                if server._prepared:
+                    server.serve()
 
     def wait(self) -> None:
         """
@@ -364,6 +401,11 @@ class Runtime:
         if self._serving:
             return
         self._serving = True
+        if self.role == "master":
+            self._start_workers()
+            return
+        if self.role == "worker" and not self._serve_as_worker():
+            return
         for dropped in self.inherited.close_unclaimed():
             self._log.info(
                 "{pid}: closed inherited socket {name}: no server asks for it",
@@ -371,6 +413,9 @@ class Runtime:
                 name=dropped.name,
             )
         self.install_signal_handlers()
+        if self.role == "worker":
+            self._report_to_master()
+            return
         if self.is_handoff:
             self.old_process.report_ready()
         else:
@@ -379,6 +424,85 @@ class Runtime:
         self.old_process.listen(self.reactor, self._took_over).addCallback(
             self._start_services
         )
+
+    # -- as a master or a worker ----------------------------------------------
+
+    def _start_workers(self) -> None:
+        held = []
+        for server in self.servers.values():
+            for prepared in server._prepared:
+                held.append(HeldSocket(prepared.spec, prepared.fd, prepared.owner))
+            server._prepared = []
+        self.group = WorkerGroup(self, self.settings.workers, held)
+        self.install_signal_handlers()
+
+        def ready(_: object) -> None:
+            self._log.info(
+                "{pid}: {count} workers serve", pid=self.pid, count=self.settings.workers
+            )
+            self._write_pidfile(self.pid)
+            self.notifier.notify(ready=1, mainpid=self.pid, status="serving")
+
+        def failed(failure: Failure) -> None:
+            self._log.error(
+                "{pid}: the workers did not come up: {why}",
+                pid=self.pid,
+                why=failure.getErrorMessage(),
+            )
+            self.shutdown()
+
+        self.group.serve().addCallbacks(ready, failed)
+
+    def _serve_as_worker(self) -> bool:
+        """
+        Serve the inherited sockets; if the config asks for a port the
+        master does not hold yet, say so and leave: the master binds it and
+        starts us again.
+        """
+        if self.missing:
+            need = [
+                {"server": s.server, "tls": s.tls, "port": s.port, "host": s.host, "index": s.index}
+                for s in self.missing
+            ]
+            self.old_process.send("need", json.dumps(need))
+            os._exit(0)
+        claimed = [
+            listener.spec.fd_name
+            for server in self.servers.values()
+            for listener in server.listeners
+        ] + [p.spec.fd_name for server in self.servers.values() for p in server._prepared]
+        for server in self.servers.values():
+            if server._prepared:
+                server.serve()
+        self._worker_facts = {"claimed": claimed, "workers": self.settings.workers}
+        return True
+
+    def _report_to_master(self) -> None:
+        self.old_process.report_ready(self._worker_facts, keep_open=True)
+        reports = LoopingCall(lambda: self.old_process.send("status", json.dumps(self.own_status())))
+        reports.clock = self.reactor
+        reports.start(STATUS_INTERVAL, now=True)
+        self._status_reports = reports
+        released = self.old_process.listen(
+            self.reactor,
+            self._took_over,
+            on_message=self._from_master,
+            on_gone=self._master_gone,
+        )
+        if self.worker_slot == 0:
+            released.addCallback(self._start_services)
+
+    def _from_master(self, kind: str, payload: str) -> None:
+        if kind == "group":
+            try:
+                self.group_status = json.loads(payload)
+            except ValueError:
+                pass
+
+    def _master_gone(self) -> None:
+        if not self.draining:
+            self._log.warn("{pid}: the master is gone: leaving", pid=self.pid)
+            self.leave()
 
     def _took_over(self, facts: dict[str, float]) -> None:
         """
@@ -420,7 +544,9 @@ class Runtime:
             self.reactor.callFromThread(self._restart_from_signal)
 
         def on_shutdown(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.shutdown)
+            # A worker leaves alone (its master asked, or the whole group
+            # got the signal); anything else shuts the process down.
+            self.reactor.callFromThread(self.leave)
 
         signal.signal(signal.SIGUSR1, on_restart)
         for name in SHUTDOWN_SIGNALS:
@@ -453,6 +579,12 @@ class Runtime:
                 self.check_executable(executable)
             except ExecutableNotAllowed as e:
                 return fail(e)
+        if self.role == "worker":
+            # The master restarts the whole group.
+            self.old_process.send("restart", json.dumps({"executable": executable}))
+            return succeed(self.pid)
+        if self.group is not None:
+            return self.group.restart(executable)
         result: Deferred[int] = self._lifecycle.restart(executable)
         return result
 
@@ -499,6 +631,13 @@ class Runtime:
         self._new_process.ready.addCallbacks(self._lifecycle.ready, self._lifecycle.failed)
         return result
 
+    def _record_restart(self, ok: bool, error: str | None, seconds: float | None) -> None:
+        if ok:
+            self.restarts += 1
+        else:
+            self.failed_restarts += 1
+        self.last_restart = RestartRecord(ok, error, time.time(), seconds)
+
     def _write_pidfile(self, pid: int) -> None:
         # A pidfile we cannot write must not stop a handoff halfway.
         try:
@@ -543,8 +682,7 @@ class Runtime:
 
     def _hand_over(self, new_pid: int) -> None:
         seconds = self.reactor.seconds() - self._restart_began
-        self.restarts += 1
-        self.last_restart = RestartRecord(True, None, time.time(), seconds)
+        self._record_restart(True, None, seconds)
         self._write_pidfile(new_pid)
         self.notifier.notify(mainpid=new_pid, ready=1)
         self._log.info(
@@ -574,8 +712,7 @@ class Runtime:
         new_process, self._new_process = self._new_process, None
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
-        self.failed_restarts += 1
-        self.last_restart = RestartRecord(False, reason, time.time(), None)
+        self._record_restart(False, reason, None)
         if resume:
             self._log.error(
                 "{pid}: restart failed, still serving: {reason}", pid=self.pid, reason=reason
@@ -600,11 +737,34 @@ class Runtime:
 
     def shutdown(self) -> Deferred[None]:
         """
-        Stop accepting, finish the requests in flight (up to drain_timeout),
-        stop the services, and exit.
+        Shut the process down (with workers: the whole group): stop
+        accepting, finish the requests in flight (up to drain_timeout), stop
+        the services, and exit.
         """
+        if self.role == "worker":
+            self.old_process.send("shutdown")
+            return succeed(None)
+        if self.group is not None:
+            return self._shut_group_down()
+        return self.leave()
+
+    def leave(self) -> Deferred[None]:
+        """
+        This process alone stops accepting, drains, and exits.
+        """
+        if self.group is not None:
+            return self._shut_group_down()
         result: Deferred[None] = self._lifecycle.shutdown()
         return result
+
+    def _shut_group_down(self) -> Deferred[None]:
+        assert self.group is not None
+        if not self.draining:
+            self.draining = True
+            self._log.info("{pid}: server shutting down", pid=self.pid)
+            self.notifier.notify(stopping=1)
+            self.group.shutdown().addBoth(lambda _: self._exit())
+        return self._when_exited()
 
     def _shut_down(self) -> Deferred[None]:
         self._log.info("{pid}: server shutting down", pid=self.pid)
@@ -634,6 +794,12 @@ class Runtime:
                 lambda f: self._log.failure("on_drain callback failed", f)
             )
         services = self._stop_services()
+        if self.role == "worker":
+            if self._status_reports is not None and self._status_reports.running:
+                self._status_reports.stop()
+            self.old_process.send("status", json.dumps(self.own_status()))
+            if self.worker_slot == 0:
+                services.addBoth(lambda _: self.old_process.send("released"))
         if successor is not None:
             # Chained, so the exit also waits for the message to be flushed.
             services.addBoth(lambda _: successor.release())
@@ -689,11 +855,26 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         """
-        What the admin pages show: pid, generation, servers, last restart.
+        What the admin pages show: pid, generation, servers, last restart;
+        with workers, the whole group (a worker shows what its master last
+        told it, with its own pid as C{worker}).
+        """
+        if self.group is not None:
+            return self.group.status()
+        if self.group_status is not None:
+            status = dict(self.group_status)
+            status["worker"] = self.pid
+            return status
+        return self.own_status()
+
+    def own_status(self) -> dict[str, Any]:
+        """
+        This process alone.
         """
         last = self.last_restart
         return {
             "pid": self.pid,
+            "role": self.role,
             "generation": self.generation,
             "started_at": self.started_at,
             "uptime": max(0.0, time.time() - self.started_at),

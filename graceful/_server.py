@@ -187,15 +187,21 @@ class Server:
             self._tls_options = load_tls_options(self.cert, self.key)
         try:
             for spec in specs:
-                self._prepared.append(self._socket_for(spec))
+                prepared = self._socket_for(spec)
+                if prepared is not None:
+                    self._prepared.append(prepared)
         except BaseException:
             self.release_prepared()
             raise
 
-    def _socket_for(self, spec: ListenSpec) -> _Prepared:
+    def _socket_for(self, spec: ListenSpec) -> _Prepared | None:
         inherited = self.runtime.inherited.claim(spec) if self.graceful else None
         if inherited is not None:
             return _Prepared(spec, inherited.fd, inherited.family(), True, inherited)
+        if self.runtime.role == "worker":
+            # Only the master binds, so that every worker shares the socket.
+            self.runtime.missing.append(spec)
+            return None
         try:
             sock = bind_socket(spec.host, spec.port)
         except ConfigError as e:
@@ -233,7 +239,7 @@ class Server:
                     "{pid}: {scheme} server {how} listening on [:{port}]",
                     pid=self.runtime.pid,
                     scheme=p.spec.scheme,
-                    how="reloaded" if p.inherited else "started",
+                    how="reloaded" if p.inherited and self.runtime.generation > 1 else "started",
                     port=listener.number,
                     server=self.name,
                 )

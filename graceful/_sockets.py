@@ -140,6 +140,9 @@ class InheritedSockets:
             fd = LISTEN_FDS_START + i
             name = name_list[i] if i < len(name_list) else "unknown"
             os.set_inheritable(fd, False)
+            # systemd passes blocking sockets unless NonBlocking=yes; a
+            # blocking accept() would hang the reactor.
+            os.set_blocking(fd, False)
             sockets.append(InheritedSocket(fd, name))
         return cls(sockets)
 

@@ -150,30 +150,38 @@ def listening_pids(port: int) -> set[int]:
     """
     The pids holding a listening socket on C{port}, from /proc.
     """
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
+    inodes = _listening_inodes(port)
     pids = set()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    pids.add(int(proc.name))
-                    break
-        except OSError:
-            continue
+        if proc.name.isdigit() and _socket_fds(int(proc.name), inodes):
+            pids.add(int(proc.name))
     return pids
+
+
+def _fd_targets(pid: int) -> dict[int, str]:
+    """
+    What each descriptor of C{pid} points to; descriptors closed while we
+    look are left out (a busy server opens and closes them all the time).
+    """
+    targets = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            targets[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except (OSError, ValueError):
+            continue
+    return targets
+
+
+def _socket_fds(pid: int, inodes: set[str]) -> set[int]:
+    return {
+        fd
+        for fd, target in _fd_targets(pid).items()
+        if target.startswith("socket:[") and target[8:-1] in inodes
+    }
 
 
 def fd_count(pid: int) -> int:
@@ -395,3 +403,48 @@ class Load:
     def wait_for(self, count: int, timeout: float = WAIT) -> None:
         start = self.ok
         wait_until(lambda: self.ok >= start + count, timeout, f"{count} more answered requests")
+
+
+def accepting_pids(port: int, among: Iterable[int] | None = None) -> set[int]:
+    """
+    The processes accepting connections on C{port} right now: they hold its
+    listening socket and have it registered in their epoll set (a process
+    still starting, or one that stopped accepting to drain, has not).
+
+    @param among: the candidate pids (default: every process listening).
+    """
+    inodes = _listening_inodes(port)
+    accepting = set()
+    for pid in listening_pids(port) if among is None else among:
+        targets = _fd_targets(pid)
+        socket_fds = {
+            fd for fd, target in targets.items()
+            if target.startswith("socket:[") and target[8:-1] in inodes
+        }
+        for fd, target in targets.items():
+            if target != "anon_inode:[eventpoll]":
+                continue
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            registered = {
+                int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")
+            }
+            if registered & socket_fds:
+                accepting.add(pid)
+    return accepting
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes

@@ -391,6 +391,11 @@ class OldProcessTests(SynchronousTestCase):
         os.write(control, b"eased at=1700000000.5\n")
         reader.doRead()
         self.assertEqual(self.successResultOf(released), {"at": 1700000000.5})
+        # The channel is read until the old process closes it (a worker's
+        # master goes on talking after the release).
+        self.assertEqual(self.reactor.readers, {reader})
+        os.close(control)
+        reader.doRead()
         self.assertEqual(self.reactor.readers, set())
         self.assertRaises(OSError, os.fstat, reader.fileno())
 

@@ -282,11 +282,6 @@ def socket_inodes(pid: int) -> set[int]:
 
 
 #: What the core lacks for systemd's default sockets; see the report of issue 7.
-BLOCKING_SOCKETS = (
-    "core: sockets from systemd are blocking unless the unit says NonBlocking=yes, "
-    "and Twisted's accept loop then blocks the reactor; InheritedSockets.from_environment "
-    "should os.set_blocking(fd, False) each socket it takes"
-)
 
 
 class SocketActivationTests(SynchronousTestCase):
@@ -383,7 +378,6 @@ class SocketActivationTests(SynchronousTestCase):
             status, _, body = get(port, "/pid", timeout=5)
             self.assertEqual(int(body), process.process.pid)  # type: ignore[union-attr]
 
-    test_blocking_sockets.skip = BLOCKING_SOCKETS  # type: ignore[attr-defined]
 
     def test_systemd_socket_activate(self) -> None:
         """
@@ -408,7 +402,6 @@ class SocketActivationTests(SynchronousTestCase):
         wait_until(lambda: get(port, "/healthz", timeout=2)[0] == 200, what="activated server")
         self.assertEqual(pid_of(port), process.process.pid)  # type: ignore[union-attr]
 
-    test_systemd_socket_activate.skip = BLOCKING_SOCKETS  # type: ignore[attr-defined]
 
 
 # -- containers -------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""
+Workers (issue 6): N processes share every socket; a restart rolls them one
+slot at a time with at least N-1 serving at every moment; a dead worker is
+replaced; a new worker that fails stops the roll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    ROOT,
+    Load,
+    ServerProcess,
+    child_environment,
+    accepting_pids,
+    free_ports,
+    get,
+    group_members,
+    pid_of,
+    process_alive,
+    wait_until,
+)
+
+WORKERS = ROOT / "tests" / "programs" / "workers.py"
+
+
+def status(port: int) -> dict[str, Any]:
+    code, _, body = get(port, "/debug/admin/status")
+    assert code == 200, (code, body)
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+
+
+def accepting_now(port: int, pgid: int) -> int | None:
+    """
+    How many processes of the group accept on C{port}; None when the group
+    changed while we looked (a sample of a moving target would be stale).
+    """
+    members = group_members(pgid)
+    count = len(accepting_pids(port, among=members))
+    return count if group_members(pgid) == members else None
+
+
+class WorkerTestCase(SynchronousTestCase):
+    def start_group(self, count: int, tls: bool = False, **env: str) -> tuple[ServerProcess, int, int]:
+        http_port, https_port = free_ports(2)
+        args = [str(count), str(http_port)] + ([str(https_port)] if tls else [])
+        proc = ServerProcess.python(WORKERS, *args, env=child_environment(**env)).start()
+        self.addCleanup(proc.stop)
+        group = wait_until(
+            lambda: (lambda s: s if len([w for w in s["workers"] if w["ready"]]) == count else None)(
+                status(http_port)
+            ),
+            what=f"{count} workers to serve",
+        )
+        self.assertEqual(group["pid"], proc.pgid, "the master is the process we started")
+        return proc, http_port, https_port
+
+    def roll(self, proc: ServerProcess, port: int, count: int) -> list[int]:
+        """
+        SIGUSR1 the master and sample, until the roll is over, how many
+        workers serve; returns the samples.
+        """
+        before = status(port)
+        proc.signal(proc.pgid, signal.SIGUSR1)
+        samples = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for _ in range(5):
+                count = accepting_now(port, proc.pgid)
+                if count is not None:
+                    samples.append(count)
+                time.sleep(0.03)
+            group = status(port)
+            if group["generation"] > before["generation"] and not group["restarting"]:
+                return samples
+            if group["last_restart"] != before["last_restart"] and not group["last_restart"]["ok"]:
+                raise AssertionError(f"the roll failed: {group['last_restart']}")
+        raise AssertionError("the roll did not end within 60 s")
+
+
+class RollingRestartTests(WorkerTestCase):
+    def check_rolls(self, count: int, rolls: int, tls: bool) -> None:
+        proc, http_port, https_port = self.start_group(count, tls=tls)
+        targets = [("keepalive", http_port), ("close", http_port)]
+        if tls:
+            targets += [("tls", https_port)]
+        first = {w["pid"] for w in status(http_port)["workers"]}
+        with Load(targets, path="/pid", max_seconds=150) as load:
+            load.wait_for(100)
+            samples = []
+            for _ in range(rolls):
+                samples += self.roll(proc, http_port, count)
+                load.wait_for(30)
+        self.assertEqual(load.failures, [])
+        self.assertGreaterEqual(min(samples), count - 1, f"serving workers sampled: {samples}")
+        group = wait_until(
+            lambda: (lambda s: s if len(s["workers"]) == count else None)(status(http_port)),
+            what="the last old worker to finish draining",
+        )
+        self.assertEqual(group["generation"], 1 + rolls)
+        self.assertEqual({w["generation"] for w in group["workers"]}, {1 + rolls})
+        self.assertFalse(first & {w["pid"] for w in group["workers"]})
+        self.assertGreater(len(load.pids), count * rolls // 2, "answers came from many workers")
+
+    def test_two_workers_ten_rolls(self) -> None:
+        """
+        workers = 2, 10 rolling restarts under keep-alive and Connection:
+        close load: no request fails, and at least one worker serves at
+        every sample.
+        """
+        self.check_rolls(2, 10, tls=False)
+
+    def test_three_workers_ten_rolls_with_tls(self) -> None:
+        """
+        workers = 3, 10 rolling restarts under HTTP and TLS load: no request
+        fails, and at least two workers serve at every sample.
+        """
+        self.check_rolls(3, 10, tls=True)
+
+
+class WorkerFailureTests(WorkerTestCase):
+    def test_a_killed_worker_is_replaced(self) -> None:
+        """
+        A worker killed with SIGKILL is replaced; the group keeps its size.
+        """
+        proc, port, _ = self.start_group(2)
+        victim = pid_of(port)
+        proc.signal(victim, signal.SIGKILL)
+        group = wait_until(
+            lambda: (lambda s: s if s["worker_deaths"] == 1 and len([w for w in s["workers"] if w["ready"]]) == 2 else None)(status(port)),
+            what="the killed worker to be replaced",
+        )
+        self.assertNotIn(victim, {w["pid"] for w in group["workers"]})
+        self.assertFalse(process_alive(victim))
+        self.assertIn("died (signal 9); replacing it", proc.log())
+
+    def test_a_failing_new_worker_stops_the_roll(self) -> None:
+        """
+        The new worker of slot 1 cannot start: the roll stops there, slot 0
+        keeps its new worker, the old workers of slots 1 and 2 keep serving,
+        and the failure is reported; no request fails.
+        """
+        flag = Path(tempfile.mkdtemp(prefix="graceful-workers-")) / "fail"
+        proc, port, _ = self.start_group(3, FAIL_SLOT_1=str(flag))
+        old = {w["slot"]: w["pid"] for w in status(port)["workers"]}
+        flag.write_text("")
+        self.addCleanup(flag.unlink)
+        with Load([("keepalive", port), ("close", port)], path="/pid", max_seconds=60) as load:
+            load.wait_for(50)
+            proc.signal(proc.pgid, signal.SIGUSR1)
+            group = wait_until(
+                lambda: (lambda s: s if s["last_restart"] and not s["restarting"] else None)(
+                    status(port)
+                ),
+                what="the roll to stop",
+            )
+            load.wait_for(50)
+        self.assertEqual(load.failures, [])
+        self.assertFalse(group["last_restart"]["ok"])
+        self.assertIn("cannot start", group["last_restart"]["error"])
+        slots = {w["slot"]: w for w in group["workers"] if not w["draining"]}
+        self.assertNotEqual(slots[0]["pid"], old[0])
+        self.assertEqual((slots[1]["pid"], slots[2]["pid"]), (old[1], old[2]))
+        self.assertEqual(group["generation"], 1)
+        wait_until(lambda: not process_alive(old[0]), what="the replaced worker to exit")
+        self.assertEqual(len(accepting_pids(port)), 3)
+
+    def test_shutdown_drains_every_worker(self) -> None:
+        """
+        SIGTERM to the master: a request in flight on a worker completes,
+        every worker exits, and the master exits 0.
+        """
+        proc, port, _ = self.start_group(2)
+        workers = [w["pid"] for w in status(port)["workers"]]
+        result: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: result.update(answer=get(port, "/slow?seconds=2", timeout=15))
+        )
+        thread.start()
+        wait_until(
+            lambda: sum(w["in_flight"] for w in status(port)["workers"]) >= 1,
+            what="the slow request to be in flight",
+        )
+        proc.signal(proc.pgid, signal.SIGTERM)
+        thread.join(15)
+        self.assertEqual(result["answer"][0], 200)
+        self.assertEqual(proc.wait_exit(), 0)
+        for pid in workers:
+            wait_until(lambda: not process_alive(pid), what=f"worker {pid} to exit")
+        self.assertIn(f"{proc.pgid}: all servers shutdown", proc.log())
