@@ -47,13 +47,12 @@ class GracefulService(Service):
         runtime.pid = os.getpid()  # twistd may have forked since makeService
         if self.logfile:
             append_only(self.logfile)
-        for server in runtime.servers.values():
-            server.serve()
+        runtime.serve_prepared()
         runtime.reactor.callWhenRunning(runtime.serving_started)
 
     def stopService(self) -> Any:
         super().stopService()
-        return self.runtime.shutdown()
+        return self.runtime.leave()
 
 
 def makeService(options: Options) -> GracefulService:
