@@ -283,7 +283,9 @@ class AdminResource(Resource):
                 action=page,
                 peer=peer,
             )
-        generation = self._runtime.generation
+        # With workers, the group's generation and its master's pid.
+        group = self._runtime.status()
+        generation = int(group["generation"])
         refusals: list[Failure] = []
         # Untrusted: the runtime checks the executable against
         # allowed_executables and refuses a second restart (and logs that).
@@ -320,7 +322,7 @@ class AdminResource(Resource):
             202,
             {
                 "restarting": True,
-                "pid": self._runtime.pid,
+                "pid": group["pid"],
                 "generation": generation,
                 "next_generation": generation + 1,
                 "executable": executable,
@@ -336,6 +338,7 @@ class AdminResource(Resource):
             peer=peer,
         )
         already = self._runtime.draining
+        group = self._runtime.status()
         in_flight = max(0, sum(s.in_flight for s in self._runtime.servers.values()) - 1)
         # After this answer is written: shutting down stops accepting first.
         self._runtime.reactor.callLater(0, self._shut_down)
@@ -354,8 +357,8 @@ class AdminResource(Resource):
             {
                 "shutting_down": True,
                 "already": already,
-                "pid": self._runtime.pid,
-                "generation": self._runtime.generation,
+                "pid": group["pid"],
+                "generation": group["generation"],
                 "in_flight": in_flight,
             },
         )
