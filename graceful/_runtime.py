@@ -284,11 +284,14 @@ class Runtime:
     def role(self) -> str:
         """
         C{"single"}: serves alone; C{"master"}: holds the sockets for its
-        workers and serves nothing; C{"worker"}: serves for a master.
+        workers and serves nothing (with C{workers > 1}, or as PID 1);
+        C{"worker"}: serves for a master.
         """
         if self.worker_slot is not None:
             return "worker"
-        return "master" if self.settings.workers > 1 else "single"
+        # As PID 1 (a container) a re-exec would end the PID namespace with
+        # the old process: be a master that never leaves, even for 1 worker.
+        return "master" if self.settings.workers > 1 or self.pid == 1 else "single"
 
     @property
     def restarting(self) -> bool:
