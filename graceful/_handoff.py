@@ -29,6 +29,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._event import Event
 from ._sockets import LISTEN_FDS_START, listen_environment
 
 HANDOFF_VARIABLE = "GRACEFUL_HANDOFF"
@@ -74,7 +75,7 @@ class NewProcess(ProcessProtocol):
     on_exit: Callable[[Failure], None] = lambda reason: None
     ready: Deferred[int] = field(factory=Deferred)
     ready_facts: dict[str, Any] = field(factory=dict)
-    _control_closed: Deferred[None] = field(factory=Deferred)
+    _control_closed: Event = field(factory=Event)
     _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     _partial: bytes = b""
     _messages: bytes = b""
@@ -181,10 +182,9 @@ class NewProcess(ProcessProtocol):
         result fires once the message is flushed and the pipe closed: the
         old process must not exit before that.
         """
-        if self._control_closed.called:
+        if self._control_closed.happened:
             return succeed(None)
-        closed: Deferred[None] = Deferred()
-        self._control_closed.addBoth(lambda result: closed.callback(None) or result)
+        closed = self._control_closed.wait()
         self._write_control(f"released at={time.time():.6f}\n".encode())
         try:
             self.transport.closeChildFD(self.control_fd)  # type: ignore[union-attr]
@@ -193,8 +193,8 @@ class NewProcess(ProcessProtocol):
         return closed
 
     def childConnectionLost(self, childFD: int) -> None:
-        if childFD == self.control_fd and not self._control_closed.called:
-            self._control_closed.callback(None)
+        if childFD == self.control_fd:
+            self._control_closed.happen()
 
     def send(self, kind: str, payload: str = "") -> None:
         """

@@ -22,6 +22,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._event import Event
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from ._handoff import (
     GENERATION_VARIABLE,
@@ -222,7 +223,7 @@ class Runtime:
     _new_process: NewProcess | None = None
     _restart_began: float = 0.0
     _restart_result: Deferred[int] | None = None
-    _exited: Deferred[None] = field(factory=Deferred)
+    _exited: Event = field(factory=Event)
     _serving: bool = False
     _handed_over: bool = False
     worker_slot: int | None = None
@@ -776,12 +777,7 @@ class Runtime:
         return self._when_exited()
 
     def _when_exited(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._exited.called:
-            d.callback(None)
-        else:
-            self._exited.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
+        return self._exited.wait()
 
     def _depart(self, successor: NewProcess | None) -> None:
         """
@@ -843,12 +839,12 @@ class Runtime:
         self.reactor.callLater(0, self._exit)
 
     def _exit(self) -> None:
-        if self._exited.called:
+        if self._exited.happened:
             return
         if not self._handed_over:
             self.pidfile.remove_if(self.pid)
         self._log.info("{pid}: all servers shutdown", pid=self.pid)
-        self._exited.callback(None)
+        self._exited.happen()
         try:
             self.reactor.stop()
         except ReactorNotRunning:

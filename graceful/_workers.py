@@ -30,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._event import Event
 from ._errors import ConfigError, RestartRefused
 from ._handoff import NewProcess, PassedSocket, RestartFailed, spawn_new_process
 from ._sockets import ListenSpec, bind_socket
@@ -186,7 +187,7 @@ class WorkerGroup:
     _roll_began: float = 0.0
     _target_generation: int = 1
     _leaving: bool = False
-    _gone: Deferred[None] = field(factory=Deferred)
+    _gone: Event = field(factory=Event)
     _first_ready: Deferred[None] = field(factory=Deferred)
     _push: LoopingCall | None = None
     _lifecycle: _GroupLifecycle = field(init=False)
@@ -396,8 +397,8 @@ class WorkerGroup:
         if worker in self.workers:
             self.workers.remove(worker)
         if self._leaving:
-            if not self.workers and not self._gone.called:
-                self._gone.callback(None)
+            if not self.workers:
+                self._gone.happen()
             return
         if worker.retiring or not worker.ready or self._slots.get(worker.slot) is not worker:
             return
@@ -554,13 +555,13 @@ class WorkerGroup:
                 worker.signal("TERM")
             else:
                 worker.process.kill()
-        if not self.workers and not self._gone.called:
-            self._gone.callback(None)
+        if not self.workers:
+            self._gone.happen()
         # Workers drain for up to drain_timeout; past that (and a margin for
         # their own abort), kill what is left.
         grace = self.runtime.settings.drain_timeout + 5.0
         killer = self.runtime.reactor.callLater(grace, self._kill_all)
-        self._gone.addBoth(lambda r: (killer.cancel() if killer.active() else None, r)[1])
+        self._gone.wait().addCallback(lambda _: killer.cancel() if killer.active() else None)
         for held in self.sockets:
             held.close()
         self.sockets.clear()
@@ -576,12 +577,7 @@ class WorkerGroup:
             worker.process.kill()
 
     def _when_gone(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._gone.called:
-            d.callback(None)
-        else:
-            self._gone.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
+        return self._gone.wait()
 
     # -- reporting ----------------------------------------------------------
 
