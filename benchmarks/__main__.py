@@ -48,12 +48,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"restart targets, from {','.join(RESTART_TARGETS)}")
     parser.add_argument("--modes", type=_csv, default=list(_scenarios.MODES),
                         help="loads for the restart section: keepalive,close,tls")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per restart run")
-    parser.add_argument("--restarts", type=int, default=5)
-    parser.add_argument("--interval", type=float, default=2.5, help="seconds between restarts")
+    parser.add_argument("--restarts", type=int, default=5, help="restarts per run")
+    parser.add_argument("--interval", type=float, default=2.5,
+                        help="seconds from one restart signal to the next (at least 0.5 s "
+                             "after the previous restart ended), before the first, and after "
+                             "the last")
+    parser.add_argument("--max-duration", type=float, default=120.0,
+                        help="upper bound of one restart run's load, in seconds")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--rounds", type=int, default=3, help="overhead: interleaved rounds")
-    parser.add_argument("--overhead-duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5, help="overhead: interleaved rounds")
+    parser.add_argument("--overhead-duration", type=float, default=3.0,
+                        help="overhead: seconds of one wrk run")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profile of graceful and twisted.web: auto = when graceful "
                              "is below 95%% of twisted.web")
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = ["graceful"]
         modes = ["mixed"]
         plan = _scenarios.RestartPlan(
-            duration=4.0, restarts=1, interval=1.5, first_at=1.5, use_wrk=False
+            restarts=1, interval=1.5, first_at=1.5, tail=1.5, max_duration=30.0, use_wrk=False
         )
     else:
         sections = args.only
@@ -126,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         targets = _available(args) if "restart" in sections else []
         modes = [m for m in args.modes if m in _scenarios.MODES]
         plan = _scenarios.RestartPlan(
-            duration=args.duration, restarts=args.restarts, interval=args.interval,
-            first_at=args.interval, connections=args.connections,
+            restarts=args.restarts, interval=args.interval, first_at=args.interval,
+            tail=args.interval, max_duration=args.max_duration, connections=args.connections,
         )
-    scale_plan = _scenarios.RestartPlan(duration=11.0, restarts=3, interval=3.0, first_at=2.0)
+    scale_plan = _scenarios.RestartPlan(
+        restarts=3, interval=3.0, first_at=2.0, tail=2.0, max_duration=60.0
+    )
     overhead_names = ["twisted.web", "graceful", "graceful-resource", "uvicorn", "gunicorn"]
     if "overhead" in sections:
         overhead_names = [
@@ -154,17 +161,25 @@ def main(argv: list[str] | None = None) -> int:
             for name in targets:
                 for mode in modes:
                     progress.step(f"restart under load: {name} {mode}")
-                    run = _scenarios.run_restart(
-                        ctx, progress, RESTART_TARGETS[name], mode, plan, out
-                    )
+                    try:
+                        run = _scenarios.run_restart(
+                            ctx, progress, RESTART_TARGETS[name], mode, plan, out
+                        )
+                    except Exception as e:  # one broken peer must not sink the rest
+                        _failed(results, progress, f"restart under load: {name} {mode}", e)
+                        continue
                     results["restart"].append(run)
                     progress.note(_summary_line(run))
         if "overhead" in sections:
             progress.step("overhead")
-            results["overhead"] = _scenarios.run_overhead(
-                ctx, progress, overhead_names, args.rounds, args.overhead_duration,
-                args.connections,
-            )
+            try:
+                results["overhead"] = _scenarios.run_overhead(
+                    ctx, progress, overhead_names, args.rounds, args.overhead_duration,
+                    args.connections,
+                )
+            except Exception as e:
+                _failed(results, progress, "overhead", e)
+        if results.get("overhead"):
             g = results["overhead"]["summary"].get("graceful", {}).get("keepalive", {})
             ratio = g.get("rps_ratio")
             progress.note(
@@ -174,23 +189,32 @@ def main(argv: list[str] | None = None) -> int:
             )
             # req/s moves with whatever else the machine runs; CPU per
             # request does not: it decides whether to look closer.
-            cpu_ratios = [
-                row.get("cpu_ratio")
-                for row in results["overhead"]["summary"].get("graceful", {}).values()
-            ]
-            low = any(r is not None and r < 0.95 for r in cpu_ratios)
-            if args.profile == "always" or (args.profile == "auto" and low):
-                progress.tick("profiling graceful and twisted.web with py-spy")
+            by_mode = results["overhead"]["summary"].get("graceful", {})
+            cpu_ratios = {
+                mode: row["cpu_ratio"] for mode, row in by_mode.items()
+                if row.get("cpu_ratio") is not None
+            }
+            low = any(r < 0.95 for r in cpu_ratios.values())
+            if cpu_ratios and (args.profile == "always" or (args.profile == "auto" and low)):
+                # Profile the load where graceful does worst.
+                worst = min(cpu_ratios, key=lambda mode: cpu_ratios[mode])
                 results["profile"] = _scenarios.run_profile(
-                    ctx, progress, ["twisted.web", "graceful"], 8.0, args.connections, out
+                    ctx, progress, ["twisted.web", "graceful"], 8.0, args.connections, out,
+                    close=worst == "close",
                 )
         if "scale" in sections:
-            results["scale_ports"] = _scenarios.run_scale_ports(
-                ctx, progress, args.ports, scale_plan, out
-            )
-            results["scale_connections"] = _scenarios.run_scale_connections(
-                ctx, progress, args.scale_connections, scale_plan, out
-            )
+            try:
+                results["scale_ports"] = _scenarios.run_scale_ports(
+                    ctx, progress, args.ports, scale_plan, out
+                )
+            except Exception as e:
+                _failed(results, progress, "scale: ports", e)
+            try:
+                results["scale_connections"] = _scenarios.run_scale_connections(
+                    ctx, progress, args.scale_connections, scale_plan, out
+                )
+            except Exception as e:
+                _failed(results, progress, "scale: connections", e)
         progress.step("writing the report")
         if results.get("restart") and _report.plot(results["restart"], out / "latency.png"):
             results["plot"] = "latency.png"
@@ -207,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("plot"):
         print(f"plot:    {out / results['plot']}")
     return 0
+
+
+def _failed(results: dict, progress: Progress, what: str, error: Exception) -> None:
+    text = f"{type(error).__name__}: {error}".strip()
+    results.setdefault("failures", []).append({"what": what, "error": text[:2000]})
+    progress.note(f"  FAILED {what}: {text.splitlines()[0][:200]}")
+    _procs.cleanup()
 
 
 def _summary_line(run: dict) -> str:

@@ -9,6 +9,7 @@ import csv
 import http.client
 import json
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -56,6 +57,16 @@ class Wrk:
         self.duration = duration
         self.started = time.monotonic()
         self.proc = _procs.Proc("wrk", args, log, stdout=subprocess.PIPE)
+
+    def stop(self) -> None:
+        """
+        End the run now: wrk stops on SIGINT and still reports its totals.
+        """
+        if self.proc.popen.poll() is None:
+            try:
+                self.proc.popen.send_signal(signal.SIGINT)
+            except OSError:
+                pass
 
     def result(self) -> dict | None:
         try:
@@ -115,6 +126,14 @@ class Sampler:
             "--out", str(out),
         ]
         self.proc = _procs.Proc("sampler", args, log, cwd=HERE.parent, env=env)
+
+    def stop(self) -> None:
+        "End the run now: the sampler writes what it has on SIGTERM."
+        if self.proc.popen.poll() is None:
+            try:
+                self.proc.popen.terminate()
+            except OSError:
+                pass
 
     def result(self) -> list[Sample]:
         try:

@@ -55,9 +55,9 @@ def _secs(middle: float | None, most: float | None) -> str:
 
 def restart_tables(runs: list[dict]) -> list[str]:
     lines = [
-        "| server | operation | load | restarts ok | wrk requests (req/s) | wrk failed | "
-        "sampler requests | sampler failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| server | operation | load | restarts ok | seconds of load | wrk requests (req/s) | "
+        "wrk failed | sampler requests | sampler failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         ok = sum(r["ok"] for r in run["restarts"])
@@ -65,6 +65,7 @@ def restart_tables(runs: list[dict]) -> list[str]:
         wrk = run["wrk"]
         lines.append(
             f"| {run['target']} | {run['operation']} | {run['mode']} | {ok}/{planned} | "
+            f"{run['duration']:.1f} | "
             + (f"{wrk['requests']:,} ({wrk['rps']:,.0f})" if wrk else "–")
             + f" | {_wrk_failed(wrk)} | {run['sampler']['requests']:,} | "
             f"{_sampler_failed(run['sampler'])} |"
@@ -128,10 +129,14 @@ def overhead_tables(overhead: dict) -> list[str]:
             ]
         cells.append(str(failed))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Every run's req/s (rounds in order):", ""]
+    lines += ["", "Every run's req/s, and its CPU ratio to the twisted.web run of the same "
+              "round (rounds in order):", ""]
     for name, by_mode in summary.items():
         runs = "; ".join(
-            f"{mode} {', '.join(f'{x:,}' for x in row['rps_runs'])}" for mode, row in by_mode.items()
+            f"{mode} {', '.join(f'{x:,}' for x in row['rps_runs'])}"
+            + (f" (CPU × {', '.join(f'{x:.2f}' for x in row.get('cpu_ratio_runs', []))})"
+               if name != "twisted.web" else "")
+            for mode, row in by_mode.items()
         )
         lines.append(f"- {name}: {runs}")
     return lines
@@ -146,8 +151,8 @@ def profile_lines(profiles: dict) -> list[str]:
         total = profile["samples"] or 1
         lines += [
             "",
-            f"**{name}** ({profile['samples']} samples, `{profile['file']}`): functions with "
-            "the most samples of their own:",
+            f"**{name}** under {profile.get('load', 'keep-alive')} load ({profile['samples']} "
+            f"samples, `{profile['file']}`): functions with the most samples of their own:",
             "",
             "| own % | function |",
             "|---|---|",
@@ -169,6 +174,32 @@ def profile_lines(profiles: dict) -> list[str]:
             ]
             for key, count in ours[:15]:
                 lines.append(f"| {100 * count / total:.1f} | `{key}` |")
+    plain = profiles.get("twisted.web")
+    if graceful and plain and "inclusive" in graceful and "inclusive" in plain:
+        g_total, p_total = graceful["samples"] or 1, plain["samples"] or 1
+        g_share = {k: c / g_total for k, c in graceful["inclusive"]}
+        p_share = {k: c / p_total for k, c in plain["inclusive"]}
+        gaps = sorted(
+            ((g_share.get(k, 0) - p_share.get(k, 0), k) for k in set(g_share) | set(p_share)),
+            reverse=True,
+        )
+        gaps = [(d, k) for d, k in gaps if d > 0.005 and "graceful/_runtime" not in k
+                and "graceful/_server" not in k and "<module>" not in k
+                and "runpy" not in k and "main (" not in k][:12]
+        if gaps:
+            lines += [
+                "",
+                "Where graceful's profile spends a larger share than twisted.web's (inclusive "
+                "share in graceful minus share in twisted.web, in points):",
+                "",
+                "| points | graceful % | twisted.web % | function |",
+                "|---|---|---|---|",
+            ]
+            for d, k in gaps:
+                lines.append(
+                    f"| +{100 * d:.1f} | {100 * g_share.get(k, 0):.1f} | "
+                    f"{100 * p_share.get(k, 0):.1f} | `{k}` |"
+                )
     return lines
 
 
@@ -269,8 +300,10 @@ def markdown(results: dict) -> str:
             "",
             "## Restart under load",
             "",
-            f"Each row: {plan['duration']:g} s of load on one server while it restarts "
-            f"{plan['restarts']} times, {plan['interval']:g} s apart. Load: "
+            f"Each row: one server under load while it restarts {plan['restarts']} times: "
+            f"{plan['first_at']:g} s into the load, then {plan['interval']:g} s after the previous "
+            f"signal but never before {plan['min_gap']:g} s after the previous restart ended "
+            f"(old generation gone), and {plan['tail']:g} s of load after the last one. Load: "
             + (f"wrk -t1 -c{plan['connections']} on `/` (keep-alive, `Connection: close` "
                "or TLS keep-alive), plus " if plan["use_wrk"] else "")
             + "the sampler's clients on `/pid`, each one request every 10 ms.",
@@ -286,20 +319,25 @@ def markdown(results: dict) -> str:
             "## Overhead: hello world, one process each",
             "",
             f"wrk -t1 -c{o['connections']}, {o['duration']:g} s a run, {o['rounds']} interleaved "
-            "rounds; medians. CPU µs/request is the server's own CPU time (user + system, "
-            "from /proc) over the requests it answered: it hardly depends on what else the "
-            "machine runs, where req/s does.",
+            "rounds; req/s and CPU µs/request are medians over the rounds, the × twisted.web "
+            "ratios medians of each round's ratio to the twisted.web run of the same round. "
+            "CPU µs/request is the server's own CPU time (user + system, from /proc) over the "
+            "requests it answered: it moves far less with what else the machine runs than "
+            "req/s does.",
             "",
         ]
         lines += overhead_tables(o)
-        g = o["summary"].get("graceful", {}).get("keepalive")
-        if g and g.get("rps_ratio") is not None:
-            lines += [
-                "",
-                f"graceful at {100 * g['rps_ratio']:.0f}% of plain twisted.web's keep-alive "
-                f"throughput ({100 * g['cpu_ratio']:.0f}% by CPU per request); target: 95% "
-                "or more.",
-            ]
+        g = o["summary"].get("graceful", {})
+        parts = [
+            f"{label}: {100 * g[mode]['rps_ratio']:.0f}% by req/s, "
+            f"{100 * g[mode]['cpu_ratio']:.0f}% by CPU per request"
+            for mode, label in (("keepalive", "keep-alive"), ("close", "`Connection: close`"))
+            if mode in g and g[mode].get("rps_ratio") is not None
+            and g[mode].get("cpu_ratio") is not None
+        ]
+        if parts:
+            lines += ["", "graceful against plain twisted.web: " + "; ".join(parts)
+                      + ". Target: 95% or more."]
     if results.get("profile"):
         lines += ["", "## Profile: where the time goes", ""]
         lines += profile_lines(results["profile"])
@@ -309,8 +347,9 @@ def markdown(results: dict) -> str:
             "",
             "## Scale",
             "",
-            f"graceful only; {plan['restarts']} restarts {plan['interval']:g} s apart in "
-            f"{plan['duration']:g} s of load each. Ports: servers from a generated config under "
+            f"graceful only; {plan['restarts']} restarts under load, {plan['first_at']:g} s in, "
+            f"then {plan['interval']:g} s apart (or {plan['min_gap']:g} s after the previous one "
+            f"ended), {plan['tail']:g} s of load after the last. Ports: servers from a generated config under "
             "`twistd -n graceful`, one port each; wrk -c32 keep-alive on the first port and "
             "4 sampler clients making a new connection to the next port for every request. "
             "Connections: examples/basic.py under wrk -cN keep-alive and 4 sampler clients "
@@ -318,6 +357,11 @@ def markdown(results: dict) -> str:
             "",
         ]
         lines += scale_tables(results.get("scale_ports", []), results.get("scale_connections", []))
+    if results.get("failures"):
+        lines += ["", "## Runs that could not be measured", ""]
+        for failure in results["failures"]:
+            first = failure["error"].splitlines()[0] if failure["error"] else ""
+            lines.append(f"- {failure['what']}: `{first.replace('`', '')}`")
     return "\n".join(lines) + "\n"
 
 

@@ -35,13 +35,29 @@ SAMPLER_MIX = {
 
 @dataclass
 class RestartPlan:
-    duration: float = 15.0
+    """
+    When to restart: the first restart C{first_at} seconds into the load,
+    each next one C{interval} seconds after the previous signal but never
+    before C{min_gap} seconds after the previous restart ended (the old
+    generation gone), and C{tail} seconds of load after the last one.  Every
+    server gets all its restarts; the run lasts as long as that takes, up to
+    C{max_duration}.
+    """
+
     restarts: int = 5
     interval: float = 2.5
     first_at: float = 2.5
+    tail: float = 2.5
+    min_gap: float = 0.5
+    max_duration: float = 120.0
     connections: int = 32
     use_wrk: bool = True
     mix: str | None = None  # the sampler's clients; default: SAMPLER_MIX[mode]
+
+    @property
+    def duration(self) -> float:
+        "How long a run lasts when every restart ends within its interval."
+        return self.first_at + (self.restarts - 1) * self.interval + self.tail
 
 
 def _log_notes(text: str, limit: int = 8) -> list[str]:
@@ -61,35 +77,39 @@ def _restart_loop(
     t0: float,
     progress: Progress,
     label: str,
-) -> tuple[list[Restart], int]:
+) -> tuple[list[Restart], int, float]:
     """
-    Restart C{plan.restarts} times at a fixed interval from C{t0}; a restart
-    that would begin in the last second of the load is skipped (counted).
+    Restart C{plan.restarts} times on C{plan}'s schedule from C{t0}, then
+    keep the load on for C{plan.tail}; the records, how many restarts did
+    not fit in C{plan.max_duration}, and how long the load ran.
     """
     records: list[Restart] = []
     skipped = 0
+    limit = t0 + plan.max_duration
 
     def tick() -> None:
         progress.tick(
-            f"{label}: t={time.monotonic() - t0:4.1f}s/{plan.duration:g}s "
-            f"restarts {len(records)}/{plan.restarts}"
+            f"{label}: t={time.monotonic() - t0:4.1f}s restarts {len(records)}/{plan.restarts}"
         )
 
     target.ctx.tick = tick
-    for i in range(plan.restarts):
-        at = t0 + plan.first_at + i * plan.interval
-        while time.monotonic() < at:
+    next_at = t0 + plan.first_at
+    for _ in range(plan.restarts):
+        while time.monotonic() < next_at:
             tick()
             time.sleep(0.02)
-        if time.monotonic() > t0 + plan.duration - 1.0:
+        if time.monotonic() > limit - plan.tail:
             skipped += 1
             continue
-        records.append(target.restart())
+        record = target.restart()
+        records.append(record)
+        next_at = max(record.signal + plan.interval, time.monotonic() + plan.min_gap)
         tick()
-    while time.monotonic() < t0 + plan.duration:
+    end = min(limit, time.monotonic() + plan.tail)
+    while time.monotonic() < end:
         tick()
         time.sleep(0.05)
-    return records, skipped
+    return records, skipped, time.monotonic() - t0
 
 
 def run_restart(
@@ -118,15 +138,18 @@ def run_restart(
         time.sleep(0.2)
         url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
         sampler = Sampler(
-            ctx.python, [port], plan.mix or SAMPLER_MIX[mode], plan.duration + 0.5,
+            ctx.python, [port], plan.mix or SAMPLER_MIX[mode], plan.max_duration + 1,
             samples_path, ctx.env(), ctx.workdir / f"sampler-{target.name}-{mode}.log",
         )
         if plan.use_wrk:
-            wrk = Wrk(url, plan.duration, plan.connections,
+            wrk = Wrk(url, plan.max_duration + 1, plan.connections,
                       ctx.workdir / f"wrk-{target.name}-{mode}.log", close=mode == "close")
         t0 = time.monotonic()
-        records, skipped = _restart_loop(target, plan, t0, progress, label)
+        records, skipped, elapsed = _restart_loop(target, plan, t0, progress, label)
         rss_last = target.rss_mb()
+        for load in (wrk, sampler):
+            if load is not None:
+                load.stop()
         wrk_result = wrk.result() if wrk else None
         samples = sampler.result()
         log = target.log_text()
@@ -143,7 +166,7 @@ def run_restart(
         "mode": mode,
         "port": port,
         "t0": t0,
-        "duration": plan.duration,
+        "duration": elapsed,
         "connections": plan.connections if plan.use_wrk else 0,
         "wrk": wrk_result,
         "sampler": _stats.sampler_summary(samples, windows),
@@ -221,16 +244,28 @@ def run_overhead(
                 "p99_ms": _stats.median([x["p99_us"] / 1000 for x in results]),
                 "failed": sum(x["failed"] for x in results),
             }
-    base = summary.get("twisted.web", {})
-    for name, by_mode in summary.items():
-        for mode, row in by_mode.items():
-            ref = base.get(mode)
-            row["rps_ratio"] = row["rps"] / ref["rps"] if ref and ref["rps"] else None
-            row["cpu_ratio"] = (
-                ref["cpu_us_per_request"] / row["cpu_us_per_request"]
-                if ref and ref["cpu_us_per_request"] and row["cpu_us_per_request"]
-                else None
+    # Ratios to twisted.web round by round (the two ran back to back, on
+    # the same machine state), then their median: steadier than a ratio of
+    # medians when the machine's load moves between rounds.
+    base_runs = runs.get("twisted.web", {})
+    for name, by_mode in runs.items():
+        for mode, results in by_mode.items():
+            ref = base_runs.get(mode, [])
+            pairs = list(zip(ref, results))
+            row = summary[name][mode]
+            row["rps_ratio"] = _stats.median(
+                [x["rps"] / r["rps"] for r, x in pairs if r["rps"]]
             )
+            row["cpu_ratio"] = _stats.median([
+                r["cpu_us_per_request"] / x["cpu_us_per_request"]
+                for r, x in pairs
+                if r["cpu_us_per_request"] and x["cpu_us_per_request"]
+            ])
+            row["cpu_ratio_runs"] = [
+                round(r["cpu_us_per_request"] / x["cpu_us_per_request"], 3)
+                for r, x in pairs
+                if r["cpu_us_per_request"] and x["cpu_us_per_request"]
+            ]
     return {
         "rounds": rounds,
         "duration": duration,
@@ -249,25 +284,32 @@ def py_spy(python: str) -> str | None:
 
 
 def run_profile(
-    ctx: Context, progress: Progress, names: list[str], duration: float, connections: int, out: Path
+    ctx: Context,
+    progress: Progress,
+    names: list[str],
+    duration: float,
+    connections: int,
+    out: Path,
+    close: bool = False,
 ) -> dict:
     """
-    Where the time goes: py-spy samples each server under the same wrk load.
+    Where the time goes: py-spy samples each server under the same wrk load
+    (keep-alive, or C{Connection: close} with C{close}).
     """
     exe = py_spy(ctx.python)
     if exe is None:
         return {"error": "py-spy is not installed (benchmarks/setup installs it)"}
     profiles = {}
     for name in names:
-        progress.tick(f"profiling {name}")
+        progress.tick(f"profiling {name} ({'Connection: close' if close else 'keep-alive'})")
         port = _procs.free_ports(1)[0]
         target = OVERHEAD_TARGETS[name](ctx, port, False)
         try:
             target.start()
             Wrk(f"http://127.0.0.1:{port}/", 1, connections, ctx.workdir / "wrk-profile.log").result()
-            raw = out / f"profile-{name}.txt"
+            raw = out / f"profile-{name}-{'close' if close else 'keepalive'}.txt"
             wrk = Wrk(f"http://127.0.0.1:{port}/", duration + 2, connections,
-                      ctx.workdir / "wrk-profile.log")
+                      ctx.workdir / "wrk-profile.log", close=close)
             time.sleep(0.5)
             subprocess.run(
                 [exe, "record", "--nonblocking", "-r", "200", "-d", str(int(duration)),
@@ -277,6 +319,7 @@ def run_profile(
             wrk.result()
             profiles[name] = _folded_summary(raw)
             profiles[name]["file"] = raw.name
+            profiles[name]["load"] = "Connection: close" if close else "keep-alive"
         except Exception as e:
             profiles[name] = {"error": f"{type(e).__name__}: {e}"}
         finally:
@@ -322,7 +365,7 @@ def _folded_summary(path: Path, top: int = 25) -> dict:
     return {
         "samples": total,
         "own": sorted(own.items(), key=lambda kv: -kv[1])[:top],
-        "inclusive": sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 3],
+        "inclusive": sorted(inclusive.items(), key=lambda kv: -kv[1]),
     }
 
 
@@ -403,15 +446,17 @@ def run_scale_ports(
             for port in ports:
                 wait_answering(port, False, 30.0, target.proc)
             startup = time.monotonic() - began
-            sampler = Sampler(ctx.python, ports, "close=4", plan.duration + 0.5, samples_path,
+            sampler = Sampler(ctx.python, ports, "close=4", plan.max_duration + 1, samples_path,
                               ctx.env(), ctx.workdir / f"sampler-scale-{n}.log")
-            wrk = Wrk(f"http://127.0.0.1:{ports[0]}/", plan.duration, plan.connections,
+            wrk = Wrk(f"http://127.0.0.1:{ports[0]}/", plan.max_duration + 1, plan.connections,
                       ctx.workdir / f"wrk-scale-{n}.log")
             t0 = time.monotonic()
-            records, skipped = _restart_loop(target, plan, t0, progress, f"{n} port(s)")
+            records, skipped, elapsed = _restart_loop(target, plan, t0, progress, f"{n} port(s)")
             serving = target.serving
             ports_ok = sum(probe_pid(p) == serving for p in ports)
             rss = target.rss_mb()
+            wrk.stop()
+            sampler.stop()
             wrk_result = wrk.result()
             samples = sampler.result()
             ready = target.ready_times()
@@ -428,6 +473,7 @@ def run_scale_ports(
             "startup": startup,
             **_restart_row(records),
             "skipped_restarts": skipped,
+            "duration": elapsed,
             "ready_median": _stats.median(ready),
             "ports_answering_new": ports_ok,
             "wrk": wrk_result,
@@ -451,13 +497,17 @@ def run_scale_connections(
         samples_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             target.start()
-            sampler = Sampler(ctx.python, [port], "keepalive=2,close=2", plan.duration + 0.5,
+            sampler = Sampler(ctx.python, [port], "keepalive=2,close=2", plan.max_duration + 1,
                               samples_path, ctx.env(), ctx.workdir / f"sampler-conns-{c}.log")
-            wrk = Wrk(f"http://127.0.0.1:{port}/", plan.duration, c,
+            wrk = Wrk(f"http://127.0.0.1:{port}/", plan.max_duration + 1, c,
                       ctx.workdir / f"wrk-conns-{c}.log")
             t0 = time.monotonic()
-            records, skipped = _restart_loop(target, plan, t0, progress, f"{c} connections")
+            records, skipped, elapsed = _restart_loop(
+                target, plan, t0, progress, f"{c} connections"
+            )
             rss = target.rss_mb()
+            wrk.stop()
+            sampler.stop()
             wrk_result = wrk.result()
             samples = sampler.result()
             notes = _log_notes(target.log_text())
@@ -471,6 +521,7 @@ def run_scale_connections(
             "connections": c,
             **_restart_row(records),
             "skipped_restarts": skipped,
+            "duration": elapsed,
             "wrk": wrk_result,
             "sampler": _stats.sampler_summary(samples, windows),
             "rss_mb": round(rss, 1),

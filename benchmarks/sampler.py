@@ -10,7 +10,8 @@ connection and C{Connection: close} each time), C{tls} (HTTPS, kept alive)
 and C{tlsclose}.  With several ports a C{close} client moves to the next port
 on every request, so every port is exercised.
 
-Each client sends a request every C{interval} seconds (or right after the
+It runs for C{--duration} seconds, or until SIGTERM or SIGINT, then writes
+the CSV.  Each client sends a request every C{interval} seconds (or right after the
 last one answered, when that took longer: no catching up in bursts).  Every
 request is a CSV row: start (time.monotonic(), which is the same clock in
 every process on Linux), latency in seconds, outcome and the pid the server
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import http.client
+import signal
 import socket
 import ssl
 import sys
@@ -40,6 +42,8 @@ import time
 from pathlib import Path
 
 KINDS = ("keepalive", "close", "tls", "tlsclose")
+#: Set by SIGTERM or SIGINT: finish the requests under way, write the CSV.
+STOP = threading.Event()
 CERT = Path(__file__).resolve().parent.parent / "certs" / "server.crt"
 
 
@@ -94,12 +98,12 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         next_at = time.monotonic()
-        while len(self.rows) < self.max_requests:
+        while len(self.rows) < self.max_requests and not STOP.is_set():
             now = time.monotonic()
             if now >= self.until:
                 break
             if next_at > now:
-                time.sleep(min(next_at - now, self.until - now))
+                STOP.wait(min(next_at - now, self.until - now))
                 continue
             self.rows.append(self.one())
             next_at = max(next_at + self.interval, time.monotonic())
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: STOP.set())
     ports = [int(p) for p in args.ports.split(",")]
     kinds = parse_mix(args.mix)
     context = None
@@ -172,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for client in clients:
         client.start()
+    deadline = time.monotonic() + min(args.duration, 600.0) + args.timeout + 10
     for client in clients:
-        client.join(args.duration + args.timeout + 10)
+        # Short joins, so the signal handler runs as soon as a signal comes.
+        while client.is_alive() and time.monotonic() < deadline:
+            client.join(0.1)
     with open(args.out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start", "latency", "outcome", "pid", "port", "client", "kind"])
