@@ -68,7 +68,6 @@ from twisted.web.server import Request
 
 from ._admin_page import admin_page, message_page
 from ._errors import ExecutableNotAllowed, RestartRefused
-from ._metrics import exposition
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -221,6 +220,10 @@ class AdminResource(Resource):
             return _json(request, 200, self._runtime.status())
         if page == "metrics":
             accept = request.getHeader(b"accept")
+            # Imported on the first scrape: prometheus-client costs every
+            # new process ~70 ms of start-up otherwise.
+            from ._metrics import exposition
+
             body, content_type = exposition(
                 self._runtime, accept.decode("latin-1") if accept else None
             )

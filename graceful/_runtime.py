@@ -175,6 +175,11 @@ def _original_command() -> tuple[list[str], list[str]]:
     return prefix, argv[1:]
 
 
+def _write_stderr(data: bytes) -> None:
+    # A new process's stderr, forwarded as it comes: raw, past any logging.
+    os.write(2, data)
+
+
 def _working_directory(environ: MutableMapping[str, str]) -> str:
     # $PWD keeps the path as typed (through symlinks such as releases/current).
     pwd = environ.get("PWD")
@@ -218,7 +223,7 @@ class Runtime:
     restarts: int = 0
     failed_restarts: int = 0
     draining: bool = False
-    forward_stderr: Callable[[bytes], None] = lambda data: os.write(2, data) and None
+    forward_stderr: Callable[[bytes], None] = field(default=lambda data: _write_stderr(data))
     operational_pages: Callable[[Runtime, Server], None] = lambda runtime, server: None
     _new_process: NewProcess | None = None
     _restart_began: float = 0.0
@@ -328,7 +333,11 @@ class Runtime:
             log = Logger(namespace="graceful.access")
             return lambda line: log.info("{line}", line=line)
         handle = open(target, "a", buffering=1, encoding="utf-8")
-        return lambda line: handle.write(line + "\n") and None
+
+        def write(line: str) -> None:
+            handle.write(line + "\n")
+
+        return write
 
     def add_operational_pages(self, server: Server) -> None:
         self.operational_pages(self, server)
@@ -604,7 +613,8 @@ class Runtime:
 
     def _spawn(self, executable: str | None) -> Deferred[int]:
         self._restart_began = self.reactor.seconds()
-        self._restart_result = result = Deferred()
+        result: Deferred[int] = Deferred()
+        self._restart_result = result
         self._log.info("{pid}: server reloading", pid=self.pid)
         self.notifier.notify(
             reloading=1, monotonic_usec=int(time.monotonic() * 1_000_000)
@@ -702,7 +712,7 @@ class Runtime:
             new_process.accept(
                 {
                     "handoff_seconds": round(seconds, 6),
-                    "at": self.last_restart.at,
+                    "at": time.time(),
                     "restarts": self.restarts,
                     "failed_restarts": self.failed_restarts,
                 }

@@ -11,19 +11,17 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from ._drain import DrainingSite
 from ._errors import ConfigError
 from ._routing import Handler, Router
 from ._sockets import InheritedSocket, ListenSpec, bind_socket
-from ._tls import load_tls_options
 
 if TYPE_CHECKING:
+    from twisted.internet.ssl import CertificateOptions
+
     from ._runtime import Runtime
 
 DEFAULT_ADMIN_PREFIX = "/debug/admin"
@@ -184,6 +182,10 @@ class Server:
             )
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
+            # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
+            # which a server without HTTPS should not pay in every handoff.
+            from ._tls import load_tls_options
+
             self._tls_options = load_tls_options(self.cert, self.key)
         try:
             for spec in specs:
@@ -221,11 +223,11 @@ class Server:
         reactor = self.runtime.reactor
         if self.site is None:
             self.site = self._build_site()
-        tls_factory = (
-            TLSMemoryBIOFactory(self._tls_options, False, self.site)
-            if self._tls_options is not None
-            else None
-        )
+        tls_factory = None
+        if self._tls_options is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            tls_factory = TLSMemoryBIOFactory(self._tls_options, False, self.site)
         prepared, self._prepared = self._prepared, []
         try:
             for p in prepared:
@@ -254,6 +256,9 @@ class Server:
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
+        if self._wsgi_mounts:
+            from twisted.web.wsgi import WSGIResource
+
         for prefix, app in self._wsgi_mounts:
             self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
         self._wsgi_mounts.clear()
@@ -314,7 +319,8 @@ class Server:
     def passed_sockets(self) -> Sequence[tuple[ListenSpec, int]]:
         if not self.graceful:
             return []
-        return [(l.spec, l.port.fileno()) for l in self.listeners]
+        # Adopted ports are tcp.Port objects, which have the descriptor.
+        return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
 
 
 def _check_ports(ports: Sequence[int]) -> list[int]:

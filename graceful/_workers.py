@@ -468,7 +468,8 @@ class WorkerGroup:
 
     def _roll(self, executable: str | None) -> Deferred[int]:
         runtime = self.runtime
-        self._roll_result = result = Deferred()
+        result: Deferred[int] = Deferred()
+        self._roll_result = result
         self._roll_began = runtime.reactor.seconds()
         newest = max([w.generation for w in self.workers] + [runtime.generation])
         self._target_generation = newest + 1
