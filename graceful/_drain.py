@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -38,7 +40,7 @@ class DrainableChannel(HTTPChannel):
         if self.site.draining:
             self.drain()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
@@ -77,7 +79,9 @@ class DrainableChannel(HTTPChannel):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abortConnection()
+            # ITransport lacks abortConnection, but both transports a site
+            # gets (TCP, and TLS over it) have it.
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
 class DrainingSite(Site):
@@ -88,7 +92,9 @@ class DrainingSite(Site):
     @ivar requests_served: requests received since the process started.
     """
 
-    protocol = DrainableChannel
+    # HTTPFactory's stub wants a factory of its _GenericHTTPChannelProtocol
+    # wrapper; a Site's channel is any HTTPChannel, as here.
+    protocol = DrainableChannel  # type: ignore[assignment]
     noisy = False
     _log = Logger()
 
@@ -110,18 +116,23 @@ class DrainingSite(Site):
         self._access_log = access_log
         self._drained: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: Any) -> DrainableChannel:
+    def buildProtocol(self, addr: Any) -> DrainableChannel:  # type: ignore[override]
+        # (The stubs' return type is the _GenericHTTPChannelProtocol wrapper.)
         channel = self.protocol()
         channel.factory = self
         channel.site = self
         channel.requestFactory = self.requestFactory
-        channel.timeOut = self.timeOut
-        channel.callLater = self.reactor.callLater
+        # TimeoutMixin's stub says int where HTTPFactory's says float; both
+        # are seconds to it.
+        channel.timeOut = self.timeOut  # type: ignore[assignment]
+        # As HTTPFactory.buildProtocol does: TimeoutMixin looks callLater up
+        # on the instance, so the channel's timeouts use the site's reactor.
+        channel.callLater = self.reactor.callLater  # type: ignore[method-assign, assignment]
         return channel
 
     def getResourceFor(self, request: Request) -> IResource:
         self.requests_served += 1
-        return super().getResourceFor(request)  # type: ignore[no-any-return]
+        return super().getResourceFor(request)
 
     @property
     def in_flight(self) -> int:

@@ -5,7 +5,7 @@ Routing: exact paths to handler functions, prefixes to whole resources.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Awaitable, Callable, Coroutine, Union, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -47,7 +47,9 @@ class HandlerResource(Resource):
             self._log.failure("handler {handler!r} failed", handler=self._handler)
             return _internal_error(request)
         if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            result = ensureDeferred(result)
+            # Typed as a coroutine for ensureDeferred, which takes no other
+            # awaitable (and raises for one).
+            result = ensureDeferred(cast("Coroutine[Deferred[Any], Any, Any]", result))
         if isinstance(result, Deferred):
             self._answer_later(request, result)
             return NOT_DONE_YET
@@ -138,7 +140,9 @@ class Router(Resource):
         self._mounts[segments] = resource
 
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
-        # Twisted has moved `name` from postpath to prepath already.
+        # Twisted has moved `name` from postpath to prepath already; both are
+        # lists once Site has a request in hand.
+        assert request.prepath is not None and request.postpath is not None
         full = (name, *request.postpath)
         route = self._routes.get(full)
         if route is not None:
@@ -153,6 +157,7 @@ class Router(Resource):
     def _enter(
         self, resource: IResource, prefix: tuple[bytes, ...], name: bytes, request: Request
     ) -> IResource:
+        assert request.prepath is not None and request.postpath is not None
         if not prefix:
             # Mounted at the root: hand it the segment already taken.
             request.prepath.pop()
@@ -168,4 +173,4 @@ class Router(Resource):
 
     def render(self, request: Request) -> bytes:
         # Only reached for an empty path, which HTTP does not allow.
-        return notFound().render(request)  # type: ignore[no-any-return]
+        return notFound().render(request)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Iterable, Mapping, MutableMapping, Sequence
+from typing import Iterable, Mapping, MutableMapping, Sequence, cast
 
 from attrs import field, frozen
 
@@ -210,7 +210,9 @@ def _resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except OSError as e:
         raise ConfigError(f"cannot resolve host {host!r}: {e}")
-    return info[0], (info[4][0], info[4][1])
+    # getaddrinfo gives IPv4 and IPv6 addresses only: (host, port, ...).
+    sockaddr = info[4]
+    return info[0], (cast(str, sockaddr[0]), cast(int, sockaddr[1]))
 
 
 def _ipv6_works() -> bool:
