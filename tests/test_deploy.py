@@ -110,6 +110,20 @@ def _journal(spool: Path) -> list[tuple[int, float, float]]:
     return runs
 
 
+def _check_runs(case: SynchronousTestCase, spool: Path) -> list[tuple[int, float, float]]:
+    """
+    Every scheduled run: none overlaps another, none was cut short.
+    """
+    runs = sorted(_journal(spool), key=lambda run: run[1])
+    for (pid_a, start_a, end_a), (pid_b, start_b, _) in zip(runs, runs[1:]):
+        case.assertGreaterEqual(
+            start_b, end_a, f"run of {pid_b} started before run of {pid_a} ended"
+        )
+    for _, start, end in runs:
+        case.assertGreaterEqual(end - start, 0.14, "a run was cut short")
+    return runs
+
+
 class BackgroundServiceTests(SynchronousTestCase):
     """
     A scheduled job and a spool consumer across restarts: never two
@@ -164,13 +178,7 @@ class BackgroundServiceTests(SynchronousTestCase):
             what="every job to be done",
         )
 
-        runs = sorted(_journal(spool), key=lambda run: run[1])
-        for (pid_a, start_a, end_a), (pid_b, start_b, _) in zip(runs, runs[1:]):
-            self.assertGreaterEqual(
-                start_b, end_a, f"run of {pid_b} started before run of {pid_a} ended"
-            )
-        for _, start, end in runs:
-            self.assertGreaterEqual(end - start, 0.14, "a run was cut short")
+        runs = _check_runs(self, spool)
         self.assertEqual({pid for pid, _, _ in runs}, set(pids))
         longest_pause = max(b[1] - a[2] for a, b in zip(runs, runs[1:]))
         print(f"\nlongest pause between scheduled runs across 10 restarts: {longest_pause:.3f}s")
@@ -180,3 +188,30 @@ class BackgroundServiceTests(SynchronousTestCase):
         self.assertEqual(processed, sorted(f"job-{n:05d}" for n in range(jobs)))
         self.assertEqual(list((spool / "incoming").iterdir()), [])
         self.assertEqual(list((spool / "processing").iterdir()), [])
+
+
+class WorkerServiceTests(SynchronousTestCase):
+    """
+    With workers, only slot 0 runs the services, and a roll hands them from
+    the old slot-0 worker to the new one without overlap.
+    """
+
+    def test_services_hand_over_between_workers(self) -> None:
+        spool = _tempdir(self)
+        port = free_port()
+        proc = ServerProcess.python(BACKGROUND, str(port), str(spool), "2").start()
+        self.addCleanup(proc.stop)
+        wait_until(lambda: (spool / "journal").exists(), what="the first scheduled run")
+        for _ in range(3):
+            before = status(port)["generation"]
+            proc.signal(proc.pgid, signal.SIGUSR1)
+            wait_until(
+                lambda: (lambda s: s["generation"] > before and not s["restarting"])(status(port)),
+                what="the roll to end",
+            )
+            time.sleep(0.5)
+        runs = _check_runs(self, spool)
+        group = status(port)
+        slot0 = [w["pid"] for w in group["workers"] if w["slot"] == 0 and not w["draining"]]
+        self.assertEqual(runs[-1][0], slot0[0], "the new slot-0 worker runs the services")
+        self.assertEqual(len({pid for pid, _, _ in runs}), 4, "one runner per generation")

@@ -3,7 +3,7 @@ examples/background.py's services behind a web server, for the deploy tests;
 a file named "fail-start" in the spool directory makes a new process fail
 before it serves, as a broken release would.
 
-    python tests/programs/background_app.py PORT SPOOL_DIR
+    python tests/programs/background_app.py PORT SPOOL_DIR [WORKERS]
 """
 
 import os
@@ -16,6 +16,8 @@ from examples.background import SpoolConsumer, scheduler
 spool = Path(sys.argv[2]).absolute()
 if (spool / "fail-start").exists():
     sys.exit("fail-start present: this release cannot start")
+if len(sys.argv) > 3:
+    g.set_workers(int(sys.argv[3]))
 g.add_service(scheduler(spool, every=0.1, work=0.15))
 g.add_service(SpoolConsumer(spool, work=0.05))
 web = g.server()
