@@ -18,7 +18,17 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "selenium>=4.11", "pyyaml>=6"],
+        # selenium drives Debian's Chromium for the admin page's browser test;
+        # pyyaml reads the Kubernetes examples; klein proves a Klein app
+        # mounts; mypy with mypy-zope checks the types.
+        "test": [
+            "pytest>=8",
+            "selenium>=4.11",
+            "pyyaml>=6",
+            "klein>=23.5",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+        ],
     },
     entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
 )

@@ -225,6 +225,8 @@ def admin_page(
         for s in servers
     ) or '<tr><td colspan="4" class="muted">No server started.</td></tr>'
 
+    workers_html = _workers(status.get("workers"))
+
     hidden = (
         f'<input type="hidden" name="token" value="{escape(token, quote=True)}">'
         if token
@@ -275,6 +277,7 @@ def admin_page(
 {rows}
 </tbody>
 </table>
+{workers_html}
 <h2>Last restart</h2>
 {_last_restart(status.get("last_restart"), now)}
 <h2>Actions</h2>
@@ -300,6 +303,33 @@ Yes, shut down pid {pid}</label>
 shown at {escape(_when(now))}
 </footer>"""
     return _document(f"graceful · pid {status['pid']} · generation {status['generation']}", body, refresh)
+
+
+def _workers(workers: list[dict[str, Any]] | None) -> str:
+    """
+    The worker table of a group (C{workers > 1}); nothing for a single
+    process.
+    """
+    if not workers:
+        return ""
+    rows = "\n".join(
+        "<tr>"
+        f'<td class="num">{escape(str(w["slot"]))}</td>'
+        f'<td class="worker-pid">{escape(str(w["pid"]))}</td>'
+        f'<td class="num">{escape(str(w["generation"]))}</td>'
+        f'<td>{"draining" if w.get("draining") else "serving" if w.get("ready") else "starting"}</td>'
+        f'<td class="num">{escape(str(w.get("in_flight", 0)))}</td>'
+        f'<td class="num">{escape(str(w.get("requests", 0)))}</td>'
+        "</tr>"
+        for w in workers
+    )
+    return f"""<h2>Workers</h2>
+<table id="workers">
+<thead><tr><th class="num">slot</th><th>pid</th><th class="num">generation</th><th>state</th><th class="num">in flight</th><th class="num">requests</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>"""
 
 
 def message_page(title: str, message: str, prefix: str | None = None) -> bytes:

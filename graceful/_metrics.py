@@ -23,6 +23,10 @@ graceful_last_restart_timestamp_seconds gauge   when the last restart ended
 graceful_generation                    gauge    the generation of this process
 graceful_draining                      gauge    1 once the process drains
 graceful_restarting                    gauge    1 while a new process starts
+graceful_workers{state}                gauge    with workers: how many are starting,
+                                                serving and draining
+graceful_worker_deaths_total           counter  with workers: workers that died and
+                                                were replaced
 process_*                              various  CPU, memory, open fds, start time
                                                 (prometheus-client's ProcessCollector)
 =====================================  =======  ====================================
@@ -121,6 +125,25 @@ class RuntimeCollector(Collector):
             "1 while a new process is starting to take over from this one.",
             value=1.0 if status.get("restarting") else 0.0,
         )
+        workers = status.get("workers")
+        if workers is not None:
+            states = GaugeMetricFamily(
+                "graceful_workers", "Workers of the group, by state.", labels=["state"]
+            )
+            for state in ("starting", "serving", "draining"):
+                states.add_metric([state], sum(1 for w in workers if _worker_state(w) == state))
+            yield states
+            yield CounterMetricFamily(
+                "graceful_worker_deaths",
+                "Workers that died on their own and were replaced.",
+                value=status.get("worker_deaths", 0),
+            )
+
+
+def _worker_state(worker: dict[str, object]) -> str:
+    if worker.get("draining"):
+        return "draining"
+    return "serving" if worker.get("ready") else "starting"
 
 
 _registries: weakref.WeakKeyDictionary[Runtime, CollectorRegistry] = (

@@ -145,6 +145,12 @@ class WorkerFailureTests(WorkerTestCase):
         self.assertNotIn(victim, {w["pid"] for w in group["workers"]})
         self.assertFalse(process_alive(victim))
         self.assertIn("died (signal 9); replacing it", proc.log())
+        metrics = get(port, "/debug/admin/metrics")[2].decode()
+        self.assertIn("graceful_worker_deaths_total 1.0", metrics)
+        self.assertIn('graceful_workers{state="serving"} 2.0', metrics)
+        page = get(port, "/debug/admin", headers={"Accept": "text/html"})[2].decode()
+        for worker in group["workers"]:
+            self.assertIn(f'<td class="worker-pid">{worker["pid"]}</td>', page)
 
     def test_a_failing_new_worker_stops_the_roll(self) -> None:
         """
