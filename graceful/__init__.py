@@ -80,7 +80,10 @@ def set_workers(count: int) -> None:
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"workers must be a whole number of 1 or more, not {count!r}")
-    _process_runtime().settings.workers = count
+    runtime = _process_runtime()
+    if any(s.listeners or s._prepared for s in runtime.servers.values()):
+        raise ConfigError("set_workers() must come before the first start()")
+    runtime.settings.workers = count
 
 
 def set_directory(path: str) -> None:

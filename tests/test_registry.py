@@ -246,3 +246,28 @@ class _Text(Resource):
 
     def render_GET(self, request: Any) -> bytes:
         return self.body
+
+
+class WorkersAfterStartTests(SynchronousTestCase):
+    """
+    set_workers() after a server started would turn a serving process into
+    a master halfway: refused with a clear error.
+    """
+
+    def test_set_workers_after_start_is_refused(self) -> None:
+        import graceful
+        from graceful._process import reset_for_tests
+        from graceful._runtime import Runtime
+        from twisted.internet.testing import MemoryReactorClock
+
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=123)
+        previous = reset_for_tests(runtime)
+        self.addCleanup(reset_for_tests, previous)
+        server = graceful.server("web")
+        server.set_host("127.0.0.1")
+        server.set_port(0)
+        server.prepare()
+        self.addCleanup(server.release_prepared)
+        with self.assertRaises(graceful.ConfigError) as caught:
+            graceful.set_workers(2)
+        self.assertIn("before the first start()", str(caught.exception))
