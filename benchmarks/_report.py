@@ -327,6 +327,27 @@ def markdown(results: dict) -> str:
             "",
         ]
         lines += overhead_tables(o)
+        micro = o.get("micro") or {}
+        if "us_per_request" in micro:
+            costs = micro["us_per_request"]
+            base = costs.get("twisted.web")
+            lines += [
+                "",
+                "In process, without sockets (benchmarks/micro.py: the same keep-alive request "
+                "fed to each site's channel on an in-memory transport; best of several passes), "
+                "the Python work of one request:",
+                "",
+                "| site | µs / request | over twisted.web |",
+                "|---|---|---|",
+            ]
+            for name, value in costs.items():
+                extra = (
+                    f"+{value - base:.2f} µs ({100 * (value - base) / base:+.1f}%)"
+                    if base and name != "twisted.web" else "–"
+                )
+                lines.append(f"| {name} | {value:.2f} | {extra} |")
+        elif micro.get("error"):
+            lines += ["", f"benchmarks/micro.py failed: `{micro['error']}`"]
         g = o["summary"].get("graceful", {})
         parts = [
             f"{label}: {100 * g[mode]['rps_ratio']:.0f}% by req/s, "
@@ -423,4 +444,12 @@ def plot(runs: list[dict], path: Path) -> bool:
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=72)
     plt.close(fig)
+    try:  # a palette PNG: a third of the size, the same picture
+        from PIL import Image
+
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(colors=64)
+        small.save(path, optimize=True)
+    except Exception:
+        pass
     return True

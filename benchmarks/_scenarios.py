@@ -266,13 +266,36 @@ def run_overhead(
                 for r, x in pairs
                 if r["cpu_us_per_request"] and x["cpu_us_per_request"]
             ]
+    progress.tick("in-process cost per request (benchmarks/micro.py)")
     return {
         "rounds": rounds,
         "duration": duration,
         "connections": connections,
         "software": software,
         "summary": summary,
+        "micro": run_micro(ctx),
     }
+
+
+def run_micro(ctx: Context) -> dict:
+    """
+    benchmarks/micro.py: microseconds of Python per request, without sockets.
+    """
+    import json
+
+    try:
+        done = subprocess.run(
+            [ctx.python, "-m", "benchmarks.micro"], cwd=ROOT, env=ctx.env(),
+            capture_output=True, text=True, timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "benchmarks.micro took over 120 s"}
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    try:
+        return {"us_per_request": json.loads(done.stdout.strip().splitlines()[-1])}
+    except (ValueError, IndexError):
+        return {"error": f"unexpected output: {done.stdout[:200]!r}"}
 
 
 # -- profile -------------------------------------------------------------------
