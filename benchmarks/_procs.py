@@ -216,3 +216,6 @@ def install_cleanup() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupted)
+    # Ctrl-C too, even when started with SIGINT ignored (as `cmd &` in a
+    # script is), where Python would not turn it into KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
