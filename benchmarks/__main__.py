@@ -4,7 +4,7 @@ and plain Twisted; overhead against plain twisted.web, uvicorn and
 gunicorn; how restarts scale with ports and connections.
 
     benchmarks/setup              # once: wrk, nginx, and a venv with the peers
-    benchmarks/run                # the full suite (about 12 minutes)
+    benchmarks/run                # the full suite (about 10 minutes on 2 cores)
     benchmarks/run --smoke        # one restart, a few seconds, Python only
 
 See benchmarks/README.md.
@@ -62,9 +62,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profile of graceful and twisted.web: auto = when graceful "
                              "is below 95%% of twisted.web")
-    parser.add_argument("--ports", type=lambda t: [int(x) for x in _csv(t)], default=[1, 4, 16, 64])
+    parser.add_argument("--ports", type=lambda t: [int(x) for x in _csv(t)], default=[1, 4, 16, 64],
+                        help="scale: numbers of ports (one server each), e.g. 1,4,16,64")
     parser.add_argument("--scale-connections", type=lambda t: [int(x) for x in _csv(t)],
-                        default=[10, 100, 1000])
+                        default=[10, 100, 1000],
+                        help="scale: numbers of wrk connections, e.g. 10,100,1000")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter of the Python servers (default: this one)")
     args = parser.parse_args(argv)
