@@ -27,6 +27,9 @@ from twisted.web.server import Site
 IDLE_GRACE = 1.0
 
 
+_check_persistence = HTTPChannel.checkPersistence
+
+
 class DrainableChannel(HTTPChannel):
     """
     An HTTP/1.1 channel that knows whether its site is draining.
@@ -45,10 +48,14 @@ class DrainableChannel(HTTPChannel):
         self.site.channel_closed(self)
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
-        if self.site.draining:
+        # Called once per request, when its headers are in: where the site
+        # counts requests too, so the request path has one override, not two.
+        site = self.site
+        site.requests_served += 1
+        if site.draining:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
-        return bool(super().checkPersistence(request, version))
+        return _check_persistence(self, request, version)
 
     def is_idle(self) -> bool:
         """
@@ -129,10 +136,6 @@ class DrainingSite(Site):
         # on the instance, so the channel's timeouts use the site's reactor.
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign, assignment]
         return channel
-
-    def getResourceFor(self, request: Request) -> IResource:
-        self.requests_served += 1
-        return super().getResourceFor(request)
 
     @property
     def in_flight(self) -> int:

@@ -46,6 +46,12 @@ class HandlerResource(Resource):
         except Exception:
             self._log.failure("handler {handler!r} failed", handler=self._handler)
             return _internal_error(request)
+        # Plain bytes and str first: the common case, and the cheapest test.
+        kind = type(result)
+        if kind is bytes:
+            return result  # type: ignore[return-value]
+        if kind is str:
+            return _body(request, result)
         if inspect.isawaitable(result) and not isinstance(result, Deferred):
             # Typed as a coroutine for ensureDeferred, which takes no other
             # awaitable (and raises for one).
@@ -107,6 +113,8 @@ class Router(Resource):
         super().__init__()
         self._routes: dict[tuple[bytes, ...], IResource] = {}
         self._mounts: dict[tuple[bytes, ...], IResource] = {}
+        # Longest prefix first, sorted when mounting rather than per request.
+        self._mount_order: list[tuple[tuple[bytes, ...], IResource]] = []
 
     def route(self, path: str, handler: Handler | None = None) -> Any:
         """
@@ -138,6 +146,7 @@ class Router(Resource):
         if segments == (b"",):
             segments = ()
         self._mounts[segments] = resource
+        self._mount_order = sorted(self._mounts.items(), key=lambda item: len(item[0]), reverse=True)
 
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
         # Twisted has moved `name` from postpath to prepath already; both are
@@ -149,9 +158,9 @@ class Router(Resource):
             request.prepath.extend(request.postpath)
             request.postpath = []
             return route
-        for prefix in sorted(self._mounts, key=len, reverse=True):
+        for prefix, mounted in self._mount_order:
             if full[: len(prefix)] == prefix:
-                return self._enter(self._mounts[prefix], prefix, name, request)
+                return self._enter(mounted, prefix, name, request)
         return notFound()
 
     def _enter(
