@@ -235,6 +235,8 @@ class Server:
                 port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
                 p.close()
+                if self.runtime.role == "worker":
+                    _accept_one_at_a_time(port)
                 listener = Listener(p.spec, port)
                 self.listeners.append(listener)
                 self._log.info(
@@ -321,6 +323,22 @@ class Server:
             return []
         # Adopted ports are tcp.Port objects, which have the descriptor.
         return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
+
+
+def _accept_one_at_a_time(port: Any) -> None:
+    """
+    Workers share each socket and all wake for a new connection; Twisted
+    accepts up to a growing batch per wakeup, so one worker could take a
+    whole burst (64 connections against 2, measured).  One per wakeup lets
+    every worker take its share.
+    """
+    read = port.doRead
+
+    def doRead() -> None:
+        port.numberAccepts = 1
+        read()
+
+    port.doRead = doRead
 
 
 def _check_ports(ports: Sequence[int]) -> list[int]:
