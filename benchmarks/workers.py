@@ -87,13 +87,22 @@ class Server:
         self.log.close()
 
 
+def wrk_command(port: int, seconds: float) -> list[str]:
+    return ["wrk", "-t2", "-c64", f"-d{int(seconds)}s", f"http://127.0.0.1:{port}/"]
+
+
 def wrk(port: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", "-c64", f"-d{int(seconds)}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
+        wrk_command(port, seconds), capture_output=True, text=True, timeout=seconds + 30
     ).stdout
+    return wrk_result(out)
+
+
+def wrk_result(out: str) -> dict[str, float]:
+    """
+    Requests per second, requests, and errors (socket errors and non-2xx
+    answers) from wrk's report.
+    """
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -133,11 +142,7 @@ def restarts_under_load(workers: int, duration: float, restarts: int) -> dict[st
     server = Server(TARGETS[f"graceful, workers = {workers}"][0], port)
     try:
         server.wait_ready(workers)
-        load = subprocess.Popen(
-            ["wrk", "-t2", "-c64", f"-d{int(duration)}s", f"http://127.0.0.1:{port}/"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        load = subprocess.Popen(wrk_command(port, duration), stdout=subprocess.PIPE, text=True)
         interval = duration / (restarts + 1)
         for _ in range(restarts):
             time.sleep(interval)
@@ -147,19 +152,10 @@ def restarts_under_load(workers: int, duration: float, restarts: int) -> dict[st
             else:
                 server.signal(signal.SIGUSR1)  # the master
         out, _ = load.communicate(timeout=duration + 30)
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        errors = 0
-        socket_errors = re.search(
-            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-        )
-        if socket_errors:
-            errors += sum(int(n) for n in socket_errors.groups())
-        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if non_2xx:
-            errors += int(non_2xx.group(1))
+        result = wrk_result(out)
+        total, errors = result["requests"], result["errors"]
         print(f"restarts under load, workers = {workers}: {total} requests, {errors} errors", flush=True)
-        return {"rps": rps, "requests": total, "errors": errors}
+        return result
     finally:
         server.stop()
 
