@@ -417,8 +417,8 @@ class Runtime:
         if self.role == "master":
             self._start_workers()
             return
-        if self.role == "worker" and not self._serve_as_worker():
-            return
+        if self.role == "worker":
+            self._serve_as_worker()
         for dropped in self.inherited.close_unclaimed():
             self._log.info(
                 "{pid}: closed inherited socket {name}: no server asks for it",
@@ -466,7 +466,7 @@ class Runtime:
 
         self.group.serve().addCallbacks(ready, failed)
 
-    def _serve_as_worker(self) -> bool:
+    def _serve_as_worker(self) -> None:
         """
         Serve the inherited sockets; if the config asks for a port the
         master does not hold yet, say so and leave: the master binds it and
@@ -488,7 +488,6 @@ class Runtime:
             if server._prepared:
                 server.serve()
         self._worker_facts = {"claimed": claimed, "workers": self.settings.workers}
-        return True
 
     def _report_to_master(self) -> None:
         self.old_process.report_ready(self._worker_facts, keep_open=True)
