@@ -28,6 +28,7 @@ from tests.support import (
     group_members,
     pid_of,
     process_alive,
+    refuses,
     wait_until,
 )
 
@@ -206,3 +207,50 @@ class WorkerFailureTests(WorkerTestCase):
         for pid in workers:
             wait_until(lambda: not process_alive(pid), what=f"worker {pid} to exit")
         self.assertIn(f"{proc.pgid}: all servers shutdown", proc.log())
+
+
+class WorkerConfigChangeTests(SynchronousTestCase):
+    """
+    twistd with workers = 2: a restart whose config adds a port and drops
+    another.  The new workers ask the master for the new port ("need"), it
+    binds it once and they all serve it; the dropped port closes when the
+    last old worker is gone.
+    """
+
+    def test_port_added_and_dropped_across_a_roll(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="graceful-workers-config-"))
+        kept, dropped, added = free_ports(3)
+
+        def write(ports: list[int]) -> None:
+            (directory / "graceful.toml").write_text(
+                "[graceful]\nworkers = 2\nready_timeout = 10.0\n\n"
+                '[servers.web]\napp = "tests.programs.pages:root"\nhost = "127.0.0.1"\n'
+                f'ports = {ports}\nadmin = "/debug/admin"\n'
+            )
+
+        write([kept, dropped])
+        pidfile = directory / "twistd.pid"
+        proc = ServerProcess.twistd(
+            "-n", f"--pidfile={pidfile}", "graceful", "--config", str(directory / "graceful.toml")
+        ).start()
+        proc.pidfiles.append(pidfile)
+        self.addCleanup(proc.stop)
+        wait_until(
+            lambda: len([w for w in status(kept)["workers"] if w["ready"]]) == 2,
+            what="two workers",
+        )
+        master = int(pidfile.read_text())
+        write([kept, added])
+        proc.signal(master, signal.SIGUSR1)
+        group = wait_until(
+            lambda: (lambda s: s if s["generation"] == 2 and not s["restarting"] else None)(
+                status(kept)
+            ),
+            what="the roll to end",
+        )
+        self.assertTrue(group["last_restart"]["ok"], group["last_restart"])
+        new_workers = {w["pid"] for w in group["workers"] if w["generation"] == 2}
+        wait_until(lambda: accepting_pids(added) == new_workers, what="the new port served")
+        wait_until(lambda: refuses(dropped), what="the dropped port to close")
+        self.assertEqual(int(pidfile.read_text()), master)
+        self.assertIn("bound http port", proc.log())
