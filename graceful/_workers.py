@@ -331,6 +331,15 @@ class WorkerGroup:
         ports the config dropped; the old workers keep their own copies
         until they drain.
         """
+        wanted = facts.get("workers")
+        if isinstance(wanted, int) and wanted != self.size:
+            self._log.warn(
+                "{pid}: the config now asks for {wanted} workers; this master keeps "
+                "{size} until it is restarted itself (stop and start it)",
+                pid=self.runtime.pid,
+                wanted=wanted,
+                size=self.size,
+            )
         claimed = facts.get("claimed")
         if claimed is None:
             return
