@@ -6,8 +6,10 @@ files, TLS 1.2 at the least, and the cipher defaults Twisted keeps current.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
-from OpenSSL import crypto
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
 from ._errors import ConfigError
@@ -25,20 +27,23 @@ def load_tls_options(cert_path: str | Path, key_path: str | Path) -> Certificate
     """
     cert_pem = _read(cert_path, "certificate")
     key_pem = _read(key_path, "key")
+    # cryptography's objects: pyOpenSSL's PKey and X509 are deprecated.
     try:
-        chain = _split_pem(cert_pem)
-        certificates = [crypto.load_certificate(crypto.FILETYPE_PEM, c) for c in chain]
-    except (crypto.Error, ValueError):
-        raise ConfigError(f"certificate file {cert_path} holds no PEM certificate")
+        certificates = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise ConfigError(f"certificate file {cert_path} holds no PEM certificate") from None
     try:
-        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
-    except crypto.Error:
-        raise ConfigError(f"key file {key_path} holds no PEM private key")
+        key = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"key file {key_path} holds no PEM private key (or an encrypted one)"
+        ) from None
     try:
+        # Twisted's hints name pyOpenSSL's types; pyOpenSSL takes these too.
         options = CertificateOptions(
-            privateKey=key,
-            certificate=certificates[0],
-            extraCertChain=certificates[1:],
+            privateKey=cast(Any, key),
+            certificate=cast(Any, certificates[0]),
+            extraCertChain=cast(Any, certificates[1:]),
             raiseMinimumTo=TLSVersion.TLSv1_2,
         )
         # The context, and with it the key check, is built lazily: build it
@@ -48,21 +53,13 @@ def load_tls_options(cert_path: str | Path, key_path: str | Path) -> Certificate
     except Exception as e:  # pyOpenSSL reports a mismatch in several ways
         raise ConfigError(
             f"key file {key_path} does not match certificate {cert_path}: {e}"
-        )
+        ) from None
 
 
 def _read(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{what} file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}") from None
     except OSError as e:
-        raise ConfigError(f"cannot read {what} file {path}: {e.strerror}")
-
-
-def _split_pem(pem: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    parts = [p + marker for p in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in p]
-    if not parts:
-        raise ValueError("no certificate")
-    return parts
+        raise ConfigError(f"cannot read {what} file {path}: {e.strerror}") from None
