@@ -19,6 +19,7 @@ from twisted.web.resource import IResource
 
 from ._errors import ConfigError
 from ._runtime import Runtime, Settings
+from ._sockets import check_names
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_timeout": ((int, float), "a number of seconds"),
@@ -133,10 +134,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
 
 def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
     where = f"servers.{name}"
-    if not name or ":" in name or "/" in name or not name.isprintable():
-        raise ConfigError(
-            f"{path}: server name {name!r} must be printable, without ':' or '/'"
-        )
+    try:
+        check_names([name])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     _check_keys(table, _SERVER_KEYS, where, path)
     if "app" not in table:
         raise ConfigError(f"{path}: {where}.app is missing")

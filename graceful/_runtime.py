@@ -34,7 +34,7 @@ from ._handoff import (
     spawn_new_process,
 )
 from ._server import Server
-from ._sockets import InheritedSockets, ListenSpec
+from ._sockets import InheritedSockets, ListenSpec, check_names
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
 
@@ -320,8 +320,7 @@ class Runtime:
     def server(self, name: str) -> Server:
         server = self.servers.get(name)
         if server is None:
-            if not name or ":" in name or not name.isprintable() or "/" in name:
-                raise ConfigError(f"server name {name!r} must be printable, without ':' or '/'")
+            check_names([name])
             server = self.servers[name] = Server(name, self)
         return server
 

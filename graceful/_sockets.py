@@ -156,15 +156,6 @@ class InheritedSockets:
                 return candidate
         return None
 
-    def claim_named(self, server: str) -> list[InheritedSocket]:
-        """
-        Take the sockets systemd named after C{server} (C{FileDescriptorName=}).
-        """
-        taken = [s for s in self.sockets if s.name == server]
-        for s in taken:
-            self.sockets.remove(s)
-        return taken
-
     def close_unclaimed(self) -> list[InheritedSocket]:
         """
         Close the sockets no server claimed: ports the new config dropped.
@@ -236,6 +227,10 @@ def listen_environment(
 
 
 def check_names(names: Iterable[str]) -> None:
+    """
+    Server names travel in socket names (C{server/scheme/port/index}, joined
+    with ':' in C{LISTEN_FDNAMES}): printable, without ':' or '/'.
+    """
     for name in names:
-        if ":" in name or not name.isprintable():
-            raise ConfigError(f"server name {name!r} may not contain ':'")
+        if not name or ":" in name or "/" in name or not name.isprintable():
+            raise ConfigError(f"server name {name!r} must be printable, without ':' or '/'")
