@@ -154,10 +154,7 @@ def run_restart(
         samples = sampler.result()
         log = target.log_text()
     finally:
-        for load in (wrk, sampler):
-            if load is not None:
-                load.proc.kill()
-        target.stop()
+        _stop_run(target, wrk, sampler)
     windows = [(r.signal, r.window_end) for r in records]
     return {
         "target": target.name,
@@ -452,6 +449,33 @@ def _restart_row(records: list[Restart]) -> dict:
     }
 
 
+def _collect_run(target, wrk, sampler, records, skipped: int, elapsed: float) -> dict:
+    """
+    Stop the loads of one restart run and summarize it: the fields every
+    scale row has.
+    """
+    rss = target.rss_mb()
+    wrk.stop()
+    sampler.stop()
+    windows = [(r.signal, r.window_end) for r in records]
+    return {
+        **_restart_row(records),
+        "skipped_restarts": skipped,
+        "duration": elapsed,
+        "wrk": wrk.result(),
+        "sampler": _stats.sampler_summary(sampler.result(), windows),
+        "rss_mb": round(rss, 1),
+        "notes": _log_notes(target.log_text()),
+    }
+
+
+def _stop_run(target, wrk, sampler) -> None:
+    for load in (wrk, sampler):
+        if load is not None:
+            load.proc.kill()
+    target.stop()
+
+
 def run_scale_ports(
     ctx: Context, progress: Progress, counts: list[int], plan: RestartPlan, out: Path
 ) -> list[dict]:
@@ -477,32 +501,17 @@ def run_scale_ports(
             records, skipped, elapsed = _restart_loop(target, plan, t0, progress, f"{n} port(s)")
             serving = target.serving
             ports_ok = sum(probe_pid(p) == serving for p in ports)
-            rss = target.rss_mb()
-            wrk.stop()
-            sampler.stop()
-            wrk_result = wrk.result()
-            samples = sampler.result()
+            run = _collect_run(target, wrk, sampler, records, skipped, elapsed)
             ready = target.ready_times()
-            notes = _log_notes(target.log_text())
         finally:
-            for load in (wrk, sampler):
-                if load is not None:
-                    load.proc.kill()
-            target.stop()
-        windows = [(r.signal, r.window_end) for r in records]
+            _stop_run(target, wrk, sampler)
         rows.append({
             "ports": n,
             "servers": n,
             "startup": startup,
-            **_restart_row(records),
-            "skipped_restarts": skipped,
-            "duration": elapsed,
             "ready_median": _stats.median(ready),
             "ports_answering_new": ports_ok,
-            "wrk": wrk_result,
-            "sampler": _stats.sampler_summary(samples, windows),
-            "rss_mb": round(rss, 1),
-            "notes": notes,
+            **run,
         })
     return rows
 
@@ -528,28 +537,10 @@ def run_scale_connections(
             records, skipped, elapsed = _restart_loop(
                 target, plan, t0, progress, f"{c} connections"
             )
-            rss = target.rss_mb()
-            wrk.stop()
-            sampler.stop()
-            wrk_result = wrk.result()
-            samples = sampler.result()
-            notes = _log_notes(target.log_text())
+            run = _collect_run(target, wrk, sampler, records, skipped, elapsed)
         finally:
-            for load in (wrk, sampler):
-                if load is not None:
-                    load.proc.kill()
-            target.stop()
-        windows = [(r.signal, r.window_end) for r in records]
-        rows.append({
-            "connections": c,
-            **_restart_row(records),
-            "skipped_restarts": skipped,
-            "duration": elapsed,
-            "wrk": wrk_result,
-            "sampler": _stats.sampler_summary(samples, windows),
-            "rss_mb": round(rss, 1),
-            "notes": notes,
-        })
+            _stop_run(target, wrk, sampler)
+        rows.append({"connections": c, **run})
     return rows
 
 
