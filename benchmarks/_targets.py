@@ -252,7 +252,22 @@ class Graceful(Target):
         return record
 
 
-class Gunicorn(Target):
+class MasterAndWorkers(Target):
+    """
+    A server run by a master process with workers (gunicorn, nginx): a
+    generation is the master and its children.
+    """
+
+    master: int = 0
+
+    def workers(self) -> set[int]:
+        return {p for p, parent in self.proc.members().items() if parent == self.master}
+
+    def generation(self) -> set[int]:
+        return {self.master} | self.workers()
+
+
+class Gunicorn(MasterAndWorkers):
     name = "gunicorn-hup"
     operation = "SIGHUP"
     software = "gunicorn, 1 sync worker"
@@ -273,12 +288,6 @@ class Gunicorn(Target):
 
     def start(self) -> None:
         self.master = self._launch().pid
-
-    def workers(self) -> set[int]:
-        return {p for p, parent in self.proc.members().items() if parent == self.master}
-
-    def generation(self) -> set[int]:
-        return {self.master} | self.workers()
 
     def restart(self) -> Restart:
         workers = self.workers()
@@ -313,7 +322,7 @@ class GunicornUpgrade(Gunicorn):
             return None
 
 
-class Nginx(Target):
+class Nginx(MasterAndWorkers):
     name = "nginx-reload"
     operation = "nginx -s reload"
     software = "nginx, 1 worker"
@@ -357,12 +366,6 @@ class Nginx(Target):
             return (self.prefix / "error.log").read_text(errors="replace")
         except OSError:
             return ""
-
-    def workers(self) -> set[int]:
-        return {p for p, parent in self.proc.members().items() if parent == self.master}
-
-    def generation(self) -> set[int]:
-        return {self.master} | self.workers()
 
     def restart(self) -> Restart:
         workers = self.workers()
