@@ -240,7 +240,11 @@ class ServerProcess:
     def twist(cls, *args: str, **kw: Any) -> ServerProcess:
         return cls([sys.executable, _script("twist"), *args], **kw)
 
-    def start(self) -> ServerProcess:
+    def start(self, **popen: Any) -> ServerProcess:
+        """
+        Start the first process; C{popen} adds Popen options (such as the
+        descriptors a socket-activated start passes).
+        """
         self.process = subprocess.Popen(
             self.args,
             cwd=self.cwd,
@@ -249,6 +253,7 @@ class ServerProcess:
             stdout=self.output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **popen,
         )
         self.known_pids.add(self.process.pid)
         return self

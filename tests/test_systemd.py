@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -241,7 +240,7 @@ class SocketActivated(ServerProcess):
         self.sockets = list(sockets)
         self.env.update(LISTEN_FDS=str(len(sockets)), LISTEN_FDNAMES=":".join(names))
 
-    def start(self) -> SocketActivated:
+    def start(self, **popen: Any) -> SocketActivated:
         sources = [s.fileno() for s in self.sockets]
         targets = list(range(3, 3 + len(sources)))
 
@@ -254,18 +253,7 @@ class SocketActivated(ServerProcess):
                 os.dup2(fd, target)
                 os.close(fd)
 
-        self.process = subprocess.Popen(
-            self.args,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=targets,
-            preexec_fn=place_sockets,
-        )
-        self.known_pids.add(self.process.pid)
+        super().start(pass_fds=targets, preexec_fn=place_sockets, **popen)
         return self
 
 
