@@ -22,19 +22,27 @@ from ._handoff import RestartFailed
 from ._process import runtime as _process_runtime
 from ._routing import Router
 from ._server import Server
+from ._streams import EventStream, draining
+from ._websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
 
 __all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_SERVICE_RESTART",
     "ConfigError",
+    "DrainNotice",
+    "EventStream",
     "ExecutableNotAllowed",
     "RestartFailed",
     "RestartRefused",
     "Router",
     "Server",
     "add_service",
+    "draining",
     "on_drain",
     "restart",
     "server",
     "set_directory",
+    "set_drain_spread",
     "set_drain_timeout",
     "set_pidfile",
     "set_ready_timeout",
@@ -96,6 +104,21 @@ def set_directory(path: str) -> None:
 
 def set_drain_timeout(seconds: float) -> None:
     _process_runtime().settings.drain_timeout = float(seconds)
+
+
+def set_drain_spread(seconds: float) -> None:
+    """
+    Spread the closes of WebSockets over C{seconds} while draining (default
+    5, or half of a shorter drain_timeout); must be less than drain_timeout.
+    """
+    settings = _process_runtime().settings
+    value = float(seconds)
+    if not 0 <= value < settings.drain_timeout:
+        raise ConfigError(
+            f"drain_spread must be 0 or more and less than drain_timeout "
+            f"({settings.drain_timeout:g}), not {seconds!r}"
+        )
+    settings.drain_spread = value
 
 
 def set_ready_timeout(seconds: float) -> None:

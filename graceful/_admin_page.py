@@ -190,6 +190,25 @@ def restart_notice(
     return None
 
 
+def _connections(counts: dict[str, int]) -> str:
+    """
+    C{http/1.1 2 · websocket 3}: the kinds with open connections.
+    """
+    shown = [f"{escape(str(k))} {int(v)}" for k, v in counts.items() if v]
+    return " &middot; ".join(shown) or '<span class="muted">none</span>'
+
+
+def _drain(drain: dict[str, Any] | None) -> str:
+    if not drain:
+        return ""
+    return (
+        '<div><dt>draining</dt><dd id="drain">'
+        f'{int(drain.get("connections_left", 0))} connection(s) left after '
+        f'{float(drain.get("elapsed", 0)):.1f}s of {float(drain.get("timeout", 0)):g}s'
+        "</dd></div>"
+    )
+
+
 def admin_page(
     status: dict[str, Any],
     *,
@@ -221,9 +240,10 @@ def admin_page(
         f'<td>{_ports(s.get("ports", []))}</td>'
         f'<td class="num in-flight">{escape(str(s.get("in_flight", 0)))}</td>'
         f'<td class="num">{escape(str(s.get("requests", 0)))}</td>'
+        f'<td class="connections">{_connections(s.get("connections", {}))}</td>'
         "</tr>"
         for s in servers
-    ) or '<tr><td colspan="4" class="muted">No server started.</td></tr>'
+    ) or '<tr><td colspan="5" class="muted">No server started.</td></tr>'
 
     workers_html = _workers(status.get("workers"))
 
@@ -269,10 +289,11 @@ def admin_page(
 <div><dt>generation</dt><dd id="generation">{generation}</dd></div>
 <div><dt>uptime</dt><dd id="uptime" title="started {escape(_when(status.get("started_at")))}">{escape(uptime)}</dd></div>
 <div><dt>in flight</dt><dd id="in-flight">{in_flight_total}</dd></div>
+{_drain(status.get("drain"))}
 </dl>
 <h2>Servers</h2>
 <table id="servers">
-<thead><tr><th>server</th><th>ports</th><th class="num">in flight</th><th class="num">requests</th></tr></thead>
+<thead><tr><th>server</th><th>ports</th><th class="num">in flight</th><th class="num">requests</th><th>connections</th></tr></thead>
 <tbody>
 {rows}
 </tbody>

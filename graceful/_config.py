@@ -23,6 +23,7 @@ from ._sockets import check_names
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_timeout": ((int, float), "a number of seconds"),
+    "drain_spread": ((int, float), "a number of seconds"),
     "ready_timeout": ((int, float), "a number of seconds"),
     "workers": (int, "a whole number"),
     "allowed_executables": (list, "a list of paths"),
@@ -44,6 +45,10 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
 }
+
+
+#: Modules an app may need that come with one of graceful's extras.
+_EXTRAS = {"autobahn": "websocket", "h2": "http2"}
 
 
 @frozen
@@ -101,6 +106,14 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             if not 0 < table[key] < float("inf"):  # also refuses nan
                 raise ConfigError(f"{path}: graceful.{key} must be above 0 and finite")
             setattr(settings, key, float(table[key]))
+    if "drain_spread" in table:
+        spread = table["drain_spread"]
+        if not 0 <= spread < settings.drain_timeout:  # also refuses nan
+            raise ConfigError(
+                f"{path}: graceful.drain_spread must be 0 or more and less than "
+                f"drain_timeout ({settings.drain_timeout:g}), not {spread!r}"
+            )
+        settings.drain_spread = float(spread)
     if "workers" in table:
         if table["workers"] < 1:
             raise ConfigError(f"{path}: graceful.workers must be 1 or more")
@@ -255,9 +268,11 @@ def load_object(spec: str, where: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
-        raise ConfigError(
-            f"{where}: cannot import {module_name!r}: {type(e).__name__}: {e}".splitlines()[0]
-        )
+        line = f"{where}: cannot import {module_name!r}: {type(e).__name__}: {e}".splitlines()[0]
+        missing = (getattr(e, "name", None) or "").partition(".")[0]
+        if isinstance(e, ImportError) and missing in _EXTRAS:
+            line += f" (pip install 'graceful[{_EXTRAS[missing]}]')"
+        raise ConfigError(line)
     obj: Any = module
     for part in attribute.split("."):
         try:

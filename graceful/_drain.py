@@ -11,7 +11,9 @@ what keeps a keep-alive client's next request from racing the close.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import random
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -21,6 +23,12 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Site
+
+from ._streams import StreamRegistry
+from ._websocket import TakenConnection, UpgradeDrain, taken_over_by
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport
 
 #: Seconds an idle keep-alive connection may take to send its next request
 #: once draining starts; it is closed after that.
@@ -36,6 +44,8 @@ class DrainableChannel(HTTPChannel):
     """
 
     site: DrainingSite
+    #: What L{DrainingSite.connections_by_kind} counts this connection as.
+    kind = "http/1.1"
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -56,6 +66,17 @@ class DrainableChannel(HTTPChannel):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return _check_persistence(self, request, version)
+
+    def allContentReceived(self) -> None:
+        # A request is rendered in here; a resource such as autobahn's
+        # WebSocketResource may take the transport away (setting ours to
+        # None) and give it to a protocol of its own.  The site must go on
+        # tracking that connection, which this channel will never hear of
+        # again.
+        transport: ITransport | None = self.transport
+        super().allContentReceived()
+        if transport is not None and self.transport is None:
+            self.site.channel_taken(self, transport)
 
     def is_idle(self) -> bool:
         """
@@ -113,6 +134,7 @@ class DrainingSite(Site):
         access_log: Callable[[str], None] | None = None,
         idle_grace: float = IDLE_GRACE,
         reactor: IReactorTime | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__(resource, reactor=reactor)
         self.server_name = server_name
@@ -122,6 +144,13 @@ class DrainingSite(Site):
         self.idle_grace = idle_grace
         self._access_log = access_log
         self._drained: list[Deferred[None]] = []
+        #: Connections a protocol took from their channel (WebSockets).
+        self.taken: set[TakenConnection] = set()
+        #: Requests that asked to hear of the drain (streams, long polls).
+        self.streams = StreamRegistry()
+        #: C{"restart"} or C{"shutdown"} once draining.
+        self.drain_reason: str | None = None
+        self._upgrades = UpgradeDrain(self.reactor, rng or random.Random())
 
     def buildProtocol(self, addr: Any) -> DrainableChannel:  # type: ignore[override]
         # (The stubs' return type is the _GenericHTTPChannelProtocol wrapper.)
@@ -153,22 +182,72 @@ class DrainingSite(Site):
 
     def channel_closed(self, channel: DrainableChannel) -> None:
         self.channels.discard(channel)
-        if self.draining and not self.channels:
+        self._check_drained()
+
+    def channel_taken(self, channel: DrainableChannel, transport: ITransport) -> None:
+        """
+        A protocol took C{channel}'s transport: track that connection in its
+        stead until it is lost.
+        """
+        self.channels.discard(channel)
+        connection = taken_over_by(transport, self.taken_closed)
+        if connection is None:
+            self._check_drained()
+            return
+        self.taken.add(connection)
+        if self.draining:
+            self._upgrades.late(connection)
+
+    def taken_closed(self, connection: TakenConnection) -> None:
+        self.taken.discard(connection)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.channels and not self.taken:
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
 
-    def drain(self) -> Deferred[None]:
+    def connections_by_kind(self) -> dict[str, int]:
+        """
+        Open connections by kind (C{"http/1.1"}, C{"websocket"}, and
+        C{"stream"} for a connection whose request asked to hear of the
+        drain); kinds with none are left out.
+        """
+        streaming = self.streams.channels()
+        counts: Counter[str] = Counter()
+        for channel in self.channels:
+            counts["stream" if channel in streaming else getattr(channel, "kind", "http/1.1")] += 1
+        for connection in self.taken:
+            counts[connection.kind] += 1
+        return dict(counts)
+
+    def drain(
+        self,
+        reason: str = "shutdown",
+        *,
+        spread: float = 0.0,
+        timeout: float | None = None,
+    ) -> Deferred[None]:
         """
         Start draining; the result fires once every connection is closed.
 
         The caller stops accepting first: a connection accepted later is
         drained from its start all the same.
+
+        @param reason: C{"restart"} (a new process takes over) or
+            C{"shutdown"}; WebSockets are closed with 1012 or 1001.
+        @param spread: seconds over which the WebSockets' closes are spread.
+        @param timeout: seconds until the caller cuts what is left, which a
+            connection's extended grace must stay within.
         """
         self.draining = True
+        self.drain_reason = reason
         for channel in list(self.channels):
             channel.drain()
-        if not self.channels:
+        self.streams.notify()
+        self._upgrades.start(list(self.taken), reason, spread, timeout)
+        if not self.channels and not self.taken:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
@@ -181,4 +260,8 @@ class DrainingSite(Site):
         left = list(self.channels)
         for channel in left:
             channel.abort()
-        return len(left)
+        taken = list(self.taken)
+        for connection in taken:
+            connection.abort()
+        self._upgrades.stop()
+        return len(left) + len(taken)

@@ -11,6 +11,10 @@ metric                                 type     what
 =====================================  =======  ====================================
 graceful_requests_total{server}        counter  HTTP requests this process received
 graceful_requests_in_flight{server}    gauge    requests received, not yet answered
+graceful_connections{server,kind}      gauge    open connections by kind: http/1.1,
+                                                h2, websocket, stream
+graceful_drain_connections_left        gauge    while draining: connections still
+                                                open (absent otherwise)
 graceful_restarts_total                counter  restarts that worked
 graceful_failed_restarts_total         counter  restarts that failed (the old process
                                                 went on serving)
@@ -73,11 +77,27 @@ class RuntimeCollector(Collector):
             "HTTP requests received and not yet answered, per server.",
             labels=["server"],
         )
+        connections = GaugeMetricFamily(
+            "graceful_connections",
+            "Open connections, per server and kind (http/1.1, h2, websocket, stream).",
+            labels=["server", "kind"],
+        )
         for server in status["servers"]:
             requests.add_metric([server["name"]], server.get("requests", 0))
             in_flight.add_metric([server["name"]], server["in_flight"])
+            for kind, count in sorted(server.get("connections", {}).items()):
+                connections.add_metric([server["name"], kind], count)
         yield requests
         yield in_flight
+        yield connections
+        left = GaugeMetricFamily(
+            "graceful_drain_connections_left",
+            "While this process drains: its connections still open.",
+        )
+        drain = status.get("drain")
+        if drain is not None:
+            left.add_metric([], drain["connections_left"])
+        yield left
 
         generation = int(status["generation"])
         yield CounterMetricFamily(

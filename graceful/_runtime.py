@@ -40,6 +40,9 @@ from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
 SHUTDOWN_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP")
+DEFAULT_DRAIN_SPREAD = 5.0
+#: The connection kinds the status always shows, even at 0.
+CONNECTION_KINDS = ("http/1.1", "h2", "websocket", "stream")
 
 
 @define
@@ -49,11 +52,23 @@ class Settings:
     """
 
     drain_timeout: float = 30.0
+    #: Seconds over which WebSockets are closed while draining; C{None}:
+    #: L{DEFAULT_DRAIN_SPREAD}, or half of a shorter drain_timeout.
+    drain_spread: float | None = None
     ready_timeout: float = 15.0
     workers: int = 1
     allowed_executables: list[str] = field(factory=list)
     access_log: str | None = None
     directory: str | None = None
+
+    @property
+    def spread(self) -> float:
+        """
+        The drain_spread in effect: always less than drain_timeout.
+        """
+        if self.drain_spread is not None and self.drain_spread < self.drain_timeout:
+            return self.drain_spread
+        return min(DEFAULT_DRAIN_SPREAD, self.drain_timeout / 2)
 
 
 @frozen
@@ -163,6 +178,24 @@ class _Lifecycle:
     leaving.upon(shutdown, enter=leaving, outputs=[_already_leaving], collector=_first)
 
 
+def _connections_by_kind(site: Any) -> dict[str, int]:
+    by_kind = getattr(site, "connections_by_kind", None)
+    if by_kind is None:
+        return {}
+    counts: dict[str, int] = by_kind()
+    return counts
+
+
+def _connection_counts(site: Any) -> dict[str, int]:
+    """
+    A site's open connections by kind, every known kind shown.
+    """
+    counts = {kind: 0 for kind in CONNECTION_KINDS}
+    if site is not None:
+        counts.update(_connections_by_kind(site))
+    return counts
+
+
 def _original_command() -> tuple[list[str], list[str]]:
     """
     How this process was started: the interpreter with its own options, and
@@ -229,6 +262,7 @@ class Runtime:
     _restart_began: float = 0.0
     _restart_result: Deferred[int] | None = None
     _exited: Event = field(factory=Event)
+    _drain_began: float | None = None
     _serving: bool = False
     _handed_over: bool = False
     worker_slot: int | None = None
@@ -811,7 +845,13 @@ class Runtime:
             # Chained, so the exit also waits for the message to be flushed.
             services.addBoth(lambda _: successor.release())
         sites = [server.site for server in self.servers.values() if server.site is not None]
-        drained = DeferredList([site.drain() for site in sites] + [services])
+        self._drain_began = self.reactor.seconds()
+        reason = "restart" if successor is not None else "shutdown"
+        timeout_s = self.settings.drain_timeout
+        drained = DeferredList(
+            [site.drain(reason, spread=self.settings.spread, timeout=timeout_s) for site in sites]
+            + [services]
+        )
         in_flight = sum(site.in_flight for site in sites)
         if in_flight:
             self._log.info(
@@ -836,12 +876,23 @@ class Runtime:
         return d
 
     def _drain_timed_out(self, sites: Sequence[Any]) -> None:
+        kinds: dict[str, int] = {}
+        for site in sites:
+            for kind, count in _connections_by_kind(site).items():
+                kinds[kind] = kinds.get(kind, 0) + count
         aborted = sum(site.abort() for site in sites)
+        # "aborted 3 connection(s): 2 websocket, 1 http/1.1"
+        which = ", ".join(
+            f"{count} {kind}"
+            for kind, count in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+            if count
+        )
         self._log.warn(
-            "{pid}: drain_timeout of {timeout:g}s reached: aborted {count} connection(s)",
+            "{pid}: drain_timeout of {timeout:g}s reached: aborted {count} connection(s){which}",
             pid=self.pid,
             timeout=self.settings.drain_timeout,
             count=aborted,
+            which=f": {which}" if aborted and which else "",
         )
         # Services that would not stop must not hold the exit up either.
         self.reactor.callLater(0, self._exit)
@@ -859,6 +910,21 @@ class Runtime:
             pass
 
     # -- reporting ----------------------------------------------------------
+
+    def _drain_progress(self) -> dict[str, Any] | None:
+        """
+        While draining: since when, the window, and what is left.
+        """
+        if self._drain_began is None:
+            return None
+        sites = [s.site for s in self.servers.values() if s.site is not None]
+        return {
+            "reason": "restart" if self._handed_over else "shutdown",
+            "elapsed": max(0.0, self.reactor.seconds() - self._drain_began),
+            "spread": self.settings.spread,
+            "timeout": self.settings.drain_timeout,
+            "connections_left": sum(sum(_connections_by_kind(s).values()) for s in sites),
+        }
 
     def status(self) -> dict[str, Any]:
         """
@@ -896,9 +962,11 @@ class Runtime:
                     ],
                     "in_flight": server.in_flight,
                     "requests": server.site.requests_served if server.site else 0,
+                    "connections": _connection_counts(server.site),
                 }
                 for server in self.servers.values()
             ],
+            "drain": self._drain_progress(),
             "last_restart": None
             if last is None
             else {
