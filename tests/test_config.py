@@ -168,6 +168,17 @@ class BadConfigTests(_ConfigDirectory):
         }.items():
             self.assertConfigError(f"[graceful]\n{table}\n" + MINIMAL_SERVER, key)
 
+    def test_drain_spread_below_drain_timeout(self) -> None:
+        for table in ("drain_timeout = 5\ndrain_spread = 5", "drain_spread = -1", "drain_spread = nan"):
+            self.assertConfigError(f"[graceful]\n{table}\n" + MINIMAL_SERVER, "graceful.drain_spread")
+
+    def test_drain_spread(self) -> None:
+        settings = self.load("[graceful]\ndrain_timeout = 10\ndrain_spread = 2.5\n" + MINIMAL_SERVER).settings
+        self.assertEqual(settings.spread, 2.5)
+        # Unset: 5 s, or half a shorter drain_timeout.
+        self.assertEqual(self.load(MINIMAL_SERVER).settings.spread, 5.0)
+        self.assertEqual(self.load("[graceful]\ndrain_timeout = 4\n" + MINIMAL_SERVER).settings.spread, 2.0)
+
     def test_timeouts_must_be_finite(self) -> None:
         """
         C{nan} and C{inf} are valid TOML floats but no number of seconds.
@@ -525,6 +536,18 @@ class LoadObjectTests(_Modules):
         error = self.assertRaises(ConfigError, load_object, f"{name}:x", "w")
         self.assertIn(repr(name), str(error))
         self.assertIn("SyntaxError", str(error))
+
+    def test_missing_extra_says_what_to_install(self) -> None:
+        """
+        An app that needs autobahn where it is not installed: the one line
+        says which extra brings it.
+        """
+        self.patch(sys, "modules", {**sys.modules, "autobahn": None})
+        name = self.module("import autobahn\n")
+        error = self.assertRaises(ConfigError, load_object, f"{name}:root", "servers.s1.app")
+        self.assertNotIn("\n", str(error))
+        self.assertIn("servers.s1.app", str(error))
+        self.assertIn("pip install 'graceful[websocket]'", str(error))
 
     def test_module_not_found(self) -> None:
         error = self.assertRaises(
