@@ -18,6 +18,12 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
+        # WebSockets: autobahn's WebSocketResource, tracked across a drain.
+        "websocket": ["autobahn[twisted]>=23.1"],
+        # HTTP/2 by ALPN on TLS ports (Twisted's h2-based channel).
+        "http2": ["h2>=4.1"],
+        # Everything graceful can use.
+        "all": ["autobahn[twisted]>=23.1", "h2>=4.1"],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
         # mounts; mypy with mypy-zope checks the types.
@@ -28,6 +34,9 @@ setup(
             "klein>=23.5",
             "mypy>=1.10",
             "mypy-zope>=1.0",
+            # Real clients of the long-lived connection tests.
+            "websockets>=13",
+            "autobahn[twisted]>=23.1",
         ],
     },
     entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
