@@ -118,6 +118,10 @@ class DrainingSite(Site):
 
     @ivar server_name: the graceful server this site serves, for log lines.
     @ivar requests_served: requests received since the process started.
+    @ivar taken: connections a protocol took from their channel (autobahn's
+        WebSockets), tracked until they are lost.
+    @ivar streams: the requests that asked to hear of the drain.
+    @ivar drain_reason: C{"restart"} or C{"shutdown"} once draining.
     """
 
     # HTTPFactory's stub wants a factory of its _GenericHTTPChannelProtocol

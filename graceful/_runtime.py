@@ -263,6 +263,7 @@ class Runtime:
     _restart_result: Deferred[int] | None = None
     _exited: Event = field(factory=Event)
     _drain_began: float | None = None
+    _drain_reason: str = "shutdown"
     _serving: bool = False
     _handed_over: bool = False
     worker_slot: int | None = None
@@ -846,7 +847,11 @@ class Runtime:
             services.addBoth(lambda _: successor.release())
         sites = [server.site for server in self.servers.values() if server.site is not None]
         self._drain_began = self.reactor.seconds()
-        reason = "restart" if successor is not None else "shutdown"
+        # A worker retired by a rolling restart is replaced too: its master
+        # reports the roll in the group status it pushes.
+        replaced = successor is not None or (self.role == "worker" and self.restarting)
+        reason = "restart" if replaced else "shutdown"
+        self._drain_reason = reason
         timeout_s = self.settings.drain_timeout
         drained = DeferredList(
             [site.drain(reason, spread=self.settings.spread, timeout=timeout_s) for site in sites]
@@ -919,7 +924,7 @@ class Runtime:
             return None
         sites = [s.site for s in self.servers.values() if s.site is not None]
         return {
-            "reason": "restart" if self._handed_over else "shutdown",
+            "reason": self._drain_reason,
             "elapsed": max(0.0, self.reactor.seconds() - self._drain_began),
             "spread": self.settings.spread,
             "timeout": self.settings.drain_timeout,

@@ -109,18 +109,25 @@ def close_code(data: bytes) -> int | None:
     return None
 
 
-class WebSocketDrainTests(SynchronousTestCase):
+def websocket_site(clock: Clock) -> DrainingSite:
+    """
+    C{/ws}: L{Echo}; C{/plain}: L{Plain}; C{/slow}: never answered.
+    """
+    root = Resource()
+    factory = WebSocketServerFactory(reactor=clock)
+    factory.protocol = Echo
+    root.putChild(b"ws", WebSocketResource(factory))
+    plain = WebSocketServerFactory(reactor=clock)
+    plain.protocol = Plain
+    root.putChild(b"plain", WebSocketResource(plain))
+    root.putChild(b"slow", Slow())
+    return DrainingSite(root, reactor=clock, rng=random.Random(7))
+
+
+class _WebSockets(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        root = Resource()
-        factory = WebSocketServerFactory(reactor=self.clock)
-        factory.protocol = Echo
-        root.putChild(b"ws", WebSocketResource(factory))
-        plain = WebSocketServerFactory(reactor=self.clock)
-        plain.protocol = Plain
-        root.putChild(b"plain", WebSocketResource(plain))
-        root.putChild(b"slow", Slow())
-        self.site = DrainingSite(root, reactor=self.clock, rng=random.Random(7))
+        self.site = websocket_site(self.clock)
 
     def websocket(self, path: str = "/ws", answer: Any = None) -> HTTPConnection:
         connection = HTTPConnection(self.site, TCPLikeTransport())
@@ -138,6 +145,8 @@ class WebSocketDrainTests(SynchronousTestCase):
             connection.lost = True
             protocol.connectionLost(Failure(ConnectionDone()))
 
+
+class WebSocketDrainTests(_WebSockets):
     def test_tracked_after_upgrade(self) -> None:
         """
         The upgraded connection is no longer the HTTP channel's: the site
@@ -261,3 +270,78 @@ class WebSocketDrainTests(SynchronousTestCase):
             "2 websocket, 1 http/1.1",
         )
         self.assertTrue(slow.transport.disconnecting)
+
+
+class ReportingTests(_WebSockets):
+    """
+    The admin status, page and metrics show connections by kind and the
+    drain's progress.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.runtime = Runtime(reactor=self.clock, environ={}, pid=4242)
+        self.runtime.server("s1").site = self.site
+
+    def test_status_counts_by_kind(self) -> None:
+        self.websocket("/plain")
+        self.websocket("/plain")
+        slow = HTTPConnection(self.site)
+        slow.request("/slow")
+        self.addCleanup(slow.lose)
+        status = self.runtime.status()
+        self.assertEqual(
+            status["servers"][0]["connections"],
+            {"http/1.1": 1, "h2": 0, "websocket": 2, "stream": 0},
+        )
+        self.assertIsNone(status["drain"])
+
+        from graceful._admin_page import admin_page
+        from graceful._metrics import exposition
+
+        page = admin_page(status, prefix="/debug/admin").decode()
+        self.assertIn("http/1.1 1 &middot; websocket 2", page)
+        body, _ = exposition(self.runtime, None)
+        self.assertIn(b'graceful_connections{kind="websocket",server="s1"} 2.0', body)
+        self.assertIn(b'graceful_connections{kind="h2",server="s1"} 0.0', body)
+
+    def test_drain_progress(self) -> None:
+        self.websocket("/plain")
+        self.runtime.settings.drain_timeout = 10.0
+        self.runtime._depart(None)
+        self.clock.advance(1.5)
+        drain = self.runtime.status()["drain"]
+        self.assertEqual(
+            drain,
+            {
+                "reason": "shutdown",
+                "elapsed": 1.5,
+                "spread": 5.0,
+                "timeout": 10.0,
+                "connections_left": 1,
+            },
+        )
+        body, _ = exposition_of(self.runtime)
+        self.assertIn(b"graceful_drain_connections_left 1.0", body)
+
+
+def exposition_of(runtime: Runtime) -> tuple[bytes, str]:
+    from graceful._metrics import exposition
+
+    return exposition(runtime, None)
+
+
+class DrainSpreadSettingTests(SynchronousTestCase):
+    def test_set_drain_spread(self) -> None:
+        import graceful
+        from graceful import ConfigError
+
+        runtime = Runtime(reactor=Clock(), environ={}, pid=1)
+        self.patch(graceful, "_process_runtime", lambda: runtime)
+        graceful.set_drain_timeout(4)
+        self.assertEqual(runtime.settings.spread, 2.0)
+        graceful.set_drain_spread(1.5)
+        self.assertEqual(runtime.settings.spread, 1.5)
+        error = self.assertRaises(ConfigError, graceful.set_drain_spread, 4)
+        self.assertIn("drain_spread", str(error))
+        self.assertIn("drain_timeout", str(error))
