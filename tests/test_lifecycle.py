@@ -499,7 +499,7 @@ class DrainTests(_RuntimeCase):
         self.reactor.advance(0.1)
         self.assertTrue(connection.transport.disconnected)  # aborted
         self.assertLogged(
-            f"{PID}: drain_timeout of 5s reached: aborted 1 connection(s)"
+            f"{PID}: drain_timeout of 5s reached: aborted 1 connection(s): 1 http/1.1"
         )
         self.reactor.advance(0)
         self.assertTrue(self.exited)
@@ -729,7 +729,15 @@ class ServingStartedTests(_RuntimeCase):
         self.assertEqual((status["pid"], status["generation"]), (PID, 1))
         self.assertEqual(
             status["servers"],
-            [{"name": "s1", "ports": [{"port": 8100, "tls": False}], "in_flight": 0, "requests": 0}],
+            [
+                {
+                    "name": "s1",
+                    "ports": [{"port": 8100, "tls": False}],
+                    "in_flight": 0,
+                    "requests": 0,
+                    "connections": {"http/1.1": 0, "h2": 0, "websocket": 0, "stream": 0},
+                }
+            ],
         )
         self.assertEqual(
             (status["last_restart"]["ok"], status["last_restart"]["error"]), (False, "no luck")
