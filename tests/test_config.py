@@ -542,7 +542,14 @@ class LoadObjectTests(_Modules):
         An app that needs autobahn where it is not installed: the one line
         says which extra brings it.
         """
-        self.patch(sys, "modules", {**sys.modules, "autobahn": None})
+        # None in sys.modules makes the import fail as if it were missing.
+        saved = sys.modules.get("autobahn")
+        sys.modules["autobahn"] = None  # type: ignore[assignment]
+        self.addCleanup(
+            lambda: sys.modules.__setitem__("autobahn", saved)
+            if saved is not None
+            else sys.modules.pop("autobahn", None)
+        )
         name = self.module("import autobahn\n")
         error = self.assertRaises(ConfigError, load_object, f"{name}:root", "servers.s1.app")
         self.assertNotIn("\n", str(error))

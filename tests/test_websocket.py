@@ -18,7 +18,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -126,7 +126,8 @@ def websocket_site(clock: Clock) -> DrainingSite:
 
 class _WebSockets(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        # A Clock that a Runtime can also stop, when it exits.
+        self.clock = MemoryReactorClock()
         self.site = websocket_site(self.clock)
 
     def websocket(self, path: str = "/ws", answer: Any = None) -> HTTPConnection:
