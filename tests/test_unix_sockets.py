@@ -249,7 +249,8 @@ class TrustedAdminTests(SynchronousTestCase):
         router.mount("/debug/admin", AdminResource(runtime, server, trusted=trusted))
         request = DummyRequest([b"debug", b"admin", page.encode()])
         request.method = method.encode()
-        request.uri = request.path = f"/debug/admin/{page}".encode()
+        request.uri = f"/debug/admin/{page}".encode()
+        request.path = request.uri  # type: ignore[attr-defined]
         request.client = UNIXAddress(None)
         body = getChildForRequest(router, request).render(request)
         return request.responseCode or 200, body
@@ -295,3 +296,28 @@ class CtlNodeTests(SynchronousTestCase):
         )
         self.assertEqual(status.servers[0].ports, ((8100, False), ("unix:/run/s1.sock", False)))
         self.assertIn("8100, unix:/run/s1.sock", list_table([status]))
+
+
+class MasterHoldTests(TempDir):
+    def test_master_binds_a_unix_socket_a_new_worker_needs(self) -> None:
+        """
+        A new worker whose config adds a UNIX socket asks its master for it
+        (the spec travels as JSON, path included): the master binds it with
+        the server's mode and will remove it at its final shutdown.
+        """
+        from graceful._workers import WorkerGroup
+
+        directory = self.tempdir()
+        path = str(directory / "new.sock")
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        runtime.settings.workers = 2
+        runtime.server("web").set_unix_socket(path, mode=0o666)
+        group = WorkerGroup(runtime, 2)
+        group._hold(
+            [{"server": "web", "tls": False, "port": 0, "host": "", "index": 0, "path": path}]
+        )
+        [held] = group.sockets
+        self.addCleanup(held.close)
+        self.assertEqual(held.spec, ListenSpec("web", False, 0, "", 0, path))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o666)
+        self.assertEqual(runtime.unix_files, {path: os.stat(path).st_ino})
