@@ -414,12 +414,15 @@ class Runtime:
             server.prepare()
             self._prepare_admin_socket()
         except ConfigError as e:
+            server.release_prepared()
             self.old_process.report_error(str(e))
             raise
-        for spec in server.listen_specs():
-            self._own_unix_file(spec.path)
 
-    def _own_unix_file(self, path: str | None) -> None:
+    def own_unix_file(self, path: str | None) -> None:
+        """
+        Remember the UNIX socket file at C{path} (bound or taken over now) for
+        removal at the final shutdown; a worker never removes one.
+        """
         if path is None or self.role == "worker":
             return
         inode = socket_inode(path)
@@ -444,7 +447,7 @@ class Runtime:
                 self._admin_socket = bind_unix_socket(path, ADMIN_SOCKET_MODE)
             except ConfigError as e:
                 raise ConfigError(f"graceful.admin_socket: {e}") from None
-        self._own_unix_file(path)
+        self.own_unix_file(path)
 
     def _serve_admin_socket(self) -> None:
         prepared, self._admin_socket = self._admin_socket, None

@@ -242,6 +242,8 @@ class Server:
                 prepared = self._socket_for(spec)
                 if prepared is not None:
                     self._prepared.append(prepared)
+                    # Ours to remove at the final shutdown (if still this file).
+                    self.runtime.own_unix_file(spec.path)
         except BaseException:
             self.release_prepared()
             raise

@@ -325,7 +325,7 @@ class WorkerGroup:
                 server = self.runtime.servers.get(spec.server)
                 mode = server.unix_socket_mode if server is not None else DEFAULT_UNIX_MODE
                 sock = bind_unix_socket(spec.path, mode)
-                self.runtime._own_unix_file(spec.path)
+                self.runtime.own_unix_file(spec.path)
                 where = f"unix:{spec.path}"
             else:
                 sock = bind_socket(spec.host, spec.port)
