@@ -109,9 +109,16 @@ class InheritedSocket:
 
     def unix_path(self) -> str | None:
         """
-        The path a UNIX socket is bound to; C{None} for any other socket.
+        The path a UNIX socket is bound to; C{None} for anything else
+        (systemd may pass FIFOs too).
         """
-        with socket.socket(fileno=os.dup(self.fd)) as probe:
+        copy = os.dup(self.fd)
+        try:
+            probe = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)
+            return None
+        with probe:
             if probe.family != socket.AF_UNIX:
                 return None
             name = probe.getsockname()
