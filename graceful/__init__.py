@@ -41,6 +41,7 @@ __all__ = [
     "on_drain",
     "restart",
     "server",
+    "set_admin_socket",
     "set_directory",
     "set_drain_spread",
     "set_drain_timeout",
@@ -100,6 +101,16 @@ def set_directory(path: str) -> None:
     a C{current} symlink to the live release.
     """
     _process_runtime().settings.directory = str(path)
+
+
+def set_admin_socket(path: str | None) -> None:
+    """
+    Serve the whole process's admin pages, without a token, on a private
+    UNIX socket at C{path} (mode 0600: only its owner can connect), under
+    C{/debug/admin}; C{graceful ctl --node unix:PATH} talks to it.  Call it
+    before the first C{start()}.
+    """
+    _process_runtime().set_admin_socket(path)
 
 
 def set_drain_timeout(seconds: float) -> None:

@@ -172,10 +172,15 @@ class AdminResource(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, runtime: Runtime, server: Server) -> None:
+    def __init__(self, runtime: Runtime, server: Server, trusted: bool = False) -> None:
+        """
+        @param trusted: served where only the owner can connect (the private
+            admin socket): no token is asked for.
+        """
         super().__init__()
         self._runtime = runtime
         self._server = server
+        self._trusted = trusted
 
     @property
     def token(self) -> str | None:
@@ -374,6 +379,8 @@ class AdminResource(Resource):
     # -- access ---------------------------------------------------------------
 
     def _check_access(self, request: Request) -> bytes | None:
+        if self._trusted:
+            return None
         token = self.token
         if token is None:
             if not is_loopback(peer_host(request)):

@@ -125,7 +125,8 @@ def _state(status: dict[str, Any]) -> str:
 
 def _ports(ports: Iterable[dict[str, Any]]) -> str:
     shown = [
-        f'<span class="port">{"https" if p.get("tls") else "http"} :{escape(str(p["port"]))}</span>'
+        f'<span class="port">{"https" if p.get("tls") else "http"} '
+        f'{escape("unix:" + str(p["unix"]) if "unix" in p else ":" + str(p["port"]))}</span>'
         for p in ports
     ]
     return "".join(shown) or '<span class="muted">not listening</span>'

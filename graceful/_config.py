@@ -19,7 +19,7 @@ from twisted.web.resource import IResource
 
 from ._errors import ConfigError
 from ._runtime import Runtime, Settings
-from ._sockets import check_names
+from ._sockets import check_names, check_unix_path
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_timeout": ((int, float), "a number of seconds"),
@@ -30,12 +30,15 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "access_log": (str, '"-" or a file path'),
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
+    "admin_socket": (str, "a UNIX socket path"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "app": (str, 'a "module:attribute" string'),
     "ports": (list, "a list of port numbers"),
     "https_ports": (list, "a list of port numbers"),
+    "unix_sockets": (list, "a list of UNIX socket paths"),
+    "unix_socket_mode": ((int, str), 'a file mode such as 0o660 or "0660"'),
     "host": (str, "an address"),
     "cert": (str, "a file path"),
     "key": (str, "a file path"),
@@ -57,6 +60,8 @@ class ServerConfig:
     app: str
     ports: tuple[int, ...] = ()
     https_ports: tuple[int, ...] = ()
+    unix_sockets: tuple[str, ...] = ()
+    unix_socket_mode: int | None = None
     host: str = ""
     cert: str | None = None
     key: str | None = None
@@ -132,6 +137,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if not directory.is_dir():
             raise ConfigError(f"{path}: graceful.directory is not a directory: {directory}")
         settings.directory = str(directory)
+    if "admin_socket" in table:
+        settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
@@ -142,6 +149,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for name, value in servers_table.items()
     )
     _check_ports_unique(servers, path)
+    _check_unix_unique(servers, settings, path)
     return Config(path, settings, services, servers)
 
 
@@ -156,8 +164,17 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         raise ConfigError(f"{path}: {where}.app is missing")
     ports = _ports(table.get("ports", []), f"{where}.ports", path)
     https_ports = _ports(table.get("https_ports", []), f"{where}.https_ports", path)
-    if not ports and not https_ports:
-        raise ConfigError(f"{path}: {where} has no ports or https_ports")
+    unix_sockets = tuple(
+        _unix_path(p, base, f"{where}.unix_sockets", path)
+        for p in _strings(table.get("unix_sockets", []), f"{where}.unix_sockets", path)
+    )
+    if len(set(unix_sockets)) != len(unix_sockets):
+        raise ConfigError(f"{path}: {where}.unix_sockets lists a path twice")
+    mode = None
+    if "unix_socket_mode" in table:
+        mode = _mode(table["unix_socket_mode"], f"{where}.unix_socket_mode", path)
+    if not ports and not https_ports and not unix_sockets:
+        raise ConfigError(f"{path}: {where} has no ports, https_ports or unix_sockets")
     cert = table.get("cert")
     key = table.get("key")
     if (cert is None) != (key is None):
@@ -189,6 +206,8 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         app=table["app"],
         ports=ports,
         https_ports=https_ports,
+        unix_sockets=unix_sockets,
+        unix_socket_mode=mode,
         host=table.get("host", ""),
         cert=None if cert is None else str(_resolve(base, cert)),
         key=None if key is None else str(_resolve(base, key)),
@@ -197,6 +216,38 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin_token=token,
         health=table.get("health"),
     )
+
+
+def _unix_path(value: str, base: Path, where: str, path: Path) -> str:
+    try:
+        return check_unix_path(str(_resolve(base, value)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}: {e}") from None
+
+
+def _mode(value: int | str, where: str, path: Path) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise ConfigError(f"{path}: {where} must be an octal mode such as \"0660\", not {value!r}")
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"{path}: {where} must be from 0o000 to 0o777, not {oct(value)}")
+    return value
+
+
+def _check_unix_unique(servers: tuple[ServerConfig, ...], settings: Settings, path: Path) -> None:
+    seen: dict[str, str] = {}
+    if settings.admin_socket:
+        seen[settings.admin_socket] = "graceful.admin_socket"
+    for server in servers:
+        where = f"servers.{server.name}.unix_sockets"
+        for socket_path in server.unix_sockets:
+            if socket_path in seen:
+                raise ConfigError(
+                    f"{path}: UNIX socket {socket_path} is used twice ({seen[socket_path]} and {where})"
+                )
+            seen[socket_path] = where
 
 
 def _check_ports_unique(servers: tuple[ServerConfig, ...], path: Path) -> None:
@@ -349,6 +400,7 @@ def apply_config(config: Config, runtime: Runtime) -> None:
             server.mount("/", app)
         server.set_port(*server_config.ports)
         server.set_https_port(*server_config.https_ports)
+        server.set_unix_socket(*server_config.unix_sockets, mode=server_config.unix_socket_mode)
         server.set_host(server_config.host)
         if server_config.cert and server_config.key:
             # Without https_ports, `ports` serve HTTPS (as set_port does).

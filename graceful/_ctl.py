@@ -5,6 +5,11 @@ many graceful processes ("nodes"), each named by its admin URL.
     graceful ctl --node http://10.0.0.5:8100/debug/admin \\
                  --node http://10.0.0.6:8100/debug/admin \\
                  --token-file /etc/graceful/token  restart
+    graceful ctl --node unix:/run/graceful/admin.sock status
+
+A C{unix:PATH} node is a process's private admin socket (C{admin_socket}),
+which needs no token; C{unix:PATH:/prefix} names another admin prefix than
+C{/debug/admin}.
 
 C{restart} is rolling: one node at a time, and the next only once the
 previous one's generation has moved (its new process serves).  The first node
@@ -18,7 +23,9 @@ and CI jobs, which should not need Twisted to run it.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import socket
 import os
 import shutil
 import ssl
@@ -42,6 +49,9 @@ TOKEN_VARIABLE = "GRACEFUL_ADMIN_TOKEN"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RESTART_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.5
+
+#: The admin prefix on a private admin socket.
+UNIX_ADMIN_PREFIX = "/debug/admin"
 
 #: The keys that tell a graceful status answer from anything else.
 _STATUS_KEYS = ("pid", "generation", "servers")
@@ -76,7 +86,7 @@ class LastRestart:
 @frozen
 class ServerStatus:
     name: str
-    ports: tuple[tuple[int, bool], ...]  # (port, tls)
+    ports: tuple[tuple[int | str, bool], ...]  # (port or "unix:PATH", tls)
     in_flight: int
     requests: int | None
 
@@ -117,7 +127,7 @@ class NodeStatus:
                     ServerStatus(
                         name=str(server["name"]),
                         ports=tuple(
-                            (int(port["port"]), bool(port.get("tls", False)))
+                            (_port(port), bool(port.get("tls", False)))
                             for port in server.get("ports", [])
                         ),
                         in_flight=int(server.get("in_flight", 0)),
@@ -149,6 +159,12 @@ class NodeStatus:
         if self.restarting:
             return "restarting"
         return "serving"
+
+
+def _port(entry: dict[str, Any]) -> int | str:
+    if "unix" in entry:
+        return f"unix:{entry['unix']}"
+    return int(entry["port"])
 
 
 def _number(value: Any) -> float | None:
@@ -206,9 +222,12 @@ class HttpAdminClient:
     def _request(self, node: str, method: str, page: str) -> Any:
         url = f"{node}/{page}"
         headers = {"Accept": "application/json", "User-Agent": "graceful-ctl"}
-        if self.token:
+        if self.token and not node.startswith("unix:"):
             headers["Authorization"] = f"Bearer {self.token}"
         data = b"" if method == "POST" else None
+        if node.startswith("unix:"):
+            body, content_type = self._unix_request(node, method, page, headers, data)
+            return _json_of(node, method, page, body, content_type)
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -223,17 +242,78 @@ class HttpAdminClient:
             raise NodeError(node, f"unreachable: {_explain_os_error(e)}", transient=True)
         except Exception as e:  # http.client's protocol errors: not an HTTP server
             raise NodeError(node, f"not a graceful admin API: {type(e).__name__}: {e}")
-        if "json" not in content_type:
-            shown = content_type.split(";")[0] or "no content type"
-            raise NodeError(
-                node,
-                f"not a graceful admin API: {method} {page} answered {shown}, not JSON "
-                "(is the URL the server's admin prefix?)",
-            )
+        return _json_of(node, method, page, body, content_type)
+
+    def _unix_request(
+        self, node: str, method: str, page: str, headers: dict[str, str], data: bytes | None
+    ) -> tuple[bytes, str]:
+        """
+        HTTP over a private admin socket (C{unix:PATH:/prefix}).
+        """
+        path, prefix = split_unix_node(node)
+        connection = _UnixConnection(path, self.timeout)
         try:
-            return json.loads(body)
-        except ValueError:
-            raise NodeError(node, f"not a graceful admin API: {method} {page} answered invalid JSON")
+            connection.request(method, f"{prefix}/{page}", body=data, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            content_type = response.getheader("Content-Type", "") or ""
+            code = response.status
+        except (TimeoutError, OSError) as e:
+            raise NodeError(node, f"unreachable: {_explain_os_error(e)}", transient=True)
+        except Exception as e:  # http.client's protocol errors: not an HTTP server
+            raise NodeError(node, f"not a graceful admin API: {type(e).__name__}: {e}")
+        finally:
+            connection.close()
+        if code >= 300:
+            try:
+                message = str(json.loads(body).get("error") or "")
+            except (ValueError, AttributeError):
+                message = ""
+            reason = _explain_http_error(method, page, code, message)
+            raise NodeError(node, reason, transient=code >= 500)
+        return body, content_type
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def split_unix_node(node: str) -> tuple[str, str]:
+    """
+    C{unix:/run/graceful/admin.sock:/debug/admin} -> the socket's path and the
+    admin prefix (C{/debug/admin} when the node gives none).
+    """
+    rest = node[len("unix:") :]
+    head, sep, tail = rest.rpartition(":")
+    if sep and head and tail.startswith("/"):
+        return head, tail.rstrip("/")
+    return rest, UNIX_ADMIN_PREFIX
+
+
+def _json_of(node: str, method: str, page: str, body: bytes, content_type: str) -> Any:
+    if "json" not in content_type:
+        shown = content_type.split(";")[0] or "no content type"
+        raise NodeError(
+            node,
+            f"not a graceful admin API: {method} {page} answered {shown}, not JSON "
+            "(is the URL the server's admin prefix?)",
+        )
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise NodeError(node, f"not a graceful admin API: {method} {page} answered invalid JSON")
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -627,7 +707,9 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
             "or restart (one node at a time) or shut them down."
         ),
         epilog=(
-            "A node is a server's admin URL, such as http://10.0.0.5:8100/debug/admin. "
+            "A node is a server's admin URL, such as http://10.0.0.5:8100/debug/admin, "
+            "or a process's private admin socket, unix:/run/graceful/admin.sock "
+            "(no token needed; unix:PATH:/prefix for another prefix than /debug/admin). "
             f"The token may also come from ${TOKEN_VARIABLE}. Exit status: 0 done, "
             "1 a node failed (named on stderr), 2 bad usage."
         ),
@@ -639,7 +721,11 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         "restart: rolling, one node at a time; shutdown: graceful, every node",
     )
     parser.add_argument(
-        "--node", action="append", default=[], metavar="URL", help="a node's admin URL (repeatable)"
+        "--node",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a node's admin URL, or unix:PATH[:/prefix] for an admin socket (repeatable)",
     )
     parser.add_argument(
         "--nodes-file",
@@ -722,11 +808,21 @@ def normalize_node(url: str) -> str:
     C{http://h:8100/debug/admin}.
     """
     url = url.strip()
+    if url.startswith("unix:"):
+        path, prefix = split_unix_node(url)
+        if not path.startswith("/"):
+            raise UsageError(
+                f"a unix: node needs an absolute socket path, such as "
+                f"unix:/run/graceful/admin.sock, not {url!r}"
+            )
+        if prefix.endswith("/status"):
+            prefix = prefix[: -len("/status")]
+        return f"unix:{path}:{prefix or UNIX_ADMIN_PREFIX}"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(
             f"a node must be an http:// or https:// admin URL, such as "
-            f"http://10.0.0.5:8100/debug/admin, not {url!r}"
+            f"http://10.0.0.5:8100/debug/admin, or unix:/path/to/admin.sock, not {url!r}"
         )
     path = parts.path.rstrip("/")
     if path.endswith("/status"):
@@ -809,7 +905,12 @@ def _status_json(result: NodeStatus | NodeError) -> dict[str, Any]:
         "servers": [
             {
                 "name": server.name,
-                "ports": [{"port": port, "tls": tls} for port, tls in server.ports],
+                "ports": [
+                    {"unix": port[len("unix:") :], "tls": tls}
+                    if isinstance(port, str)
+                    else {"port": port, "tls": tls}
+                    for port, tls in server.ports
+                ],
                 "in_flight": server.in_flight,
                 "requests": server.requests,
             }

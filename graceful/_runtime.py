@@ -34,7 +34,18 @@ from ._handoff import (
     spawn_new_process,
 )
 from ._server import Server
-from ._sockets import InheritedSockets, ListenSpec, check_names
+from ._sockets import (
+    ADMIN_SOCKET_MODE,
+    ADMIN_SOCKET_NAME,
+    InheritedSocket,
+    InheritedSockets,
+    ListenSpec,
+    bind_unix_socket,
+    check_names,
+    check_unix_path,
+    remove_unix_socket,
+    socket_inode,
+)
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
 
@@ -60,6 +71,7 @@ class Settings:
     allowed_executables: list[str] = field(factory=list)
     access_log: str | None = None
     directory: str | None = None
+    admin_socket: str | None = None
 
     @property
     def spread(self) -> float:
@@ -272,6 +284,11 @@ class Runtime:
     missing: list[ListenSpec] = field(factory=list)
     _worker_facts: dict[str, Any] = field(factory=dict)
     _status_reports: LoopingCall | None = None
+    #: The UNIX socket files this process (or its group) listens on, with
+    #: their inodes: removed at the final shutdown if still the same file.
+    unix_files: dict[str, int] = field(factory=dict)
+    _admin_socket: Any = None
+    _admin_port: Any = None
     _log_to_stdout: bool = True
     _lifecycle: _Lifecycle = field(init=False)
     _log = Logger()
@@ -352,6 +369,16 @@ class Runtime:
             self.environ.pop(PIDFILE_VARIABLE, None)
         self.pidfile = pidfile_at(self.environ.get(PIDFILE_VARIABLE))
 
+    def set_admin_socket(self, path: str | None) -> None:
+        """
+        Serve the admin pages of the whole process, without a token, on a
+        private UNIX socket at C{path} (mode 0600: its owner alone can
+        connect), under C{/debug/admin}.
+        """
+        if self._admin_socket is not None or self._admin_port is not None:
+            raise ConfigError("set_admin_socket() must come before the first start()")
+        self.settings.admin_socket = check_unix_path(path) if path else None
+
     def server(self, name: str) -> Server:
         server = self.servers.get(name)
         if server is None:
@@ -396,7 +423,21 @@ class Runtime:
             for spec in other.listen_specs()
             if spec.port and (other.listeners or other._prepared)
         }
+        paths = {
+            spec.path: other.name
+            for other in self.servers.values()
+            if other is not server
+            for spec in other.listen_specs()
+            if spec.path is not None and (other.listeners or other._prepared)
+        }
+        if self.settings.admin_socket:
+            paths[self.settings.admin_socket] = "the admin socket"
         for spec in server.listen_specs():
+            if spec.path is not None and spec.path in paths:
+                raise ConfigError(
+                    f"UNIX socket {spec.path} is used twice "
+                    f"({paths[spec.path]} and server {server.name!r})"
+                )
             key = (spec.host, spec.port)
             if spec.port and key in taken:
                 raise ConfigError(
@@ -406,9 +447,70 @@ class Runtime:
                 taken[key] = server.name
         try:
             server.prepare()
+            self._prepare_admin_socket()
         except ConfigError as e:
+            server.release_prepared()
             self.old_process.report_error(str(e))
             raise
+
+    def own_unix_file(self, path: str | None) -> None:
+        """
+        Remember the UNIX socket file at C{path} (bound or taken over now) for
+        removal at the final shutdown; a worker never removes one.
+        """
+        if path is None or self.role == "worker":
+            return
+        inode = socket_inode(path)
+        if inode is not None:
+            self.unix_files[path] = inode
+
+    def _prepare_admin_socket(self) -> None:
+        """
+        Take (from the old process) or bind the private admin socket, once.
+        A worker has none: its master serves it.
+        """
+        path = self.settings.admin_socket
+        if not path or self.role == "worker":
+            return
+        if self._admin_socket is not None or self._admin_port is not None:
+            return
+        inherited = self.inherited.claim_path(path)
+        if inherited is not None:
+            self._admin_socket = inherited
+        else:
+            try:
+                self._admin_socket = bind_unix_socket(path, ADMIN_SOCKET_MODE)
+            except ConfigError as e:
+                raise ConfigError(f"graceful.admin_socket: {e}") from None
+        self.own_unix_file(path)
+
+    def _serve_admin_socket(self) -> None:
+        prepared, self._admin_socket = self._admin_socket, None
+        if prepared is None:
+            return
+        from ._admin import AdminResource
+        from ._routing import Router
+        from ._server import DEFAULT_ADMIN_PREFIX, adopt_unix_port
+        from twisted.web.server import Site
+
+        router = Router()
+        # A stand-in server: the admin socket shows the whole process.
+        pages = Server("admin_socket", self, admin_prefix=DEFAULT_ADMIN_PREFIX)
+        router.mount(DEFAULT_ADMIN_PREFIX, AdminResource(self, pages, trusted=True))
+        site = Site(router)
+        site.noisy = False
+        # The admin logs its actions itself; status polls need no lines.
+        site.log = lambda request: None  # type: ignore[method-assign]
+        fd = prepared.fd if isinstance(prepared, InheritedSocket) else prepared.fileno()
+        try:
+            self._admin_port = adopt_unix_port(self.reactor, fd, site, ADMIN_SOCKET_MODE)
+        finally:
+            prepared.close()
+        self._log.info(
+            "{pid}: admin server started listening on [unix:{path}]",
+            pid=self.pid,
+            path=self.settings.admin_socket,
+        )
 
     def start_server(self, server: Server) -> None:
         """
@@ -424,6 +526,7 @@ class Runtime:
             for server in self.servers.values():
                 if server._prepared:
                     server.serve()
+            self._serve_admin_socket()
 
     def wait(self) -> None:
         """
@@ -453,12 +556,20 @@ class Runtime:
             return
         if self.role == "worker":
             self._serve_as_worker()
+        paths = {id(s): s.unix_path() for s in self.inherited.sockets}
         for dropped in self.inherited.close_unclaimed():
             self._log.info(
                 "{pid}: closed inherited socket {name}: no server asks for it",
                 pid=self.pid,
                 name=dropped.name,
             )
+            path = paths.get(id(dropped))
+            if path and self.role == "single":
+                # The old process stopped accepting on it: we were its last
+                # holder, so its file goes too.
+                inode = socket_inode(path)
+                if inode is not None:
+                    remove_unix_socket(path, inode)
         self.install_signal_handlers()
         if self.role == "worker":
             self._report_to_master()
@@ -480,6 +591,8 @@ class Runtime:
             for prepared in server._prepared:
                 held.append(HeldSocket(prepared.spec, prepared.fd, prepared.owner))
             server._prepared = []
+        # The master serves the admin socket itself: it speaks for the group.
+        self._serve_admin_socket()
         self.group = WorkerGroup(self, self.settings.workers, held)
         self.install_signal_handlers()
 
@@ -508,7 +621,14 @@ class Runtime:
         """
         if self.missing:
             need = [
-                {"server": s.server, "tls": s.tls, "port": s.port, "host": s.host, "index": s.index}
+                {
+                    "server": s.server,
+                    "tls": s.tls,
+                    "port": s.port,
+                    "host": s.host,
+                    "index": s.index,
+                    "path": s.path,
+                }
                 for s in self.missing
             ]
             self.old_process.send("need", json.dumps(need))
@@ -657,6 +777,8 @@ class Runtime:
             for server in self.servers.values()
             for spec, fd in server.passed_sockets()
         ]
+        if self._admin_port is not None:
+            sockets.append(PassedSocket(self._admin_port.fileno(), ADMIN_SOCKET_NAME))
         self._close_non_graceful_ports()
         try:
             self._new_process = spawn_new_process(
@@ -831,6 +953,8 @@ class Runtime:
         self._handed_over = successor is not None
         for server in self.servers.values():
             server.stop_accepting()
+        if self._admin_port is not None:
+            self._admin_port.stopListening()
         for callback in self.drain_callbacks:
             maybeDeferred(callback).addErrback(
                 lambda f: self._log.failure("on_drain callback failed", f)
@@ -907,6 +1031,10 @@ class Runtime:
             return
         if not self._handed_over:
             self.pidfile.remove_if(self.pid)
+            if self.role != "worker":
+                # The final shutdown: no process takes these files over.
+                for path, inode in self.unix_files.items():
+                    remove_unix_socket(path, inode)
         self._log.info("{pid}: all servers shutdown", pid=self.pid)
         self._exited.happen()
         try:
@@ -961,10 +1089,7 @@ class Runtime:
             "servers": [
                 {
                     "name": server.name,
-                    "ports": [
-                        {"port": listener.number, "tls": listener.tls}
-                        for listener in server.listeners
-                    ],
+                    "ports": [listener.describe() for listener in server.listeners],
                     "in_flight": server.in_flight,
                     "requests": server.site.requests_served if server.site else 0,
                     "connections": _connection_counts(server.site),

@@ -9,6 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from attrs import Factory, define, field, frozen
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -17,7 +18,14 @@ from twisted.web.resource import IResource
 from ._drain import DrainingSite
 from ._errors import ConfigError
 from ._routing import Handler, Router
-from ._sockets import InheritedSocket, ListenSpec, bind_socket
+from ._sockets import (
+    DEFAULT_UNIX_MODE,
+    InheritedSocket,
+    ListenSpec,
+    bind_socket,
+    bind_unix_socket,
+    check_unix_path,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
@@ -37,14 +45,32 @@ class Listener:
     port: IListeningPort
     #: Read once: a Twisted port that stopped listening no longer knows its
     #: number, and the admin status still shows it while the process drains.
+    #: 0 for a UNIX socket.
     number: int = field(
         init=False,
-        default=Factory(lambda self: int(self.port.getHost().port), takes_self=True),
+        default=Factory(
+            lambda self: int(getattr(self.port.getHost(), "port", 0)), takes_self=True
+        ),
     )
 
     @property
     def tls(self) -> bool:
         return self.spec.tls
+
+    @property
+    def path(self) -> str | None:
+        """
+        The UNIX socket's path; C{None} for a TCP port.
+        """
+        return self.spec.path
+
+    def describe(self) -> dict[str, Any]:
+        """
+        Its entry in the status JSON's C{ports}.
+        """
+        if self.spec.path is not None:
+            return {"unix": self.spec.path, "tls": self.tls}
+        return {"port": self.number, "tls": self.tls}
 
 
 @define(eq=False)
@@ -75,6 +101,8 @@ class Server:
     router: Router = field(factory=Router)
     http_ports: list[int] = field(factory=list)
     https_ports: list[int] = field(factory=list)
+    unix_sockets: list[str] = field(factory=list)
+    unix_socket_mode: int = DEFAULT_UNIX_MODE
     host: str = ""
     cert: str | None = None
     key: str | None = None
@@ -116,6 +144,22 @@ class Server:
 
     def set_https_port(self, *ports: int) -> None:
         self.https_ports = _check_ports(ports)
+
+    def set_unix_socket(self, *paths: str, mode: int | None = None) -> None:
+        """
+        Listen on UNIX sockets at C{paths} (beside the ports, or instead of
+        them), the usual way behind nginx.  C{mode} is the files' mode
+        (default 0o660: the owner and its group).  A restart hands them over;
+        the files are removed only at the final shutdown.
+        """
+        checked = [_unix_path(path) for path in paths]
+        if len(set(checked)) != len(checked):
+            raise ConfigError(f"server {self.name!r}: a UNIX socket path is given twice")
+        self.unix_sockets = checked
+        if mode is not None:
+            if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+                raise ConfigError(f"UNIX socket mode must be from 0o000 to 0o777, not {mode!r}")
+            self.unix_socket_mode = mode
 
     def set_host(self, host: str) -> None:
         """
@@ -164,6 +208,10 @@ class Server:
         specs += [
             ListenSpec(self.name, True, port, self.host, i) for i, port in enumerate(secure)
         ]
+        specs += [
+            ListenSpec(self.name, False, 0, "", i, path)
+            for i, path in enumerate(self.unix_sockets)
+        ]
         return specs
 
     def prepare(self) -> None:
@@ -174,7 +222,9 @@ class Server:
         """
         specs = self.listen_specs()
         if not specs:
-            raise ConfigError(f"server {self.name!r} has no port: call set_port()")
+            raise ConfigError(
+                f"server {self.name!r} has no port: call set_port() or set_unix_socket()"
+            )
         if self.https_ports and not self.https_enabled:
             raise ConfigError(
                 f"server {self.name!r} has HTTPS ports but no certificate: "
@@ -192,6 +242,8 @@ class Server:
                 prepared = self._socket_for(spec)
                 if prepared is not None:
                     self._prepared.append(prepared)
+                    # Ours to remove at the final shutdown (if still this file).
+                    self.runtime.own_unix_file(spec.path)
         except BaseException:
             self.release_prepared()
             raise
@@ -205,9 +257,15 @@ class Server:
             self.runtime.missing.append(spec)
             return None
         try:
-            sock = bind_socket(spec.host, spec.port)
+            if spec.path is not None:
+                sock = bind_unix_socket(spec.path, self.unix_socket_mode)
+            else:
+                sock = bind_socket(spec.host, spec.port)
         except ConfigError as e:
-            key = "https_ports" if spec.tls and self.https_ports else "ports"
+            if spec.path is not None:
+                key = "unix_sockets"
+            else:
+                key = "https_ports" if spec.tls and self.https_ports else "ports"
             raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
         return _Prepared(spec, sock.fileno(), sock.family, False, sock)
 
@@ -232,7 +290,10 @@ class Server:
         try:
             for p in prepared:
                 factory: Any = tls_factory if p.spec.tls else self.site
-                port = reactor.adoptStreamPort(p.fd, p.family, factory)
+                if p.family == socket.AF_UNIX:
+                    port = adopt_unix_port(reactor, p.fd, factory, self.unix_socket_mode)
+                else:
+                    port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
                 p.close()
                 if self.runtime.role == "worker":
@@ -240,10 +301,11 @@ class Server:
                 listener = Listener(p.spec, port)
                 self.listeners.append(listener)
                 self._log.info(
-                    "{pid}: {scheme} server {how} listening on [:{port}]",
+                    "{pid}: {scheme} server {how} listening on [{address}]",
                     pid=self.runtime.pid,
                     scheme=p.spec.scheme,
                     how="reloaded" if p.inherited and self.runtime.generation > 1 else "started",
+                    address=f"unix:{p.spec.path}" if p.spec.path else f":{listener.number}",
                     port=listener.number,
                     server=self.name,
                 )
@@ -289,9 +351,9 @@ class Server:
     @property
     def ports(self) -> list[int]:
         """
-        The bound port numbers, once started.
+        The bound port numbers, once started (UNIX sockets aside).
         """
-        return [listener.number for listener in self.listeners]
+        return [listener.number for listener in self.listeners if listener.path is None]
 
     @property
     def in_flight(self) -> int:
@@ -323,6 +385,41 @@ class Server:
             return []
         # Adopted ports are tcp.Port objects, which have the descriptor.
         return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
+
+
+class _SharedUNIXPort(unix.Port):
+    """
+    A UNIX port that leaves the socket working, and its file in place, for
+    the other processes that hold it.
+    """
+
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Any) -> None:
+        # Past unix.Port's, which unlinks the file.
+        tcp.Port.connectionLost(self, reason)
+
+
+def adopt_unix_port(reactor: Any, fd: int, factory: Any, mode: int) -> Any:
+    """
+    Serve a listening UNIX socket that other processes share.
+
+    Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
+    0o666 when it starts listening, and when it stops it calls shutdown(2),
+    which makes the kernel refuse connections on every copy of the socket,
+    and unlinks the file, which the next process owns by then.
+    """
+    port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    # startListening chmods the file to this mode.
+    port.mode = mode
+    port.startListening()
+    return port
+
+
+def _unix_path(path: Any) -> str:
+    if not isinstance(path, str):
+        raise ConfigError(f"a UNIX socket path must be a string, not {path!r}")
+    return check_unix_path(path)
 
 
 def _accept_one_at_a_time(port: Any) -> None:

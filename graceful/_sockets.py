@@ -13,8 +13,10 @@ are one code path.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import stat
 from typing import Iterable, Mapping, MutableMapping, Sequence, cast
 
 from attrs import field, frozen
@@ -26,6 +28,20 @@ LISTEN_FDS_START = 3
 
 #: Backlog of every listening socket; the kernel caps it at somaxconn.
 BACKLOG = 1024
+
+#: sun_path holds 108 bytes on Linux, the last one a NUL.
+UNIX_PATH_MAX = 107
+
+#: Mode of a server's UNIX socket: owner and group (such as nginx's) may
+#: connect, other users may not.
+DEFAULT_UNIX_MODE = 0o660
+
+#: Mode of the private admin socket: its owner alone may connect.
+ADMIN_SOCKET_MODE = 0o600
+
+#: The C{LISTEN_FDNAMES} name of the private admin socket (server sockets'
+#: names always hold a '/', so it cannot clash with one).
+ADMIN_SOCKET_NAME = "graceful-admin"
 
 
 @frozen
@@ -39,6 +55,7 @@ class ListenSpec:
     @ivar host: the address to bind; C{""} is every interface.
     @ivar index: position among the server's ports of this kind, which tells
         apart several port-0 sockets of one server across a restart.
+    @ivar path: for a UNIX socket, its absolute path (C{port} is then 0).
     """
 
     server: str
@@ -46,6 +63,7 @@ class ListenSpec:
     port: int
     host: str = ""
     index: int = 0
+    path: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -57,7 +75,18 @@ class ListenSpec:
         The name this socket carries in C{LISTEN_FDNAMES}: printable and
         colon-free, as systemd requires.
         """
+        if self.path is not None:
+            # The path itself may hold ':'; a restart finds the socket by
+            # the path it is bound to, not by this name.
+            return f"{self.server}/unix/{self.index}"
         return f"{self.server}/{self.scheme}/{self.port}/{self.index}"
+
+    @property
+    def shown(self) -> str:
+        """
+        How log lines show it: C{:8100} or C{unix:/run/app/s1.sock}.
+        """
+        return f"unix:{self.path}" if self.path is not None else f":{self.port}"
 
 
 @frozen
@@ -78,12 +107,34 @@ class InheritedSocket:
             sockname = probe.getsockname()
         return sockname[0], sockname[1]
 
+    def unix_path(self) -> str | None:
+        """
+        The path a UNIX socket is bound to; C{None} for anything else
+        (systemd may pass FIFOs too).
+        """
+        copy = os.dup(self.fd)
+        try:
+            probe = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)
+            return None
+        with probe:
+            if probe.family != socket.AF_UNIX:
+                return None
+            name = probe.getsockname()
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
+        return str(name)
+
     def matches(self, spec: ListenSpec) -> bool:
         """
         Whether this socket is the one C{spec} asks for: the same port (and
         host, when one is given), or for a port-0 request the socket that the
-        same request was given last time.
+        same request was given last time; for a UNIX socket, the same path.
         """
+        path = self.unix_path()
+        if spec.path is not None or path is not None:
+            return path is not None and path == spec.path
         if spec.port == 0:
             return self.name == spec.fd_name
         host, port = self.address()
@@ -156,6 +207,12 @@ class InheritedSockets:
                 return candidate
         return None
 
+    def claim_path(self, path: str) -> InheritedSocket | None:
+        """
+        Take the inherited UNIX socket bound to C{path}, if there is one.
+        """
+        return self.claim(ListenSpec("", False, 0, path=path))
+
     def close_unclaimed(self) -> list[InheritedSocket]:
         """
         Close the sockets no server claimed: ports the new config dropped.
@@ -190,6 +247,113 @@ def bind_socket(host: str, port: int) -> socket.socket:
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ConfigError(f"cannot listen on {shown}: {e.strerror or e}")
     return sock
+
+
+def check_unix_path(path: str) -> str:
+    """
+    The absolute form of a UNIX socket path, checked for what bind() would
+    refuse less clearly.
+
+    @raise ConfigError: empty, too long for sun_path, or in a missing
+        directory.
+    """
+    if not path or "\0" in path:
+        raise ConfigError(f"UNIX socket path {path!r} is empty or holds a NUL")
+    absolute = os.path.abspath(os.path.expanduser(path))
+    size = len(os.fsencode(absolute))
+    if size > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"UNIX socket path {absolute} is too long: {size} bytes, at most {UNIX_PATH_MAX}"
+        )
+    parent = os.path.dirname(absolute)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"UNIX socket {absolute}: directory {parent} does not exist")
+    return absolute
+
+
+def bind_unix_socket(path: str, mode: int = DEFAULT_UNIX_MODE) -> socket.socket:
+    """
+    Create, bind and listen a non-blocking UNIX socket at C{path}, with
+    C{mode}.
+
+    A socket file left by a process that died is replaced, but only when
+    nothing listens on it; any other file there is an error, never removed.
+    The file never exists with more permissions than C{mode}: the umask
+    covers the moment between bind() and chmod().
+
+    @raise ConfigError: the path is bad, in use, or not a socket.
+    """
+    path = check_unix_path(path)
+    _clear_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, mode)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on unix:{path}: {e.strerror or e}")
+    return sock
+
+
+def _clear_stale_socket(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"cannot listen on unix:{path}: {e.strerror or e}")
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"cannot listen on unix:{path}: the file there is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        # A socket file with no listener: left by a process that died.
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.ETIMEDOUT) or isinstance(e, TimeoutError):
+            # A full backlog: someone listens.
+            raise ConfigError(f"cannot listen on unix:{path}: already in use")
+        raise ConfigError(f"cannot listen on unix:{path}: {e.strerror or e}")
+    finally:
+        probe.close()
+    raise ConfigError(f"cannot listen on unix:{path}: already in use")
+
+
+def socket_inode(path: str) -> int | None:
+    """
+    The inode of the socket file at C{path}, so that it is removed later only
+    if it is still the one we listen on.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISSOCK(st.st_mode) else None
+
+
+def remove_unix_socket(path: str, inode: int) -> bool:
+    """
+    Remove the socket file at C{path} if it is still inode C{inode}.
+    """
+    if socket_inode(path) != inode:
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def _resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:

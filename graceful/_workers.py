@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from ._event import Event
 from ._errors import ConfigError, RestartRefused
 from ._handoff import NewProcess, PassedSocket, RestartFailed, spawn_new_process
-from ._sockets import ListenSpec, bind_socket
+from ._sockets import DEFAULT_UNIX_MODE, ListenSpec, bind_socket, bind_unix_socket
 
 if TYPE_CHECKING:
     import socket
@@ -312,17 +312,30 @@ class WorkerGroup:
         """
         for raw in specs:
             spec = ListenSpec(
-                raw["server"], bool(raw["tls"]), int(raw["port"]), raw.get("host", ""), int(raw.get("index", 0))
+                raw["server"],
+                bool(raw["tls"]),
+                int(raw["port"]),
+                raw.get("host", ""),
+                int(raw.get("index", 0)),
+                raw.get("path"),
             )
             if any(held.spec == spec for held in self.sockets):
                 continue
-            sock = bind_socket(spec.host, spec.port)
+            if spec.path is not None:
+                server = self.runtime.servers.get(spec.server)
+                mode = server.unix_socket_mode if server is not None else DEFAULT_UNIX_MODE
+                sock = bind_unix_socket(spec.path, mode)
+                self.runtime.own_unix_file(spec.path)
+                where = f"unix:{spec.path}"
+            else:
+                sock = bind_socket(spec.host, spec.port)
+                where = f"port {sock.getsockname()[1]}"
             self.sockets.append(HeldSocket(spec, sock.fileno(), sock))
             self._log.info(
-                "{pid}: bound {scheme} port {port} for the new workers",
+                "{pid}: bound {scheme} {where} for the new workers",
                 pid=self.runtime.pid,
                 scheme=spec.scheme,
-                port=sock.getsockname()[1],
+                where=where,
             )
 
     def _adopt_layout(self, facts: dict[str, Any]) -> None:
