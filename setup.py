@@ -28,7 +28,10 @@ setup(
             "klein>=23.5",
             "mypy>=1.10",
             "mypy-zope>=1.0",
+            "asgiref>=3.7",
         ],
+        # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
+        "asgi": ["asgiref>=3.7"],
     },
     entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
 )
