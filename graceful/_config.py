@@ -17,7 +17,7 @@ from attrs import frozen
 from twisted.application.service import IService
 from twisted.web.resource import IResource
 
-from ._asgi import is_asgi_app
+from ._asgi import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
 from ._runtime import Runtime, Settings
 from ._sockets import check_names
@@ -333,9 +333,13 @@ def load_apps(config: Config, cwd: str) -> Apps:
     apps: Apps = {}
     for server_config in config.servers:
         where = f"{config.path}: servers.{server_config.name}.app"
-        apps[server_config.name] = classify_app(
+        kind, app = apps[server_config.name] = classify_app(
             load_object(server_config.app, where), where, server_config.app
         )
+        if kind == "asgi":
+            # At once: the apps imported after this one get the asyncio
+            # reactor too, should their modules import the reactor.
+            ensure_asyncio_reactor()
     return apps
 
 
@@ -355,8 +359,12 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             where = f"{config.path}: servers.{server_config.name}.app"
             try:
                 server.mount_asgi("/", app)
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
+            except ConfigError:
+                raise ConfigError(
+                    f"{where}: ASGI apps need Twisted's asyncio reactor, but "
+                    "twisted.internet.reactor was imported before this app (by an "
+                    "app listed above, or twistd -r): list the ASGI servers first"
+                ) from None
         elif kind == "wsgi":
             server.mount_wsgi("/", app)
         else:

@@ -34,20 +34,15 @@ class Options(usage.Options):
         self.load_error: ConfigError | None = None
         # The apps are imported here, before twist installs its reactor
         # (twistd does so only after makeService): an ASGI app needs
-        # Twisted's asyncio reactor, and only it, as it costs plain
-        # twisted.web a third of its requests per second.  A bad config is
-        # reported by makeService, in one place.
+        # Twisted's asyncio reactor, which graceful installs only then, as
+        # it costs plain twisted.web a third of its requests per second.  A
+        # bad config is reported by makeService, in one place.
         try:
             config = load_config(self["config"])
-            apps = load_apps(config, process_runtime().cwd)
-            self.loaded = (config, apps)
+            # (load_apps installs the asyncio reactor for an ASGI app.)
+            self.loaded = (config, load_apps(config, process_runtime().cwd))
         except ConfigError as e:
             self.load_error = e
-            return
-        if any(kind == "asgi" for kind, _ in apps.values()):
-            from ._asgi import ensure_asyncio_reactor
-
-            ensure_asyncio_reactor()
 
 
 class GracefulService(Service):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -479,3 +480,28 @@ class LifespanRuntimeTests(_RuntimeCase):
         self.lifespan.stopped.callback(None)
         self.assertTrue(self.exited)
         self.assertEqual(self.lifespan.shutdowns, 1)
+
+
+class WrongReactorTests(SynchronousTestCase):
+    """
+    An ASGI app when another reactor is installed already (as in this test
+    process): one line saying what to do.
+    """
+
+    def test_config(self) -> None:
+        import twisted.internet.reactor  # noqa: F401  (installed, not asyncio)
+
+        from graceful._config import apply_config, parse_config
+        from graceful._runtime import Runtime
+
+        config = parse_config(
+            {"servers": {"web": {"app": "tests.test_asgi:asgi3", "ports": [0]}}}, Path("g.toml")
+        )
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        error = self.assertRaises(ConfigError, apply_config, config, runtime)
+        self.assertEqual(
+            str(error),
+            "g.toml: servers.web.app: ASGI apps need Twisted's asyncio reactor, but "
+            "twisted.internet.reactor was imported before this app (by an app listed "
+            "above, or twistd -r): list the ASGI servers first",
+        )
