@@ -29,6 +29,8 @@ setup(
             "mypy>=1.10",
             "mypy-zope>=1.0",
             "asgiref>=3.7",
+            # The FastAPI example's test (skipped without it).
+            "fastapi>=0.100",
         ],
         # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
         "asgi": ["asgiref>=3.7"],

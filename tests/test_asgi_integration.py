@@ -6,6 +6,7 @@ C{twistd -n graceful --config FILE} and as C{python prog.py}, across restarts.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import tempfile
@@ -13,13 +14,17 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from .support import (
+    CERT,
+    KEY,
     ROOT,
+    Load,
     ServerProcess,
     child_environment,
     free_port,
+    free_ports,
     get,
     pid_of,
     wait_until,
@@ -133,3 +138,48 @@ class ASGIIntegrationTests(SynchronousTestCase):
         self.assertEqual(
             self.lifespan_events(), [("startup", old), ("startup", new), ("shutdown", old)]
         )
+
+
+class FastAPITests(SynchronousTestCase):
+    """
+    examples/asgi_app.py (FastAPI) from a config, under load on keep-alive,
+    close and TLS connections across restarts.
+    """
+
+    def setUp(self) -> None:
+        try:
+            import fastapi  # noqa: F401
+        except ImportError:
+            raise SkipTest("fastapi is not installed")
+
+    def test_restarts_under_load(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="graceful-fastapi-")
+        self.addCleanup(directory.cleanup)
+        http_port, https_port = free_ports(2)
+        config = Path(directory.name) / "graceful.toml"
+        config.write_text(
+            "[servers.api]\n"
+            'app = "examples.asgi_app:app"\n'
+            f"ports = [{http_port}]\nhttps_ports = [{https_port}]\n"
+            f'cert = "{CERT}"\nkey = "{KEY}"\n'
+        )
+        proc = ServerProcess.twistd("-n", "--pidfile=", "graceful", "--config", str(config))
+        proc.start()
+        self.addCleanup(proc.stop)
+        pid = lambda: json.loads(get(http_port, "/pid")[2])["pid"]  # noqa: E731
+        wait_until(pid, what="the FastAPI app to serve")
+        targets = [("keepalive", http_port), ("close", http_port), ("tls", https_port)]
+        with Load(targets, path="/", max_seconds=60) as load:
+            load.wait_for(50)
+            for _ in range(2):
+                old = proc.remember(pid())
+                proc.signal(old, signal.SIGUSR1)
+                new = wait_until(lambda: (lambda p: p if p != old else None)(pid()),
+                                 what="the new process")
+                proc.remember(new)
+                load.wait_for(50)
+                proc.wait_gone(old)
+        self.assertEqual(load.failures, [])
+        self.assertGreater(load.ok, 150)
+        body = json.loads(get(https_port, "/pid", tls=True)[2])
+        self.assertEqual(body, {"pid": new, "started_by": new})
