@@ -14,6 +14,9 @@ setup(
         "pyOpenSSL>=24.0",
         "service-identity>=24.1",
         "attrs>=23.1",
+        # The lifecycles are automat state machines (Twisted depends on it
+        # too, but graceful imports it itself).
+        "automat>=22.10",
         # The admin /metrics page speaks Prometheus' text format.
         "prometheus-client>=0.20",
     ],
@@ -23,7 +26,7 @@ setup(
         # HTTP/2 by ALPN on TLS ports (Twisted's h2-based channel).
         "http2": ["h2>=4.1"],
         # Everything graceful can use.
-        "all": ["autobahn[twisted]>=23.1", "h2>=4.1"],
+        "all": ["autobahn[twisted]>=23.1", "h2>=4.1", "asgiref>=3.7"],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
         # mounts; mypy with mypy-zope checks the types.
@@ -37,7 +40,12 @@ setup(
             # Real clients of the long-lived connection tests.
             "websockets>=13",
             "autobahn[twisted]>=23.1",
+            "asgiref>=3.7",
+            # The FastAPI example's test (skipped without it).
+            "fastapi>=0.100",
         ],
+        # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
+        "asgi": ["asgiref>=3.7"],
     },
     entry_points={"console_scripts": ["graceful = graceful._cli:main"]},
 )

@@ -17,6 +17,7 @@ from attrs import frozen
 from twisted.application.service import IService
 from twisted.web.resource import IResource
 
+from ._asgi import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
 from ._runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path
@@ -335,8 +336,9 @@ def load_object(spec: str, where: str) -> Any:
 
 def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
     """
-    Whether C{obj} is a resource or a WSGI app, calling it first if it is a
-    zero-argument factory: C{("resource", r)} or C{("wsgi", app)}.
+    Whether C{obj} is a resource, a WSGI or an ASGI app, calling it first
+    if it is a zero-argument factory: C{("resource", r)}, C{("wsgi", app)}
+    or C{("asgi", app)}.
     """
     for attempt in range(2):
         if IResource.providedBy(obj):
@@ -350,6 +352,8 @@ def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
             if IResource.providedBy(candidate):
                 return "resource", candidate
         required = _required_arguments(obj)
+        if is_asgi_app(obj, required):
+            return "asgi", obj
         if required == 2:
             return "wsgi", obj
         if required == 0 and attempt == 0:
@@ -362,8 +366,8 @@ def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
             continue
         break
     raise ConfigError(
-        f"{where}: {spec!r} is not a twisted.web resource, a WSGI app, or a "
-        f"zero-argument factory of one (it is {type(obj).__name__})"
+        f"{where}: {spec!r} is not a twisted.web resource, a WSGI app, an ASGI app, "
+        f"or a zero-argument factory of one (it is {type(obj).__name__})"
     )
 
 
@@ -381,20 +385,53 @@ def _required_arguments(obj: Any) -> int | None:
     )
 
 
-def apply_config(config: Config, runtime: Runtime) -> None:
+Apps = dict[str, tuple[str, Any]]
+
+
+def load_apps(config: Config, cwd: str) -> Apps:
     """
-    Set the runtime's settings, load every app and service, and declare the
-    servers.  Nothing listens yet.
+    Import every server's app: its name to C{(kind, app)} as
+    L{classify_app} tells.
     """
-    runtime.settings = config.settings
-    app_directory = config.settings.directory or runtime.cwd
+    app_directory = config.settings.directory or cwd
     if app_directory not in sys.path:
         sys.path.insert(0, app_directory)
+    apps: Apps = {}
     for server_config in config.servers:
         where = f"{config.path}: servers.{server_config.name}.app"
-        kind, app = classify_app(load_object(server_config.app, where), where, server_config.app)
+        kind, app = apps[server_config.name] = classify_app(
+            load_object(server_config.app, where), where, server_config.app
+        )
+        if kind == "asgi":
+            # At once: the apps imported after this one get the asyncio
+            # reactor too, should their modules import the reactor.
+            ensure_asyncio_reactor()
+    return apps
+
+
+def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> None:
+    """
+    Set the runtime's settings, load every app (unless C{apps} has them
+    loaded already) and service, and declare the servers.  Nothing listens
+    yet.
+    """
+    if apps is None:
+        apps = load_apps(config, runtime.cwd)
+    runtime.settings = config.settings
+    for server_config in config.servers:
+        kind, app = apps[server_config.name]
         server = runtime.server(server_config.name)
-        if kind == "wsgi":
+        if kind == "asgi":
+            where = f"{config.path}: servers.{server_config.name}.app"
+            try:
+                server.mount_asgi("/", app)
+            except ConfigError:
+                raise ConfigError(
+                    f"{where}: ASGI apps need Twisted's asyncio reactor, but "
+                    "twisted.internet.reactor was imported before this app (by an "
+                    "app listed above, or twistd -r): list the ASGI servers first"
+                ) from None
+        elif kind == "wsgi":
             server.mount_wsgi("/", app)
         else:
             server.mount("/", app)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._pages import add_operational_pages
-from ._runtime import Runtime
+from ._runtime import LazyReactor, Runtime
 
 _runtime: Runtime | None = None
 
@@ -20,9 +20,9 @@ _runtime: Runtime | None = None
 def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
-        from twisted.internet import reactor
-
-        _runtime = Runtime.from_environment(os.environ, reactor)
+        # Imported on first use: an ASGI app mounted before then gets
+        # Twisted's asyncio reactor.
+        _runtime = Runtime.from_environment(os.environ, LazyReactor())
         _runtime.operational_pages = add_operational_pages
         _report_config_errors_in_one_line()
     return _runtime

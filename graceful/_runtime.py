@@ -83,6 +83,17 @@ class Settings:
         return min(DEFAULT_DRAIN_SPREAD, self.drain_timeout / 2)
 
 
+class LazyReactor:
+    """
+    The global reactor, not imported yet.
+    """
+
+    def resolve(self) -> Any:
+        from twisted.internet import reactor
+
+        return reactor
+
+
 @frozen
 class RestartRecord:
     """
@@ -248,7 +259,7 @@ class Runtime:
     one for the global reactor.
     """
 
-    reactor: Any
+    _reactor: Any
     environ: MutableMapping[str, str]
     pid: int
     generation: int = 1
@@ -290,11 +301,25 @@ class Runtime:
     _admin_socket: Any = None
     _admin_port: Any = None
     _log_to_stdout: bool = True
+    #: The lifespans of the ASGI apps this process serves.
+    lifespans: list[Any] = field(factory=list)
+    apps_started: bool = False
+    exit_process: Callable[[int], None] = field(default=lambda code: os._exit(code))
     _lifecycle: _Lifecycle = field(init=False)
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
         self._lifecycle = _Lifecycle(self)
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor; the global one is imported on first use, so that an
+        ASGI app mounted before then gets Twisted's asyncio reactor.
+        """
+        if isinstance(self._reactor, LazyReactor):
+            self._reactor = self._reactor.resolve()
+        return self._reactor
 
     @classmethod
     def from_environment(
@@ -556,6 +581,45 @@ class Runtime:
             return
         if self.role == "worker":
             self._serve_as_worker()
+        self._start_apps().addCallbacks(lambda _: self._apps_started(), self._apps_failed)
+
+    def _start_apps(self) -> Deferred[Any]:
+        """
+        Run every ASGI app's lifespan startup, bounded by ready_timeout.
+        """
+        if not self.lifespans:
+            return succeed(None)
+        started = DeferredList(
+            [lifespan.startup() for lifespan in self.lifespans],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+        started.addTimeout(self.settings.ready_timeout, self.reactor)
+        return started
+
+    def _apps_failed(self, failure: Failure) -> None:
+        from twisted.internet.defer import CancelledError, FirstError, TimeoutError
+
+        error = failure.value
+        if isinstance(error, FirstError):
+            error = error.subFailure.value
+        # The timeout cancels the startups, so it may show as a cancellation.
+        if isinstance(error, (TimeoutError, CancelledError)):
+            reason = (
+                f"ASGI lifespan startup did not finish within ready_timeout "
+                f"({self.settings.ready_timeout:g}s)"
+            )
+        else:
+            reason = f"ASGI lifespan startup failed: {error}".splitlines()[0]
+        self.old_process.report_error(reason)
+        sys.stderr.write(f"graceful: error: {reason}\n")
+        sys.stderr.flush()
+        self.exit_process(1)
+
+    def _apps_started(self) -> None:
+        self.apps_started = True
+        for server in self.servers.values():
+            server.resume_accepting()
         paths = {id(s): s.unix_path() for s in self.inherited.sockets}
         for dropped in self.inherited.close_unclaimed():
             self._log.info(
@@ -993,9 +1057,27 @@ class Runtime:
         def done(_: object) -> None:
             if timeout.active():
                 timeout.cancel()
-            self._exit()
+            self._stop_apps()
 
         drained.addBoth(done)
+
+    def _stop_apps(self) -> None:
+        """
+        Once drained, run every ASGI app's lifespan shutdown (bounded by
+        drain_timeout), then exit.
+        """
+        if not self.lifespans:
+            self._exit()
+            return
+        stopped = DeferredList([lifespan.shutdown() for lifespan in self.lifespans])
+        stopped.addTimeout(self.settings.drain_timeout, self.reactor)
+        stopped.addErrback(
+            lambda f: self._log.warn(
+                "{pid}: ASGI lifespan shutdown did not finish within drain_timeout",
+                pid=self.pid,
+            )
+        )
+        stopped.addBoth(lambda _: self._exit())
 
     def _stop_services(self) -> Deferred[None]:
         if not self.services.running:
@@ -1024,7 +1106,7 @@ class Runtime:
             which=f": {which}" if aborted and which else "",
         )
         # Services that would not stop must not hold the exit up either.
-        self.reactor.callLater(0, self._exit)
+        self.reactor.callLater(0, self._stop_apps)
 
     def _exit(self) -> None:
         if self._exited.happened:

@@ -111,10 +111,14 @@ class Server:
     admin_token: str | None = None
     health_path: str | None = None
     _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
+    _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
+    #: Ports adopted but not read from until the ASGI apps have started.
+    _held: list[Any] = field(factory=list)
     _prepared: list[_Prepared] = field(factory=list)
     _tls_options: CertificateOptions | None = None
     listeners: list[Listener] = field(factory=list)
     site: DrainingSite | None = None
+    _asgi_mounts_built: bool = False
     _log = Logger()
 
     # -- building -----------------------------------------------------------
@@ -138,6 +142,22 @@ class Server:
         reactor's thread pool.
         """
         self._wsgi_mounts.append((prefix, app))
+
+    def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
+        """
+        Serve everything under C{prefix} with an ASGI app (ASGI 3, or 2),
+        on Twisted's asyncio reactor; its lifespan startup runs before the
+        process reports ready.
+        """
+        from ._asgi import asyncio_reactor_running, ensure_asyncio_reactor
+
+        ensure_asyncio_reactor()
+        if not asyncio_reactor_running():
+            raise ConfigError(
+                "ASGI apps need Twisted's asyncio reactor, but another reactor is "
+                "installed: mount the app before twisted.internet.reactor is imported"
+            )
+        self._asgi_mounts.append((prefix, app))
 
     def set_port(self, *ports: int) -> None:
         self.http_ports = _check_ports(ports)
@@ -298,6 +318,11 @@ class Server:
                 p.close()
                 if self.runtime.role == "worker":
                     _accept_one_at_a_time(port)
+                if self._asgi_mounts_built and not self.runtime.apps_started:
+                    # Not one connection before the apps' startup is done: the
+                    # old process accepts them meanwhile.
+                    port.stopReading()
+                    self._held.append(port)
                 listener = Listener(p.spec, port)
                 self.listeners.append(listener)
                 self._log.info(
@@ -326,6 +351,19 @@ class Server:
         for prefix, app in self._wsgi_mounts:
             self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
         self._wsgi_mounts.clear()
+        if self._asgi_mounts:
+            from ._asgi import ASGIResource, Lifespan
+
+        lifespans: dict[int, Lifespan] = {}
+        for prefix, app in self._asgi_mounts:
+            # One lifespan per app, even when it is mounted twice.
+            resource = ASGIResource(app, prefix, lifespans.get(id(app)))
+            if id(app) not in lifespans:
+                lifespans[id(app)] = resource.lifespan
+                self.runtime.lifespans.append(resource.lifespan)
+            self.router.mount(prefix, resource)
+            self._asgi_mounts_built = True
+        self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
         return DrainingSite(
             self.router,
@@ -333,6 +371,14 @@ class Server:
             access_log=self.runtime.access_log(),
             reactor=reactor,
         )
+
+    def resume_accepting(self) -> None:
+        """
+        Accept on the ports held while the ASGI apps started.
+        """
+        held, self._held = self._held, []
+        for port in held:
+            port.startReading()
 
     def start(self) -> None:
         """

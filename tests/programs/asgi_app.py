@@ -1,0 +1,83 @@
+"""
+A raw ASGI app (no framework) for the integration tests, and a program
+serving it: C{python asgi_app.py PORT}; as a config's app
+C{tests.programs.asgi_app:app}.
+
+GRACEFUL_TEST_LIFESPAN names a file the app appends "startup PID" and
+"shutdown PID" to; while a file named C{fail-startup} sits beside it, the
+lifespan startup fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _note(line: str) -> Path | None:
+    log = os.environ.get("GRACEFUL_TEST_LIFESPAN")
+    if not log:
+        return None
+    with open(log, "a") as f:
+        f.write(f"{line} {os.getpid()}\n")
+    return Path(log)
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                log = _note("startup")
+                if log is not None and (log.parent / "fail-startup").exists():
+                    await send({"type": "lifespan.startup.failed", "message": "told to fail"})
+                    return
+                scope["state"]["started_by"] = os.getpid()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                _note("shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        message = await receive()
+        body = message.get("body", b"")
+        digest.update(body)
+        size += len(body)
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    if path == "/sleep":
+        await asyncio.sleep(1.5)
+    if path == "/echo":
+        out = f"{size} {digest.hexdigest()}\n"
+    elif path == "/task":
+        # A task of its own on the loop the server runs.
+        out = f"{await asyncio.create_task(asyncio.sleep(0.01, result='task'))}\n"
+    else:
+        from twisted.internet import reactor
+
+        state = scope.get("state", {})
+        out = f"{os.getpid()} {type(reactor).__name__} {state.get('started_by')}\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(out))],
+        }
+    )
+    await send({"type": "http.response.body", "body": out.encode()})
+
+
+if __name__ == "__main__":
+    import graceful as g
+
+    s = g.server()
+    s.mount_asgi("/", app)
+    s.set_port(int(sys.argv[1]))
+    s.run()

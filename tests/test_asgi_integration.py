@@ -1,0 +1,185 @@
+"""
+A raw ASGI app (tests/programs/asgi_app.py) in real processes: under
+C{twistd -n graceful --config FILE} and as C{python prog.py}, across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from .support import (
+    CERT,
+    KEY,
+    ROOT,
+    Load,
+    ServerProcess,
+    child_environment,
+    free_port,
+    free_ports,
+    get,
+    pid_of,
+    wait_until,
+)
+
+PROGRAM = ROOT / "tests" / "programs" / "asgi_app.py"
+
+
+class ASGIIntegrationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-")
+        self.addCleanup(directory.cleanup)
+        self.folder = Path(directory.name)
+        self.lifespan_log = self.folder / "lifespan.log"
+        self.env = child_environment(GRACEFUL_TEST_LIFESPAN=str(self.lifespan_log))
+        self.port = free_port()
+
+    def lifespan_events(self) -> list[tuple[str, int]]:
+        if not self.lifespan_log.exists():
+            return []
+        return [
+            (kind, int(pid))
+            for kind, pid in (line.split() for line in self.lifespan_log.read_text().splitlines())
+        ]
+
+    def start_twistd(self) -> ServerProcess:
+        config = self.folder / "graceful.toml"
+        config.write_text(
+            "[graceful]\nready_timeout = 10\ndrain_timeout = 10\n\n"
+            "[servers.web]\n"
+            'app = "tests.programs.asgi_app:app"\n'
+            f"ports = [{self.port}]\n"
+        )
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile=", "graceful", "--config", str(config), env=self.env
+        ).start()
+        self.addCleanup(proc.stop)
+        wait_until(lambda: pid_of(self.port, "/"), what="twistd to serve the ASGI app")
+        return proc
+
+    def test_twistd_restarts_rollback_and_lifespan(self) -> None:
+        """
+        On the asyncio reactor with state from lifespan startup; a slow
+        request spanning a restart ends in the old process; a 10 MB body
+        arrives whole; a startup failure on restart leaves the old process
+        serving; every generation's shutdown runs exactly once.
+        """
+        proc = self.start_twistd()
+        status, _, body = get(self.port, "/")
+        first, reactor, started_by = body.split()
+        self.assertEqual((status, reactor, started_by), (200, b"AsyncioSelectorReactor", first))
+
+        big = os.urandom(10 * 1024 * 1024)
+        _, _, echoed = get(self.port, "/echo", method="POST", body=big, timeout=20)
+        self.assertEqual(echoed.split(), [str(len(big)).encode(), hashlib.sha256(big).hexdigest().encode()])
+
+        slow: list[bytes] = []
+        request = threading.Thread(target=lambda: slow.append(get(self.port, "/sleep")[2]))
+        request.start()
+        time.sleep(0.3)  # the request reaches the old process before SIGUSR1
+        old, new = self._restart(proc)
+        request.join(10)
+        self.assertEqual(slow[0].split()[0], str(old).encode())
+        proc.wait_gone(old)
+        self.assertEqual(
+            self.lifespan_events(), [("startup", old), ("startup", new), ("shutdown", old)]
+        )
+
+        (self.folder / "fail-startup").touch()
+        proc.signal(new, signal.SIGUSR1)
+        wait_until(
+            lambda: any(
+                "restart failed, still serving" in line
+                and "exited with status 1: ASGI lifespan startup failed: told to fail" in line
+                for line in proc.log().splitlines()
+            ),
+            what="the restart to fail",
+        )
+        self.assertEqual(pid_of(self.port, "/"), new)
+
+        os.kill(new, signal.SIGTERM)
+        proc.wait_gone(new)
+        events = self.lifespan_events()
+        self.assertEqual(events[:3], [("startup", old), ("startup", new), ("shutdown", old)])
+        self.assertEqual(events[3][0], "startup")  # the process that failed
+        self.assertEqual(events[4:], [("shutdown", new)])
+
+    def _restart(self, proc: ServerProcess) -> tuple[int, int]:
+        old = pid_of(self.port, "/")
+        proc.signal(old, signal.SIGUSR1)
+        new = wait_until(
+            lambda: (lambda p: p if p != old else None)(pid_of(self.port, "/")),
+            what="the new process",
+        )
+        return old, proc.remember(new)
+
+    def test_python_program(self) -> None:
+        """
+        C{python prog.py}: the same app mounted with mount_asgi, restarted.
+        """
+        proc = ServerProcess.python(PROGRAM, str(self.port), env=self.env).start()
+        self.addCleanup(proc.stop)
+        wait_until(lambda: pid_of(self.port, "/"), what="the program to serve")
+        _, _, body = get(self.port, "/")
+        self.assertEqual(body.split()[1], b"AsyncioSelectorReactor")
+        self.assertEqual(get(self.port, "/task")[2], b"task\n")
+        old, new = self._restart(proc)
+        _, _, body = get(self.port, "/")
+        self.assertEqual(body.split(), [str(new).encode(), b"AsyncioSelectorReactor", str(new).encode()])
+        proc.wait_gone(old)
+        self.assertEqual(
+            self.lifespan_events(), [("startup", old), ("startup", new), ("shutdown", old)]
+        )
+
+
+class FastAPITests(SynchronousTestCase):
+    """
+    examples/asgi_app.py (FastAPI) from a config, under load on keep-alive,
+    close and TLS connections across restarts.
+    """
+
+    def setUp(self) -> None:
+        try:
+            import fastapi  # noqa: F401
+        except ImportError:
+            raise SkipTest("fastapi is not installed")
+
+    def test_restarts_under_load(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="graceful-fastapi-")
+        self.addCleanup(directory.cleanup)
+        http_port, https_port = free_ports(2)
+        config = Path(directory.name) / "graceful.toml"
+        config.write_text(
+            "[servers.api]\n"
+            'app = "examples.asgi_app:app"\n'
+            f"ports = [{http_port}]\nhttps_ports = [{https_port}]\n"
+            f'cert = "{CERT}"\nkey = "{KEY}"\n'
+        )
+        proc = ServerProcess.twistd("-n", "--pidfile=", "graceful", "--config", str(config))
+        proc.start()
+        self.addCleanup(proc.stop)
+        pid = lambda: json.loads(get(http_port, "/pid")[2])["pid"]  # noqa: E731
+        wait_until(pid, what="the FastAPI app to serve")
+        targets = [("keepalive", http_port), ("close", http_port), ("tls", https_port)]
+        with Load(targets, path="/", max_seconds=60) as load:
+            load.wait_for(50)
+            for _ in range(2):
+                old = proc.remember(pid())
+                proc.signal(old, signal.SIGUSR1)
+                new = wait_until(lambda: (lambda p: p if p != old else None)(pid()),
+                                 what="the new process")
+                proc.remember(new)
+                load.wait_for(50)
+                proc.wait_gone(old)
+        self.assertEqual(load.failures, [])
+        self.assertGreater(load.ok, 150)
+        body = json.loads(get(https_port, "/pid", tls=True)[2])
+        self.assertEqual(body, {"pid": new, "started_by": new})
