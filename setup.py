@@ -18,6 +18,11 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
+        # HTTP/2 on the TLS ports: Twisted's h2 channel (h2 and priority);
+        # graceful drives h2 and hyperframe itself to drain with GOAWAY.
+        "http2": ["Twisted[http2]>=24.3", "h2>=4.1,<5", "priority>=1.1,<2"],
+        # Everything graceful can use.
+        "all": ["Twisted[http2]>=24.3", "h2>=4.1,<5", "priority>=1.1,<2"],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
         # mounts; mypy with mypy-zope checks the types.
