@@ -34,23 +34,35 @@ Two things in the C{h2} library shape what is done here:
     last stream id is retried by httpx on a new connection.  The two-step
     GOAWAY breaks such clients whenever a stream is open.
 
-So a drain first waits, up to the site's C{idle_grace}, for a moment when the
-connection has no stream open (a client making one request at a time gets
-there as soon as its current response is written), and then sends a PING and
-the final GOAWAY with the last stream id at once.  A stream the client opened
-while that GOAWAY was on its way is above the last id: it is ignored, not
-reset, and the client knows from the id that it was not processed and can
-send it again on the new process (httpx does).  The connection closes when
-the PING's ACK arrives (by then the client has read the GOAWAY and its racing
-frames are in), when the client closes, or after C{idle_grace}.
+Nor can one order suit every client.  A client that multiplexes, with
+streams opened while others are answered (h2load, browsers), must get the
+two steps: told only "last stream N" at a moment when
+none of its streams is open at the server, it has some on the wire anyway,
+and those are refused (h2load counts them failed).  A client that sends one
+request at a time on a connection (httpx's loop, most h2-based clients) must
+get a single GOAWAY at a moment when it has no stream open.  So the drain
+tells them apart by what the connection has shown:
 
-A connection that stays busy through that grace (a client keeping several
-streams open all the time, as h2load does) gets the two steps of the RFC: a
-GOAWAY with 2^31-1 and a PING, and on the PING's ACK (or after C{idle_grace}
-without one) the final GOAWAY with the last stream id; the streams open
-complete, then the connection closes.  No stream is refused or reset by a
-drain.  What is still open at C{drain_timeout} is aborted by the site, as for
-HTTP/1.1.
+  - A connection that has had two streams open at once gets RFC 9113's two
+    steps at once: a GOAWAY with 2^31-1 and a PING; on the PING's ACK (or
+    after C{idle_grace} without one) the final GOAWAY with the last stream
+    id; the streams open, including any opened while the first GOAWAY was on
+    its way, complete; then the connection closes.
+  - Any other connection waits, up to the site's C{idle_grace}, for a moment
+    with no stream open (a client making one request at a time gets there
+    as soon as its current response is written), then gets a PING and the
+    final GOAWAY with the last stream id at once (the PING first: an h2
+    client rejects a PING after the GOAWAY it read).  A stream the client
+    opened while that GOAWAY was on its way is above the last id: it is
+    ignored, not reset, and the client knows from the id that it was not
+    processed and sends it again on a new connection (httpx does).  The
+    connection closes when the PING's ACK arrives (by then the client has
+    read the GOAWAY, and its racing frames are in), when the client closes,
+    or after C{idle_grace}.  A connection still busy after the grace gets
+    the two steps.
+
+No stream is refused or reset by a drain.  What is still open at
+C{drain_timeout} is aborted by the site, as for HTTP/1.1.
 
 Without C{h2} (and C{priority}, which Twisted's channel needs) installed,
 L{H2_ENABLED} is false: the TLS context offers only C{http/1.1} and the site
@@ -199,6 +211,8 @@ if H2_ENABLED:
         @ivar draining: the site asked this connection to drain.
         @ivar final_goaway: the last stream id of the final GOAWAY, once
             sent.
+        @ivar multiplexing: the client has had more than one stream open at
+            a time on this connection.
         """
 
         kind = "h2"
@@ -210,6 +224,7 @@ if H2_ENABLED:
             self.conn = _ServerConnection(config=self.conn.config)
             self.draining = False
             self.final_goaway: int | None = None
+            self.multiplexing = False
             self._first_goaway = False
             self._lost = False
             self._timer: IDelayedCall | None = None
@@ -243,6 +258,7 @@ if H2_ENABLED:
         def _requestReceived(self, event: h2.events.RequestReceived) -> None:
             self.site.requests_served += 1
             super()._requestReceived(event)
+            self.multiplexing = self.multiplexing or len(self.streams) > 1
 
         def dataReceived(self, data: bytes) -> None:
             super().dataReceived(data)
@@ -259,13 +275,16 @@ if H2_ENABLED:
 
         def drain(self) -> None:
             """
-            Start the drain: at once if no stream is open, else after the
-            streams finish or C{idle_grace}, whichever is first.
+            Start the drain: RFC 9113's two steps for a client that
+            multiplexes streams; for one that does not, a single GOAWAY once
+            no stream is open, or the two steps after C{idle_grace}.
             """
             if self.draining:
                 return
             self.draining = True
-            if not self.streams:
+            if self.multiplexing:
+                self._still_busy()
+            elif not self.streams:
                 self._send_final()
             else:
                 self._timer = self._reactor.callLater(

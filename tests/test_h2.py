@@ -352,6 +352,31 @@ class H2DrainTests(SynchronousTestCase):
         self.assertTrue(client.closing)
         self.assertEqual(self.site.requests_served, 2)
 
+    def test_multiplexing_client(self) -> None:
+        """
+        A client seen with two streams open at once gets the two steps at
+        the drain's start, even when idle: a stream it races is served.
+        """
+        client = self.connect()
+        client.request("/slow")
+        client.request("/slow")
+        self.app.answer()
+        self.app.answer()
+        client.flush()
+        self.assertEqual(self.site.in_flight, 0)
+        self.site.drain()
+        self.assertEqual(
+            client.server_frames(), [("GOAWAY", MAX_STREAM_ID, 0), ("PING", False)]
+        )
+        client.raw_request(5, "/fast")
+        self.assertEqual(
+            client.server_frames()[-1:], [("DATA", 5, True)]
+        )
+        self.assertEqual(self.site.requests_served, 3)
+        client.ack_ping()
+        self.assertEqual(client.server_frames(), [("GOAWAY", 5, 0)])
+        self.assertTrue(client.closing)
+
     def test_busy_no_ack(self) -> None:
         """
         Without the PING's ACK, the final GOAWAY follows after the grace.
