@@ -25,8 +25,13 @@ setup(
         "all": ["Twisted[http2]>=24.3", "h2>=4.1,<5", "priority>=1.1,<2"],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
-        # mounts; mypy with mypy-zope checks the types.
+        # mounts; mypy with mypy-zope checks the types; httpx (with h2) and
+        # the http2 extra run the HTTP/2 tests.
         "test": [
+            "httpx[http2]>=0.27",
+            "Twisted[http2]>=24.3",
+            "h2>=4.1,<5",
+            "priority>=1.1,<2",
             "pytest>=8",
             "selenium>=4.11",
             "pyyaml>=6",
