@@ -23,14 +23,26 @@ setup(
     extras_require={
         # WebSockets: autobahn's WebSocketResource, tracked across a drain.
         "websocket": ["autobahn[twisted]>=23.1"],
-        # HTTP/2 by ALPN on TLS ports (Twisted's h2-based channel).
-        "http2": ["h2>=4.1"],
+        # HTTP/2 on the TLS ports: Twisted's h2 channel (h2 and priority);
+        # graceful drives h2 and hyperframe itself to drain with GOAWAY.
+        "http2": ["Twisted[http2]>=24.3", "h2>=4.1,<5", "priority>=1.1,<2"],
         # Everything graceful can use.
-        "all": ["autobahn[twisted]>=23.1", "h2>=4.1", "asgiref>=3.7"],
+        "all": [
+            "autobahn[twisted]>=23.1",
+            "Twisted[http2]>=24.3",
+            "h2>=4.1,<5",
+            "priority>=1.1,<2",
+            "asgiref>=3.7",
+        ],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
-        # mounts; mypy with mypy-zope checks the types.
+        # mounts; mypy with mypy-zope checks the types; httpx (with h2) and
+        # the http2 extra run the HTTP/2 tests.
         "test": [
+            "httpx[http2]>=0.27",
+            "Twisted[http2]>=24.3",
+            "h2>=4.1,<5",
+            "priority>=1.1,<2",
             "pytest>=8",
             "selenium>=4.11",
             "pyyaml>=6",

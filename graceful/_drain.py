@@ -7,16 +7,19 @@ C{Connection: close}, every connection closes after its response, and
 connections with no request in hand get a short grace to send one (which is
 then answered with C{Connection: close}) before they are closed.  The grace is
 what keeps a keep-alive client's next request from racing the close.
+
+With h2 installed, a TLS connection that negotiates HTTP/2 becomes an HTTP/2
+connection (L{graceful._h2}), tracked and drained (with GOAWAY) alike.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,6 +27,7 @@ from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from ._h2 import negotiating
 from ._streams import StreamRegistry
 from ._websocket import TakenConnection, UpgradeDrain, taken_over_by
 
@@ -36,6 +40,26 @@ IDLE_GRACE = 1.0
 
 
 _check_persistence = HTTPChannel.checkPersistence
+
+
+class Connection(Protocol):
+    """
+    What a L{DrainingSite} tracks of each connection.
+
+    @ivar kind: what the connection speaks (C{"http/1.1"}, C{"h2"}).
+    """
+
+    kind: str
+
+    @property
+    def requests(self) -> Sequence[object]:
+        """
+        The requests received and not yet answered.
+        """
+
+    def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class DrainableChannel(HTTPChannel):
@@ -142,7 +166,7 @@ class DrainingSite(Site):
     ) -> None:
         super().__init__(resource, reactor=reactor)
         self.server_name = server_name
-        self.channels: set[DrainableChannel] = set()
+        self.channels: set[Connection] = set()
         self.requests_served = 0
         self.draining = False
         self.idle_grace = idle_grace
@@ -156,7 +180,7 @@ class DrainingSite(Site):
         self.drain_reason: str | None = None
         self._upgrades = UpgradeDrain(self.reactor, rng or random.Random())
 
-    def buildProtocol(self, addr: Any) -> DrainableChannel:  # type: ignore[override]
+    def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
         # (The stubs' return type is the _GenericHTTPChannelProtocol wrapper.)
         channel = self.protocol()
         channel.factory = self
@@ -168,7 +192,9 @@ class DrainingSite(Site):
         # As HTTPFactory.buildProtocol does: TimeoutMixin looks callLater up
         # on the instance, so the channel's timeouts use the site's reactor.
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign, assignment]
-        return channel
+        # With h2 installed, a connection that negotiates it by ALPN
+        # becomes an HTTP/2 connection on its first bytes.
+        return negotiating(channel, self)
 
     @property
     def in_flight(self) -> int:
@@ -181,10 +207,10 @@ class DrainingSite(Site):
         if self._access_log is not None:
             self._access_log(combinedLogFormatter(self._logDateTime, request))
 
-    def channel_opened(self, channel: DrainableChannel) -> None:
+    def channel_opened(self, channel: Connection) -> None:
         self.channels.add(channel)
 
-    def channel_closed(self, channel: DrainableChannel) -> None:
+    def channel_closed(self, channel: Connection) -> None:
         self.channels.discard(channel)
         self._check_drained()
 
@@ -214,7 +240,7 @@ class DrainingSite(Site):
 
     def connections_by_kind(self) -> dict[str, int]:
         """
-        Open connections by kind (C{"http/1.1"}, C{"websocket"}, and
+        Open connections by kind (C{"http/1.1"}, C{"h2"}, C{"websocket"}, and
         C{"stream"} for a connection whose request asked to hear of the
         drain); kinds with none are left out.
         """

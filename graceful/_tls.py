@@ -1,6 +1,7 @@
 """
 TLS settings for the HTTPS ports: a certificate chain and key read from PEM
-files, TLS 1.2 at the least, and the cipher defaults Twisted keeps current.
+files, TLS 1.2 at the least, the cipher defaults Twisted keeps current, and
+ALPN offering h2 (when the http2 extra is installed) and http/1.1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
 from ._errors import ConfigError
+from ._h2 import alpn_protocols
 
 
 def load_tls_options(cert_path: str | Path, key_path: str | Path) -> CertificateOptions:
@@ -45,6 +47,7 @@ def load_tls_options(cert_path: str | Path, key_path: str | Path) -> Certificate
             certificate=cast(Any, certificates[0]),
             extraCertChain=cast(Any, certificates[1:]),
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableProtocols=alpn_protocols(),
         )
         # The context, and with it the key check, is built lazily: build it
         # now, so that a mismatch is found here and not at the first client.

@@ -1,0 +1,203 @@
+"""
+HTTP/2 beside HTTP/1.1 on the same graceful HTTPS port, and HTTP/2 across
+restarts.
+
+    python -m benchmarks.h2 [--seconds 5] [--connections 4] [--streams 10] [--restarts 3]
+
+Starts benchmarks/apps/graceful_hello.py with TLS on a free port (the
+working tree first on PYTHONPATH) and measures, one after the other:
+
+- C{h2load h2}: h2load over HTTP/2, C{--connections} connections with
+  C{--streams} concurrent streams each;
+- C{h2load h1}: the same tool over HTTP/1.1 (C{--h1}), one request at a time
+  per connection;
+- C{wrk h1}: wrk over HTTPS/1.1 with the same number of connections;
+- C{restarts}: short h2load rounds (every request of a round sent at once:
+  h2load does not reconnect after a GOAWAY, so a longer round counts the
+  requests it had not sent yet as failed) back to back while C{--restarts}
+  SIGUSR1 restarts happen; the rounds' failed and errored streams.
+
+Prints a Markdown table and the JSON of every number.  Needs h2load
+(nghttp2-client), wrk and the http2 extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CERT = ROOT / "certs" / "server.crt"
+
+H2LOAD_RPS = re.compile(r"finished in [\d.]+m?s, ([\d.]+) req/s")
+H2LOAD_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
+WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_of(port: int) -> int | None:
+    context = ssl.create_default_context(cafile=str(CERT))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := tls.recv(4096):
+                    data += chunk
+        return int(data.split(b"\r\n\r\n", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def h2load(args: list[str], timeout: float) -> dict:
+    out = subprocess.run(
+        [shutil.which("h2load") or "h2load", *args], capture_output=True, text=True,
+        timeout=timeout,
+    ).stdout
+    rps = H2LOAD_RPS.search(out)
+    counts = H2LOAD_REQUESTS.search(out)
+    if counts is None:
+        raise RuntimeError(f"h2load printed no summary:\n{out}")
+    names = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    result: dict = dict(zip(names, map(int, counts.groups())))
+    result["rps"] = float(rps.group(1)) if rps else 0.0
+    result["protocol"] = "h2" if "Application protocol: h2" in out else "http/1.1"
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--restarts", type=int, default=3)
+    options = parser.parse_args()
+    for tool in ("h2load", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"benchmarks.h2: {tool} is not installed", file=sys.stderr)
+            return 1
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.apps.graceful_hello", str(port), "--tls"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pids = set()
+    try:
+        pids.add(wait_for(lambda: pid_of(port), 20, "the server"))
+        url = f"https://127.0.0.1:{port}/"
+        c, m, d = options.connections, options.streams, f"{max(1, round(options.seconds))}"
+        results: dict = {}
+        results["h2load h2"] = h2load(["-D", d, "-c", str(c), "-m", str(m), url], options.seconds + 30)
+        results["h2load h1"] = h2load(["--h1", "-D", d, "-c", str(c), url], options.seconds + 30)
+        wrk = subprocess.run(
+            [shutil.which("wrk") or "wrk", "-t1", f"-c{c}", f"-d{d}s", url],
+            capture_output=True, text=True, timeout=options.seconds + 30,
+        ).stdout
+        match = WRK_RPS.search(wrk)
+        results["wrk h1"] = {"rps": float(match.group(1)) if match else 0.0, "protocol": "http/1.1"}
+
+        rounds: list[dict] = []
+        stop = threading.Event()
+
+        def run_rounds() -> None:
+            while not stop.is_set() and len(rounds) < 1000:
+                rounds.append(h2load(["-n", str(c * m), "-c", str(c), "-m", str(m), url], 30))
+
+        thread = threading.Thread(target=run_rounds)
+        thread.start()
+        try:
+            for _ in range(options.restarts):
+                time.sleep(1.0)
+                old = pid_of(port)
+                os.kill(old, signal.SIGUSR1)  # type: ignore[arg-type]
+                new = wait_for(lambda: (lambda p: p if p and p != old else None)(pid_of(port)),
+                               20, "the new process")
+                pids.add(new)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            thread.join(60)
+        results["restarts"] = {
+            "restarts": options.restarts,
+            "rounds": len(rounds),
+            "streams": sum(r["total"] for r in rounds),
+            "succeeded": sum(r["succeeded"] for r in rounds),
+            "failed": sum(r["failed"] for r in rounds),
+            "errored": sum(r["errored"] for r in rounds),
+            "protocol": "h2" if all(r["protocol"] == "h2" for r in rounds) else "mixed",
+        }
+    finally:
+        # The whole session: the first process and every one it restarted.
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    print(f"| load ({c} connections) | protocol | req/s |")
+    print("|---|---|---|")
+    for name in ("h2load h2", "h2load h1", "wrk h1"):
+        extra = f", {m} streams each" if name == "h2load h2" else ""
+        print(f"| {name}{extra} | {results[name]['protocol']} | {results[name]['rps']:.0f} |")
+    r = results["restarts"]
+    print(
+        f"\n{r['restarts']} restarts under h2load rounds: {r['rounds']} rounds, "
+        f"{r['streams']} streams, {r['succeeded']} succeeded, {r['failed']} failed, "
+        f"{r['errored']} errored ({r['protocol']})\n"
+    )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
