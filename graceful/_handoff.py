@@ -11,6 +11,10 @@ C{LISTEN_FDS} layout) and adds three pipes:
 - C{stderr}: the old process's own stderr, which the new process takes back as
   fd 2 once ready.  Until then the new process's stderr is a pipe to the old
   process, which forwards it and keeps its tail to explain a failed start.
+
+Either side learns that the other died from the end of its pipes: a pipe
+whose writer is gone reads as end of file, which the reactor reports through
+C{connectionLost} (not C{doRead}) when no data is left.
 """
 
 from __future__ import annotations
@@ -150,11 +154,7 @@ class NewProcess(ProcessProtocol):
     def _explain_exit(self, reason: Failure) -> None:
         if self.ready.called:
             return
-        status = getattr(reason.value, "exitCode", None)
-        signal = getattr(reason.value, "signal", None)
-        how = f"was killed by signal {signal}" if signal else f"exited with status {status}"
-        if isinstance(reason.value, ProcessDone):
-            how = "exited with status 0"
+        how = describe_exit(reason)
         why = self._error or self._last_line() or "no reason given"
         self._fail(f"new process {self.pid} {how}: {why}")
 
@@ -214,6 +214,18 @@ class NewProcess(ProcessProtocol):
         self._timeout = None
 
 
+def describe_exit(reason: Failure) -> str:
+    """
+    How a process ended, as a phrase: C{"exited with status 1"},
+    C{"was killed by signal 9"}.
+    """
+    if isinstance(reason.value, ProcessDone):
+        return "exited with status 0"
+    status = getattr(reason.value, "exitCode", None)
+    signal = getattr(reason.value, "signal", None)
+    return f"was killed by signal {signal}" if signal else f"exited with status {status}"
+
+
 def spawn_new_process(
     reactor: IReactorProcess,
     clock: IReactorTime,
@@ -245,7 +257,9 @@ def spawn_new_process(
         env.pop(name, None)
     env.update(listen_environment([s.name for s in sockets]))
     env.update(extra_environ)
-    env[HANDOFF_VARIABLE] = f"ready={ready_fd},control={control_fd},stderr={stderr_fd}"
+    env[HANDOFF_VARIABLE] = (
+        f"ready={ready_fd},control={control_fd},stderr={stderr_fd},parent={os.getpid()}"
+    )
     env[GENERATION_VARIABLE] = str(generation)
     protocol = NewProcess(
         ready_fd=ready_fd,
@@ -264,15 +278,21 @@ class OldProcess:
     """
     The new process's view of the one that started it: an older generation,
     or (for a worker) the master, whose channel stays open both ways.
+
+    @ivar pid: the pid of the process that started us, as it said (so it is
+        right even if that process died before we looked at our parent).
+    @ivar released: whether it said that its services have stopped.
     """
 
     _log = Logger()
 
-    def __init__(self, ready_fd: int, control_fd: int, stderr_fd: int) -> None:
+    def __init__(self, ready_fd: int, control_fd: int, stderr_fd: int, pid: int = 0) -> None:
         self._ready_fd = ready_fd
         self._control_fd = control_fd
         self._stderr_fd = stderr_fd
         self._upstream_open = True
+        self.pid = pid or os.getppid()
+        self.released = False
         for fd in (ready_fd, control_fd, stderr_fd):
             os.set_inheritable(fd, False)
 
@@ -282,7 +302,9 @@ class OldProcess:
         if not value:
             return None
         fds = dict(part.split("=", 1) for part in value.split(","))
-        return cls(int(fds["ready"]), int(fds["control"]), int(fds["stderr"]))
+        return cls(
+            int(fds["ready"]), int(fds["control"]), int(fds["stderr"]), int(fds.get("parent", 0))
+        )
 
     @property
     def is_handoff(self) -> bool:
@@ -319,21 +341,26 @@ class OldProcess:
         reactor: Any,
         accepted: Callable[[dict[str, float]], None],
         on_message: Callable[[str, str], None] = lambda kind, payload: None,
-        on_gone: Callable[[], None] = lambda: None,
+        on_gone: Callable[[bool], None] = lambda released: None,
     ) -> Deferred[dict[str, float]]:
         """
         Read the old process's messages: C{accepted ...} (we took over; its
         facts go to C{accepted}), C{released at=T}, and for a worker the
         master's other messages (to C{on_message}).  The result fires once
         the old process's services have stopped (with C{at}, when), or it is
-        gone (with nothing); C{on_gone} is called when the channel closes.
+        gone (with nothing).  C{on_gone} is called once when the channel
+        closes, before the result fires, with whether the old process had
+        released: a close before the release means it died.
         """
         d: Deferred[dict[str, float]] = Deferred()
         fd = self._control_fd
         buffer = b""
+        closed = False
 
         def readable() -> None:
             nonlocal buffer
+            if closed:
+                return
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -347,19 +374,27 @@ class OldProcess:
                 if kind == "accepted":
                     accepted(_facts(payload.split()))
                 elif kind == "released":
+                    self.released = True
                     if not d.called:
                         d.callback(_facts(payload.split()))
                 else:
                     on_message(kind, payload)
             if not data:
-                reactor.removeReader(reader)
-                os.close(fd)
-                self._upstream_open = False
-                if not d.called:
-                    d.callback({})
-                on_gone()
+                lost()
 
-        reader = _FDReader(fd, readable)
+        def lost() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            reactor.removeReader(reader)
+            _close_quietly(fd)
+            self._upstream_open = False
+            on_gone(self.released)
+            if not d.called:
+                d.callback({})
+
+        reader = _FDReader(fd, readable, lost)
         os.set_blocking(fd, False)
         reactor.addReader(reader)
         return d
@@ -381,6 +416,9 @@ class NoOldProcess:
     The null object for a process that nobody handed sockets to.
     """
 
+    pid = 0
+    released = False
+
     @property
     def is_handoff(self) -> bool:
         return False
@@ -399,7 +437,7 @@ class NoOldProcess:
         reactor: Any,
         accepted: Callable[[dict[str, float]], None],
         on_message: Callable[[str, str], None] = lambda kind, payload: None,
-        on_gone: Callable[[], None] = lambda: None,
+        on_gone: Callable[[bool], None] = lambda released: None,
     ) -> Deferred[dict[str, float]]:
         d: Deferred[dict[str, float]] = Deferred()
         d.callback({})
@@ -409,11 +447,16 @@ class NoOldProcess:
 class _FDReader:
     """
     The least an object needs for C{IReactorFDSet.addReader}.
+
+    A pipe whose writer closed with nothing left to read is reported as a
+    hang-up, through C{connectionLost} and never C{doRead}: C{lost} must
+    handle it like a read of end of file.
     """
 
-    def __init__(self, fd: int, readable: Callable[[], None]) -> None:
+    def __init__(self, fd: int, readable: Callable[[], None], lost: Callable[[], None]) -> None:
         self._fd = fd
         self._readable = readable
+        self._lost = lost
 
     def fileno(self) -> int:
         return self._fd
@@ -422,10 +465,17 @@ class _FDReader:
         self._readable()
 
     def connectionLost(self, reason: Any) -> None:
-        pass
+        self._lost()
 
     def logPrefix(self) -> str:
         return "graceful-handoff"
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _write_quietly(fd: int, data: bytes) -> None:

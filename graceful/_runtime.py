@@ -31,6 +31,7 @@ from ._handoff import (
     OldProcess,
     PassedSocket,
     RestartFailed,
+    describe_exit,
     spawn_new_process,
 )
 from ._server import Server
@@ -46,7 +47,16 @@ from ._sockets import (
     remove_unix_socket,
     socket_inode,
 )
-from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
+from ._supervision import (
+    NoNotifier,
+    NoParentDeathSignal,
+    NoPidfile,
+    ParentDeathSignal,
+    Pidfile,
+    SystemdNotifier,
+    parent_death_signal,
+    pidfile_at,
+)
 from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
@@ -267,6 +277,7 @@ class Runtime:
     inherited: InheritedSockets = field(factory=InheritedSockets)
     notifier: SystemdNotifier | NoNotifier = field(factory=NoNotifier)
     pidfile: Pidfile | NoPidfile = field(factory=NoPidfile)
+    parent_death: ParentDeathSignal | NoParentDeathSignal = field(factory=NoParentDeathSignal)
     settings: Settings = field(factory=Settings)
     interpreter: list[str] = field(factory=lambda: [sys.executable])
     arguments: list[str] = field(factory=list)
@@ -338,7 +349,7 @@ class Runtime:
         generation = int(environ.pop(GENERATION_VARIABLE, "1") or 1)
         interpreter, arguments = _original_command()
         slot, group_status = worker_slot(environ)
-        return cls(
+        runtime = cls(
             worker_slot=slot,
             group_status=group_status,
             reactor=reactor,
@@ -352,7 +363,11 @@ class Runtime:
             interpreter=interpreter,
             arguments=arguments,
             cwd=_working_directory(environ),
+            parent_death=parent_death_signal(),
         )
+        if runtime.role == "worker":
+            runtime.watch_master()
+        return runtime
 
     # -- facts --------------------------------------------------------------
 
@@ -643,9 +658,9 @@ class Runtime:
         else:
             self._write_pidfile(self.pid)
             self.notifier.notify(ready=1, mainpid=self.pid, status="serving")
-        self.old_process.listen(self.reactor, self._took_over).addCallback(
-            self._start_services
-        )
+        self.old_process.listen(
+            self.reactor, self._took_over, on_gone=self._old_generation_gone
+        ).addCallback(self._start_services)
 
     # -- as a master or a worker ----------------------------------------------
 
@@ -717,10 +732,25 @@ class Runtime:
             self.reactor,
             self._took_over,
             on_message=self._from_master,
-            on_gone=self._master_gone,
+            on_gone=lambda released: self._master_gone(),
         )
         if self.worker_slot == 0:
             released.addCallback(self._start_services)
+        if self._master_is_gone():
+            self._master_gone()
+
+    def watch_master(self) -> None:
+        """
+        As a worker, have the kernel send us SIGTERM if the master dies (as
+        the master's own shutdown would); before the handlers are installed
+        that ends a worker that serves nothing yet.
+        """
+        self.parent_death.arm(signal.SIGTERM)
+
+    def _master_is_gone(self) -> bool:
+        # Our parent is no longer the master that started us: it died, maybe
+        # before watch_master armed the signal.
+        return self.parent_death.parent_pid() != self.old_process.pid
 
     def _from_master(self, kind: str, payload: str) -> None:
         if kind == "group":
@@ -730,9 +760,33 @@ class Runtime:
                 pass
 
     def _master_gone(self) -> None:
+        """
+        The master died (its pipe closed, or the kernel told us): nothing
+        would restart or stop us, so drain and exit rather than serve on.
+        """
         if not self.draining:
-            self._log.warn("{pid}: the master is gone: leaving", pid=self.pid)
+            self._log.warn(
+                "{pid}: the master {master} is gone; draining and exiting",
+                pid=self.pid,
+                master=self.old_process.pid,
+            )
             self.leave()
+
+    def _old_generation_gone(self, released: bool) -> None:
+        """
+        The old process's pipe closed.  Before it released, it died (killed,
+        crashed): nobody else will name us in the pidfile and to systemd,
+        nor let our services start; take over at once.
+        """
+        if released or self.draining:
+            return
+        self._log.warn(
+            "{pid}: previous generation {old} is gone; taking over",
+            pid=self.pid,
+            old=self.old_process.pid,
+        )
+        self._write_pidfile(self.pid)
+        self.notifier.notify(mainpid=self.pid, ready=1, status="serving")
 
     def _took_over(self, facts: dict[str, float]) -> None:
         """
@@ -774,9 +828,10 @@ class Runtime:
             self.reactor.callFromThread(self._restart_from_signal)
 
         def on_shutdown(signum: int, frame: Any) -> None:
-            # A worker leaves alone (its master asked, or the whole group
-            # got the signal); anything else shuts the process down.
-            self.reactor.callFromThread(self.leave)
+            # A worker leaves alone (its master asked, the whole group got
+            # the signal, or the master died); anything else shuts the
+            # process down.
+            self.reactor.callFromThread(self._shutdown_signalled)
 
         signal.signal(signal.SIGUSR1, on_restart)
         for name in SHUTDOWN_SIGNALS:
@@ -817,6 +872,12 @@ class Runtime:
             return self.group.restart(executable)
         result: Deferred[int] = self._lifecycle.restart(executable)
         return result
+
+    def _shutdown_signalled(self) -> None:
+        if self.role == "worker" and self._master_is_gone():
+            self._master_gone()
+        else:
+            self.leave()
 
     def _restart_from_signal(self) -> None:
         self.restart().addErrback(lambda failure: None)
@@ -928,6 +989,7 @@ class Runtime:
         )
         new_process, self._new_process = self._new_process, None
         if new_process is not None:
+            new_process.on_exit = lambda reason: self._successor_exited(new_pid, reason)
             new_process.accept(
                 {
                     "handoff_seconds": round(seconds, 6),
@@ -940,6 +1002,21 @@ class Runtime:
         self._depart(new_process)
         if result is not None:
             result.callback(new_pid)
+
+    def _successor_exited(self, new_pid: int, reason: Failure) -> None:
+        """
+        The process we handed over to ended while we drain.  A clean exit
+        is its own handover or shutdown; anything else deserves a line, as
+        this one is on its way out too.
+        """
+        how = describe_exit(reason)
+        if how != "exited with status 0":
+            self._log.error(
+                "{pid}: process {new_pid}, which took over, {how} while this one drains",
+                pid=self.pid,
+                new_pid=new_pid,
+                how=how,
+            )
 
     def _restart_failed(self, failure: Failure, resume: bool = True) -> None:
         new_process, self._new_process = self._new_process, None

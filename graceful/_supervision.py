@@ -1,12 +1,16 @@
 """
 What a supervisor reads to follow the serving process: a pidfile, and
-systemd's notification socket (C{sd_notify}).
+systemd's notification socket (C{sd_notify}); and how a worker follows its
+master: a signal from the kernel when the master dies.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -97,3 +101,49 @@ class SystemdNotifier:
 class NoNotifier:
     def notify(self, **fields: object) -> None:
         pass
+
+
+#: prctl(2) option: the signal the kernel sends us when our parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+@frozen
+class ParentDeathSignal:
+    """
+    Asks Linux to send a signal when the process that started us dies
+    (C{prctl(PR_SET_PDEATHSIG)}), even by SIGKILL; the pipes tell the same,
+    this also reaches a process that is not yet reading them.
+
+    The kernel means the parent I{thread}: the master must start workers
+    from a thread that lives as long as it does (the reactor's).
+    """
+
+    def arm(self, signum: int) -> bool:
+        """
+        @return: whether the kernel took it.
+        """
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            return bool(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0)
+        except (OSError, AttributeError):
+            return False
+
+    def parent_pid(self) -> int:
+        return os.getppid()
+
+
+@frozen
+class NoParentDeathSignal:
+    """
+    Where there is no C{prctl}: only the pipes tell that the parent died.
+    """
+
+    def arm(self, signum: int) -> bool:
+        return False
+
+    def parent_pid(self) -> int:
+        return os.getppid()
+
+
+def parent_death_signal() -> ParentDeathSignal | NoParentDeathSignal:
+    return ParentDeathSignal() if sys.platform.startswith("linux") else NoParentDeathSignal()

@@ -11,7 +11,13 @@ from typing import Any, Callable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import (
+    ConnectionDone,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
@@ -47,6 +53,7 @@ class FakeProcessTransport:
     written: list[tuple[int, bytes]] = field(factory=list)
     closed: list[int] = field(factory=list)
     exited: bool = False
+    pipes_gone: bool = False
 
     def signalProcess(self, signal: str) -> None:
         if self.exited:
@@ -54,11 +61,13 @@ class FakeProcessTransport:
         self.signals.append(signal)
 
     def writeToChild(self, fd: int, data: bytes) -> None:
-        if fd not in (CONTROL_FD,):
+        if fd not in (CONTROL_FD,) or self.pipes_gone:
             raise KeyError(fd)
         self.written.append((fd, data))
 
     def closeChildFD(self, fd: int) -> None:
+        if self.pipes_gone:
+            raise KeyError(fd)
         self.closed.append(fd)
 
 
@@ -232,6 +241,34 @@ class NewProcessTests(SynchronousTestCase):
         self.process.release()
         self.assertEqual(self.transport.written, [])
 
+    def test_release_waits_for_the_pipe_to_close(self) -> None:
+        released = self.process.release()
+        self.assertNoResult(released)
+        self.process.childConnectionLost(CONTROL_FD)
+        self.assertIsNone(self.successResultOf(released))
+
+    def test_release_after_the_new_process_died(self) -> None:
+        """
+        The new process died after it took over: its end of the control
+        pipe is gone, and the old process must not wait for it.
+        """
+        exits: list[Failure] = []
+        self.process.on_exit = exits.append
+        self.say(b"ready\n")
+        self.process.childConnectionLost(READY_FD)
+        self.process.childConnectionLost(CONTROL_FD)
+        self.exit(ProcessTerminated(signal=9))
+        self.assertEqual(len(exits), 1)
+        self.assertIsNone(self.successResultOf(self.process.release()))
+        self.assertEqual(self.transport.written, [])
+
+    def test_release_when_the_transport_lost_the_pipe(self) -> None:
+        self.say(b"ready\n")
+        self.transport.pipes_gone = True
+        self.process.accept({"restarts": 1})
+        self.assertIsNone(self.successResultOf(self.process.release()))
+        self.assertEqual(self.transport.written, [])
+
 
 @define
 class SpawningReactor:
@@ -298,7 +335,7 @@ class SpawnTests(SynchronousTestCase):
                 "LISTEN_FDS": "2",
                 "LISTEN_FDNAMES": "s1/http/8100/0:s2/https/8443/0",
                 "EXTRA": "1",
-                HANDOFF_VARIABLE: "ready=5,control=6,stderr=7",
+                HANDOFF_VARIABLE: f"ready=5,control=6,stderr=7,parent={os.getpid()}",
                 GENERATION_VARIABLE: "3",
             },
         )
@@ -307,7 +344,9 @@ class SpawnTests(SynchronousTestCase):
     def test_no_sockets(self) -> None:
         call = self.spawn([], {})
         self.assertEqual(call["childFDs"], {0: 0, 1: 1, 2: "r", 3: "r", 4: "w", 5: 2})
-        self.assertEqual(call["env"][HANDOFF_VARIABLE], "ready=3,control=4,stderr=5")
+        self.assertEqual(
+            call["env"][HANDOFF_VARIABLE], f"ready=3,control=4,stderr=5,parent={os.getpid()}"
+        )
         self.assertEqual(call["env"]["LISTEN_FDS"], "0")
 
 
@@ -343,6 +382,15 @@ class OldProcessTests(SynchronousTestCase):
     def test_from_environment(self) -> None:
         old, ends = self.old_process()
         self.assertTrue(old.is_handoff)
+        self.assertEqual(old.pid, os.getppid())  # not said: our parent
+        said = OldProcess.from_environment(
+            {
+                HANDOFF_VARIABLE: f"ready={ends['ready_write']},control={ends['control_read']},"
+                f"stderr={ends['stderr']},parent=4321"
+            }
+        )
+        assert said is not None
+        self.assertEqual(said.pid, 4321)
         for fd in (ends["ready_write"], ends["control_read"], ends["stderr"]):
             self.assertFalse(os.get_inheritable(fd))
 
@@ -374,7 +422,8 @@ class OldProcessTests(SynchronousTestCase):
         reactor = MemoryReactor()
         old, ends = self.old_process()
         accepted: list[dict[str, float]] = []
-        released = old.listen(reactor, accepted.append)
+        self.gone: list[bool] = []
+        released = old.listen(reactor, accepted.append, on_gone=self.gone.append)
         [reader] = reactor.readers
         self.assertEqual(reader.fileno(), ends["control_read"])
         self.reactor = reactor
@@ -398,6 +447,7 @@ class OldProcessTests(SynchronousTestCase):
         reader.doRead()
         self.assertEqual(self.reactor.readers, set())
         self.assertRaises(OSError, os.fstat, reader.fileno())
+        self.assertEqual(self.gone, [True])
 
     def test_released_when_old_process_exits(self) -> None:
         released, accepted, reader, control = self.listen()
@@ -406,6 +456,51 @@ class OldProcessTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(released), {})
         self.assertEqual(accepted, [])
         self.assertEqual(self.reactor.readers, set())
+        self.assertEqual(self.gone, [False])
+
+    def test_hang_up_reported_as_connection_lost(self) -> None:
+        """
+        The old process died: the reactor reports the hang-up with nothing
+        to read through C{connectionLost}, never C{doRead}.
+        """
+        released, accepted, reader, control = self.listen()
+        os.close(control)
+        self.reactor.removeReader(reader)  # as the reactor does first
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(released), {})
+        self.assertEqual(self.gone, [False])
+        self.assertRaises(OSError, os.fstat, reader.fileno())
+        reader.connectionLost(Failure(ConnectionDone()))  # once is enough
+        reader.doRead()
+        self.assertEqual(self.gone, [False])
+
+    def test_hang_up_after_release(self) -> None:
+        released, accepted, reader, control = self.listen()
+        os.write(control, b"released at=2.5\n")
+        reader.doRead()
+        os.close(control)
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(released), {"at": 2.5})
+        self.assertEqual(self.gone, [True])
+
+    def test_hang_up_on_a_real_reactor(self) -> None:
+        """
+        What Linux's epoll reactor does with a pipe whose writer died: one
+        turn of it (no waiting: the hang-up is already there) ends the
+        channel.
+        """
+        reactor = EPollReactor()
+        self.addCleanup(_close_reactor, reactor)
+        old, ends = self.old_process()
+        gone: list[bool] = []
+        released = old.listen(reactor, lambda facts: None, on_gone=gone.append)
+        reactor.doIteration(0)
+        self.assertNoResult(released)
+        os.close(ends["control"])
+        reactor.doIteration(0)
+        self.assertEqual(gone, [False])
+        self.assertEqual(self.successResultOf(released), {})
+        self.assertNotIn(ends["control_read"], [r.fileno() for r in reactor.getReaders()])
 
     def test_no_old_process(self) -> None:
         none = NoOldProcess()
@@ -413,6 +508,12 @@ class OldProcessTests(SynchronousTestCase):
         none.report_error("x")
         none.report_ready()
         self.assertEqual(self.successResultOf(none.listen(MemoryReactor(), lambda facts: None)), {})
+
+
+def _close_reactor(reactor: EPollReactor) -> None:
+    reactor.removeAll()
+    reactor.waker.connectionLost(None)
+    reactor._poller.close()
 
 
 def _close_quietly(fd: int) -> None:

@@ -20,8 +20,10 @@ from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._errors import ExecutableNotAllowed, RestartRefused
@@ -40,6 +42,7 @@ _runtime = importlib.import_module("graceful._runtime")
 
 PID = 123
 NEW_PID = 456
+OLD_PID = 77
 INTERPRETER = ["/usr/bin/python3", "-X", "dev"]
 ARGUMENTS = ["app.py", "--flag"]
 CWD = "/srv/app"
@@ -62,6 +65,7 @@ class FakeNewProcess:
     kills: int = 0
     releases: int = 0
     accepted: list[dict[str, Any]] = field(factory=list)
+    on_exit: Callable[[Failure], None] = lambda reason: None
 
     def kill(self) -> None:
         self.kills += 1
@@ -135,12 +139,16 @@ class FakePort:
 @define(eq=False)
 class FakeOldProcess:
     """
-    Stands for L{graceful._handoff.OldProcess} in a process a restart made.
+    Stands for L{graceful._handoff.OldProcess} in a process a restart made
+    (or a worker, whose old process is the master).
     """
 
+    pid: int = OLD_PID
     reported: list[str] = field(factory=list)
+    sent: list[tuple[str, str]] = field(factory=list)
     released: Deferred[dict[str, float]] = field(factory=Deferred)
     accepted: Callable[[dict[str, float]], None] | None = None
+    on_gone: Callable[[bool], None] | None = None
 
     @property
     def is_handoff(self) -> bool:
@@ -149,14 +157,54 @@ class FakeOldProcess:
     def report_error(self, reason: str) -> None:
         self.reported.append(f"error {reason}")
 
-    def report_ready(self) -> None:
+    def report_ready(self, facts: Any = None, keep_open: bool = False) -> None:
         self.reported.append("ready")
 
+    def send(self, kind: str, payload: str = "") -> None:
+        self.sent.append((kind, payload))
+
     def listen(
-        self, reactor: Any, accepted: Callable[[dict[str, float]], None]
+        self,
+        reactor: Any,
+        accepted: Callable[[dict[str, float]], None],
+        on_message: Callable[[str, str], None] = lambda kind, payload: None,
+        on_gone: Callable[[bool], None] = lambda released: None,
     ) -> Deferred[dict[str, float]]:
         self.accepted = accepted
+        self.on_gone = on_gone
         return self.released
+
+    # What the real pipes would tell, in the real order:
+
+    def release(self, at: float = 1.0) -> None:
+        self.released.callback({"at": at})
+
+    def close(self) -> None:
+        """
+        The pipe closed: after a release, or because the old process died.
+        """
+        assert self.on_gone is not None
+        self.on_gone(self.released.called)
+        if not self.released.called:
+            self.released.callback({})
+
+
+@define
+class FakeParentDeathSignal:
+    """
+    Stands for L{graceful._supervision.ParentDeathSignal}: records what was
+    armed; the test says who our parent is.
+    """
+
+    parent: int = OLD_PID
+    armed: list[int] = field(factory=list)
+
+    def arm(self, signum: int) -> bool:
+        self.armed.append(signum)
+        return True
+
+    def parent_pid(self) -> int:
+        return self.parent
 
 
 class StoppableService(Service):
@@ -818,3 +866,204 @@ class RobustHandoffTests(_RuntimeCase):
         self.restart_and_fail()
         self.assertFalse(port.listening)
         self.assertNotEqual(server.listeners, [])
+
+
+class OldGenerationGoneTests(_RuntimeCase):
+    """
+    A process a restart made, whose old process died before it released
+    (killed between the restart and the handover, or while it drained):
+    the pipe's end says so, and the new process takes over at once.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.path = self.temp_dir() / "app.pid"
+        self.runtime.set_pidfile(str(self.path))
+        self.old = FakeOldProcess()
+        self.runtime.old_process = self.old  # type: ignore[assignment]
+        self.notified: list[dict[str, object]] = []
+        self.runtime.notifier = FakeNotifier(self.notified)  # type: ignore[assignment]
+        self.service = Service()
+        self.runtime.add_service(self.service)
+
+    def test_takes_over_when_the_old_process_vanishes(self) -> None:
+        self.runtime.serving_started()
+        self.assertFalse(self.path.exists())
+        self.assertFalse(self.service.running)
+        self.old.close()
+        self.assertEqual(self.path.read_text().strip(), str(PID))
+        self.assertEqual(self.notified, [{"mainpid": PID, "ready": 1, "status": "serving"}])
+        self.assertTrue(self.service.running)
+        self.assertLogged(f"{PID}: previous generation {OLD_PID} is gone; taking over")
+        self.assertFalse(self.exited)
+
+    def test_vanished_after_accepting(self) -> None:
+        """
+        The old process had named us but died draining, before its
+        services stopped: ours start now, not never.
+        """
+        self.path.write_text(f"{PID}\n")
+        self.runtime.serving_started()
+        assert self.old.accepted is not None
+        self.old.accepted({"restarts": 1})
+        self.old.close()
+        self.assertTrue(self.service.running)
+        self.assertEqual(self.path.read_text().strip(), str(PID))
+
+    def test_normal_close_after_release(self) -> None:
+        self.runtime.serving_started()
+        self.old.release()
+        self.assertTrue(self.service.running)
+        self.old.close()
+        self.assertFalse(self.path.exists())  # the old process writes it
+        self.assertEqual(self.notified, [])
+        self.assertFalse(any("is gone" in line for line in self.log), self.log)
+
+    def test_not_while_handing_over_to_the_next(self) -> None:
+        """
+        We already handed over to a newer process: the pidfile is its.
+        """
+        self.runtime.serving_started()
+        self.runtime.restart()
+        self.spawner.last.report_ready()
+        self.assertEqual(self.path.read_text().strip(), str(NEW_PID))
+        self.old.close()
+        self.assertEqual(self.path.read_text().strip(), str(NEW_PID))
+        self.assertFalse(self.service.running)
+
+
+@define
+class FakeNotifier:
+    sent: list[dict[str, object]]
+
+    def notify(self, **fields: object) -> None:
+        self.sent.append(fields)
+
+
+class SuccessorExitTests(_RuntimeCase):
+    """
+    The process we handed over to dies while we drain: we still exit, and
+    say so unless it was a clean exit (its own handover or shutdown).
+    """
+
+    def hand_over(self) -> FakeNewProcess:
+        server, app, _ = self.serve("s1", 8100, 41)
+        HTTPConnection(server.site).request("/slow")
+        self.runtime.restart()
+        process = self.spawner.last
+        process.report_ready()
+        self.assertFalse(self.exited)
+        return process
+
+    def test_killed_successor_logged(self) -> None:
+        process = self.hand_over()
+        process.on_exit(Failure(ProcessTerminated(signal=9)))
+        self.assertLogged(
+            f"{PID}: process {NEW_PID}, which took over, was killed by signal 9 "
+            "while this one drains"
+        )
+        self.reactor.advance(self.runtime.settings.drain_timeout)
+        self.reactor.advance(0)
+        self.assertTrue(self.exited)
+
+    def test_clean_exit_not_logged(self) -> None:
+        process = self.hand_over()
+        process.on_exit(Failure(ProcessDone(0)))
+        self.assertFalse(any("which took over" in line for line in self.log), self.log)
+
+
+class WorkerMasterGoneTests(_RuntimeCase):
+    """
+    A worker whose master died (the control pipe's end, or the kernel's
+    SIGTERM from PR_SET_PDEATHSIG) drains and exits, with one line.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.runtime.worker_slot = 0
+        self.runtime.group_status = {}
+        self.master = FakeOldProcess()
+        self.runtime.old_process = self.master  # type: ignore[assignment]
+        self.parent = FakeParentDeathSignal()
+        self.runtime.parent_death = self.parent  # type: ignore[assignment]
+        self.service = Service()
+        self.runtime.add_service(self.service)
+        _, _, self.port = self.serve("s1", 8100, 41)
+
+    def gone_lines(self) -> list[str]:
+        return [line for line in self.log if "is gone" in line]
+
+    def test_watch_master_arms_sigterm(self) -> None:
+        self.runtime.watch_master()
+        self.assertEqual(self.parent.armed, [signal.SIGTERM])
+
+    def test_armed_for_workers_only(self) -> None:
+        fakes: list[FakeParentDeathSignal] = []
+
+        def make() -> FakeParentDeathSignal:
+            fakes.append(FakeParentDeathSignal())
+            return fakes[-1]
+
+        self.patch(_runtime, "parent_death_signal", make)
+        Runtime.from_environment({"GRACEFUL_WORKER": "1"}, self.reactor)
+        Runtime.from_environment({}, self.reactor)
+        self.assertEqual([fake.armed for fake in fakes], [[signal.SIGTERM], []])
+
+    def test_serves_while_the_master_lives(self) -> None:
+        self.runtime.serving_started()
+        self.assertEqual(self.master.reported, ["ready"])
+        self.assertFalse(self.runtime.draining)
+        self.assertTrue(self.port.listening)
+        self.master.release()
+        self.assertTrue(self.service.running)
+
+    def test_drains_and_exits_on_master_eof(self) -> None:
+        self.runtime.serving_started()
+        self.master.close()
+        self.assertTrue(self.runtime.draining)
+        self.assertFalse(self.port.listening)
+        self.assertFalse(self.service.running)  # the master never released
+        self.assertTrue(self.exited)
+        self.assertEqual(
+            self.gone_lines(), [f"{PID}: the master {OLD_PID} is gone; draining and exiting"]
+        )
+
+    def test_master_died_before_the_signal_was_armed(self) -> None:
+        self.parent.parent = 1  # reparented already
+        self.runtime.serving_started()
+        self.assertTrue(self.runtime.draining)
+        self.master.close()  # the pipe tells it too: still one line
+        self.assertEqual(len(self.gone_lines()), 1)
+        self.assertTrue(self.exited)
+
+    def test_sigterm_from_the_kernel(self) -> None:
+        for name in _runtime.SHUTDOWN_SIGNALS:
+            number = getattr(signal, name)
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        _REAL_INSTALL_SIGNAL_HANDLERS(self.runtime)
+        self.runtime._serving = True
+        self.runtime._report_to_master()
+        self.parent.parent = 1
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        self.reactor.advance(0)
+        self.assertTrue(self.runtime.draining)
+        self.assertEqual(
+            self.gone_lines(), [f"{PID}: the master {OLD_PID} is gone; draining and exiting"]
+        )
+
+    def test_sigterm_from_the_master(self) -> None:
+        """
+        A roll retires this worker: a plain drain, no word of a lost master.
+        """
+        for name in _runtime.SHUTDOWN_SIGNALS:
+            number = getattr(signal, name)
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        _REAL_INSTALL_SIGNAL_HANDLERS(self.runtime)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        self.reactor.advance(0)
+        self.assertTrue(self.runtime.draining)
+        self.assertEqual(self.gone_lines(), [])
