@@ -303,6 +303,8 @@ class Runtime:
     worker_slot: int | None = None
     group: WorkerGroup | None = None
     group_status: dict[str, Any] | None = None
+    #: Told by the master that a roll replaces this worker.
+    _retired: bool = False
     missing: list[ListenSpec] = field(factory=list)
     _worker_facts: dict[str, Any] = field(factory=dict)
     _status_reports: LoopingCall | None = None
@@ -753,7 +755,11 @@ class Runtime:
         return self.parent_death.parent_pid() != self.old_process.pid
 
     def _from_master(self, kind: str, payload: str) -> None:
-        if kind == "group":
+        if kind == "retire":
+            # A roll replaces this worker: drain as replaced, not as shut down.
+            self._retired = True
+            self.leave()
+        elif kind == "group":
             try:
                 self.group_status = json.loads(payload)
             except ValueError:
@@ -1113,8 +1119,10 @@ class Runtime:
         sites = [server.site for server in self.servers.values() if server.site is not None]
         self._drain_began = self.reactor.seconds()
         # A worker retired by a rolling restart is replaced too: its master
-        # reports the roll in the group status it pushes.
-        replaced = successor is not None or (self.role == "worker" and self.restarting)
+        # says so on the pipe (or, from an older master, in its status).
+        replaced = successor is not None or (
+            self.role == "worker" and (self._retired or self.restarting)
+        )
         reason = "restart" if replaced else "shutdown"
         self._drain_reason = reason
         timeout_s = self.settings.drain_timeout

@@ -26,6 +26,7 @@ from attrs import define, field
 from automat import MethodicalMachine
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,6 +49,10 @@ GROUP_VARIABLE = "GRACEFUL_GROUP"
 #: How often workers report their status and the master pushes the group's.
 STATUS_INTERVAL = 0.5
 
+#: Seconds a worker asked to retire may take to hear it before it is sent
+#: SIGTERM (a worker of an older release may not know the message).
+RETIRE_FALLBACK = 2.0
+
 #: Back-off before replacing a worker that died: doubles per death in a row,
 #: from the first to the last value; a worker that lived long resets it.
 BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 30.0, 10.0
@@ -66,6 +71,16 @@ class Worker:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def retire(self, clock: IReactorTime) -> None:
+        """
+        Replaced by a roll: told so on its pipe first, so that it drains as
+        replaced (WebSockets hear 1012, not 1001), with SIGTERM as a
+        fallback.
+        """
+        self.retiring = True
+        self.process.send("retire")
+        clock.callLater(RETIRE_FALLBACK, self.signal, "TERM")
 
     def signal(self, name: str) -> None:
         try:
@@ -513,8 +528,7 @@ class WorkerGroup:
             self._slots[slot] = worker
             if old is not None:
                 # The new worker serves: only now may the old one drain.
-                old.retiring = True
-                old.signal("TERM")
+                old.retire(self.runtime.reactor)
             elif slot == 0:
                 self._release_services()
             self._roll_slot(slot + 1, executable)

@@ -149,6 +149,7 @@ class FakeOldProcess:
     released: Deferred[dict[str, float]] = field(factory=Deferred)
     accepted: Callable[[dict[str, float]], None] | None = None
     on_gone: Callable[[bool], None] | None = None
+    on_message: Callable[[str, str], None] = lambda kind, payload: None
 
     @property
     def is_handoff(self) -> bool:
@@ -171,6 +172,7 @@ class FakeOldProcess:
         on_gone: Callable[[bool], None] = lambda released: None,
     ) -> Deferred[dict[str, float]]:
         self.accepted = accepted
+        self.on_message = on_message
         self.on_gone = on_gone
         return self.released
 
@@ -1027,6 +1029,19 @@ class WorkerMasterGoneTests(_RuntimeCase):
         self.assertEqual(
             self.gone_lines(), [f"{PID}: the master {OLD_PID} is gone; draining and exiting"]
         )
+
+    def test_retired_by_a_roll_drains_as_replaced(self) -> None:
+        self.runtime.serving_started()
+        self.master.on_message("retire", "")
+        self.assertTrue(self.runtime.draining)
+        self.assertFalse(self.port.listening)
+        self.assertEqual(self.runtime.own_status()["drain"]["reason"], "restart")
+        self.assertEqual(self.gone_lines(), [])
+
+    def test_sigterm_alone_drains_as_shutdown(self) -> None:
+        self.runtime.serving_started()
+        self.runtime._shutdown_signalled()
+        self.assertEqual(self.runtime.own_status()["drain"]["reason"], "shutdown")
 
     def test_master_died_before_the_signal_was_armed(self) -> None:
         self.parent.parent = 1  # reparented already
