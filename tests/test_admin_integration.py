@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from tests.support import (
     ServerProcess,
     _script,
+    admin_auth,
     answers,
     connection,
     free_ports,
@@ -100,7 +101,7 @@ TOKEN = "integration-token-7f3a"
 
 
 def read_json(port: int, path: str, headers: dict[str, str] | None = None) -> Any:
-    code, response_headers, body = get(port, path, headers=headers)
+    code, response_headers, body = get(port, path, headers=admin_auth() if headers is None else headers)
     assert code == 200, (code, body)
     assert response_headers["content-type"] == "application/json", response_headers
     return json.loads(body)
@@ -110,6 +111,8 @@ def post(
     port: int, path: str, fields: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     body = urlencode(fields or {}).encode()
+    if headers is None and "token" not in (fields or {}):
+        headers = admin_auth()
     return get(
         port,
         path,
@@ -120,7 +123,7 @@ def post(
 
 
 def metrics(port: int, path: str, headers: dict[str, str] | None = None) -> dict[str, float]:
-    code, response_headers, body = get(port, path, headers=headers)
+    code, response_headers, body = get(port, path, headers=admin_auth() if headers is None else headers)
     assert code == 200, (code, body)
     assert response_headers["content-type"].startswith("text/plain"), response_headers
     return {
@@ -171,7 +174,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual([s["in_flight"] for s in status["servers"]], [1, 0])
         self.assertEqual(read_json(port2, "/debug/admin/status")["pid"], old)
 
-        code, headers, page = get(port1, "/ops", headers={"Accept": "text/html"})
+        code, headers, page = get(port1, "/ops", headers={**admin_auth(), "Accept": "text/html"})
         self.assertEqual((code, headers["content-type"]), (200, "text/html; charset=utf-8"))
         self.assertIn(f'<dd id="pid">{old}</dd>'.encode(), page)
         self.assertIn(b'<dd id="generation">1</dd>', page)
@@ -182,7 +185,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual(get(port1, "/healthz"), (200, unittest_any, b"ok\n"))
 
         for path in ("/ops/restart", "/ops/reload", "/ops/shutdown"):
-            code, headers, _ = get(port1, path)
+            code, headers, _ = get(port1, path, headers=admin_auth())
             self.assertEqual((code, headers.get("allow")), (405, "POST"), path)
 
         code, _, body = post(port1, "/ops/restart")
@@ -209,7 +212,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual(after["graceful_generation"], 2)
         self.assertEqual(after["graceful_restarts_total"], 1)
         self.assertGreaterEqual(after["graceful_last_handoff_seconds"], 1.0)
-        code, _, page = get(port2, "/debug/admin", headers={"Accept": "text/html"})
+        code, _, page = get(port2, "/debug/admin", headers={**admin_auth(), "Accept": "text/html"})
         self.assertIn(b'<dd id="generation">2</dd>', page)
 
         log = proc.log()
