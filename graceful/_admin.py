@@ -28,7 +28,9 @@ Safe by default:
     send a Bearer header when it navigates, opens the page (the 401 offers
     Basic, so it asks); or, on the GET of the page only, a C{token} query
     parameter, so that the URL graceful logs when it makes a token opens the
-    page (its forms then carry the token).  Tokens are compared in constant
+    page: that GET keeps the sign-in in a cookie (a digest of the token;
+    HttpOnly, SameSite=Strict, for the admin prefix only) and redirects to
+    the page without the token in its URL.  Tokens are compared in constant
     time.
   - Only a private listener (C{private=True}: a socket only the owner can
     reach, such as an owner-only UNIX socket) serves without a token, and
