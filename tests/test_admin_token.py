@@ -6,7 +6,9 @@ it is kept, that only a safe file is trusted, that a restart reads it again.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
@@ -25,9 +27,16 @@ from graceful._admin_token import (
 from graceful._runtime import Runtime
 
 
-class TokenFileTests(SynchronousTestCase):
+class _Folder(SynchronousTestCase):
+    def folder_for_test(self) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="graceful-token-")) / "f"
+        self.addCleanup(shutil.rmtree, folder.parent, True)
+        return folder
+
+
+class TokenFileTests(_Folder):
     def setUp(self) -> None:
-        self.folder = Path(self.mktemp()).absolute()
+        self.folder = self.folder_for_test()
         self.folder.mkdir(mode=0o700)
         self.path = self.folder / "app.admin-token"
 
@@ -110,7 +119,7 @@ class TokenFileTests(SynchronousTestCase):
         self.assertIn("only this user", str(error))
 
 
-class RuntimeTokenTests(SynchronousTestCase):
+class RuntimeTokenTests(_Folder):
     def runtime(self, environ: dict[str, str]) -> Runtime:
         runtime = Runtime(reactor=MemoryReactorClock(), environ=environ, pid=77)
         server = runtime.server("s1")
@@ -124,7 +133,7 @@ class RuntimeTokenTests(SynchronousTestCase):
         signs in, and passes the path on; the next generation reads the
         same token and logs only where it is.
         """
-        folder = Path(self.mktemp()).absolute()
+        folder = self.folder_for_test()
         folder.mkdir(mode=0o700)
         environ = {"XDG_RUNTIME_DIR": str(folder)}
         first = self.runtime(environ)
@@ -147,7 +156,7 @@ class RuntimeTokenTests(SynchronousTestCase):
         self.assertIn(f"--token-file {path}", logged)
 
     def test_no_file_keeps_the_pages_closed(self) -> None:
-        folder = Path(self.mktemp()).absolute()
+        folder = self.folder_for_test()
         folder.mkdir(mode=0o700)
         (folder / "graceful").mkdir(mode=0o777)
         (folder / "graceful").chmod(0o777)
