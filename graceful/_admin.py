@@ -17,25 +17,31 @@ other methods on those      405 with C{Allow}
 
 Safe by default:
 
-  - With a token (C{admin_token}, C{admin_token_file}, or C{token=}), every
-    request needs it, else 401: C{Authorization: Bearer TOKEN} for API
-    clients; a C{token} field in the body of a POST (the page's forms carry
-    one); or HTTP Basic with any user name and the token as the password,
-    which is how a browser, which cannot send a Bearer header when it
-    navigates, opens the page (the 401 offers Basic, so it asks).  A token in
-    the query string is never accepted: URLs end up in logs and histories.
-    Tokens are compared in constant time.
-  - With no token (or an empty one), only loopback peers are served, and only
-    when they address the server by a loopback name (C{localhost},
-    C{127.0.0.1}, C{[::1]}): the second check stops a web page that rebinds
-    its own DNS name to 127.0.0.1 from driving the admin pages from a
-    browser on the machine.  Anything else gets 403.
+  - Over TCP every request needs the admin token, else 401: the configured
+    one (C{admin_token}, C{admin_token_file}, or C{token=}) or, with none
+    configured, the one graceful makes and keeps in an owner-only file (see
+    L{graceful._admin_token}).  Loopback is not an identity: a reverse proxy
+    on the same host makes every client look local.  The token goes in
+    C{Authorization: Bearer TOKEN} for API clients; a C{token} field in the
+    body of a POST (the page's forms carry one); HTTP Basic with any user
+    name and the token as the password, which is how a browser, which cannot
+    send a Bearer header when it navigates, opens the page (the 401 offers
+    Basic, so it asks); or, on the GET of the page only, a C{token} query
+    parameter, so that the URL graceful logs when it makes a token opens the
+    page: that GET keeps the sign-in in a cookie (a digest of the token;
+    HttpOnly, SameSite=Strict, for the admin prefix only) and redirects to
+    the page without the token in its URL.  Tokens are compared in constant
+    time.
+  - Only a private listener (C{private=True}: a socket only the owner can
+    reach, such as an owner-only UNIX socket) serves without a token, and
+    not a request on it that carries C{Forwarded}, C{X-Forwarded-For} or
+    C{X-Real-IP}: a proxied request is never local.
   - A POST that a browser sends from another origin (its C{Sec-Fetch-Site}
     says so, or, from browsers that do not send that, its C{Origin} differs
     from C{Host}) gets 403, so no other site can restart or
     shut the server down through a browser that holds the credentials.
   - An C{executable} not listed in C{allowed_executables} gets 403, and
-    nothing is run.
+    nothing is run; a listed one runs as the operator wrote it.
   - The answers are never cached, never framed, and the HTML page runs no
     script.
 
@@ -48,7 +54,11 @@ shutdown gets a short page that says so (the server is leaving, there is no
 page to go back to); a browser's error gets a short page with the same status
 code.
 
-Every action, and every refusal, is logged with the peer's address.
+Every action is logged with the peer's address.  Refusals (401, and 403
+for another origin) are counted by reason in the metrics
+(C{graceful_admin_refused_total}) and logged in aggregate, at most one line
+per L{REFUSAL_LOG_INTERVAL} with the count and the peers: a flood of wrong
+tokens costs what a flood of 404s does, not a log line each.
 """
 
 from __future__ import annotations
@@ -58,8 +68,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import weakref
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,11 +87,22 @@ if TYPE_CHECKING:
 
 ACTIONS = ("restart", "reload", "shutdown")
 REALM = "graceful admin"
+_CHALLENGES = [
+    f'Bearer realm="{REALM}"'.encode(),
+    f'Basic realm="{REALM}", charset="UTF-8"'.encode(),
+]
 
+#: Seconds between two log lines about refused admin requests.
+REFUSAL_LOG_INTERVAL = 10.0
+#: Peers named in one such line; more are summed up as "and others".
+REFUSAL_LOG_PEERS = 10
 
-def peer_host(request: Request) -> str:
-    peer = request.getClientAddress()
-    return str(getattr(peer, "host", peer))
+#: The cookie a browser signed in with C{?token=} keeps (a digest of the
+#: token, not the token).
+COOKIE = "graceful_admin"
+
+#: Headers a proxy adds; a request with any of them is never local.
+FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
 
 def peer_address(request: Request) -> str:
@@ -96,16 +119,6 @@ def peer_address(request: Request) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def _host_name(authority: str) -> str:
     """
     The host of a C{Host} header or URL authority, without port or brackets.
@@ -118,9 +131,12 @@ def _host_name(authority: str) -> str:
     return authority
 
 
-def is_loopback_name(authority: str) -> bool:
-    host = _host_name(authority).rstrip(".")
-    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+def forwarded(request: Request) -> bool:
+    """
+    Whether a proxy passed the request on (it says so in a header).
+    """
+    headers = request.requestHeaders
+    return any(headers.hasHeader(name) for name in FORWARDING_HEADERS)
 
 
 def wants_html(request: Request) -> bool:
@@ -154,6 +170,21 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
 
 
+def _cookie_value(token: str) -> str:
+    return hmac.new(token.encode("utf-8"), b"graceful admin cookie", hashlib.sha256).hexdigest()
+
+
+def _cookie(request: Request, name: str) -> str | None:
+    header = request.getHeader(b"cookie")
+    if not header:
+        return None
+    for item in header.decode("latin-1").split(";"):
+        key, _, value = item.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
 def token_matches(offered: str | None, token: str) -> bool:
     """
     Constant time, whatever the lengths: both sides are hashed first.
@@ -163,32 +194,127 @@ def token_matches(offered: str | None, token: str) -> bool:
     return hmac.compare_digest(_digest(offered), _digest(token))
 
 
+class Refusals:
+    """
+    The refused admin requests of one process: counted by reason, and
+    logged in aggregate.  The first refusal is logged at once; the ones
+    that follow within L{REFUSAL_LOG_INTERVAL} are summed up in one line at
+    its end, and so on while they keep coming.  Recording one costs a few
+    dictionary and set operations: no formatting, no logging.
+
+    @ivar counts: refusals by reason (C{"no_token"}, C{"wrong_token"},
+        C{"cross_origin"}) since the process started, for the metrics.
+    """
+
+    _log = Logger(namespace="graceful.admin")
+
+    def __init__(
+        self,
+        clock: Any,
+        pid: int,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        max_peers: int = REFUSAL_LOG_PEERS,
+    ) -> None:
+        self.counts: dict[str, int] = {}
+        self._clock = clock
+        self._pid = pid
+        self._interval = interval
+        self._max_peers = max_peers
+        self._pending: dict[str, int] = {}
+        self._peers: dict[str, None] = {}  # insertion-ordered set
+        self._more_peers = False
+        self._window: Any = None
+
+    def refused(self, reason: str, peer: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+        if peer not in self._peers:
+            if len(self._peers) < self._max_peers:
+                self._peers[peer] = None
+            else:
+                self._more_peers = True
+        if self._window is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            self._window = None
+            return
+        pending, self._pending = self._pending, {}
+        peers = ", ".join(self._peers) + (" and others" if self._more_peers else "")
+        self._peers, self._more_peers = {}, False
+        count = sum(pending.values())
+        reasons = ", ".join(
+            f"{reason.replace('_', ' ')}: {n}" for reason, n in sorted(pending.items())
+        )
+        # A request with no token is how HTTP auth begins (a browser asks
+        # the person, then sends it again): info.  Anything else: warn.
+        emit = self._log.info if set(pending) == {"no_token"} else self._log.warn
+        emit(
+            "{pid}: admin refused {count} request{s} ({reasons}) from {peers}",
+            pid=self._pid,
+            count=count,
+            s="" if count == 1 else "s",
+            reasons=reasons,
+            peers=peers,
+        )
+        self._window = self._clock.callLater(self._interval, self._flush)
+
+
+_refusals: weakref.WeakKeyDictionary[Runtime, Refusals] = weakref.WeakKeyDictionary()
+
+
+def refusals_of(runtime: Runtime) -> Refusals:
+    """
+    The refusal counts of C{runtime} (every server of it shares them).
+    """
+    refusals = _refusals.get(runtime)
+    if refusals is None:
+        refusals = _refusals[runtime] = Refusals(runtime.reactor, runtime.pid)
+    return refusals
+
+
 class AdminResource(Resource):
     """
     C{GET prefix}, C{GET prefix/status}, C{POST prefix/restart} (and
     C{/reload}), C{POST prefix/shutdown}, C{GET prefix/metrics}.
+
+    @ivar private: whether this resource is served on a private listener,
+        one that only the owner of the process can reach (an owner-only UNIX
+        socket): there, requests need no token, unless a proxy forwarded
+        them.  On any other listener (every TCP port, and a server's own
+        UNIX sockets, which a proxy connects to), every request needs the
+        token.  Mount a separate instance with C{private=True} on a private
+        listener; never on one that a proxy or another user can reach.
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, runtime: Runtime, server: Server, trusted: bool = False) -> None:
+    def __init__(self, runtime: Runtime, server: Server, private: bool = False) -> None:
         """
-        @param trusted: served where only the owner can connect (the private
-            admin socket): no token is asked for.
+        @param private: served where only the owner can connect (the private
+            admin socket): no token is asked for, unless the request was
+            forwarded.
         """
         super().__init__()
         self._runtime = runtime
         self._server = server
-        self._trusted = trusted
+        self.private = private
+        self._refusals = refusals_of(runtime)
 
     @property
-    def token(self) -> str | None:
+    def token(self) -> str:
         """
-        The admin token; an empty one counts as none (loopback only), never
-        as "every token matches".
+        The admin token: the configured one or, with none (an empty one
+        counts as none, never as "every token matches"), the one graceful
+        made for this deployment.
         """
-        return self._server.admin_token or None
+        if self._server.admin_token:
+            return self._server.admin_token
+        from ._admin_token import generated_token
+
+        return generated_token(self._runtime)
 
     @property
     def prefix(self) -> str:
@@ -252,7 +378,7 @@ class AdminResource(Resource):
         return admin_page(
             status,
             prefix=self.prefix,
-            token=self._presented_token(request) if self.token else None,
+            token=self._presented_token(request),
             allowed_executables=self._runtime.settings.allowed_executables,
             restarted_from=restarted_from,
         )
@@ -379,44 +505,45 @@ class AdminResource(Resource):
     # -- access ---------------------------------------------------------------
 
     def _check_access(self, request: Request) -> bytes | None:
-        if self._trusted:
+        if self.private and not forwarded(request):
             return None
         token = self.token
-        if token is None:
-            if not is_loopback(peer_host(request)):
-                return self._refuse(
-                    request,
-                    403,
-                    "not loopback and no admin token set",
-                    "admin pages answer loopback clients only, unless an admin token is set",
-                )
-            host = request.getHeader(b"host")
-            if host and not is_loopback_name(host.decode("latin-1")):
-                return self._refuse(
-                    request,
-                    403,
-                    f"addressed as {host.decode('latin-1')!r}, not a loopback name, and no admin token set",
-                    "without an admin token, admin pages answer requests addressed to "
-                    "localhost, 127.0.0.1 or [::1] only",
-                )
-            return None
         presented = self._presented_token(request)
-        if not token_matches(presented, token):
-            request.responseHeaders.setRawHeaders(
-                b"www-authenticate",
-                [
-                    f'Bearer realm="{REALM}"'.encode(),
-                    f'Basic realm="{REALM}", charset="UTF-8"'.encode(),
-                ],
-            )
-            return self._refuse(
-                request,
-                401,
-                "wrong token" if presented else "no token",
-                "the admin token is required: send Authorization: Bearer TOKEN "
-                "(in a browser: any user name, the token as the password)",
-            )
-        return None
+        if token_matches(presented, token):
+            if request.method == b"GET" and not request.getHeader(b"authorization"):
+                return self._sign_in(request, token)
+            return None
+        cookie = _cookie(request, COOKIE)
+        if cookie is not None and token_matches(cookie, _cookie_value(token)):
+            return None
+        request.responseHeaders.setRawHeaders(b"www-authenticate", _CHALLENGES)
+        return self._refuse(
+            request,
+            401,
+            "wrong_token" if presented else "no_token",
+            "the admin token is required: send Authorization: Bearer TOKEN "
+            "(in a browser: any user name, the token as the password)",
+        )
+
+    def _sign_in(self, request: Request, token: str) -> bytes:
+        """
+        The page's GET with the right C{?token=}: keep the sign-in in a
+        cookie (HttpOnly, SameSite=Strict, only for the admin pages) and
+        send the browser back to the page without the token in its URL, so
+        it leaves the address bar and the history.
+        """
+        secure = "; Secure" if request.isSecure() else ""
+        request.responseHeaders.addRawHeader(
+            b"set-cookie",
+            f"{COOKIE}={_cookie_value(token)}; Path={self.prefix}; HttpOnly; "
+            f"SameSite=Strict{secure}".encode(),
+        )
+        query = {k: v for k, v in _query(request).items() if k != "token"}
+        location = self.prefix + ("?" + urlencode(query) if query else "")
+        request.setResponseCode(303)
+        request.setHeader(b"location", location.encode("utf-8"))
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return message_page("Signed in", "On to the admin page.", location)
 
     def _check_origin(self, request: Request, page: str) -> bytes | None:
         """
@@ -438,34 +565,33 @@ class AdminResource(Resource):
         else:
             cross = False
         if cross:
-            seen = (fetch_site or b"") + b" " + (origin or b"")
             return self._refuse(
                 request,
                 403,
-                f"{page} posted from another origin ({seen.strip().decode('latin-1')})",
+                "cross_origin",
                 "admin actions are not accepted from pages of another origin",
             )
         return None
 
-    def _refuse(self, request: Request, code: int, why: str, message: str) -> bytes:
-        # A request with no token is how HTTP auth begins (a browser asks
-        # the person, then sends it again): info.  Anything else: warn.
-        emit = self._log.info if why == "no token" else self._log.warn
-        emit(
-            "{pid}: admin request {method} {path} from {peer} refused ({code}): {why}",
-            pid=self._runtime.pid,
-            method=request.method.decode("ascii", "replace"),
-            path=(request.path or b"").decode("utf-8", "replace"),
-            peer=peer_address(request),
-            code=code,
-            why=why,
-        )
-        return self._error(request, code, message)
+    def _refuse(self, request: Request, code: int, reason: str, message: str) -> bytes:
+        # As cheap as a 404: count, remember the peer, answer a body made
+        # once; the log line comes later, for all refusals at once.
+        peer = request.getClientAddress()
+        self._refusals.refused(reason, str(getattr(peer, "host", None) or peer))
+        html = wants_html(request)
+        request.setResponseCode(code)
+        if html:
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        else:
+            request.setHeader(b"content-type", b"application/json")
+        return _refusal_body(code, message, self.prefix if html else None)
 
     def _presented_token(self, request: Request) -> str | None:
         """
-        The token the request presents: Bearer, Basic's password, or a
-        C{token} field of a POST's body; never one from the query string.
+        The token the request presents: Bearer, Basic's password, a C{token}
+        field of a POST's body, or a C{token} in the query string of the
+        page's GET (the URL graceful logs); never one in the query string of
+        any other request.
         """
         header = request.getHeader(b"authorization")
         if header:
@@ -480,9 +606,22 @@ class AdminResource(Resource):
                     return None
                 return decoded.decode("utf-8", "replace").partition(":")[2]
             return None
+        if request.method == b"GET":
+            page = b"/".join(request.postpath or []).strip(b"/")
+            if page or b"token=" not in (request.uri or b""):
+                return None
+            return _query(request).get("token")
         if request.method != b"POST" or "token" in _query(request):
             return None
         return _field(request, "token")
+
+
+@lru_cache(maxsize=16)
+def _refusal_body(code: int, message: str, html_prefix: str | None) -> bytes:
+    if html_prefix is not None:
+        titles = {401: "The admin token is needed", 403: "Refused"}
+        return message_page(titles.get(code, "Error"), message, html_prefix)
+    return json.dumps({"error": message}, indent=1).encode() + b"\n"
 
 
 # -- requests ----------------------------------------------------------------

@@ -344,7 +344,7 @@ def _explain_http_error(method: str, page: str, code: int, message: str) -> str:
     if code == 401:
         return f"wrong or missing token (401 Unauthorized{said})"
     if code == 403:
-        return f"refused (403 Forbidden{said}); without a token only loopback clients are served"
+        return f"refused (403 Forbidden{said})"
     if code == 409:
         return f"a restart is already running there (409 Conflict{said})"
     if code == 404:
@@ -737,7 +737,14 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token", help="the admin token (visible to other users in ps)")
-    token.add_argument("--token-file", metavar="FILE", help="a file holding the admin token")
+    token.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the admin token: admin_token_file, or the file graceful "
+        "makes when no token is configured (beside the pidfile, app.pid -> "
+        "app.admin-token, else $XDG_RUNTIME_DIR/graceful/admin-PORT.token; "
+        "the server logs where)",
+    )
     parser.add_argument(
         "--timeout",
         type=_positive,

@@ -31,6 +31,9 @@ graceful_workers{state}                gauge    with workers: how many are start
                                                 serving and draining
 graceful_worker_deaths_total           counter  with workers: workers that died and
                                                 were replaced
+graceful_admin_refused_total{reason}   counter  admin requests refused: no_token,
+                                                wrong_token, cross_origin (this
+                                                process only)
 process_*                              various  CPU, memory, open fds, start time
                                                 (prometheus-client's ProcessCollector)
 =====================================  =======  ====================================
@@ -52,6 +55,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from ._admin import refusals_of
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -145,6 +149,15 @@ class RuntimeCollector(Collector):
             "1 while a new process is starting to take over from this one.",
             value=1.0 if status.get("restarting") else 0.0,
         )
+        refused = CounterMetricFamily(
+            "graceful_admin_refused",
+            "Admin requests refused, by reason, in this process.",
+            labels=["reason"],
+        )
+        counts = refusals_of(self._runtime).counts
+        for reason in ("no_token", "wrong_token", "cross_origin"):
+            refused.add_metric([reason], counts.get(reason, 0))
+        yield refused
         workers = status.get("workers")
         if workers is not None:
             states = GaugeMetricFamily(

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
-from ._pages import add_operational_pages
+from ._pages import add_operational_pages, prepare_admin_token
 from ._runtime import LazyReactor, Runtime
 
 _runtime: Runtime | None = None
@@ -24,6 +24,7 @@ def runtime() -> Runtime:
         # Twisted's asyncio reactor.
         _runtime = Runtime.from_environment(os.environ, LazyReactor())
         _runtime.operational_pages = add_operational_pages
+        _runtime.prepare_admin = prepare_admin_token
         _report_config_errors_in_one_line()
     return _runtime
 

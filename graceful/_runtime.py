@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -246,6 +247,33 @@ def _write_stderr(data: bytes) -> None:
     os.write(2, data)
 
 
+def _not_ours(path: str) -> str | None:
+    """
+    Why C{path} (an allowed executable) could have been changed by someone
+    other than root or us, or L{None}: the file, the link naming it and the
+    folders holding either must belong to root or us and be writable by
+    neither group nor others.
+    """
+    owners = (0, os.geteuid())
+    checked: list[tuple[str, str]] = []
+    real = os.path.realpath(path)
+    for candidate in dict.fromkeys([path, real]):
+        checked.append((candidate, "file"))
+        checked.append((os.path.dirname(candidate) or ".", "folder"))
+    for target, what in checked:
+        try:
+            info = os.stat(target) if what == "folder" or target == real else os.lstat(target)
+        except OSError as e:
+            return f"cannot check {target}: {e.strerror or e}"
+        if stat.S_ISLNK(info.st_mode):
+            continue  # a link's own mode means nothing; its folder is checked
+        if info.st_uid not in owners:
+            return f"{what} {target} belongs to uid {info.st_uid}"
+        if info.st_mode & 0o022:
+            return f"{what} {target} is writable by group or others"
+    return None
+
+
 def _working_directory(environ: MutableMapping[str, str]) -> str:
     # $PWD keeps the path as typed (through symlinks such as releases/current).
     pwd = environ.get("PWD")
@@ -292,6 +320,9 @@ class Runtime:
     draining: bool = False
     forward_stderr: Callable[[bytes], None] = field(default=lambda data: _write_stderr(data))
     operational_pages: Callable[[Runtime, Server], None] = lambda runtime, server: None
+    #: Called as serving starts, before any worker: makes or reads the admin
+    #: token of admin pages that configure none (see graceful._admin_token).
+    prepare_admin: Callable[[Runtime], None] = lambda runtime: None
     _new_process: NewProcess | None = None
     _restart_began: float = 0.0
     _restart_result: Deferred[int] | None = None
@@ -538,7 +569,7 @@ class Runtime:
         router = Router()
         # A stand-in server: the admin socket shows the whole process.
         pages = Server("admin_socket", self, admin_prefix=DEFAULT_ADMIN_PREFIX)
-        router.mount(DEFAULT_ADMIN_PREFIX, AdminResource(self, pages, trusted=True))
+        router.mount(DEFAULT_ADMIN_PREFIX, AdminResource(self, pages, private=True))
         site = Site(router)
         site.noisy = False
         # The admin logs its actions itself; status polls need no lines.
@@ -593,6 +624,8 @@ class Runtime:
         if self._serving:
             return
         self._serving = True
+        if self.role != "worker":
+            self.prepare_admin(self)
         if self.role == "master":
             self._start_workers()
             return
@@ -847,15 +880,29 @@ class Runtime:
 
     def check_executable(self, executable: str) -> str:
         """
-        @raise ExecutableNotAllowed: C{allowed_executables} does not list it.
+        The entry of C{allowed_executables} that C{executable} names (the
+        same string, or the same file): what a restart runs, never the
+        client's string, so that a link the client swaps after the check
+        changes nothing.
+
+        @raise ExecutableNotAllowed: C{allowed_executables} does not list
+            it, or the listed file, or its folder, may be changed by someone
+            else (it is writable by group or others, or belongs to another
+            user than root or us).
         """
-        wanted = os.path.realpath(executable)
-        for allowed in self.settings.allowed_executables:
-            if os.path.realpath(allowed) == wanted:
-                return executable
-        raise ExecutableNotAllowed(
-            f"executable {executable!r} is not in allowed_executables"
-        )
+        allowed = self.settings.allowed_executables
+        chosen = executable if executable in allowed else None
+        if chosen is None:
+            wanted = os.path.realpath(executable)
+            chosen = next((a for a in allowed if os.path.realpath(a) == wanted), None)
+        if chosen is None:
+            raise ExecutableNotAllowed(
+                f"executable {executable!r} is not in allowed_executables"
+            )
+        problem = _not_ours(chosen)
+        if problem:
+            raise ExecutableNotAllowed(f"allowed executable {chosen!r} is refused: {problem}")
+        return chosen
 
     def restart(self, executable: str | None = None, trusted: bool = False) -> Deferred[int]:
         """
@@ -867,7 +914,7 @@ class Runtime:
         """
         if executable and not trusted:
             try:
-                self.check_executable(executable)
+                executable = self.check_executable(executable)
             except ExecutableNotAllowed as e:
                 return fail(e)
         if self.role == "worker":

@@ -9,8 +9,10 @@ group) is killed with it, and pids read from pidfiles or pages are killed too.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -30,6 +32,34 @@ EXAMPLES = ROOT / "examples"
 
 #: Upper bound of any single wait in these tests.
 WAIT = 20.0
+
+#: Read by the processes the tests start as the admin token that graceful
+#: would otherwise make (GRACEFUL_ADMIN_TOKEN_FILE, as an older generation
+#: passes it on): one known token, and no token file left behind per port.
+ADMIN_TOKEN_VARIABLE = "GRACEFUL_ADMIN_TOKEN_FILE"
+_token_folder = Path(tempfile.mkdtemp(prefix="graceful-test-token-"))
+atexit.register(shutil.rmtree, _token_folder, True)
+ADMIN_TOKEN_FILE = _token_folder / "admin.token"
+ADMIN_TOKEN_FILE.write_text("test-admin-token-" + os.urandom(8).hex() + "\n")
+ADMIN_TOKEN_FILE.chmod(0o600)
+
+
+def admin_token(source: Any = None) -> str:
+    """
+    The admin token a test process uses when its config sets none: the one
+    in C{source} (a L{ServerProcess}, whose environment names the file, or
+    a path), by default the tests' shared one.
+    """
+    if isinstance(source, ServerProcess):
+        source = source.env.get(ADMIN_TOKEN_VARIABLE) or ADMIN_TOKEN_FILE
+    return Path(source or ADMIN_TOKEN_FILE).read_text().strip()
+
+
+def admin_auth(source: Any = None) -> dict[str, str]:
+    """
+    The header that presents L{admin_token}.
+    """
+    return {"Authorization": f"Bearer {admin_token(source)}"}
 
 
 def free_port() -> int:
@@ -59,6 +89,7 @@ def child_environment(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
         env.pop(name, None)
+    env[ADMIN_TOKEN_VARIABLE] = str(ADMIN_TOKEN_FILE)
     env.update(extra)
     return env
 
@@ -320,8 +351,6 @@ def _script(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
         return str(candidate)
-    import shutil
-
     found = shutil.which(name)
     assert found, f"{name} not found"
     return found

@@ -17,7 +17,16 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import WAIT, ServerProcess, answers, free_port, pid_of, process_alive, wait_until
+from tests.support import (
+    WAIT,
+    ServerProcess,
+    admin_token,
+    answers,
+    free_port,
+    pid_of,
+    process_alive,
+    wait_until,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -117,16 +126,19 @@ class AdminPageInBrowserTests(TestCase):
 
     def test_restart_then_shut_down_from_the_page(self) -> None:
         """
-        Load the page, click restart, see the generation change (the page
+        Open the page's signed-in URL, click restart, see the generation change (the page
         follows the restart by itself); then shut down: the button needs the
         confirmation ticked, and the process exits.
         """
         proc, port = self.serve()
         old = proc.remember(pid_of(port))
         driver = self.browser()
-        driver.get(f"http://127.0.0.1:{port}/debug/admin")
+        # The URL graceful logs when it makes the token: the page signs in
+        # (a cookie) and drops the token from the address bar.
+        driver.get(f"http://127.0.0.1:{port}/debug/admin/?token={admin_token(proc)}")
         self.assertEqual(driver.find_element("id", "generation").text, "1")
         self.assertEqual(driver.find_element("id", "pid").text, str(old))
+        self.assertNotIn("token", driver.current_url)
         self.assertIn("graceful", driver.title)
 
         driver.find_element("id", "restart").click()

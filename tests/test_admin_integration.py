@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
+import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,8 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
 from tests.support import (
+    ADMIN_TOKEN_VARIABLE,
     ServerProcess,
     _script,
+    admin_auth,
+    child_environment,
     answers,
     connection,
     free_ports,
@@ -98,9 +105,21 @@ health = "/healthz"
 
 TOKEN = "integration-token-7f3a"
 
+#: No admin token configured: graceful makes one.
+NO_TOKEN_CONFIG = """
+[graceful]
+ready_timeout = 10.0
+
+[servers.web]
+app = "admin_app:root"
+host = "127.0.0.1"
+ports = [{port}]
+admin = "/debug/admin"
+"""
+
 
 def read_json(port: int, path: str, headers: dict[str, str] | None = None) -> Any:
-    code, response_headers, body = get(port, path, headers=headers)
+    code, response_headers, body = get(port, path, headers=admin_auth() if headers is None else headers)
     assert code == 200, (code, body)
     assert response_headers["content-type"] == "application/json", response_headers
     return json.loads(body)
@@ -110,6 +129,8 @@ def post(
     port: int, path: str, fields: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     body = urlencode(fields or {}).encode()
+    if headers is None and "token" not in (fields or {}):
+        headers = admin_auth()
     return get(
         port,
         path,
@@ -120,7 +141,7 @@ def post(
 
 
 def metrics(port: int, path: str, headers: dict[str, str] | None = None) -> dict[str, float]:
-    code, response_headers, body = get(port, path, headers=headers)
+    code, response_headers, body = get(port, path, headers=admin_auth() if headers is None else headers)
     assert code == 200, (code, body)
     assert response_headers["content-type"].startswith("text/plain"), response_headers
     return {
@@ -171,7 +192,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual([s["in_flight"] for s in status["servers"]], [1, 0])
         self.assertEqual(read_json(port2, "/debug/admin/status")["pid"], old)
 
-        code, headers, page = get(port1, "/ops", headers={"Accept": "text/html"})
+        code, headers, page = get(port1, "/ops", headers={**admin_auth(), "Accept": "text/html"})
         self.assertEqual((code, headers["content-type"]), (200, "text/html; charset=utf-8"))
         self.assertIn(f'<dd id="pid">{old}</dd>'.encode(), page)
         self.assertIn(b'<dd id="generation">1</dd>', page)
@@ -182,7 +203,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual(get(port1, "/healthz"), (200, unittest_any, b"ok\n"))
 
         for path in ("/ops/restart", "/ops/reload", "/ops/shutdown"):
-            code, headers, _ = get(port1, path)
+            code, headers, _ = get(port1, path, headers=admin_auth())
             self.assertEqual((code, headers.get("allow")), (405, "POST"), path)
 
         code, _, body = post(port1, "/ops/restart")
@@ -209,7 +230,7 @@ class AdminIntegrationTests(TestCase):
         self.assertEqual(after["graceful_generation"], 2)
         self.assertEqual(after["graceful_restarts_total"], 1)
         self.assertGreaterEqual(after["graceful_last_handoff_seconds"], 1.0)
-        code, _, page = get(port2, "/debug/admin", headers={"Accept": "text/html"})
+        code, _, page = get(port2, "/debug/admin", headers={**admin_auth(), "Accept": "text/html"})
         self.assertIn(b'<dd id="generation">2</dd>', page)
 
         log = proc.log()
@@ -329,6 +350,78 @@ class AdminIntegrationTests(TestCase):
         self.assertIn(f"{old}: admin reload asked for by 127.0.0.1:", log)
         self.assertIn("refused", log)
         proc.signal(status["pid"], signal.SIGTERM)
+
+
+class GeneratedTokenIntegrationTests(TestCase):
+    def test_token_made_kept_and_required_behind_a_proxy(self) -> None:
+        """
+        twistd with no admin_token: a plain request from loopback (what
+        nginx's default proxy_pass sends), with or without X-Forwarded-For,
+        is 401; the token file beside the pidfile is owner-only and its
+        token works, for graceful ctl too; after SIGUSR1 the same token
+        still works.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="graceful-admin-token-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        (directory / "admin_app.py").write_text(APP)
+        [port] = free_ports(1)
+        config = directory / "graceful.toml"
+        config.write_text(NO_TOKEN_CONFIG.format(port=port))
+        env = child_environment()
+        env.pop(ADMIN_TOKEN_VARIABLE)  # where a user's process keeps it
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile", "app.pid", "graceful", "--config", str(config),
+            cwd=directory, env=env,
+        )
+        proc.pidfiles.append(directory / "app.pid")
+        self.addCleanup(proc.stop)
+        proc.start()
+        wait_until(lambda: answers(port, "/pid"), what="twistd to serve")
+
+        for headers in ({}, {"X-Forwarded-For": "203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}):
+            for method, path in (("GET", "/debug/admin/status"), ("POST", "/debug/admin/shutdown")):
+                code, _, _ = get(port, path, method=method,
+                                 headers={"Host": f"127.0.0.1:{port}", **headers})
+                self.assertEqual(code, 401, (method, headers))
+
+        token_file = directory / "app.admin-token"
+        info = os.lstat(token_file)
+        self.assertTrue(stat.S_ISREG(info.st_mode))
+        self.assertEqual(stat.S_IMODE(info.st_mode), 0o600)
+        self.assertEqual(info.st_uid, os.geteuid())
+        token = token_file.read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        status = read_json(port, "/debug/admin/status", auth)
+        old = proc.remember(status["pid"])
+        self.assertEqual(status["generation"], 1)
+        log = proc.log()
+        self.assertIn(f"admin token made and kept in {token_file}", log)
+        self.assertIn(f"http://127.0.0.1:{port}/debug/admin/?token={token}", log)
+
+        ctl = subprocess.run(
+            [sys.executable, "-m", "graceful", "ctl", "status", "--token-file", str(token_file),
+             "--node", f"http://127.0.0.1:{port}/debug/admin"],
+            env=child_environment(), capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(ctl.returncode, 0, ctl.stderr)
+        self.assertIn(str(old), ctl.stdout)
+
+        proc.signal(old, signal.SIGUSR1)
+
+        def moved() -> Any:
+            status = read_json(port, "/debug/admin/status", auth)
+            return status if status["generation"] == 2 and status["last_restart"] else None
+
+        status = wait_until(moved, what="generation 2 to serve with the same token")
+        proc.remember(status["pid"])
+        self.assertNotEqual(status["pid"], old)
+        self.assertEqual(token_file.read_text().strip(), token)
+        self.assertEqual(get(port, "/debug/admin/status")[0], 401)
+        # The token is logged once, when made; the restart says where it is.
+        self.assertEqual(proc.log().count(token), 1)
+        proc.signal(status["pid"], signal.SIGTERM)
+        proc.wait_exit()
 
 
 class _Any:

@@ -31,6 +31,9 @@ class BenchmarkSmokeTests(TestCase):
         out = Path(tempfile.mkdtemp(prefix="graceful-bench-smoke-"))
         self.addCleanup(shutil.rmtree, out, True)
         env = dict(os.environ)
+        # The admin token graceful would make: in this run's folder, not one
+        # file per port in the user's runtime folder.
+        env["GRACEFUL_ADMIN_TOKEN_FILE"] = str(out / "admin.token")
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         )

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import (
@@ -193,9 +192,6 @@ class BehindNginxTests(Base):
         nginx = self.start_nginx(directory, f"http://127.0.0.1:{port}")
         self.restarts_under_load(proc, nginx, lambda: int(get(nginx.port, "/pid")[2].split()[0]))
 
-    # Until the admin change lands, a token-less admin still trusts every
-    # loopback peer: remove the mark then (strict=False: an XPASS says so).
-    @pytest.mark.xfail(reason="token-less admin still trusts loopback peers", strict=False)
     def test_tcp_proxied_tokenless_admin_is_refused(self) -> None:
         """
         Through nginx every client connects from loopback and sends
@@ -208,9 +204,7 @@ class BehindNginxTests(Base):
         nginx = self.start_nginx(directory, f"http://127.0.0.1:{port}")
         for method, page in (("GET", "/debug/admin/status"), ("POST", "/debug/admin/shutdown")):
             code, _, body = get(nginx.port, page, method=method)
-            self.assertFalse(200 <= code < 300, (method, page, code, body))
-            self.assertTrue(400 <= code < 500, (method, page, code, body))
-
+            self.assertEqual(code, 401, (method, page, body))
 
     def test_unix_upstream_and_admin_socket(self) -> None:
         """

@@ -30,6 +30,7 @@ from tests.support import (
     ROOT,
     Load,
     ServerProcess,
+    admin_auth,
     fd_count,
     free_ports,
     get,
@@ -45,7 +46,7 @@ WEB = ROOT / "tests" / "programs" / "web.py"
 
 
 def status(port: int, tls: bool = False) -> dict[str, Any]:
-    code, _, body = get(port, "/debug/admin/status", tls=tls)
+    code, _, body = get(port, "/debug/admin/status", tls=tls, headers=admin_auth())
     assert code == 200, (code, body)
     return json.loads(body)  # type: ignore[no-any-return]
 

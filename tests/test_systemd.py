@@ -381,7 +381,8 @@ class SocketActivationTests(SynchronousTestCase):
         process = ServerProcess(
             # It passes on only the variables named with -E, and starts the
             # program at the first connection.
-            [tool, "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED", f"--listen=127.0.0.1:{port}",
+            [tool, "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED", "-E", "GRACEFUL_ADMIN_TOKEN_FILE",
+             f"--listen=127.0.0.1:{port}",
              "--fdname=graceful", *ServerProcess.twistd().args, *twistd_args()],
             cwd=directory,
         )

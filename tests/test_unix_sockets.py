@@ -246,7 +246,7 @@ class TrustedAdminTests(SynchronousTestCase):
         server = runtime.server("s1")
         server.enable_admin("/debug/admin", token="secret")
         router = Router()
-        router.mount("/debug/admin", AdminResource(runtime, server, trusted=trusted))
+        router.mount("/debug/admin", AdminResource(runtime, server, private=trusted))
         request = DummyRequest([b"debug", b"admin", page.encode()])
         request.method = method.encode()
         request.uri = f"/debug/admin/{page}".encode()

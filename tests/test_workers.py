@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     Load,
     ServerProcess,
+    admin_auth,
     child_environment,
     accepting_pids,
     free_ports,
@@ -36,7 +37,7 @@ WORKERS = ROOT / "tests" / "programs" / "workers.py"
 
 
 def status(port: int) -> dict[str, Any]:
-    code, _, body = get(port, "/debug/admin/status")
+    code, _, body = get(port, "/debug/admin/status", headers=admin_auth())
     assert code == 200, (code, body)
     return json.loads(body)  # type: ignore[no-any-return]
 
@@ -146,10 +147,10 @@ class WorkerFailureTests(WorkerTestCase):
         self.assertNotIn(victim, {w["pid"] for w in group["workers"]})
         self.assertFalse(process_alive(victim))
         self.assertIn("died (signal 9); replacing it", proc.log())
-        metrics = get(port, "/debug/admin/metrics")[2].decode()
+        metrics = get(port, "/debug/admin/metrics", headers=admin_auth())[2].decode()
         self.assertIn("graceful_worker_deaths_total 1.0", metrics)
         self.assertIn('graceful_workers{state="serving"} 2.0', metrics)
-        page = get(port, "/debug/admin", headers={"Accept": "text/html"})[2].decode()
+        page = get(port, "/debug/admin", headers={**admin_auth(), "Accept": "text/html"})[2].decode()
         for worker in group["workers"]:
             self.assertIn(f'<td class="worker-pid">{worker["pid"]}</td>', page)
 
