@@ -22,6 +22,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import _drain
 from ._event import Event
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from ._handoff import (
@@ -811,7 +812,14 @@ class Runtime:
             # Chained, so the exit also waits for the message to be flushed.
             services.addBoth(lambda _: successor.release())
         sites = [server.site for server in self.servers.values() if server.site is not None]
-        drained = DeferredList([site.drain() for site in sites] + [services])
+        # With a successor, idle keep-alive connections wait for their next
+        # request (answered with Connection: close) rather than race a close.
+        idle_grace = (
+            _drain.handover_idle_grace(self.settings.drain_timeout)
+            if successor is not None
+            else None
+        )
+        drained = DeferredList([site.drain(idle_grace) for site in sites] + [services])
         in_flight = sum(site.in_flight for site in sites)
         if in_flight:
             self._log.info(
