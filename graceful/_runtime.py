@@ -23,6 +23,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import _drain
 from ._event import Event
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from ._handoff import (
@@ -1173,8 +1174,16 @@ class Runtime:
         reason = "restart" if replaced else "shutdown"
         self._drain_reason = reason
         timeout_s = self.settings.drain_timeout
+        # With a successor, idle keep-alive connections wait for their next
+        # request (answered with Connection: close) rather than race a close.
+        idle_grace = _drain.handover_idle_grace(timeout_s) if replaced else None
         drained = DeferredList(
-            [site.drain(reason, spread=self.settings.spread, timeout=timeout_s) for site in sites]
+            [
+                site.drain(
+                    reason, spread=self.settings.spread, timeout=timeout_s, idle_grace=idle_grace
+                )
+                for site in sites
+            ]
             + [services]
         )
         in_flight = sum(site.in_flight for site in sites)

@@ -7,12 +7,22 @@ to send one more request, closes everything, and then fires.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from graceful._drain import IDLE_GRACE, DrainingSite
+from graceful._drain import (
+    HANDOVER_IDLE_GRACE,
+    IDLE_GRACE,
+    PENDING_RECHECK,
+    DrainingSite,
+    handover_idle_grace,
+    unread_bytes,
+)
 
 from .test_routing import HTTPConnection
 
@@ -36,6 +46,9 @@ class App(Resource):
             self.pending.append(request)
             return NOT_DONE_YET
         return b"fast"
+
+    # What users lose on a reused connection are non-idempotent requests.
+    render_POST = render_GET
 
     def answer(self, body: bytes = b"slow") -> None:
         request = self.pending.pop(0)
@@ -275,3 +288,173 @@ class DrainTests(SynchronousTestCase):
         self.assertFalse(connection.closing)
         self.clock.advance(self.site.timeOut)
         self.assertTrue(connection.closing)
+
+
+class SocketTransport(StringTransport):
+    """
+    A StringTransport whose handle is a real socket, as a TCP transport's
+    is: the end of a socket pair whose other end plays the client's kernel.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket, self.peer = socket.socketpair()
+
+    def getHandle(self) -> socket.socket:
+        return self.socket
+
+    def close(self) -> None:
+        self.socket.close()
+        self.peer.close()
+
+
+class Wrapper:
+    """
+    A transport over another one, as TLS is over TCP.
+    """
+
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+
+    def getHandle(self) -> object:
+        return object()  # TLS's handle is its OpenSSL connection
+
+
+class IdleAtHandoverTests(SynchronousTestCase):
+    """
+    At a hand-over an idle keep-alive connection waits for its next
+    request, which is answered with C{Connection: close}; closing it is what
+    races that request, so it closes only when the longer grace runs out,
+    and never while a request it sent is unread in the kernel.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.app = App()
+        self.site = DrainingSite(self.app, idle_grace=GRACE, reactor=self.clock)
+
+    def connect(self, transport: StringTransport | None = None) -> HTTPConnection:
+        connection = (
+            HTTPConnection(self.site) if transport is None else HTTPConnection(self.site, transport)
+        )
+        self.addCleanup(connection.lose)
+        return connection
+
+    def test_handover_grace(self) -> None:
+        """
+        The hand-over grace is L{HANDOVER_IDLE_GRACE}, ending before
+        C{drain_timeout} aborts what is left.
+        """
+        self.assertGreater(HANDOVER_IDLE_GRACE, IDLE_GRACE)
+        self.assertEqual(handover_idle_grace(30.0), HANDOVER_IDLE_GRACE)
+        self.assertEqual(handover_idle_grace(5.0), 4.0)
+        self.assertEqual(handover_idle_grace(0.5), 0.0)
+
+    def test_request_after_the_short_grace_is_answered(self) -> None:
+        """
+        A request sent later than the shutdown grace, within the hand-over
+        one, is answered (with C{Connection: close}), not cut.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        drained = self.site.drain(idle_grace=GRACE * 5)
+        self.clock.advance(GRACE * 4)
+        self.assertFalse(connection.closing)
+        connection.request("/fast", method="POST")
+        first, second = connection.responses()
+        self.assertEqual((second.status, second.body), (200, b"fast"))
+        self.assertEqual(second.header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_silent_connection_closed_when_the_grace_ends(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        self.site.drain(idle_grace=GRACE * 5)
+        self.clock.advance(GRACE * 5 - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # a FIN, not an abort
+
+    def test_connection_made_later_gets_the_same_grace(self) -> None:
+        self.site.drain(idle_grace=GRACE * 5)
+        connection = self.connect()
+        self.clock.advance(GRACE * 4)
+        self.assertFalse(connection.closing)
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+
+    def test_closed_at_once(self) -> None:
+        """
+        A grace of 0 closes idle connections at the hand-over itself.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        self.site.drain(idle_grace=0)
+        self.clock.advance(0)
+        self.assertTrue(connection.closing)
+
+    def test_unread_request_is_answered_not_reset(self) -> None:
+        """
+        A request that reached the kernel just as the grace ends keeps the
+        connection open until the reactor reads it; it is then answered.
+        """
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        connection = self.connect(transport)
+        drained = self.site.drain()
+        transport.peer.sendall(b"POST /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.clock.advance(GRACE)
+        self.assertFalse(connection.closing)
+        self.clock.advance(PENDING_RECHECK)
+        self.assertFalse(connection.closing)  # still unread
+        # The reactor reads it:
+        connection.send(transport.socket.recv(1000))
+        response = connection.only_response()
+        self.assertEqual((response.body, response.header("connection")), (b"fast", "close"))
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_nothing_unread_closes(self) -> None:
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        connection = self.connect(transport)
+        self.site.drain()
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+
+    def test_partial_request_at_grace_end_is_not_cut(self) -> None:
+        """
+        A request whose first bytes came during the grace gets the site's
+        ordinary timeout to arrive whole.
+        """
+        connection = self.connect()
+        drained = self.site.drain()
+        self.clock.advance(GRACE / 2)
+        connection.send(b"GET /fast HTTP/1.1\r\n")
+        self.clock.advance(GRACE)
+        self.assertFalse(connection.closing)
+        connection.send(b"Host: test\r\n\r\n")
+        self.assertEqual(connection.only_response().header("connection"), "close")
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_unread_bytes(self) -> None:
+        """
+        L{unread_bytes} looks at the socket under a wrapping transport, and
+        says no for EOF, for a transport without a socket, and for nothing.
+        """
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        self.assertFalse(unread_bytes(transport))
+        transport.peer.sendall(b"G")
+        self.assertTrue(unread_bytes(transport))
+        self.assertTrue(unread_bytes(Wrapper(transport)))
+        self.assertEqual(transport.socket.recv(10), b"G")  # only peeked
+        transport.peer.shutdown(socket.SHUT_WR)
+        self.assertFalse(unread_bytes(Wrapper(transport)))
+        self.assertFalse(unread_bytes(StringTransport()))
+        self.assertFalse(unread_bytes(None))

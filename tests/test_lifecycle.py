@@ -26,6 +26,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from graceful._drain import IDLE_GRACE, handover_idle_grace
 from graceful._errors import ExecutableNotAllowed, RestartRefused
 from graceful._handoff import PassedSocket, RestartFailed
 from graceful._runtime import PIDFILE_VARIABLE, Runtime
@@ -633,6 +634,42 @@ class DrainTests(_RuntimeCase):
         self.assertTrue(connection.closing)
         connection.lose()
         self.assertTrue(self.exited)
+
+    def test_idle_connections_wait_for_their_next_request_at_handover(self) -> None:
+        """
+        With a successor serving, an idle keep-alive connection is kept
+        past the shutdown grace, to have its next request answered, and
+        closed (a FIN) before drain_timeout would abort it.
+        """
+        self.runtime.settings.drain_timeout = 5.0
+        server, _, _ = self.serve("s1", 8100, 41)
+        connection = HTTPConnection(server.site)
+        connection.request("/fast")
+        self.hand_over()
+        self.reactor.advance(IDLE_GRACE * 2)
+        self.assertFalse(connection.closing)
+        connection.request("/fast")
+        self.assertEqual(connection.responses()[-1].header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.assertTrue(self.exited)
+
+    def test_silent_idle_connection_closed_before_drain_timeout(self) -> None:
+        self.runtime.settings.drain_timeout = 5.0
+        server, _, _ = self.serve("s1", 8100, 41)
+        connection = HTTPConnection(server.site)
+        connection.request("/fast")
+        self.hand_over()
+        self.reactor.advance(handover_idle_grace(5.0))
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # not aborted
+        connection.lose()
+        self.assertTrue(self.exited)
+
+    def hand_over(self) -> None:
+        restarted = self.runtime.restart()
+        self.spawner.last.report_ready()
+        self.successResultOf(restarted)
 
     def test_on_drain_callbacks(self) -> None:
         called: list[str] = []
