@@ -334,8 +334,23 @@ class AdminIntegrationTests(TestCase):
             "a process was started for an executable that is not allowed",
         )
 
-        # The page's form: the token as a field, the executable it offers.
-        code, _, body = post(port, "/admin/reload", {"executable": twistd, "token": TOKEN})
+        # A flood of wrong tokens is counted, and logged in aggregate.
+        flood = 300
+        for _ in range(flood):
+            self.assertEqual(get(port, "/admin/status", headers={"Authorization": "Bearer x"})[0], 401)
+        counted = metrics(port, "/admin/metrics", auth)
+        self.assertGreaterEqual(
+            counted["graceful_admin_refused_total[('reason', 'wrong_token')]"], flood
+        )
+        aggregate = [line for line in proc.log().splitlines() if ": admin refused " in line]
+        self.assertLessEqual(len(aggregate), 3, aggregate)
+
+        # The page's form: the token as a field, and an executable named by
+        # a path of the client's that resolves to the allowed one: what runs
+        # is the configured path, never the client's string.
+        link = self.directory / "my-twistd"
+        link.symlink_to(twistd)
+        code, _, body = post(port, "/admin/reload", {"executable": str(link), "token": TOKEN})
         self.assertEqual(code, 202, body)
 
         def moved() -> Any:
@@ -345,6 +360,9 @@ class AdminIntegrationTests(TestCase):
         status = wait_until(moved, what="generation 2 to serve")
         proc.remember(status["pid"])
         self.assertEqual(status["last_restart"]["ok"], True)
+        command = Path(f"/proc/{status['pid']}/cmdline").read_bytes().split(b"\0")
+        self.assertIn(twistd.encode(), command)
+        self.assertNotIn(str(link).encode(), command)
         wait_until(lambda: not process_alive(old), what="the old process to exit")
         log = proc.log()
         self.assertIn(f"{old}: admin reload asked for by 127.0.0.1:", log)
