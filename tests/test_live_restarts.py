@@ -104,10 +104,14 @@ class EchoClient(threading.Thread):
                 time.sleep(0.1)
 
 
+#: Restarts the echo clients live through.
+RESTARTS = 10
+
+
 class WebSocketRestartTests(_Live):
     def test_echo_clients_across_restarts(self) -> None:
         """
-        Eight echo clients across five restarts and a shutdown: each close
+        Eight echo clients across ten restarts and a shutdown: each close
         is 1012 (1001 at the end), each client comes back to the new pid,
         no echo is wrong, and the old process leaves within drain_spread
         (plus a margin), long before drain_timeout.
@@ -120,7 +124,7 @@ class WebSocketRestartTests(_Live):
         wait_until(lambda: all(c.echoes for c in clients), what="every client to echo")
         pids = [pid]
         exits = []
-        for _ in range(5):
+        for _ in range(RESTARTS):
             new, answered = self.restart(pids[-1])
             self.server.wait_gone(pids[-1])
             exits.append(time.monotonic() - answered)
@@ -143,7 +147,7 @@ class WebSocketRestartTests(_Live):
         for c in clients:
             self.assertEqual(c.wrong, [])
             self.assertEqual(c.pids, pids)
-            self.assertEqual(c.codes, [1012] * 5 + [1001])
+            self.assertEqual(c.codes, [1012] * RESTARTS + [1001])
         # drain_timeout is 20 s: every old process left once its clients did.
         self.assertLess(max(exits), spread + 3.0, exits)
 
