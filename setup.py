@@ -53,8 +53,10 @@ setup(
             "websockets>=13",
             "autobahn[twisted]>=23.1",
             "asgiref>=3.7",
-            # The FastAPI example's test (skipped without it).
+            # The FastAPI example and a Django project, served across
+            # restarts by the ASGI tests.
             "fastapi>=0.100",
+            "django>=4.2",
         ],
         # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
         "asgi": ["asgiref>=3.7"],

@@ -140,46 +140,64 @@ class ASGIIntegrationTests(SynchronousTestCase):
         )
 
 
-class FastAPITests(SynchronousTestCase):
+class RestartsUnderLoadTests(SynchronousTestCase):
     """
-    examples/asgi_app.py (FastAPI) from a config, under load on keep-alive,
-    close and TLS connections across restarts.
+    A raw ASGI app, examples/asgi_app.py (FastAPI) and a Django ASGI
+    project, three servers of one twistd, under load on keep-alive, close
+    and TLS connections across ten restarts.
     """
-
-    def setUp(self) -> None:
-        try:
-            import fastapi  # noqa: F401
-        except ImportError:
-            raise SkipTest("fastapi is not installed")
 
     def test_restarts_under_load(self) -> None:
-        directory = tempfile.TemporaryDirectory(prefix="graceful-fastapi-")
+        apps = [("raw", "tests.programs.asgi_app:app")]
+        for module, app in (("fastapi", "examples.asgi_app:app"),
+                            ("django", "tests.programs.django_app:application")):
+            try:
+                __import__(module)
+            except ImportError:
+                continue
+            apps.append((module, app))
+        if len(apps) < 3:
+            raise SkipTest("fastapi or django is not installed")
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-load-")
         self.addCleanup(directory.cleanup)
-        http_port, https_port = free_ports(2)
+        ports = free_ports(2 * len(apps))
         config = Path(directory.name) / "graceful.toml"
         config.write_text(
-            "[servers.api]\n"
-            'app = "examples.asgi_app:app"\n'
-            f"ports = [{http_port}]\nhttps_ports = [{https_port}]\n"
-            f'cert = "{CERT}"\nkey = "{KEY}"\n'
+            "[graceful]\nready_timeout = 15\n\n"
+            + "".join(
+                f"[servers.{name}]\n"
+                f'app = "{app}"\n'
+                f"ports = [{ports[2 * i]}]\nhttps_ports = [{ports[2 * i + 1]}]\n"
+                f'cert = "{CERT}"\nkey = "{KEY}"\n\n'
+                for i, (name, app) in enumerate(apps)
+            )
         )
         proc = ServerProcess.twistd("-n", "--pidfile=", "graceful", "--config", str(config))
         proc.start()
         self.addCleanup(proc.stop)
-        pid = lambda: json.loads(get(http_port, "/pid")[2])["pid"]  # noqa: E731
+        fastapi_port = ports[2]
+        pid = lambda: json.loads(get(fastapi_port, "/pid")[2])["pid"]  # noqa: E731
         wait_until(pid, what="the FastAPI app to serve")
-        targets = [("keepalive", http_port), ("close", http_port), ("tls", https_port)]
-        with Load(targets, path="/", max_seconds=60) as load:
+        for i, (name, _) in enumerate(apps):
+            status, _, body = get(ports[2 * i], "/")
+            self.assertEqual(status, 200, (name, body))
+        targets = [
+            (kind, ports[2 * i + (kind == "tls")])
+            for i in range(len(apps))
+            for kind in ("keepalive", "close", "tls")
+        ]
+        with Load(targets, path="/", max_seconds=120) as load:
             load.wait_for(50)
-            for _ in range(2):
+            for _ in range(10):
                 old = proc.remember(pid())
                 proc.signal(old, signal.SIGUSR1)
                 new = wait_until(lambda: (lambda p: p if p != old else None)(pid()),
                                  what="the new process")
                 proc.remember(new)
-                load.wait_for(50)
+                load.wait_for(30)
                 proc.wait_gone(old)
         self.assertEqual(load.failures, [])
-        self.assertGreater(load.ok, 150)
-        body = json.loads(get(https_port, "/pid", tls=True)[2])
+        self.assertGreater(load.ok, 300)
+        body = json.loads(get(ports[3], "/pid", tls=True)[2])
         self.assertEqual(body, {"pid": new, "started_by": new})
+        self.assertEqual(get(ports[4], "/")[2], f"{new}\n".encode())
