@@ -24,6 +24,7 @@ process takes over, and if it fails the old process serves on.
 
 import asyncio
 import os
+import time
 import sys
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,13 @@ async def hello():
 @app.get("/pid")
 async def pid(request: Request):
     return {"pid": os.getpid(), "started_by": request.state.started_by}
+
+
+@app.get("/blocking")
+def blocking():
+    # A plain def endpoint: FastAPI runs it in one of anyio's worker threads.
+    time.sleep(0.01)
+    return {"pid": os.getpid()}
 
 
 @app.get("/sleep")

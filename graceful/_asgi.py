@@ -27,6 +27,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ._anyio_root import keep_worker_threads
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -85,6 +87,7 @@ def reactor_loop() -> asyncio.AbstractEventLoop:
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None:
         raise RuntimeError("ASGI apps need Twisted's asyncio reactor")
+    keep_worker_threads(loop, reactor)
     return loop
 
 

@@ -189,6 +189,8 @@ class RestartsUnderLoadTests(SynchronousTestCase):
         with Load(targets, path="/", max_seconds=120) as load:
             load.wait_for(50)
             for _ in range(10):
+                # A thread-run endpoint first: the old process must still exit.
+                self.assertEqual(get(fastapi_port, "/blocking")[0], 200)
                 old = proc.remember(pid())
                 proc.signal(old, signal.SIGUSR1)
                 new = wait_until(lambda: (lambda p: p if p != old else None)(pid()),
