@@ -15,9 +15,10 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from graceful._asgi import ASGIResource
-from graceful._asgi_websocket import websocket_factory
+from graceful._asgi_websocket import build_websocket_scope, websocket_factory
 from graceful._drain import DrainingSite
 
 from .test_asgi import settle
@@ -29,6 +30,23 @@ def masked(payload: bytes, opcode: int = 1) -> bytes:
     mask = b"abcd"
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+
+class RaisingApp:
+    """
+    Accepts, then raises when it receives a message (or raises at once).
+    """
+
+    def __init__(self, at_once: bool = False) -> None:
+        self.at_once = at_once
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if self.at_once:
+            raise ValueError("broken")
+        await send({"type": "websocket.accept"})
+        await receive()
+        raise ValueError("broken")
 
 
 class EchoApp:
@@ -70,10 +88,11 @@ class ASGIWebSocketTests(SynchronousTestCase):
         self.addCleanup(self.loop.close)
         self.clock = MemoryReactorClock()
 
-    def connect(self, app: EchoApp, handshake: bytes | None = None) -> HTTPConnection:
-        resource = ASGIResource(app, "/chat", loop=self.loop)
-        resource._websocket = websocket_factory(resource.app, lambda: self.loop, self.clock)
-        self.site = DrainingSite(resource, reactor=self.clock, rng=random.Random(1))
+    def connect(self, app: Any, handshake: bytes | None = None) -> HTTPConnection:
+        if not hasattr(self, "site"):
+            resource = ASGIResource(app, "/chat", loop=self.loop)
+            resource._websocket = websocket_factory(resource.app, lambda: self.loop, self.clock)
+            self.site = DrainingSite(resource, reactor=self.clock, rng=random.Random(1))
         connection = HTTPConnection(self.site, TCPLikeTransport())
         connection.transport.protocol = connection.channel  # type: ignore[attr-defined]
         data = handshake or client_handshake("/chat/room?x=%20y")
@@ -149,6 +168,51 @@ class ASGIWebSocketTests(SynchronousTestCase):
         self.lose(connection)
         self.assertEqual(app.received[-1], {"type": "websocket.disconnect", "code": 1012})
         self.successResultOf(drained)
+
+    def test_drain_spread_and_shutdown_1001(self) -> None:
+        """
+        Four ASGI WebSockets at a shutdown with a 2 s spread: 1001 each,
+        one every 0.5 s, and each app hears its disconnect.
+        """
+        app = EchoApp()  # one app serves every connection of the site
+        connections = [self.connect(app) for _ in range(4)]
+        self.assertEqual(self.site.connections_by_kind(), {"websocket": 4})
+        self.site.drain("shutdown", spread=2.0, timeout=30.0)
+        closed_at: list[float] = []
+        self.clock.advance(0)
+        for _ in range(20):
+            for c in connections:
+                if not c.lost and close_code(c.transport.value()) == 1001:
+                    closed_at.append(self.clock.seconds())
+                    self.lose(c)
+            self.clock.advance(0.125)
+        self.assertEqual(closed_at, [0.0, 0.5, 1.0, 1.5])
+        disconnects = [m for m in app.received if m["type"] == "websocket.disconnect"]
+        self.assertEqual(disconnects, [{"type": "websocket.disconnect", "code": 1001}] * 4)
+
+    def test_wss_scheme(self) -> None:
+        request = DummyRequest([b"ws"])
+        request.uri = b"/ws?a=1"
+        request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"sec-websocket-protocol", [b"a, b", b"c"])
+        request.isSecure = lambda: True  # type: ignore[attr-defined]
+        scope = build_websocket_scope(request, "", {"k": 1})  # type: ignore[arg-type]
+        self.assertEqual(
+            (scope["scheme"], scope["subprotocols"], scope["query_string"], scope["state"]),
+            ("wss", ["a", "b", "c"], b"a=1", {"k": 1}),
+        )
+
+    def test_app_raising_after_accept_closes_1011(self) -> None:
+        connection = self.connect(RaisingApp())
+        self.frame(connection, masked(b"boom"))
+        self.assertEqual(close_code(connection.transport.value()), 1011)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_app_raising_before_accept_is_500(self) -> None:
+        connection = self.connect(RaisingApp(at_once=True))
+        self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 500"),
+                        connection.transport.value()[:40])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_client_disconnect(self) -> None:
         app = EchoApp()
