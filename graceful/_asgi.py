@@ -159,10 +159,21 @@ class ASGIResource(Resource):
         self.root_path = root_path.rstrip("/")
         self.lifespan = lifespan if lifespan is not None else Lifespan(self.app, loop)
         self._loop = loop
+        self._websocket: Any = None
 
-    def render(self, request: Request) -> int:
+    def render(self, request: Request) -> int | bytes:
         if self._loop is None:
             self._loop = reactor_loop()
+        from . import _asgi_websocket as ws
+
+        if ws.is_websocket_upgrade(request):
+            if self._websocket is None:
+                self._websocket = ws.websocket_factory(self.app, lambda: self._loop) or False
+            if not self._websocket:
+                return ws.not_implemented(request)
+            scope = ws.build_websocket_scope(request, self.root_path, self.lifespan.state)
+            result: int | bytes = self._websocket(request, scope)
+            return result
         scope = build_http_scope(request, self.root_path, self.lifespan.state)
         HTTPCycle(self.app, scope, request).run(self._loop)
         return NOT_DONE_YET

@@ -140,6 +140,40 @@ class ASGIIntegrationTests(SynchronousTestCase):
         )
 
 
+    def test_websocket_closed_1012_at_restart(self) -> None:
+        """
+        A WebSocket of the ASGI app echoes; SIGUSR1 closes it with 1012
+        (the app hears the disconnect with that code) and the client
+        reconnects to the new process.
+        """
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        proc = self.start_twistd()
+        url = f"ws://127.0.0.1:{self.port}/ws"
+        with connect(url, open_timeout=5) as ws:
+            old = int(ws.recv(timeout=5))
+            ws.send("hello")
+            self.assertEqual(ws.recv(timeout=5), "hello")
+            ws.send(b"\x00\x01")
+            self.assertEqual(ws.recv(timeout=5), b"\x00\x01")
+            proc.remember(old)
+            proc.signal(old, signal.SIGUSR1)
+            with self.assertRaises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        self.assertEqual(closed.exception.rcvd.code, 1012)
+
+        def reconnect() -> int | None:
+            with connect(url, open_timeout=5) as again:
+                pid = int(again.recv(timeout=5))
+                return pid if pid != old else None
+
+        new = proc.remember(wait_until(reconnect, what="a WebSocket to the new process"))
+        proc.wait_gone(old)
+        self.assertIn(("ws-disconnect-1012", old), self.lifespan_events())
+        self.assertNotEqual(new, old)
+
+
 class RestartsUnderLoadTests(SynchronousTestCase):
     """
     A raw ASGI app, examples/asgi_app.py (FastAPI) and a Django ASGI

@@ -42,6 +42,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 _note("shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send)
+        return
     digest = hashlib.sha256()
     size = 0
     while True:
@@ -72,6 +75,22 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": out.encode()})
+
+
+async def websocket_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """
+    Accepts, says its pid, echoes; notes "ws-disconnect-CODE PID" at the end.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": str(os.getpid())})
+        elif message["type"] == "websocket.receive":
+            await send({**message, "type": "websocket.send"})
+        else:
+            _note(f"ws-disconnect-{message.get('code')}")
+            return
 
 
 if __name__ == "__main__":
