@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -111,8 +112,10 @@ class Worker:
         clock.callLater(RETIRE_FALLBACK, self.signal, "TERM")
 
     def signal(self, name: str) -> None:
+        # By number: Twisted knows only a few signals by name.
+        number = getattr(signal, f"SIG{name}")
         try:
-            self.process.transport.signalProcess(name)  # type: ignore[union-attr]
+            self.process.transport.signalProcess(number)  # type: ignore[union-attr]
         except (ProcessExitedAlready, OSError, AttributeError):
             pass
 

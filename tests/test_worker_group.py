@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 from typing import Any, cast
 
 from attrs import define, field
@@ -26,8 +27,8 @@ from graceful._workers import STACK_DUMP_WAIT, WorkerGroup
 class FakeTransport:
     signals: list[str] = field(factory=list)
 
-    def signalProcess(self, name: str) -> None:
-        self.signals.append(name)
+    def signalProcess(self, number: int) -> None:
+        self.signals.append(signal.Signals(number).name.removeprefix("SIG"))
 
 
 @define(eq=False)
