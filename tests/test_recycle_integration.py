@@ -44,7 +44,7 @@ class RecycleIntegrationTests(WorkerTestCase):
         proc, port, _ = self.start_group(2, WORKER_TIMEOUT="2")
         stuck = [w for w in status(port)["workers"] if w["slot"] == 1][0]["pid"]
         os.kill(stuck, signal.SIGSTOP)
-        self.addCleanup(lambda: process_alive(stuck) and os.kill(stuck, signal.SIGKILL))
+        self.addCleanup(self.kill_if_alive, stuck)
         wait_until(
             lambda: not process_alive(stuck),
             timeout=10,
@@ -62,3 +62,9 @@ class RecycleIntegrationTests(WorkerTestCase):
         self.assertNotIn(stuck, [w["pid"] for w in group["workers"]])
         self.assertEqual(group["last_replaced_reason"], {"1": "timeout"})
         self.assertIn(f"worker {stuck} (slot 1) sent no heartbeat", proc.log())
+        # faulthandler's dump of the stuck worker's threads, relayed.
+        self.assertIn("most recent call first", proc.log())
+
+    def kill_if_alive(self, pid: int) -> None:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
