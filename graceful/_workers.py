@@ -243,6 +243,9 @@ class WorkerGroup:
     timeouts: int = 0
     _recycle_queue: list[tuple[Worker, str]] = field(factory=list)
     _recycling: Worker | None = None
+    #: After a successor failed to come up, no recycling before this time
+    #: (the old worker still serves; a broken release must not spin).
+    _recycle_paused_until: float = 0.0
     _last_reason: dict[int, str] = field(factory=dict)
     _watchdog: LoopingCall | None = None
     _lifecycle: _GroupLifecycle = field(init=False)
@@ -465,6 +468,8 @@ class WorkerGroup:
             return
         if worker is self._recycling or any(w is worker for w, _ in self._recycle_queue):
             return
+        if self.runtime.reactor.seconds() < self._recycle_paused_until:
+            return
         settings = self.runtime.settings
         rss = worker.report.get("rss_mib", 0) or 0
         if worker.limit and worker.requests >= worker.limit:
@@ -518,9 +523,11 @@ class WorkerGroup:
 
         def failed(failure: Failure) -> None:
             self._recycling = None
+            self._recycle_paused_until = self.runtime.reactor.seconds() + BACKOFF_MAX
             self._log.error(
                 "{pid}: the new worker for slot {slot} did not come up; worker {worker} "
-                "goes on serving: {why}",
+                "goes on serving, and recycling waits {delay:g}s: {why}",
+                delay=BACKOFF_MAX,
                 pid=self.runtime.pid,
                 slot=slot,
                 worker=old.pid,

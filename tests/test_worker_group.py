@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._runtime import Settings
-from graceful._workers import STACK_DUMP_WAIT, WorkerGroup
+from graceful._workers import BACKOFF_MAX, STACK_DUMP_WAIT, WorkerGroup
 
 
 @define
@@ -194,7 +194,8 @@ class RecyclingTests(GroupTestCase):
 
     def test_failed_successor_keeps_old(self) -> None:
         """
-        If the new worker does not come up, the old one goes on serving.
+        If the new worker does not come up, the old one goes on serving, and
+        recycling waits a while before it tries again.
         """
         self.runtime.settings.max_requests = 10
         group = self.group()
@@ -204,6 +205,12 @@ class RecyclingTests(GroupTestCase):
         self.assertEqual(self.serving(group)[0], old.pid)
         self.assertNotIn(("retire", ""), old.sent)
         self.assertEqual(group.recycles, 0)
+        # Not again at once: a broken release would spin.
+        old.report(requests=11)
+        self.assertEqual(len(self.spawned), 3)
+        self.runtime.reactor.advance(BACKOFF_MAX)
+        old.report(requests=12)
+        self.assertEqual(len(self.spawned), 4)
 
     def test_memory_limit(self) -> None:
         """
