@@ -45,8 +45,11 @@ __all__ = [
     "set_directory",
     "set_drain_spread",
     "set_drain_timeout",
+    "set_max_requests",
+    "set_max_worker_memory",
     "set_pidfile",
     "set_ready_timeout",
+    "set_worker_timeout",
     "set_workers",
     "shutdown",
     "wait",
@@ -93,6 +96,41 @@ def set_workers(count: int) -> None:
     if any(s.listeners or s._prepared for s in runtime.servers.values()):
         raise ConfigError("set_workers() must come before the first start()")
     runtime.settings.workers = count
+
+
+def set_max_requests(count: int, jitter: int = 0) -> None:
+    """
+    Replace each worker after it has served C{count} requests plus a random
+    0 to C{jitter} more, so that they are not all replaced at once (0: never).
+    """
+    for name, value in (("max_requests", count), ("max_requests_jitter", jitter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a whole number of 0 or more, not {value!r}")
+    settings = _process_runtime().settings
+    settings.max_requests, settings.max_requests_jitter = count, jitter
+
+
+def set_max_worker_memory(mib: float) -> None:
+    """
+    Replace a worker whose resident memory grows past C{mib} MiB (0: never).
+    """
+    if isinstance(mib, bool) or not isinstance(mib, (int, float)) or not 0 <= mib < float("inf"):
+        raise ConfigError(f"max_worker_memory must be a number of MiB, 0 or more, not {mib!r}")
+    _process_runtime().settings.max_worker_memory = mib
+
+
+def set_worker_timeout(seconds: float) -> None:
+    """
+    Kill and replace a worker that has not reported to the master for
+    C{seconds} (0: never).
+    """
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 <= seconds < float("inf")
+    ):
+        raise ConfigError(f"worker_timeout must be a number of seconds, 0 or more, not {seconds!r}")
+    _process_runtime().settings.worker_timeout = seconds
 
 
 def set_directory(path: str) -> None:

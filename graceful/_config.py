@@ -27,6 +27,10 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_spread": ((int, float), "a number of seconds"),
     "ready_timeout": ((int, float), "a number of seconds"),
     "workers": (int, "a whole number"),
+    "max_requests": (int, "a whole number"),
+    "max_requests_jitter": (int, "a whole number"),
+    "max_worker_memory": ((int, float), "a number of MiB"),
+    "worker_timeout": ((int, float), "a number of seconds"),
     "allowed_executables": (list, "a list of paths"),
     "access_log": (str, '"-" or a file path'),
     "directory": (str, "a directory path"),
@@ -124,6 +128,11 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if table["workers"] < 1:
             raise ConfigError(f"{path}: graceful.workers must be 1 or more")
         settings.workers = table["workers"]
+    for key in ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_timeout"):
+        if key in table:
+            if not 0 <= table[key] < float("inf"):  # also refuses nan
+                raise ConfigError(f"{path}: graceful.{key} must be 0 (off) or more")
+            setattr(settings, key, table[key])
     settings.allowed_executables = [
         str(_resolve(base, p))
         for p in _strings(table.get("allowed_executables", []), "graceful.allowed_executables", path)

@@ -5,6 +5,7 @@ lifecycle that restarts or shuts it down.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -59,7 +60,7 @@ from ._supervision import (
     parent_death_signal,
     pidfile_at,
 )
-from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, worker_slot
+from ._workers import STATUS_INTERVAL, HeldSocket, WorkerGroup, current_rss_mib, worker_slot
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
 SHUTDOWN_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP")
@@ -80,6 +81,14 @@ class Settings:
     drain_spread: float | None = None
     ready_timeout: float = 15.0
     workers: int = 1
+    #: Recycle a worker after this many requests, plus up to the jitter
+    #: (0: never).
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    #: Recycle a worker whose RSS grows past this many MiB (0: never).
+    max_worker_memory: float = 0.0
+    #: Kill and replace a worker silent for this many seconds (0: never).
+    worker_timeout: float = 30.0
     allowed_executables: list[str] = field(factory=list)
     access_log: str | None = None
     directory: str | None = None
@@ -760,7 +769,19 @@ class Runtime:
 
     def _report_to_master(self) -> None:
         self.old_process.report_ready(self._worker_facts, keep_open=True)
-        reports = LoopingCall(lambda: self.old_process.send("status", json.dumps(self.own_status())))
+        # A master that finds us stuck sends SIGUSR2 before SIGKILL: the
+        # stacks go to stderr, which it relays.
+        try:
+            faulthandler.register(signal.SIGUSR2, all_threads=True)
+        except (ValueError, OSError, RuntimeError, AttributeError):
+            pass  # no usable stderr: the worker is killed without its stacks
+
+        def report() -> None:
+            status = self.own_status()
+            status["rss_mib"] = round(current_rss_mib(), 1)
+            self.old_process.send("status", json.dumps(status))
+
+        reports = LoopingCall(report)
         reports.clock = self.reactor
         reports.start(STATUS_INTERVAL, now=True)
         self._status_reports = reports

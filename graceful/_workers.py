@@ -19,8 +19,11 @@ them from the old slot-0 worker to the new one.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import define, field
 from automat import MethodicalMachine
@@ -57,6 +60,22 @@ RETIRE_FALLBACK = 2.0
 #: from the first to the last value; a worker that lived long resets it.
 BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 30.0, 10.0
 
+#: Seconds between SIGUSR2 (the worker's faulthandler dumps its stacks) and
+#: SIGKILL for a worker that stopped heart-beating.
+STACK_DUMP_WAIT = 0.5
+
+
+def current_rss_mib() -> float:
+    """
+    This process's resident set size now, in MiB (0 where /proc is missing).
+    """
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
 
 @define(eq=False)
 class Worker:
@@ -67,6 +86,16 @@ class Worker:
     ready: bool = False
     retiring: bool = False
     report: dict[str, Any] = field(factory=dict)
+    #: Requests after which it is recycled (0: never).
+    limit: int = 0
+    #: The reactor's time of its last status report (its heartbeat).
+    last_heartbeat: float = 0.0
+    #: Why the master killed it, if it did (C{"timeout"}).
+    killed_for: str | None = None
+
+    @property
+    def requests(self) -> int:
+        return sum(s.get("requests", 0) for s in self.report.get("servers", []))
 
     @property
     def pid(self) -> int:
@@ -83,8 +112,10 @@ class Worker:
         clock.callLater(RETIRE_FALLBACK, self.signal, "TERM")
 
     def signal(self, name: str) -> None:
+        # By number: Twisted knows only a few signals by name.
+        number = getattr(signal, f"SIG{name}")
         try:
-            self.process.transport.signalProcess(name)  # type: ignore[union-attr]
+            self.process.transport.signalProcess(number)  # type: ignore[union-attr]
         except (ProcessExitedAlready, OSError, AttributeError):
             pass
 
@@ -205,6 +236,18 @@ class WorkerGroup:
     _gone: Event = field(factory=Event)
     _first_ready: Deferred[None] = field(factory=Deferred)
     _push: LoopingCall | None = None
+    #: Draws each worker's max_requests jitter.
+    rng: random.Random = field(factory=random.Random)
+    spawner: Callable[..., NewProcess] = spawn_new_process
+    recycles: int = 0
+    timeouts: int = 0
+    _recycle_queue: list[tuple[Worker, str]] = field(factory=list)
+    _recycling: Worker | None = None
+    #: After a successor failed to come up, no recycling before this time
+    #: (the old worker still serves; a broken release must not spin).
+    _recycle_paused_until: float = 0.0
+    _last_reason: dict[int, str] = field(factory=dict)
+    _watchdog: LoopingCall | None = None
     _lifecycle: _GroupLifecycle = field(init=False)
     _log = Logger()
 
@@ -222,6 +265,11 @@ class WorkerGroup:
         self._push = LoopingCall(self._push_status)
         self._push.clock = self.runtime.reactor
         self._push.start(STATUS_INTERVAL, now=False)
+        timeout = self.runtime.settings.worker_timeout
+        if timeout > 0:
+            self._watchdog = LoopingCall(self._check_heartbeats)
+            self._watchdog.clock = self.runtime.reactor
+            self._watchdog.start(min(1.0, timeout / 2), now=False)
         remaining = len(starts)
         done: Deferred[None] = Deferred()
 
@@ -269,7 +317,7 @@ class WorkerGroup:
                 self._exited(worker_box[0], reason)
 
         try:
-            process = spawn_new_process(
+            process = self.spawner(
                 runtime.reactor,
                 runtime.reactor,
                 command=runtime.command_for(executable),
@@ -290,11 +338,17 @@ class WorkerGroup:
         process.on_message = on_message
         process.on_exit = on_exit
         worker = Worker(slot, generation, process, time.time())
+        settings = runtime.settings
+        if settings.max_requests > 0:
+            worker.limit = settings.max_requests + self.rng.randint(
+                0, max(0, settings.max_requests_jitter)
+            )
         worker_box.append(worker)
         self.workers.append(worker)
 
         def ready(pid: int) -> None:
             worker.ready = True
+            worker.last_heartbeat = runtime.reactor.seconds()
             self._log.info(
                 "{pid}: worker {worker} (slot {slot}, generation {generation}) is ready",
                 pid=runtime.pid,
@@ -389,6 +443,8 @@ class WorkerGroup:
                 worker.report = json.loads(payload)
             except ValueError:
                 pass
+            worker.last_heartbeat = self.runtime.reactor.seconds()
+            self._check_limits(worker)
         elif kind == "restart":
             executable = None
             try:
@@ -400,6 +456,115 @@ class WorkerGroup:
             self.runtime.shutdown()
         elif kind == "released":
             self._release_services(exclude=worker)
+
+    # -- recycling and the watchdog -----------------------------------------
+
+    def _check_limits(self, worker: Worker) -> None:
+        """
+        Queue a serving worker for replacement once it has served its
+        requests or grown past the memory limit.
+        """
+        if worker.retiring or self._slots.get(worker.slot) is not worker:
+            return
+        if worker is self._recycling or any(w is worker for w, _ in self._recycle_queue):
+            return
+        if self.runtime.reactor.seconds() < self._recycle_paused_until:
+            return
+        settings = self.runtime.settings
+        rss = worker.report.get("rss_mib", 0) or 0
+        if worker.limit and worker.requests >= worker.limit:
+            reason = "recycle"
+        elif settings.max_worker_memory > 0 and rss > settings.max_worker_memory:
+            reason = "memory"
+        else:
+            return
+        self._recycle_queue.append((worker, reason))
+        self._next_recycle()
+
+    def _next_recycle(self) -> None:
+        """
+        Replace the next queued worker the way a roll replaces a slot; one
+        at a time, and never during a roll.
+        """
+        if self._recycling is not None or self.rolling or self._leaving:
+            return
+        while self._recycle_queue:
+            old, reason = self._recycle_queue.pop(0)
+            if not old.retiring and self._slots.get(old.slot) is old:
+                break
+        else:
+            return
+        self._recycling = old
+        slot = old.slot
+        if reason == "memory":
+            why = f"at {old.report.get('rss_mib', 0):.0f} MiB of memory"
+        else:
+            why = f"after {old.requests} requests"
+        self._log.info(
+            "{pid}: recycling worker {worker} (slot {slot}) {why}",
+            pid=self.runtime.pid,
+            worker=old.pid,
+            slot=slot,
+            why=why,
+        )
+
+        def ready(worker: Worker) -> None:
+            self._recycling = None
+            if self._leaving or self._slots.get(slot) is not old:
+                # A roll or a death replaced the slot meanwhile.
+                worker.retire(self.runtime.reactor)
+            else:
+                self._slots[slot] = worker
+                self._last_reason[slot] = reason
+                self.recycles += 1
+                # The new worker serves: only now may the old one drain.
+                old.retire(self.runtime.reactor)
+            self._next_recycle()
+
+        def failed(failure: Failure) -> None:
+            self._recycling = None
+            self._recycle_paused_until = self.runtime.reactor.seconds() + BACKOFF_MAX
+            self._log.error(
+                "{pid}: the new worker for slot {slot} did not come up; worker {worker} "
+                "goes on serving, and recycling waits {delay:g}s: {why}",
+                delay=BACKOFF_MAX,
+                pid=self.runtime.pid,
+                slot=slot,
+                worker=old.pid,
+                why=failure.getErrorMessage(),
+            )
+            self._next_recycle()
+
+        self._start_worker(slot, old.generation).addCallbacks(ready, failed)
+
+    def _check_heartbeats(self) -> None:
+        """
+        Kill a serving worker that has not reported within worker_timeout:
+        its reactor is stuck.  SIGUSR2 first, so that its faulthandler
+        writes the stacks to its stderr; the dead-worker path replaces it.
+        """
+        timeout = self.runtime.settings.worker_timeout
+        now = self.runtime.reactor.seconds()
+        for worker in list(self.workers):
+            if not worker.ready or worker.retiring or worker.killed_for is not None:
+                continue
+            silent = now - worker.last_heartbeat
+            if silent <= timeout:
+                continue
+            worker.killed_for = "timeout"
+            self.timeouts += 1
+            self._log.error(
+                "{pid}: worker {worker} (slot {slot}) sent no heartbeat for {silent:.1f} s; "
+                "killing it",
+                pid=self.runtime.pid,
+                worker=worker.pid,
+                slot=worker.slot,
+                silent=silent,
+            )
+            worker.signal("USR2")
+            # A SIGSTOPped worker dumps its stacks only once it runs again.
+            worker.signal("CONT")
+            self.runtime.reactor.callLater(STACK_DUMP_WAIT, worker.signal, "KILL")
 
     def _release_services(self, exclude: Worker | None = None) -> None:
         """
@@ -439,8 +604,10 @@ class WorkerGroup:
             return
         if worker.retiring or not worker.ready or self._slots.get(worker.slot) is not worker:
             return
-        # It died on its own: replace it, after a back-off.
+        # It died on its own (or the watchdog killed it): replace it, after
+        # a back-off.
         del self._slots[worker.slot]
+        self._last_reason[worker.slot] = worker.killed_for or "died"
         self.deaths += 1
         lived = time.time() - worker.started_at
         in_row = 0 if lived > HEALTHY_AFTER else self._deaths_in_row.get(worker.slot, 0)
@@ -526,6 +693,7 @@ class WorkerGroup:
                 return
             old = self._slots.get(slot)
             self._slots[slot] = worker
+            self._last_reason[slot] = "roll"
             if old is not None:
                 # The new worker serves: only now may the old one drain.
                 old.retire(self.runtime.reactor)
@@ -553,6 +721,7 @@ class WorkerGroup:
         result, self._roll_result = self._roll_result, None
         if result is not None:
             result.callback(runtime.pid)
+        self._next_recycle()
 
     def _roll_stopped(self, failure: Failure) -> None:
         runtime = self.runtime
@@ -571,6 +740,7 @@ class WorkerGroup:
         result, self._roll_result = self._roll_result, None
         if result is not None:
             result.errback(failure)
+        self._next_recycle()
 
     # -- leaving ------------------------------------------------------------
 
@@ -586,6 +756,9 @@ class WorkerGroup:
         self._refills.clear()
         if self._push is not None and self._push.running:
             self._push.stop()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+        self._recycle_queue.clear()
         for worker in list(self.workers):
             worker.retiring = True
             if worker.ready:
@@ -624,6 +797,7 @@ class WorkerGroup:
         with their in-flight requests summed over the workers.
         """
         runtime = self.runtime
+        now = runtime.reactor.seconds()
         workers = [
             {
                 "pid": w.pid,
@@ -632,7 +806,10 @@ class WorkerGroup:
                 "ready": w.ready,
                 "draining": w.retiring,
                 "in_flight": sum(s.get("in_flight", 0) for s in w.report.get("servers", [])),
-                "requests": sum(s.get("requests", 0) for s in w.report.get("servers", [])),
+                "requests": w.requests,
+                "rss_mib": w.report.get("rss_mib"),
+                "last_heartbeat": round(now - w.last_heartbeat, 3) if w.ready else None,
+                "last_replaced_reason": self._last_reason.get(w.slot),
                 "started_at": w.started_at,
             }
             for w in sorted(self.workers, key=lambda w: (w.slot, w.started_at))
@@ -655,6 +832,9 @@ class WorkerGroup:
                 "draining": self._leaving,
                 "workers": workers,
                 "worker_deaths": self.deaths,
+                "worker_recycles": self.recycles,
+                "worker_timeouts": self.timeouts,
+                "last_replaced_reason": {str(k): v for k, v in sorted(self._last_reason.items())},
                 "servers": list(servers.values())
                 or [
                     {"name": name, "ports": [], "in_flight": 0, "requests": 0}

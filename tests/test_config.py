@@ -172,6 +172,24 @@ class BadConfigTests(_ConfigDirectory):
         for table in ("drain_timeout = 5\ndrain_spread = 5", "drain_spread = -1", "drain_spread = nan"):
             self.assertConfigError(f"[graceful]\n{table}\n" + MINIMAL_SERVER, "graceful.drain_spread")
 
+    def test_worker_limits_not_negative(self) -> None:
+        for key in ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_timeout"):
+            self.assertConfigError(f"[graceful]\n{key} = -1\n" + MINIMAL_SERVER, f"graceful.{key}")
+        self.assertConfigError("[graceful]\nmax_requests = 1.5\n" + MINIMAL_SERVER, "max_requests")
+
+    def test_worker_limits(self) -> None:
+        settings = self.load(
+            "[graceful]\nmax_requests = 1000\nmax_requests_jitter = 50\n"
+            "max_worker_memory = 512\nworker_timeout = 3\n" + MINIMAL_SERVER
+        ).settings
+        self.assertEqual(
+            (settings.max_requests, settings.max_requests_jitter),
+            (1000, 50),
+        )
+        self.assertEqual((settings.max_worker_memory, settings.worker_timeout), (512, 3))
+        defaults = self.load(MINIMAL_SERVER).settings
+        self.assertEqual((defaults.max_requests, defaults.worker_timeout), (0, 30))
+
     def test_drain_spread(self) -> None:
         settings = self.load("[graceful]\ndrain_timeout = 10\ndrain_spread = 2.5\n" + MINIMAL_SERVER).settings
         self.assertEqual(settings.spread, 2.5)

@@ -91,6 +91,31 @@ class SettingsTests(_Installed):
             self.assertIn(repr(count), str(error))
         self.assertEqual(self.runtime.settings.workers, 1)
 
+    def test_worker_limits(self) -> None:
+        g.set_max_requests(1000, jitter=50)
+        g.set_max_worker_memory(512)
+        g.set_worker_timeout(3)
+        settings = self.runtime.settings
+        self.assertEqual(
+            (settings.max_requests, settings.max_requests_jitter, settings.max_worker_memory),
+            (1000, 50, 512),
+        )
+        self.assertEqual(settings.worker_timeout, 3)
+
+    def test_worker_limits_refuse(self) -> None:
+        for bad in (-1, True, "2", None):
+            for setter, name in (
+                (g.set_max_requests, "max_requests"),
+                (lambda v: g.set_max_requests(10, jitter=v), "max_requests_jitter"),
+                (g.set_max_worker_memory, "max_worker_memory"),
+                (g.set_worker_timeout, "worker_timeout"),
+            ):
+                error = self.assertRaises(ConfigError, setter, bad)
+                self.assertIn(name, str(error))
+                self.assertIn(repr(bad), str(error))
+        settings = self.runtime.settings
+        self.assertEqual((settings.max_requests, settings.worker_timeout), (0, 30))
+
     def test_timeouts(self) -> None:
         g.set_drain_timeout(3)
         g.set_ready_timeout(2)

@@ -22,6 +22,9 @@ certs = Path(__file__).resolve().parents[2] / "certs"
 
 g.set_workers(int(sys.argv[1]))
 g.set_ready_timeout(10)
+# Recycling and watchdog limits, for the recycling tests.
+g.set_max_requests(int(os.environ.get("MAX_REQUESTS", "0")))
+g.set_worker_timeout(float(os.environ.get("WORKER_TIMEOUT", "30")))
 web = g.server("web")
 web.mount("/", root())
 web.set_host("127.0.0.1")

@@ -1,0 +1,70 @@
+"""
+Recycling and the watchdog with real workers: a worker past max_requests is
+replaced without a failed request; a SIGSTOPped worker is killed, logged and
+replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from tests.support import Load, process_alive, wait_until
+from tests.test_workers import WorkerTestCase, status
+
+
+class RecycleIntegrationTests(WorkerTestCase):
+    def test_max_requests_recycles_without_failures(self) -> None:
+        """
+        workers = 2, max_requests = 50: 300 requests are answered by more
+        than two worker pids, and none fails.
+        """
+        proc, port, _ = self.start_group(2, MAX_REQUESTS="50")
+        first = {w["pid"] for w in status(port)["workers"]}
+        with Load([("keepalive", port), ("close", port)], path="/pid", max_seconds=30) as load:
+            load.wait_for(300)
+            # Workers report every half second: recycling lags the load.
+            wait_until(
+                lambda: status(port)["worker_recycles"] >= 2, timeout=15, what="two recycles"
+            )
+            load.wait_for(100)
+        self.assertEqual(load.failures, [])
+        self.assertGreater(len(set(load.pids)), 2, f"answering pids: {load.pids}")
+        group = status(port)
+        self.assertGreaterEqual(group["worker_recycles"], 2)
+        self.assertIn("recycle", group["last_replaced_reason"].values())
+        self.assertFalse(first <= {w["pid"] for w in group["workers"]})
+        self.assertIn("recycling worker", proc.log())
+
+    def test_stopped_worker_killed_and_replaced(self) -> None:
+        """
+        worker_timeout = 2: a SIGSTOPped worker is killed within a few
+        seconds, the log names it, and its slot serves again.
+        """
+        proc, port, _ = self.start_group(2, WORKER_TIMEOUT="2")
+        stuck = [w for w in status(port)["workers"] if w["slot"] == 1][0]["pid"]
+        os.kill(stuck, signal.SIGSTOP)
+        self.addCleanup(self.kill_if_alive, stuck)
+        wait_until(
+            lambda: not process_alive(stuck),
+            timeout=10,
+            what=f"the stopped worker to die: {proc.log()[-2000:]}",
+        )
+        group = wait_until(
+            lambda: (
+                lambda s: s
+                if [w["ready"] for w in s["workers"] if w["pid"] != stuck] == [True, True]
+                else None
+            )(status(port)),
+            timeout=10,
+            what="slot 1 to serve again",
+        )
+        self.assertNotIn(stuck, [w["pid"] for w in group["workers"]])
+        self.assertEqual(group["last_replaced_reason"], {"1": "timeout"})
+        self.assertIn(f"worker {stuck} (slot 1) sent no heartbeat", proc.log())
+        # faulthandler's dump of the stuck worker's threads, relayed.
+        self.assertIn("most recent call first", proc.log())
+
+    def kill_if_alive(self, pid: int) -> None:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
