@@ -17,8 +17,12 @@ working tree first on PYTHONPATH) and measures, one after the other:
   requests it had not sent yet as failed) back to back while C{--restarts}
   SIGUSR1 restarts happen; the rounds' failed and errored streams.
 
-Prints a Markdown table and the JSON of every number.  Needs h2load
-(nghttp2-client), wrk and the http2 extra.
+Then the same h2load runs against hypercorn (a pure-Python server that
+serves h2) with a bare ASGI hello, in the same run, and h2load rounds across
+its stop-and-start restarts (it has no other kind).
+
+Prints Markdown tables and the JSON of every number.  Needs h2load
+(nghttp2-client), wrk and the http2 extra; hypercorn for the peer.
 """
 
 from __future__ import annotations
@@ -100,6 +104,79 @@ def h2load(args: list[str], timeout: float) -> dict:
     result["rps"] = float(rps.group(1)) if rps else 0.0
     result["protocol"] = "h2" if "Application protocol: h2" in out else "http/1.1"
     return result
+
+
+def hypercorn_peer(options: argparse.Namespace, env: dict[str, str]) -> dict | None:
+    """
+    The same h2load runs against hypercorn serving h2 over TLS (a bare ASGI
+    hello), and h2load rounds across stop-and-start restarts, its only kind.
+    None without hypercorn.
+    """
+    try:
+        import hypercorn  # noqa: F401
+    except ImportError:
+        return None
+    port = free_port()
+    command = [
+        sys.executable, "-m", "hypercorn", "benchmarks.apps.asgi_hello:app",
+        "--bind", f"127.0.0.1:{port}", "--certfile", str(CERT),
+        "--keyfile", str(ROOT / "certs" / "server.key"), "--log-level", "warning",
+    ]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: pid_of(port), 20, "hypercorn")
+        return proc
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    server = start()
+    url = f"https://127.0.0.1:{port}/"
+    c, m, d = options.connections, options.streams, f"{max(1, round(options.seconds))}"
+    try:
+        result: dict = {
+            "h2load h2": h2load(["-D", d, "-c", str(c), "-m", str(m), url], options.seconds + 30),
+            "h2load h1": h2load(["--h1", "-D", d, "-c", str(c), url], options.seconds + 30),
+        }
+        rounds: list[dict] = []
+        done = threading.Event()
+
+        def run_rounds() -> None:
+            while not done.is_set() and len(rounds) < 1000:
+                try:
+                    rounds.append(h2load(["-n", str(c * m), "-c", str(c), "-m", str(m), url], 30))
+                except RuntimeError:  # nothing listened: every stream of the round failed
+                    rounds.append({"total": c * m, "succeeded": 0, "failed": c * m,
+                                   "errored": 0, "protocol": "none"})
+
+        thread = threading.Thread(target=run_rounds)
+        thread.start()
+        try:
+            for _ in range(options.restarts):
+                time.sleep(1.0)
+                stop(server)
+                server = start()
+            time.sleep(1.0)
+        finally:
+            done.set()
+            thread.join(60)
+        result["restarts"] = {
+            "restarts": options.restarts,
+            "rounds": len(rounds),
+            "streams": sum(r["total"] for r in rounds),
+            "failed": sum(r["failed"] for r in rounds),
+            "errored": sum(r["errored"] for r in rounds),
+        }
+        return result
+    finally:
+        stop(server)
 
 
 def main() -> int:
@@ -195,6 +272,19 @@ def main() -> int:
         f"{r['streams']} streams, {r['succeeded']} succeeded, {r['failed']} failed, "
         f"{r['errored']} errored ({r['protocol']})\n"
     )
+    peer = hypercorn_peer(options, env)
+    if peer is not None:
+        print("| hypercorn, same runs | protocol | req/s |")
+        print("|---|---|---|")
+        for name in ("h2load h2", "h2load h1"):
+            print(f"| {name} | {peer[name]['protocol']} | {peer[name]['rps']:.0f} |")
+        p = peer["restarts"]
+        print(
+            f"\nhypercorn, {p['restarts']} stop-and-start restarts under h2load rounds: "
+            f"{p['rounds']} rounds, {p['streams']} streams, {p['failed']} failed, "
+            f"{p['errored']} errored\n"
+        )
+        results["hypercorn"] = peer
     print(json.dumps(results, indent=2))
     return 0
 
