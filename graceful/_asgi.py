@@ -91,6 +91,11 @@ def reactor_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def is_websocket_upgrade(request: Request) -> bool:
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and b"websocket" in upgrade.lower()
+
+
 def http_version(clientproto: bytes) -> str:
     version = clientproto.partition(b"/")[2].decode("ascii", "replace")
     return version if version in ("1.0", "1.1") else "2" if version.startswith("2") else version
@@ -164,9 +169,10 @@ class ASGIResource(Resource):
     def render(self, request: Request) -> int | bytes:
         if self._loop is None:
             self._loop = reactor_loop()
-        from . import _asgi_websocket as ws
+        if is_websocket_upgrade(request):
+            # Imported here: it builds on this module (and on autobahn).
+            from . import _asgi_websocket as ws
 
-        if ws.is_websocket_upgrade(request):
             if self._websocket is None:
                 self._websocket = ws.websocket_factory(self.app, lambda: self._loop) or False
             if not self._websocket:

@@ -28,11 +28,6 @@ _STATE_OPEN = 3
 _missing_logged = False
 
 
-def is_websocket_upgrade(request: Request) -> bool:
-    upgrade = request.getHeader(b"upgrade")
-    return upgrade is not None and b"websocket" in upgrade.lower()
-
-
 def build_websocket_scope(request: Request, root_path: str, state: dict[str, Any]) -> Scope:
     """
     The C{websocket} scope of an upgrade request, as uvicorn builds it.
