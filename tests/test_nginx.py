@@ -128,6 +128,20 @@ def unix_get(path: Path, page: str = "/pid") -> bytes:
 
 
 class Base(SynchronousTestCase):
+    def start_on_unix_sockets(self, directory: Path) -> tuple[ServerProcess, Path, Path]:
+        """
+        graceful serving on C{app.sock} with its admin on C{admin.sock}, both
+        in C{directory}; once it answers.
+        """
+        app_socket, admin_socket = directory / "app.sock", directory / "admin.sock"
+        proc = self.start_graceful(
+            directory,
+            f'unix_sockets = ["{app_socket}"]\n',
+            graceful=f'admin_socket = "{admin_socket}"\n',
+        )
+        wait_until(lambda: unix_get(app_socket), what="graceful to serve on its UNIX socket")
+        return proc, app_socket, admin_socket
+
     def tempdir(self) -> Path:
         # Short: a UNIX socket path must fit in 107 bytes.
         directory = tempfile.TemporaryDirectory(prefix="gx-", dir="/tmp")
@@ -214,13 +228,7 @@ class BehindNginxTests(Base):
         C{graceful ctl --node unix:PATH} reads it.
         """
         directory = self.tempdir()
-        app_socket, admin_socket = directory / "app.sock", directory / "admin.sock"
-        proc = self.start_graceful(
-            directory,
-            f'unix_sockets = ["{app_socket}"]\n',
-            graceful=f'admin_socket = "{admin_socket}"\n',
-        )
-        wait_until(lambda: unix_get(app_socket), what="graceful to serve on its UNIX socket")
+        proc, app_socket, admin_socket = self.start_on_unix_sockets(directory)
         nginx = self.start_nginx(directory, f"http://unix:{app_socket}:")
         self.restarts_under_load(proc, nginx, lambda: int(unix_get(app_socket).split()[0]))
 
@@ -264,13 +272,7 @@ class UnixSocketLifetimeTests(Base):
         restarts, and both are gone once SIGTERM has shut the process down.
         """
         directory = self.tempdir()
-        app_socket, admin_socket = directory / "app.sock", directory / "admin.sock"
-        proc = self.start_graceful(
-            directory,
-            f'unix_sockets = ["{app_socket}"]\n',
-            graceful=f'admin_socket = "{admin_socket}"\n',
-        )
-        wait_until(lambda: unix_get(app_socket), what="graceful to serve on its UNIX socket")
+        proc, app_socket, admin_socket = self.start_on_unix_sockets(directory)
 
         def identity(path: Path) -> tuple[int, int, int]:
             st = os.stat(path)
