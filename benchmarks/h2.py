@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 CERT = ROOT / "certs" / "server.crt"
@@ -106,6 +107,49 @@ def h2load(args: list[str], timeout: float) -> dict:
     return result
 
 
+def rounds_across_restarts(
+    url: str, connections: int, streams: int, restarts: int, restart: Callable[[], None]
+) -> dict:
+    """
+    Short h2load rounds back to back while C{restart} runs C{restarts} times,
+    a second apart; the rounds' totals.  A round that finds nothing
+    listening counts every one of its streams as failed.
+    """
+    rounds: list[dict] = []
+    done = threading.Event()
+    n = connections * streams
+
+    def run_rounds() -> None:
+        while not done.is_set() and len(rounds) < 1000:
+            try:
+                rounds.append(
+                    h2load(["-n", str(n), "-c", str(connections), "-m", str(streams), url], 30)
+                )
+            except RuntimeError:
+                rounds.append({"total": n, "succeeded": 0, "failed": n, "errored": 0,
+                               "protocol": "none"})
+
+    thread = threading.Thread(target=run_rounds)
+    thread.start()
+    try:
+        for _ in range(restarts):
+            time.sleep(1.0)
+            restart()
+        time.sleep(1.0)
+    finally:
+        done.set()
+        thread.join(60)
+    return {
+        "restarts": restarts,
+        "rounds": len(rounds),
+        "streams": sum(r["total"] for r in rounds),
+        "succeeded": sum(r["succeeded"] for r in rounds),
+        "failed": sum(r["failed"] for r in rounds),
+        "errored": sum(r["errored"] for r in rounds),
+        "protocol": "h2" if all(r["protocol"] == "h2" for r in rounds) else "mixed",
+    }
+
+
 def hypercorn_peer(options: argparse.Namespace, env: dict[str, str]) -> dict | None:
     """
     The same h2load runs against hypercorn serving h2 over TLS (a bare ASGI
@@ -145,35 +189,13 @@ def hypercorn_peer(options: argparse.Namespace, env: dict[str, str]) -> dict | N
             "h2load h2": h2load(["-D", d, "-c", str(c), "-m", str(m), url], options.seconds + 30),
             "h2load h1": h2load(["--h1", "-D", d, "-c", str(c), url], options.seconds + 30),
         }
-        rounds: list[dict] = []
-        done = threading.Event()
 
-        def run_rounds() -> None:
-            while not done.is_set() and len(rounds) < 1000:
-                try:
-                    rounds.append(h2load(["-n", str(c * m), "-c", str(c), "-m", str(m), url], 30))
-                except RuntimeError:  # nothing listened: every stream of the round failed
-                    rounds.append({"total": c * m, "succeeded": 0, "failed": c * m,
-                                   "errored": 0, "protocol": "none"})
+        def restart() -> None:
+            nonlocal server
+            stop(server)
+            server = start()
 
-        thread = threading.Thread(target=run_rounds)
-        thread.start()
-        try:
-            for _ in range(options.restarts):
-                time.sleep(1.0)
-                stop(server)
-                server = start()
-            time.sleep(1.0)
-        finally:
-            done.set()
-            thread.join(60)
-        result["restarts"] = {
-            "restarts": options.restarts,
-            "rounds": len(rounds),
-            "streams": sum(r["total"] for r in rounds),
-            "failed": sum(r["failed"] for r in rounds),
-            "errored": sum(r["errored"] for r in rounds),
-        }
+        result["restarts"] = rounds_across_restarts(url, c, m, options.restarts, restart)
         return result
     finally:
         stop(server)
@@ -212,36 +234,14 @@ def main() -> int:
         match = WRK_RPS.search(wrk)
         results["wrk h1"] = {"rps": float(match.group(1)) if match else 0.0, "protocol": "http/1.1"}
 
-        rounds: list[dict] = []
-        stop = threading.Event()
+        def restart() -> None:
+            old = pid_of(port)
+            os.kill(old, signal.SIGUSR1)  # type: ignore[arg-type]
+            new = wait_for(lambda: (lambda p: p if p and p != old else None)(pid_of(port)),
+                           20, "the new process")
+            pids.add(new)
 
-        def run_rounds() -> None:
-            while not stop.is_set() and len(rounds) < 1000:
-                rounds.append(h2load(["-n", str(c * m), "-c", str(c), "-m", str(m), url], 30))
-
-        thread = threading.Thread(target=run_rounds)
-        thread.start()
-        try:
-            for _ in range(options.restarts):
-                time.sleep(1.0)
-                old = pid_of(port)
-                os.kill(old, signal.SIGUSR1)  # type: ignore[arg-type]
-                new = wait_for(lambda: (lambda p: p if p and p != old else None)(pid_of(port)),
-                               20, "the new process")
-                pids.add(new)
-            time.sleep(1.0)
-        finally:
-            stop.set()
-            thread.join(60)
-        results["restarts"] = {
-            "restarts": options.restarts,
-            "rounds": len(rounds),
-            "streams": sum(r["total"] for r in rounds),
-            "succeeded": sum(r["succeeded"] for r in rounds),
-            "failed": sum(r["failed"] for r in rounds),
-            "errored": sum(r["errored"] for r in rounds),
-            "protocol": "h2" if all(r["protocol"] == "h2" for r in rounds) else "mixed",
-        }
+        results["restarts"] = rounds_across_restarts(url, c, m, options.restarts, restart)
     finally:
         # The whole session: the first process and every one it restarted.
         try:
