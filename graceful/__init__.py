@@ -93,7 +93,7 @@ def set_workers(count: int) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"workers must be a whole number of 1 or more, not {count!r}")
     runtime = _process_runtime()
-    if any(s.listeners or s._prepared for s in runtime.servers.values()):
+    if any(s.listeners or s.has_prepared() for s in runtime.servers.values()):
         raise ConfigError("set_workers() must come before the first start()")
     runtime.settings.workers = count
 

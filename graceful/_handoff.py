@@ -19,9 +19,7 @@ C{connectionLost} (not C{doRead}) when no data is left.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections import deque
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
@@ -34,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._event import Event
+from ._messages import Accepted, Error, Message, Ready, Released, decode, encode
 from ._sockets import LISTEN_FDS_START, listen_environment
 
 HANDOFF_VARIABLE = "GRACEFUL_HANDOFF"
@@ -75,10 +74,10 @@ class NewProcess(ProcessProtocol):
     clock: IReactorTime
     ready_timeout: float
     forward_stderr: Callable[[bytes], None]
-    on_message: Callable[[str, str], None] = lambda kind, payload: None
+    on_message: Callable[[Message], None] = lambda message: None
     on_exit: Callable[[Failure], None] = lambda reason: None
     ready: Deferred[int] = field(factory=Deferred)
-    ready_facts: dict[str, Any] = field(factory=dict)
+    ready_facts: Ready = field(factory=Ready)
     _control_closed: Event = field(factory=Event)
     _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     _partial: bytes = b""
@@ -114,18 +113,14 @@ class NewProcess(ProcessProtocol):
         return "\n".join(line.decode("utf-8", "replace") for line in lines)
 
     def _message(self, line: str) -> None:
-        kind, _, payload = line.partition(" ")
-        if kind == "ready":
-            if payload:
-                try:
-                    self.ready_facts = json.loads(payload)
-                except ValueError:
-                    pass
+        message = decode(line)
+        if isinstance(message, Ready):
+            self.ready_facts = message
             self._succeed()
-        elif kind == "error":
-            self._error = payload
-        else:
-            self.on_message(kind, payload)
+        elif isinstance(message, Error):
+            self._error = message.reason
+        elif message is not None:
+            self.on_message(message)
 
     def _succeed(self) -> None:
         if self.ready.called:
@@ -168,15 +163,14 @@ class NewProcess(ProcessProtocol):
         except (ProcessExitedAlready, OSError, AttributeError):
             pass
 
-    def accept(self, record: Mapping[str, float | int]) -> None:
+    def accept(self, record: Accepted) -> None:
         """
         Tell the new process it has taken over, with the restart's facts
         (handoff seconds, restart counts) for its status page.
         """
-        fields = " ".join(f"{key}={value}" for key, value in record.items())
-        self._write_control(f"accepted {fields}\n".encode())
+        self.send(record)
 
-    def release(self) -> Deferred[None]:
+    def release(self, at: float) -> Deferred[None]:
         """
         Tell the new process that the old one's services have stopped.  The
         result fires once the message is flushed and the pipe closed: the
@@ -185,7 +179,7 @@ class NewProcess(ProcessProtocol):
         if self._control_closed.happened:
             return succeed(None)
         closed = self._control_closed.wait()
-        self._write_control(f"released at={time.time():.6f}\n".encode())
+        self.send(Released(round(at, 6)))
         try:
             self.transport.closeChildFD(self.control_fd)  # type: ignore[union-attr]
         except (KeyError, OSError, AttributeError):
@@ -196,11 +190,11 @@ class NewProcess(ProcessProtocol):
         if childFD == self.control_fd:
             self._control_closed.happen()
 
-    def send(self, kind: str, payload: str = "") -> None:
+    def send(self, message: Message) -> None:
         """
-        A message to the new process (a worker) on the control pipe.
+        A message to the new process on the control pipe.
         """
-        self._write_control(f"{kind} {payload}\n".encode() if payload else f"{kind}\n".encode())
+        self._write_control(encode(message))
 
     def _write_control(self, data: bytes) -> None:
         try:
@@ -311,48 +305,47 @@ class OldProcess:
         return True
 
     def report_error(self, reason: str) -> None:
-        self.send("error", reason.splitlines()[0] if reason else "")
+        self.send(Error(reason.splitlines()[0] if reason else ""))
 
-    def report_ready(self, facts: Mapping[str, Any] | None = None, keep_open: bool = False) -> None:
+    def report_ready(self, facts: Ready = Ready(), keep_open: bool = False) -> None:
         """
         Take stderr back from the old process, then say we serve; a worker
         keeps the channel open to talk to its master.
         """
         os.dup2(self._stderr_fd, 2)
         os.close(self._stderr_fd)
-        self.send("ready", json.dumps(facts) if facts else "")
+        self.send(facts)
         if not keep_open:
             self._upstream_open = False
             os.close(self._ready_fd)
         else:
             os.set_blocking(self._ready_fd, False)
 
-    def send(self, kind: str, payload: str = "") -> None:
+    def send(self, message: Message) -> None:
         """
         One line to the process that started us; dropped if it is gone or
         not reading.
         """
         if self._upstream_open:
-            line = f"{kind} {payload}\n" if payload else f"{kind}\n"
-            _write_quietly(self._ready_fd, line.encode())
+            _write_quietly(self._ready_fd, encode(message))
 
     def listen(
         self,
         reactor: Any,
-        accepted: Callable[[dict[str, float]], None],
-        on_message: Callable[[str, str], None] = lambda kind, payload: None,
+        accepted: Callable[[Accepted], None],
+        on_message: Callable[[Message], None] = lambda message: None,
         on_gone: Callable[[bool], None] = lambda released: None,
-    ) -> Deferred[dict[str, float]]:
+    ) -> Deferred[Released]:
         """
         Read the old process's messages: C{accepted ...} (we took over; its
         facts go to C{accepted}), C{released at=T}, and for a worker the
         master's other messages (to C{on_message}).  The result fires once
-        the old process's services have stopped (with C{at}, when), or it is
-        gone (with nothing).  C{on_gone} is called once when the channel
+        the old process's services have stopped (with when), or it is gone
+        (with an empty L{Released}).  C{on_gone} is called once when the channel
         closes, before the result fires, with whether the old process had
         released: a close before the release means it died.
         """
-        d: Deferred[dict[str, float]] = Deferred()
+        d: Deferred[Released] = Deferred()
         fd = self._control_fd
         buffer = b""
         closed = False
@@ -370,15 +363,15 @@ class OldProcess:
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
-                kind, _, payload = line.decode("utf-8", "replace").partition(" ")
-                if kind == "accepted":
-                    accepted(_facts(payload.split()))
-                elif kind == "released":
+                message = decode(line.decode("utf-8", "replace"))
+                if isinstance(message, Accepted):
+                    accepted(message)
+                elif isinstance(message, Released):
                     self.released = True
                     if not d.called:
-                        d.callback(_facts(payload.split()))
-                else:
-                    on_message(kind, payload)
+                        d.callback(message)
+                elif message is not None:
+                    on_message(message)
             if not data:
                 lost()
 
@@ -392,23 +385,12 @@ class OldProcess:
             self._upstream_open = False
             on_gone(self.released)
             if not d.called:
-                d.callback({})
+                d.callback(Released())
 
         reader = _FDReader(fd, readable, lost)
         os.set_blocking(fd, False)
         reactor.addReader(reader)
         return d
-
-
-def _facts(words: list[str]) -> dict[str, float]:
-    facts = {}
-    for word in words:
-        key, _, value = word.partition("=")
-        try:
-            facts[key] = float(value)
-        except ValueError:
-            pass
-    return facts
 
 
 class NoOldProcess:
@@ -426,22 +408,20 @@ class NoOldProcess:
     def report_error(self, reason: str) -> None:
         pass
 
-    def report_ready(self, facts: Mapping[str, Any] | None = None, keep_open: bool = False) -> None:
+    def report_ready(self, facts: Ready = Ready(), keep_open: bool = False) -> None:
         pass
 
-    def send(self, kind: str, payload: str = "") -> None:
+    def send(self, message: Message) -> None:
         pass
 
     def listen(
         self,
         reactor: Any,
-        accepted: Callable[[dict[str, float]], None],
-        on_message: Callable[[str, str], None] = lambda kind, payload: None,
+        accepted: Callable[[Accepted], None],
+        on_message: Callable[[Message], None] = lambda message: None,
         on_gone: Callable[[bool], None] = lambda released: None,
-    ) -> Deferred[dict[str, float]]:
-        d: Deferred[dict[str, float]] = Deferred()
-        d.callback({})
-        return d
+    ) -> Deferred[Released]:
+        return succeed(Released())
 
 
 class _FDReader:

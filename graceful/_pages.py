@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from ._health import HealthResource
 
 if TYPE_CHECKING:
+    from twisted.web.server import Site
+
     from ._runtime import Runtime
     from ._server import Server
 
@@ -37,3 +39,25 @@ def prepare_admin_token(runtime: Runtime) -> None:
 
     if needs_generated_token(runtime):
         generated_token(runtime)
+
+
+def admin_socket_site(runtime: Runtime) -> Site:
+    """
+    The site of the private admin socket: the admin pages of the whole
+    process, without a token.
+    """
+    from twisted.web.server import Site
+
+    from ._admin import AdminResource
+    from ._routing import Router
+    from ._server import DEFAULT_ADMIN_PREFIX, Server
+
+    router = Router()
+    # A stand-in server: the admin socket shows the whole process.
+    pages = Server("admin_socket", runtime, admin_prefix=DEFAULT_ADMIN_PREFIX)
+    router.mount(DEFAULT_ADMIN_PREFIX, AdminResource(runtime, pages, private=True))
+    site = Site(router)
+    site.noisy = False
+    # The admin logs its actions itself; status polls need no lines.
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site

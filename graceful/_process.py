@@ -11,8 +11,22 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
-from ._pages import add_operational_pages, prepare_admin_token
-from ._runtime import LazyReactor, Runtime
+from ._pages import add_operational_pages, admin_socket_site, prepare_admin_token
+from ._runtime import Runtime
+
+
+class LazyReactor:
+    """
+    The global reactor, not imported yet.
+    """
+
+    stands_for_global_reactor = True
+
+    def resolve(self) -> Any:
+        from twisted.internet import reactor
+
+        return reactor
+
 
 _runtime: Runtime | None = None
 
@@ -25,6 +39,7 @@ def runtime() -> Runtime:
         _runtime = Runtime.from_environment(os.environ, LazyReactor())
         _runtime.operational_pages = add_operational_pages
         _runtime.prepare_admin = prepare_admin_token
+        _runtime.admin_site = admin_socket_site
         _report_config_errors_in_one_line()
     return _runtime
 

@@ -6,7 +6,7 @@ serves once started.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from attrs import Factory, define, field, frozen
 from twisted.internet import tcp, unix
@@ -30,9 +30,50 @@ from ._sockets import (
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
 
-    from ._runtime import Runtime
+    from ._sockets import InheritedSockets
 
 DEFAULT_ADMIN_PREFIX = "/debug/admin"
+
+
+class ServerHost(Protocol):
+    """
+    What a server needs of the process it belongs to.
+    """
+
+    @property
+    def reactor(self) -> Any: ...
+
+    pid: int
+    generation: int
+    inherited: InheritedSockets
+    apps_started: bool
+
+    @property
+    def is_worker(self) -> bool:
+        "Whether the process is a worker, which binds no socket itself."
+
+    def socket_missing(self, spec: ListenSpec) -> None:
+        "A worker's config asks for a socket its master did not pass."
+
+    def own_unix_file(self, path: str | None) -> None:
+        "Remove this UNIX socket file at the final shutdown."
+
+    def add_lifespan(self, lifespan: Any) -> None:
+        "Run this ASGI lifespan's startup before serving."
+
+    def add_operational_pages(self, server: Server) -> None:
+        "Mount the admin and health pages C{server} asks for."
+
+    def access_log(self) -> Callable[[str], None] | None:
+        "Where access-log lines go."
+
+    def start_server(self, server: Server) -> None: ...
+
+    def wait(self) -> None: ...
+
+    def restart(self, executable: str | None = None, trusted: bool = False) -> Deferred[int]: ...
+
+    def shutdown(self) -> Deferred[None]: ...
 
 
 @frozen
@@ -97,7 +138,7 @@ class Server:
     """
 
     name: str
-    runtime: Runtime
+    runtime: ServerHost
     router: Router = field(factory=Router)
     http_ports: list[int] = field(factory=list)
     https_ports: list[int] = field(factory=list)
@@ -272,9 +313,9 @@ class Server:
         inherited = self.runtime.inherited.claim(spec) if self.graceful else None
         if inherited is not None:
             return _Prepared(spec, inherited.fd, inherited.family(), True, inherited)
-        if self.runtime.role == "worker":
+        if self.runtime.is_worker:
             # Only the master binds, so that every worker shares the socket.
-            self.runtime.missing.append(spec)
+            self.runtime.socket_missing(spec)
             return None
         try:
             if spec.path is not None:
@@ -288,6 +329,23 @@ class Server:
                 key = "https_ports" if spec.tls and self.https_ports else "ports"
             raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
         return _Prepared(spec, sock.fileno(), sock.family, False, sock)
+
+    def has_prepared(self) -> bool:
+        """
+        Whether sockets are prepared and not served yet.
+        """
+        return bool(self._prepared)
+
+    def prepared_specs(self) -> list[ListenSpec]:
+        return [prepared.spec for prepared in self._prepared]
+
+    def take_prepared(self) -> list[_Prepared]:
+        """
+        Hand the prepared sockets over (to a master, which holds them for
+        its workers and serves nothing).
+        """
+        prepared, self._prepared = self._prepared, []
+        return prepared
 
     def release_prepared(self) -> None:
         for prepared in self._prepared:
@@ -316,7 +374,7 @@ class Server:
                     port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
                 p.close()
-                if self.runtime.role == "worker":
+                if self.runtime.is_worker:
                     _accept_one_at_a_time(port)
                 if self._asgi_mounts_built and not self.runtime.apps_started:
                     # Not one connection before the apps' startup is done: the
@@ -360,7 +418,7 @@ class Server:
             resource = ASGIResource(app, prefix, lifespans.get(id(app)))
             if id(app) not in lifespans:
                 lifespans[id(app)] = resource.lifespan
-                self.runtime.lifespans.append(resource.lifespan)
+                self.runtime.add_lifespan(resource.lifespan)
             self.router.mount(prefix, resource)
             self._asgi_mounts_built = True
         self._asgi_mounts.clear()

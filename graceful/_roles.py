@@ -1,0 +1,55 @@
+"""
+The one interface of the three roles a process can play: serving alone
+(L{graceful._single}), master (L{graceful._master}) and worker
+(L{graceful._worker_role}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+
+class Role(Protocol):
+    """
+    What a process does, as opposed to what it has.
+    """
+
+    name: str
+
+    def start(self) -> None:
+        """
+        The reactor runs and the servers are prepared: begin serving.
+        """
+
+    def restart(self, executable: str | None) -> Deferred[int]:
+        """
+        Replace the serving code (a new generation, or every worker).
+        """
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Drain and exit: the whole process, with its workers.
+        """
+
+    def leave(self) -> Deferred[None]:
+        """
+        Drain and exit: this process alone.
+        """
+
+    def shutdown_signalled(self) -> None:
+        """
+        A shutdown signal arrived.
+        """
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def restarting(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]:
+        """
+        The status JSON the admin pages show.
+        """

@@ -1,0 +1,58 @@
+"""
+The process-wide settings: the C{[graceful]} table of the config, or the
+setters of the code API.
+"""
+
+from __future__ import annotations
+
+from attrs import define, field
+
+DEFAULT_DRAIN_SPREAD = 5.0
+
+
+@define
+class Settings:
+    """
+    The process-wide settings.
+
+    @ivar drain_timeout: seconds a leaving process waits for its connections
+        before it aborts them.
+    @ivar drain_spread: seconds over which WebSockets are closed while
+        draining; L{None}: L{DEFAULT_DRAIN_SPREAD}, or half of a shorter
+        drain_timeout.
+    @ivar ready_timeout: seconds a new process (or worker) has to serve.
+    @ivar workers: serving processes that share the sockets (1: serve alone).
+    @ivar max_requests: recycle a worker after this many requests, plus up to
+        C{max_requests_jitter} (0: never).
+    @ivar max_requests_jitter: see C{max_requests}.
+    @ivar max_worker_memory: recycle a worker whose RSS grows past this many
+        MiB (0: never).
+    @ivar worker_timeout: kill and replace a worker silent for this many
+        seconds (0: never).
+    @ivar allowed_executables: what a restart asked from outside may run.
+    @ivar access_log: C{"-"} for the log, a file path, or L{None}.
+    @ivar directory: the directory every new process enters.
+    @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
+    """
+
+    drain_timeout: float = 30.0
+    drain_spread: float | None = None
+    ready_timeout: float = 15.0
+    workers: int = 1
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_worker_memory: float = 0.0
+    worker_timeout: float = 30.0
+    allowed_executables: list[str] = field(factory=list)
+    access_log: str | None = None
+    directory: str | None = None
+    admin_socket: str | None = None
+
+    @property
+    def spread(self) -> float:
+        """
+        The drain_spread in effect: always less than drain_timeout.
+        """
+        if self.drain_spread is not None and self.drain_spread < self.drain_timeout:
+            return self.drain_spread
+        return min(DEFAULT_DRAIN_SPREAD, self.drain_timeout / 2)
