@@ -42,7 +42,7 @@ from tests.support import (
     wait_until,
 )
 
-WEB = ROOT / "tests" / "programs" / "web.py"
+WEB = ROOT / "tests" / "integration" / "programs" / "web.py"
 
 
 def status(port: int, tls: bool = False) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def unreaped_children(parent: int) -> list[int]:
 
 class CodeAPIRestartTests(SynchronousTestCase):
     """
-    A program written with the code API (tests/programs/web.py), restarted
+    A program written with the code API (tests/integration/programs/web.py), restarted
     with SIGUSR1.
     """
 
@@ -179,7 +179,7 @@ def _config(
     *,
     ports: list[int],
     https_ports: list[int] = [],
-    app: str = "tests.programs.pages:root",
+    app: str = "tests.integration.programs.pages:root",
     cert: Path = CERT,
     key: Path = KEY,
     extra: str = "",
@@ -286,11 +286,11 @@ class TwistdRestartTests(SynchronousTestCase):
         # after a good restart into a config with 3 s.
         cases = [
             ("exits on a bad config", dict(extra="colour = 'blue'\n"), "unknown key"),
-            ("cannot import its app", dict(app="tests.programs.missing:root"), "cannot import"),
-            ("crashes", dict(app="tests.programs.crash:root"), "killed by signal 11"),
+            ("cannot import its app", dict(app="tests.integration.programs.missing:root"), "cannot import"),
+            ("crashes", dict(app="tests.integration.programs.crash:root"), "killed by signal 11"),
             ("cannot bind", dict(ports=[http_port, held_port]), f"{held_port}"),
             ("bad certificate", dict(cert=garbage), "garbage.crt"),
-            ("hangs", dict(app="tests.programs.hang:root"), "not ready within 3s"),
+            ("hangs", dict(app="tests.integration.programs.hang:root"), "not ready within 3s"),
         ]
         targets = [("keepalive", http_port), ("close", http_port), ("tls", https_port)]
         with Load(targets, path="/pid", max_seconds=150) as load:
@@ -356,4 +356,4 @@ class TwistdRestartTests(SynchronousTestCase):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run with: python -m pytest tests/test_restart.py")
+    sys.exit("run with: python -m pytest tests/integration/test_restart.py")

@@ -10,7 +10,7 @@ import os
 import signal
 
 from tests.support import Load, process_alive, wait_until
-from tests.test_workers import WorkerTestCase, status
+from tests.integration.test_workers import WorkerTestCase, status
 
 
 class RecycleIntegrationTests(WorkerTestCase):

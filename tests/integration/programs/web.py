@@ -2,16 +2,16 @@
 A code-API program for the restart tests: one server with HTTP and HTTPS
 ports.
 
-    python tests/programs/web.py HTTP_PORT HTTPS_PORT
+    python tests/integration/programs/web.py HTTP_PORT HTTPS_PORT
 """
 
 import sys
 from pathlib import Path
 
 import graceful as g
-from tests.programs.pages import root
+from tests.integration.programs.pages import root
 
-certs = Path(__file__).resolve().parents[2] / "certs"
+certs = Path(__file__).resolve().parents[3] / "certs"
 
 web = g.server("web")
 web.mount("/", root())

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._config import load_config
 
-from .support import EXAMPLES
+from tests.support import EXAMPLES
 
 SYSTEMD = EXAMPLES / "systemd"
 KUBERNETES = EXAMPLES / "kubernetes"

@@ -1,5 +1,5 @@
 """
-A raw ASGI app (tests/programs/asgi_app.py) in real processes: under
+A raw ASGI app (tests/integration/programs/asgi_app.py) in real processes: under
 C{twistd -n graceful --config FILE} and as C{python prog.py}, across restarts.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from .support import (
+from tests.support import (
     CERT,
     KEY,
     ROOT,
@@ -30,7 +30,7 @@ from .support import (
     wait_until,
 )
 
-PROGRAM = ROOT / "tests" / "programs" / "asgi_app.py"
+PROGRAM = ROOT / "tests" / "integration" / "programs" / "asgi_app.py"
 
 
 class ASGIIntegrationTests(SynchronousTestCase):
@@ -55,7 +55,7 @@ class ASGIIntegrationTests(SynchronousTestCase):
         config.write_text(
             "[graceful]\nready_timeout = 10\ndrain_timeout = 10\n\n"
             "[servers.web]\n"
-            'app = "tests.programs.asgi_app:app"\n'
+            'app = "tests.integration.programs.asgi_app:app"\n'
             f"ports = [{self.port}]\n"
         )
         proc = ServerProcess.twistd(
@@ -182,9 +182,9 @@ class RestartsUnderLoadTests(SynchronousTestCase):
     """
 
     def test_restarts_under_load(self) -> None:
-        apps = [("raw", "tests.programs.asgi_app:app")]
+        apps = [("raw", "tests.integration.programs.asgi_app:app")]
         for module, app in (("fastapi", "examples.asgi_app:app"),
-                            ("django", "tests.programs.django_app:application")):
+                            ("django", "tests.integration.programs.django_app:application")):
             try:
                 __import__(module)
             except ImportError:

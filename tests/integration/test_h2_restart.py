@@ -1,7 +1,7 @@
 """
 HTTP/2 across restarts, on real processes with clients nobody here wrote:
 h2load (nghttp2) and httpx with http2=True against the HTTPS port of
-tests/programs/web.py while SIGUSR1 restarts it; HTTP/1.1 on the same port
+tests/integration/programs/web.py while SIGUSR1 restarts it; HTTP/1.1 on the same port
 keeps working.
 
 h2load does not reconnect after a GOAWAY: it counts every request it has
@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._h2 import H2_ENABLED
 from tests.support import CERT, ServerProcess, free_ports, get, pid_of, wait_until
-from tests.test_restart import WEB, restart
+from tests.integration.test_restart import WEB, restart
 
 H2LOAD = shutil.which("h2load")
 

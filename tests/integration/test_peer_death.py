@@ -27,10 +27,10 @@ from tests.support import (
     refuses,
     wait_until,
 )
-from tests.test_workers import status
+from tests.integration.test_workers import status
 
-WORKERS = ROOT / "tests" / "programs" / "workers.py"
-SLOW_NEW_GENERATION = ROOT / "tests" / "programs" / "slow_new_generation.py"
+WORKERS = ROOT / "tests" / "integration" / "programs" / "workers.py"
+SLOW_NEW_GENERATION = ROOT / "tests" / "integration" / "programs" / "slow_new_generation.py"
 
 
 def children(pid: int) -> list[int]:

@@ -33,7 +33,7 @@ from tests.support import (
     wait_until,
 )
 
-WORKERS = ROOT / "tests" / "programs" / "workers.py"
+WORKERS = ROOT / "tests" / "integration" / "programs" / "workers.py"
 
 
 def status(port: int) -> dict[str, Any]:
@@ -225,7 +225,7 @@ class WorkerConfigChangeTests(SynchronousTestCase):
         def write(ports: list[int]) -> None:
             (directory / "graceful.toml").write_text(
                 "[graceful]\nworkers = 2\nready_timeout = 10.0\n\n"
-                '[servers.web]\napp = "tests.programs.pages:root"\nhost = "127.0.0.1"\n'
+                '[servers.web]\napp = "tests.integration.programs.pages:root"\nhost = "127.0.0.1"\n'
                 f'ports = {ports}\nadmin = "/debug/admin"\n'
             )
 

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .support import (
+from tests.support import (
     CERT,
     EXAMPLES,
     KEY,

@@ -10,7 +10,7 @@ from twisted.web.server import Site
 
 from graceful._config import classify_app
 from graceful._routing import Router
-from tests.test_routing import HTTPConnection
+from .test_routing import HTTPConnection
 
 try:
     from klein import Klein

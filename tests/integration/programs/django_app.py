@@ -1,6 +1,6 @@
 """
 A one-view Django project as an ASGI app, for the integration tests:
-C{tests.programs.django_app:application}.  C{/} answers the serving pid.
+C{tests.integration.programs.django_app:application}.  C{/} answers the serving pid.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from graceful._drain import IDLE_GRACE
 
-from .support import EXAMPLES, ServerProcess, free_port, pid_of, wait_until
+from tests.support import EXAMPLES, ServerProcess, free_port, pid_of, wait_until
 from .test_restart import restart
 
 #: Past the shutdown grace, within the hand-over one: where a closed idle

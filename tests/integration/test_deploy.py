@@ -23,9 +23,9 @@ from tests.support import (
     pid_of,
     wait_until,
 )
-from tests.test_restart import restart, status
+from tests.integration.test_restart import restart, status
 
-BACKGROUND = ROOT / "tests" / "programs" / "background_app.py"
+BACKGROUND = ROOT / "tests" / "integration" / "programs" / "background_app.py"
 
 RELEASE_APP = '''
 import graceful as g

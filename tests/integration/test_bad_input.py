@@ -18,7 +18,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .support import (
+from tests.support import (
     CERT,
     EXAMPLES,
     KEY,
@@ -38,7 +38,7 @@ def good_server(port: int) -> str:
 drain_timeout = 5.0
 
 [servers.good]
-app = "tests.fixtures.apps:root"
+app = "tests.integration.fixtures.apps:root"
 ports = [{port}]
 """
 
@@ -119,7 +119,7 @@ class BadInputTests(SynchronousTestCase):
     def test_unknown_server_key(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
             "servers.bad.colour", "graceful.toml", ports=(port,),
         )
 
@@ -132,14 +132,14 @@ class BadInputTests(SynchronousTestCase):
     def test_unknown_table(self) -> None:
         port = free_port()
         self.rejects(
-            f'[server.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\n',
+            f'[server.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\n',
             "'server'", ports=(port,),
         )
 
     def test_wrong_type_ports(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = "{port}"\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = "{port}"\n',
             "servers.bad.ports", ports=(port,),
         )
 
@@ -151,13 +151,13 @@ class BadInputTests(SynchronousTestCase):
     def test_wrong_type_flag(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\ngraceful = "yes"\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\ngraceful = "yes"\n',
             "servers.bad.graceful", ports=(port,),
         )
 
     def test_not_a_port_number(self) -> None:
         self.rejects(
-            '[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [70000]\n',
+            '[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [70000]\n',
             "servers.bad.ports", "70000",
         )
 
@@ -182,7 +182,7 @@ class BadInputTests(SynchronousTestCase):
     def test_missing_cert_file(self) -> None:
         port = free_port()
         line = self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nhttps_ports = [{port}]\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nhttps_ports = [{port}]\n'
             f'cert = "missing.crt"\nkey = "{KEY}"\n',
             "servers.bad.cert", "missing.crt", ports=(port,),
         )
@@ -191,7 +191,7 @@ class BadInputTests(SynchronousTestCase):
     def test_missing_key_file(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nhttps_ports = [{port}]\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nhttps_ports = [{port}]\n'
             f'cert = "{CERT}"\nkey = "missing.key"\n',
             "servers.bad.key", "missing.key", ports=(port,),
         )
@@ -203,7 +203,7 @@ class BadInputTests(SynchronousTestCase):
         """
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nhttps_ports = [{port}]\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nhttps_ports = [{port}]\n'
             f'cert = "{KEY}"\nkey = "{KEY}"\n',
             str(KEY), ports=(port,),
         )
@@ -211,7 +211,7 @@ class BadInputTests(SynchronousTestCase):
     def test_key_file_not_a_key(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nhttps_ports = [{port}]\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nhttps_ports = [{port}]\n'
             f'cert = "{CERT}"\nkey = "{CERT}"\n',
             str(CERT), "key", ports=(port,),
         )
@@ -221,15 +221,15 @@ class BadInputTests(SynchronousTestCase):
     def test_port_used_twice_by_two_servers(self) -> None:
         port, other = free_ports(2)
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{other}, {port}]\n'
-            f'[servers.worse]\napp = "tests.fixtures.apps:root"\nports = [{port}]\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{other}, {port}]\n'
+            f'[servers.worse]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\n',
             f"port {port}", "servers.bad.ports", "servers.worse.ports", ports=(port, other),
         )
 
     def test_port_used_twice_by_one_server(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\n'
             f'https_ports = [{port}]\ncert = "{CERT}"\nkey = "{KEY}"\n',
             f"port {port}", "servers.bad", ports=(port,),
         )
@@ -242,7 +242,7 @@ class BadInputTests(SynchronousTestCase):
         port, before = free_ports(2)
         self.hold("127.0.0.1", port)
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nhost = "127.0.0.1"\n'
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nhost = "127.0.0.1"\n'
             f"ports = [{before}, {port}]\n",
             f"127.0.0.1:{port}", ports=(before,), held=(port,),
         )
@@ -251,7 +251,7 @@ class BadInputTests(SynchronousTestCase):
         port = free_port()
         self.hold("0.0.0.0", port)
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\n',
             f":{port}", held=(port,),
         )
 
@@ -260,29 +260,29 @@ class BadInputTests(SynchronousTestCase):
     def test_app_fails_to_import(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.broken:app"\nports = [{port}]\n',
-            "servers.bad.app", "tests.fixtures.broken", "RuntimeError", ports=(port,),
+            f'[servers.bad]\napp = "tests.integration.fixtures.broken:app"\nports = [{port}]\n',
+            "servers.bad.app", "tests.integration.fixtures.broken", "RuntimeError", ports=(port,),
         )
 
     def test_app_module_missing(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.nowhere:app"\nports = [{port}]\n',
-            "servers.bad.app", "tests.fixtures.nowhere", ports=(port,),
+            f'[servers.bad]\napp = "tests.integration.fixtures.nowhere:app"\nports = [{port}]\n',
+            "servers.bad.app", "tests.integration.fixtures.nowhere", ports=(port,),
         )
 
     def test_app_attribute_missing(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:nothing_here"\nports = [{port}]\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:nothing_here"\nports = [{port}]\n',
             "servers.bad.app", "nothing_here", ports=(port,),
         )
 
     def test_app_not_a_resource_or_wsgi_app(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:not_an_app"\nports = [{port}]\n',
-            "servers.bad.app", "tests.fixtures.apps:not_an_app", ports=(port,),
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:not_an_app"\nports = [{port}]\n',
+            "servers.bad.app", "tests.integration.fixtures.apps:not_an_app", ports=(port,),
         )
 
     # -- other ways to start ----------------------------------------------------
@@ -290,7 +290,7 @@ class BadInputTests(SynchronousTestCase):
     def test_twist(self) -> None:
         port = free_port()
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
             "servers.bad.colour", ports=(port,), command=("twist",),
         )
 
@@ -303,7 +303,7 @@ class BadInputTests(SynchronousTestCase):
         folder = self.folder()
         pidfile, logfile = folder / "graceful.pid", folder / "graceful.log"
         self.rejects(
-            f'[servers.bad]\napp = "tests.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
+            f'[servers.bad]\napp = "tests.integration.fixtures.apps:root"\nports = [{port}]\ncolour = "red"\n',
             "servers.bad.colour", ports=(port,),
             command=("twistd", "--pidfile", str(pidfile), "--logfile", str(logfile)),
         )

@@ -2,7 +2,7 @@
 The WebSocket and SSE example (examples/websocket.py) for the long-lived
 connection tests, with the drain settings given.
 
-    python tests/programs/live.py PORT DRAIN_TIMEOUT DRAIN_SPREAD [CLOSE_HANDSHAKE_TIMEOUT]
+    python tests/integration/programs/live.py PORT DRAIN_TIMEOUT DRAIN_SPREAD [CLOSE_HANDSHAKE_TIMEOUT]
 """
 
 import sys

@@ -152,7 +152,7 @@ class Base(SynchronousTestCase):
         config = directory / "graceful.toml"
         config.write_text(
             f"[graceful]\nready_timeout = 10.0\ndrain_timeout = 10.0\n{graceful}\n"
-            f'[servers.web]\napp = "tests.programs.pages:root"\nadmin = "/debug/admin"\n{server}'
+            f'[servers.web]\napp = "tests.integration.programs.pages:root"\nadmin = "/debug/admin"\n{server}'
         )
         pidfile = directory / "twistd.pid"
         proc = ServerProcess.twistd(

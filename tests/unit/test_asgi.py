@@ -495,7 +495,7 @@ class WrongReactorTests(SynchronousTestCase):
         from graceful._runtime import Runtime
 
         config = parse_config(
-            {"servers": {"web": {"app": "tests.test_asgi:asgi3", "ports": [0]}}}, Path("g.toml")
+            {"servers": {"web": {"app": "tests.unit.test_asgi:asgi3", "ports": [0]}}}, Path("g.toml")
         )
         runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
         error = self.assertRaises(ConfigError, apply_config, config, runtime)

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from graceful._errors import ConfigError
 from graceful._tls import load_tls_options
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CERT = ROOT / "certs" / "server.crt"
 KEY = ROOT / "certs" / "server.key"
 

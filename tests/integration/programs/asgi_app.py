@@ -1,7 +1,7 @@
 """
 A raw ASGI app (no framework) for the integration tests, and a program
 serving it: C{python asgi_app.py PORT}; as a config's app
-C{tests.programs.asgi_app:app}.
+C{tests.integration.programs.asgi_app:app}.
 
 GRACEFUL_TEST_LIFESPAN names a file the app appends "startup PID" and
 "shutdown PID" to; while a file named C{fail-startup} sits beside it, the

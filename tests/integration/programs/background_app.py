@@ -3,7 +3,7 @@ examples/background.py's services behind a web server, for the deploy tests;
 a file named "fail-start" in the spool directory makes a new process fail
 before it serves, as a broken release would.
 
-    python tests/programs/background_app.py PORT SPOOL_DIR [WORKERS]
+    python tests/integration/programs/background_app.py PORT SPOOL_DIR [WORKERS]
 """
 
 import os

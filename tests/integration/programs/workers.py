@@ -1,7 +1,7 @@
 """
 A code-API program with workers, for the worker tests.
 
-    python tests/programs/workers.py WORKERS HTTP_PORT [HTTPS_PORT]
+    python tests/integration/programs/workers.py WORKERS HTTP_PORT [HTTPS_PORT]
 """
 
 import os
@@ -16,9 +16,9 @@ if flag and os.path.exists(flag) and os.environ.get("GRACEFUL_WORKER") == "1":
     sys.exit("FAIL_SLOT_1 is set: this worker cannot start")
 
 import graceful as g  # noqa: E402
-from tests.programs.pages import root  # noqa: E402
+from tests.integration.programs.pages import root  # noqa: E402
 
-certs = Path(__file__).resolve().parents[2] / "certs"
+certs = Path(__file__).resolve().parents[3] / "certs"
 
 g.set_workers(int(sys.argv[1]))
 g.set_ready_timeout(10)

@@ -3,7 +3,7 @@ A server with a pidfile and a background service whose later generations
 take 1.5 s to start: the window in which a test kills the old process after
 it started the new one and before the new one is ready.
 
-    python tests/programs/slow_new_generation.py PORT DIRECTORY
+    python tests/integration/programs/slow_new_generation.py PORT DIRECTORY
 
 The service writes DIRECTORY/started-PID when it starts.
 """

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .support import (
+from tests.support import (
     CERT,
     EXAMPLES,
     KEY,
@@ -160,18 +160,18 @@ drain_timeout = 10.0
 ready_timeout = 10.0
 
 [servers.s1]
-app = "tests.fixtures.apps:root"
+app = "tests.integration.fixtures.apps:root"
 ports = [{p1}, {p2}]
 
 [servers.s2]
-app = "tests.fixtures.apps:factory"
+app = "tests.integration.fixtures.apps:factory"
 ports = [{p3}]
 https_ports = [{p4}]
 cert = "{CERT}"
 key = "{KEY}"
 
 [servers.s3]
-app = "tests.fixtures.apps:root"
+app = "tests.integration.fixtures.apps:root"
 ports = [{p5}]
 cert = "{CERT}"
 key = "{KEY}"
@@ -184,7 +184,7 @@ def one_server(port: int, tls_port: int) -> str:
 drain_timeout = 10.0
 
 [servers.web]
-app = "tests.fixtures.apps:root"
+app = "tests.integration.fixtures.apps:root"
 ports = [{port}]
 https_ports = [{tls_port}]
 cert = "{CERT}"
@@ -267,11 +267,11 @@ class AppKindTests(ProcessTestCase):
         wsgi_port, leaf_port = free_ports(2)
         config = self.config(cwd, f"""
 [servers.legacy]
-app = "tests.fixtures.apps:wsgi_app"
+app = "tests.integration.fixtures.apps:wsgi_app"
 ports = [{wsgi_port}]
 
 [servers.leaf]
-app = "tests.fixtures.apps:leaf"
+app = "tests.integration.fixtures.apps:leaf"
 ports = [{leaf_port}]
 """)
         proc = self.launch(ServerProcess.twist("--log-format=text", "graceful", "--config", str(config), cwd=cwd))
