@@ -25,7 +25,7 @@ class Departure:
     @ivar reason: C{"restart"} when a successor serves in our place (idle
         keep-alive connections then wait for their next request, and
         WebSockets hear 1012), else C{"shutdown"}.
-    @ivar began: the reactor's time the drain began.
+    @ivar began: the reactor's time the drain began, once it has.
     @ivar final: whether no process takes our UNIX socket files over.
     @ivar handed_over: whether a successor owns the pidfile now.
     """
@@ -34,7 +34,7 @@ class Departure:
     reason: str
     final: bool
     handed_over: bool = False
-    began: float = 0.0
+    began: float | None = None
     _timeout: IDelayedCall | None = None
     _sites: list[Any] = field(factory=list)
 
@@ -108,11 +108,13 @@ class Departure:
         # Services that would not stop must not hold the exit up either.
         core.reactor.callLater(0, self._finish)
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> dict[str, Any] | None:
         """
         The status JSON's C{drain}: since when, the window, what is left.
         """
         core = self.core
+        if self.began is None:
+            return None
         return {
             "reason": self.reason,
             "elapsed": max(0.0, core.reactor.seconds() - self.began),

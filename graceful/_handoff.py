@@ -128,6 +128,13 @@ class NewProcess(ProcessProtocol):
         self._cancel_timeout()
         self.ready.callback(self.pid)
 
+    def abandon(self, reason: str) -> None:
+        """
+        Give up on the new process before it is ready: kill it, and fail
+        C{ready} with C{reason}.
+        """
+        self._fail(reason)
+
     def _fail(self, reason: str) -> None:
         if self.ready.called:
             return

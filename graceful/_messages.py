@@ -176,7 +176,8 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Need):
         fields: dict[str, Any] = {"specs": [_spec_json(spec) for spec in message.specs]}
     else:
-        fields = asdict(message)
+        # Fields left unset are left out: a reader takes the default.
+        fields = {k: v for k, v in asdict(message).items() if v is not None}
     return f"{message.kind} {json.dumps(fields, separators=(',', ':'))}\n".encode()
 
 

@@ -268,11 +268,11 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
     def abandon(inputs: SingleInputs, core: SingleCore, restart: Restart) -> None:
         if restart.new_process is not None:
             # Its failure arrives as an input, in the Leaving state.
-            restart.new_process._fail("shutdown asked for while the new process started")
+            restart.new_process.abandon("shutdown asked for while the new process started")
         core.after.append(
             lambda: None
             if restart.result.called
-            else restart.result.errback(RestartFailed("shut down while the new process started"))
+            else restart.result.errback(RestartFailed("shutdown asked for while the new process started"))
         )
 
     @pep614(Leaving.upon(SingleInputs.failed).loop())
@@ -337,6 +337,8 @@ class SingleRole:
         process.start_apps().addCallbacks(lambda _: self._apps_started(), process.apps_failed)
 
     def _apps_started(self) -> None:
+        if self.draining:
+            return  # shut down while the apps started: nothing to report
         self.process.start_accepting(last_holder=True)
         self.serve()
 
@@ -379,7 +381,7 @@ class SingleRole:
 
     def status(self) -> dict[str, Any]:
         state = self._inputs.state()
-        drain = state.progress() if isinstance(state, Departure) and state.began else None
+        drain = state.progress() if isinstance(state, Departure) else None
         return self.process.own_status(
             self.name, isinstance(state, Departure), isinstance(state, Restart), drain
         )

@@ -162,6 +162,8 @@ class WorkerRole:
         )
 
     def _serve(self, ready: Ready) -> None:
+        if self.draining:
+            return  # told to leave while the apps started
         process = self.process
         process.start_accepting(last_holder=False)
         process.old_process.report_ready(ready, keep_open=True)
@@ -227,7 +229,7 @@ class WorkerRole:
 
     def own_status(self) -> dict[str, Any]:
         departure = self._inputs.departure()
-        drain = departure.progress() if departure is not None and departure.began else None
+        drain = departure.progress() if departure is not None else None
         return self.process.own_status(
             self.name, departure is not None, self.restarting, drain
         )

@@ -44,6 +44,7 @@ from graceful._pages import add_operational_pages
 from graceful._runtime import RestartRecord, Runtime
 from graceful._server import Listener, Server
 from graceful._sockets import ListenSpec
+from graceful.testing import FakePort, FakeSpawner, MemoryEnvironment
 
 TOKEN = "s3cret-token"
 #: The token graceful made, for servers that configure none.
@@ -51,60 +52,33 @@ GENERATED = "generated-token-Zx9"
 PREFIX = "/debug/admin"
 
 
-class FakeNewProcess:
-    killed = False
-    released = False
-
-    def kill(self) -> None:
-        self.killed = True
-
-    def accept(self, facts: dict[str, float]) -> None:
-        self.accepted = facts
-
-    def release(self) -> None:
-        self.released = True
-
-
-@define(eq=False)
 class FakeRuntime(Runtime):
     """
-    A runtime whose restarts start no process: L{spawned} records what
-    would have been run; the test says how the new process fares.
+    A runtime on a memory environment: L{spawned} tells what its restarts
+    would have run; the test says how the new process fares.
     """
 
-    spawned: list[str | None] = field(factory=list)
+    @property
+    def spawner(self) -> FakeSpawner:
+        environment = self.core.environment
+        assert isinstance(environment, MemoryEnvironment)
+        return environment.spawner
 
-    def _spawn(self, executable: str | None) -> Deferred[int]:
-        self.spawned.append(executable)
-        self._restart_began = self.reactor.seconds()
-        self._new_process = FakeNewProcess()  # type: ignore[assignment]
-        self._restart_result = result = Deferred()
-        return result
+    @property
+    def spawned(self) -> list[str | None]:
+        plain = self.core.command_for(None)
+        return [
+            None if call["command"] == plain else call["command"][0]
+            for call in self.spawner.calls
+        ]
 
     def new_process_ready(self, pid: int = 5555) -> None:
-        self._lifecycle.ready(pid)
+        process = self.spawner.last
+        process.pid = pid
+        process.report_ready()
 
     def new_process_failed(self, reason: str) -> None:
-        self._lifecycle.failed(Failure(RestartFailed(reason)))
-
-
-class FakePort:
-    """
-    Like Twisted's TCP port: once it stops listening, it no longer knows
-    its address.
-    """
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.listening = True
-
-    def getHost(self) -> IPv4Address:
-        if not self.listening:
-            raise AttributeError("'Port' object has no attribute 'socket'")
-        return IPv4Address("TCP", "0.0.0.0", self.number)
-
-    def stopListening(self) -> None:
-        self.listening = False
+        self.spawner.last.report_failure(reason)
 
 
 def build(
@@ -114,15 +88,20 @@ def build(
     name: str = "s1",
 ) -> tuple[FakeRuntime, Server]:
     runtime = FakeRuntime(
-        reactor=MemoryReactorClock(), environ={}, pid=4242, generation=generation
+        MemoryReactorClock(),
+        {},
+        4242,
+        generation=generation,
+        environment=MemoryEnvironment(),
+        forward_stderr=lambda data: None,
     )
     runtime.settings.allowed_executables = list(allowed)
     server = runtime.server(name)
     server.enable_admin(PREFIX, token=token)
     server.enable_health("/healthz")
     server.site = DrainingSite(server.router, server_name=name, reactor=runtime.reactor)
-    server.listeners.append(Listener(ListenSpec(name, False, 8100, "", 0), FakePort(8100)))
-    server.listeners.append(Listener(ListenSpec(name, True, 8443, "", 0), FakePort(8443)))
+    server.listeners.append(Listener(ListenSpec(name, False, 8100, "", 0), FakePort(41, 8100)))
+    server.listeners.append(Listener(ListenSpec(name, True, 8443, "", 0), FakePort(42, 8443)))
     set_generated_token(runtime, GeneratedToken(GENERATED, None, True))
     add_operational_pages(runtime, server)
     return runtime, server
@@ -755,7 +734,7 @@ class PageTests(SynchronousTestCase):
 
     def test_escaped(self) -> None:
         runtime, server = build(name="<b>x&amp;", token='"><script>')
-        runtime.last_restart = RestartRecord(False, "<img src=x onerror=alert(1)>", 1.0)
+        runtime.core.history.last = RestartRecord(False, "<img src=x onerror=alert(1)>", 1.0)
         runtime.settings.allowed_executables = ['/opt/"a"<b>']
         page = ask(
             server, "GET", PREFIX, headers={**BROWSER, **bearer('"><script>')}
@@ -822,7 +801,7 @@ class MetricsTests(SynchronousTestCase):
 
     def test_metrics(self) -> None:
         runtime, server = build(generation=4)
-        runtime.restarts = 3
+        runtime.core.history.restarts = 3
         other = runtime.server("s2")
         other.site = DrainingSite(other.router, server_name="s2", reactor=runtime.reactor)
         assert server.site is not None

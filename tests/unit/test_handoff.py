@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful import _handoff
+from graceful._messages import Accepted, Released
 from graceful._handoff import (
     GENERATION_VARIABLE,
     HANDOFF_VARIABLE,
@@ -220,29 +221,31 @@ class NewProcessTests(SynchronousTestCase):
         self.assertEqual(second, "y" * 4096)
 
     def test_accept_then_release(self) -> None:
-        self.patch(_handoff.time, "time", lambda: 1700000000.25)
-        self.process.accept({"handoff_seconds": 0.5, "restarts": 3})
-        self.process.release()
+        self.process.accept(Accepted(handoff_seconds=0.5, restarts=3))
+        self.process.release(1700000000.25)
         self.assertEqual(
             self.transport.written,
             [
-                (CONTROL_FD, b"accepted handoff_seconds=0.5 restarts=3\n"),
-                (CONTROL_FD, b"released at=1700000000.250000\n"),
+                (
+                    CONTROL_FD,
+                    b'accepted {"handoff_seconds":0.5,"restarts":3,"failed_restarts":0}\n',
+                ),
+                (CONTROL_FD, b'released {"at":1700000000.25}\n'),
             ],
         )
         self.assertEqual(self.transport.closed, [CONTROL_FD])
 
     def test_release_when_gone(self) -> None:
         self.process.control_fd = 99  # the transport no longer has it
-        self.process.accept({"restarts": 1})
-        self.process.release()
+        self.process.accept(Accepted(restarts=1))
+        self.process.release(1.0)
         self.process.transport = None
-        self.process.accept({"restarts": 1})
-        self.process.release()
+        self.process.accept(Accepted(restarts=1))
+        self.process.release(1.0)
         self.assertEqual(self.transport.written, [])
 
     def test_release_waits_for_the_pipe_to_close(self) -> None:
-        released = self.process.release()
+        released = self.process.release(1.0)
         self.assertNoResult(released)
         self.process.childConnectionLost(CONTROL_FD)
         self.assertIsNone(self.successResultOf(released))
@@ -259,14 +262,14 @@ class NewProcessTests(SynchronousTestCase):
         self.process.childConnectionLost(CONTROL_FD)
         self.exit(ProcessTerminated(signal=9))
         self.assertEqual(len(exits), 1)
-        self.assertIsNone(self.successResultOf(self.process.release()))
+        self.assertIsNone(self.successResultOf(self.process.release(1.0)))
         self.assertEqual(self.transport.written, [])
 
     def test_release_when_the_transport_lost_the_pipe(self) -> None:
         self.say(b"ready\n")
         self.transport.pipes_gone = True
-        self.process.accept({"restarts": 1})
-        self.assertIsNone(self.successResultOf(self.process.release()))
+        self.process.accept(Accepted(restarts=1))
+        self.assertIsNone(self.successResultOf(self.process.release(1.0)))
         self.assertEqual(self.transport.written, [])
 
 
@@ -402,7 +405,7 @@ class OldProcessTests(SynchronousTestCase):
     def test_report_error(self) -> None:
         old, ends = self.old_process()
         old.report_error("port 8100 is used twice\nsecond line")
-        self.assertEqual(os.read(ends["ready"], 100), b"error port 8100 is used twice\n")
+        self.assertEqual(os.read(ends["ready"], 100), b'error {"reason":"port 8100 is used twice"}\n')
 
     def test_report_error_when_old_process_gone(self) -> None:
         old, ends = self.old_process()
@@ -415,13 +418,13 @@ class OldProcessTests(SynchronousTestCase):
         old, ends = self.old_process()
         old.report_ready()
         self.assertEqual(dup2_calls, [(ends["stderr"], 2)])
-        self.assertEqual(os.read(ends["ready"], 100), b"ready\n")
+        self.assertEqual(os.read(ends["ready"], 100), b"ready {}\n")
         self.assertEqual(os.read(ends["ready"], 100), b"")  # closed after
 
-    def listen(self) -> tuple[Deferred[dict[str, float]], list[dict[str, float]], Any, int]:
+    def listen(self) -> tuple[Deferred[Released], list[Accepted], Any, int]:
         reactor = MemoryReactor()
         old, ends = self.old_process()
-        accepted: list[dict[str, float]] = []
+        accepted: list[Accepted] = []
         self.gone: list[bool] = []
         released = old.listen(reactor, accepted.append, on_gone=self.gone.append)
         [reader] = reactor.readers
@@ -433,13 +436,13 @@ class OldProcessTests(SynchronousTestCase):
         released, accepted, reader, control = self.listen()
         reader.doRead()  # nothing to read yet
         self.assertNoResult(released)
-        os.write(control, b"accepted handoff_seconds=0.25 restarts=2 bad=x\nrel")
+        os.write(control, b'accepted {"handoff_seconds":0.25,"restarts":2,"bad":"x"}\nrel')
         reader.doRead()
-        self.assertEqual(accepted, [{"handoff_seconds": 0.25, "restarts": 2.0}])
+        self.assertEqual(accepted, [Accepted(handoff_seconds=0.25, restarts=2)])
         self.assertNoResult(released)
-        os.write(control, b"eased at=1700000000.5\n")
+        os.write(control, b'eased {"at":1700000000.5}\n')
         reader.doRead()
-        self.assertEqual(self.successResultOf(released), {"at": 1700000000.5})
+        self.assertEqual(self.successResultOf(released), Released(1700000000.5))
         # The channel is read until the old process closes it (a worker's
         # master goes on talking after the release).
         self.assertEqual(self.reactor.readers, {reader})
@@ -453,7 +456,7 @@ class OldProcessTests(SynchronousTestCase):
         released, accepted, reader, control = self.listen()
         os.close(control)
         reader.doRead()
-        self.assertEqual(self.successResultOf(released), {})
+        self.assertEqual(self.successResultOf(released), Released())
         self.assertEqual(accepted, [])
         self.assertEqual(self.reactor.readers, set())
         self.assertEqual(self.gone, [False])
@@ -467,7 +470,7 @@ class OldProcessTests(SynchronousTestCase):
         os.close(control)
         self.reactor.removeReader(reader)  # as the reactor does first
         reader.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.successResultOf(released), {})
+        self.assertEqual(self.successResultOf(released), Released())
         self.assertEqual(self.gone, [False])
         self.assertRaises(OSError, os.fstat, reader.fileno())
         reader.connectionLost(Failure(ConnectionDone()))  # once is enough
@@ -480,7 +483,7 @@ class OldProcessTests(SynchronousTestCase):
         reader.doRead()
         os.close(control)
         reader.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.successResultOf(released), {"at": 2.5})
+        self.assertEqual(self.successResultOf(released), Released(2.5))
         self.assertEqual(self.gone, [True])
 
     def test_hang_up_on_a_real_reactor(self) -> None:
@@ -499,7 +502,7 @@ class OldProcessTests(SynchronousTestCase):
         os.close(ends["control"])
         reactor.doIteration(0)
         self.assertEqual(gone, [False])
-        self.assertEqual(self.successResultOf(released), {})
+        self.assertEqual(self.successResultOf(released), Released())
         self.assertNotIn(ends["control_read"], [r.fileno() for r in reactor.getReaders()])
 
     def test_no_old_process(self) -> None:
@@ -507,7 +510,7 @@ class OldProcessTests(SynchronousTestCase):
         self.assertFalse(none.is_handoff)
         none.report_error("x")
         none.report_ready()
-        self.assertEqual(self.successResultOf(none.listen(MemoryReactor(), lambda facts: None)), {})
+        self.assertEqual(self.successResultOf(none.listen(MemoryReactor(), lambda facts: None)), Released())
 
 
 def _close_reactor(reactor: EPollReactor) -> None:

@@ -29,10 +29,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from graceful._drain import IDLE_GRACE, handover_idle_grace
 from graceful._errors import ExecutableNotAllowed, RestartRefused
 from graceful._handoff import PassedSocket, RestartFailed
+from graceful._messages import Accepted, Released, Retire
 from graceful._runtime import PIDFILE_VARIABLE, Runtime
 from graceful._server import Listener, Server
 from graceful._sockets import InheritedSocket, InheritedSockets, ListenSpec
 from graceful._supervision import NoPidfile, SystemdNotifier
+from graceful.testing import FakeNewProcess, FakeOldProcess, FakePort, FakeSpawner, MemoryEnvironment
 
 from .test_drain import App
 from .test_routing import HTTPConnection
@@ -40,6 +42,7 @@ from .test_routing import HTTPConnection
 # Not "from graceful import _runtime": graceful/__init__.py binds that name
 # to graceful._process.runtime, a function, which hides the module.
 _runtime = importlib.import_module("graceful._runtime")
+_environment = importlib.import_module("graceful._environment")
 
 PID = 123
 NEW_PID = 456
@@ -48,148 +51,9 @@ INTERPRETER = ["/usr/bin/python3", "-X", "dev"]
 ARGUMENTS = ["app.py", "--flag"]
 CWD = "/srv/app"
 
-_REAL_INSTALL_SIGNAL_HANDLERS = Runtime.install_signal_handlers
 
 
 # -- fakes ---------------------------------------------------------------------
-
-
-@define(eq=False)
-class FakeNewProcess:
-    """
-    Stands for L{graceful._handoff.NewProcess}: the test decides when it is
-    ready or fails.
-    """
-
-    pid: int
-    ready: Deferred[int] = field(factory=Deferred)
-    kills: int = 0
-    releases: int = 0
-    accepted: list[dict[str, Any]] = field(factory=list)
-    on_exit: Callable[[Failure], None] = lambda reason: None
-
-    def kill(self) -> None:
-        self.kills += 1
-
-    def release(self) -> None:
-        self.releases += 1
-
-    def accept(self, record: Any) -> None:
-        self.accepted.append(dict(record))
-
-    def _fail(self, reason: str) -> None:
-        if self.ready.called:
-            return
-        self.kill()
-        self.ready.errback(RestartFailed(reason))
-
-    # What the real process would do:
-
-    def report_ready(self) -> None:
-        self.ready.callback(self.pid)
-
-    def report_failure(self, reason: str, stderr_tail: str = "") -> None:
-        self.ready.errback(RestartFailed(reason, stderr_tail))
-
-
-@define
-class FakeSpawner:
-    """
-    Replaces L{graceful._runtime.spawn_new_process}.
-    """
-
-    calls: list[dict[str, Any]] = field(factory=list)
-    processes: list[FakeNewProcess] = field(factory=list)
-    error: Exception | None = None
-    next_pid: int = NEW_PID
-
-    def __call__(self, reactor: Any, clock: Any, **kwargs: Any) -> FakeNewProcess:
-        self.calls.append(kwargs)
-        if self.error is not None:
-            raise self.error
-        process = FakeNewProcess(self.next_pid)
-        self.next_pid += 1
-        self.processes.append(process)
-        return process
-
-    @property
-    def last(self) -> FakeNewProcess:
-        return self.processes[-1]
-
-
-@define(eq=False)
-class FakePort:
-    """
-    A listening port that records being closed.
-    """
-
-    fd: int
-    number: int
-    listening: bool = True
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("TCP", "0.0.0.0", self.number)
-
-    def stopListening(self) -> None:
-        self.listening = False
-
-    def fileno(self) -> int:
-        return self.fd
-
-
-@define(eq=False)
-class FakeOldProcess:
-    """
-    Stands for L{graceful._handoff.OldProcess} in a process a restart made
-    (or a worker, whose old process is the master).
-    """
-
-    pid: int = OLD_PID
-    reported: list[str] = field(factory=list)
-    sent: list[tuple[str, str]] = field(factory=list)
-    released: Deferred[dict[str, float]] = field(factory=Deferred)
-    accepted: Callable[[dict[str, float]], None] | None = None
-    on_gone: Callable[[bool], None] | None = None
-    on_message: Callable[[str, str], None] = lambda kind, payload: None
-
-    @property
-    def is_handoff(self) -> bool:
-        return True
-
-    def report_error(self, reason: str) -> None:
-        self.reported.append(f"error {reason}")
-
-    def report_ready(self, facts: Any = None, keep_open: bool = False) -> None:
-        self.reported.append("ready")
-
-    def send(self, kind: str, payload: str = "") -> None:
-        self.sent.append((kind, payload))
-
-    def listen(
-        self,
-        reactor: Any,
-        accepted: Callable[[dict[str, float]], None],
-        on_message: Callable[[str, str], None] = lambda kind, payload: None,
-        on_gone: Callable[[bool], None] = lambda released: None,
-    ) -> Deferred[dict[str, float]]:
-        self.accepted = accepted
-        self.on_message = on_message
-        self.on_gone = on_gone
-        return self.released
-
-    # What the real pipes would tell, in the real order:
-
-    def release(self, at: float = 1.0) -> None:
-        self.released.callback({"at": at})
-
-    def close(self) -> None:
-        """
-        The pipe closed: after a release, or because the old process died.
-        """
-        assert self.on_gone is not None
-        self.on_gone(self.released.called)
-        if not self.released.called:
-            self.released.callback({})
 
 
 @define
@@ -244,26 +108,30 @@ class _RuntimeCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = ThreadedMemoryReactor()
         self.reactor.running = True
-        self.runtime = Runtime(
-            reactor=self.reactor,
-            environ={"PATH": "/bin"},
-            pid=PID,
-            interpreter=list(INTERPRETER),
-            arguments=list(ARGUMENTS),
-            cwd=CWD,
-            forward_stderr=lambda data: None,
-        )
-        self.spawner = FakeSpawner()
-        self.patch(_runtime, "spawn_new_process", self.spawner)
-        self.signal_handlers_installed = 0
-        self.patch(Runtime, "install_signal_handlers", self._count_signal_handlers)
+        self.environment = MemoryEnvironment(spawner=FakeSpawner(next_pid=NEW_PID))
+        self.spawner = self.environment.spawner
+        self.runtime = self.make_runtime()
         self.log: list[str] = []
         observer = lambda event: self.log.append(formatEvent(event))  # noqa: E731
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
 
-    def _count_signal_handlers(self_, *args: Any) -> None:  # noqa: N805
-        self_.signal_handlers_installed += 1
+    def make_runtime(self, **kwargs: Any) -> Runtime:
+        return Runtime(
+            self.reactor,
+            {"PATH": "/bin"},
+            PID,
+            interpreter=list(INTERPRETER),
+            arguments=list(ARGUMENTS),
+            cwd=CWD,
+            forward_stderr=lambda data: None,
+            environment=self.environment,
+            **kwargs,
+        )
+
+    @property
+    def signal_handlers_installed(self) -> int:
+        return 1 if signal.SIGUSR1 in self.environment.handlers else 0
 
     def temp_dir(self) -> Path:
         path = Path(tempfile.mkdtemp(prefix="graceful-life-"))
@@ -349,7 +217,7 @@ class RestartTests(_RuntimeCase):
         self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (1, 0))
         [accepted] = self.spawner.last.accepted
         self.assertEqual(
-            (accepted["restarts"], accepted["failed_restarts"], accepted["handoff_seconds"]),
+            (accepted.restarts, accepted.failed_restarts, accepted.handoff_seconds),
             (1, 0, 2.5),
         )
         self.assertEqual(self.spawner.last.releases, 1)
@@ -406,7 +274,7 @@ class RestartTests(_RuntimeCase):
         self.spawner.last.report_ready()
         self.assertEqual(self.successResultOf(result), NEW_PID + 1)
         self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (1, 1))
-        self.assertEqual(self.spawner.last.accepted[0]["failed_restarts"], 1)
+        self.assertEqual(self.spawner.last.accepted[0].failed_restarts, 1)
         self.assertTrue(self.exited)
 
     def test_spawn_error(self) -> None:
@@ -852,13 +720,12 @@ class ServingStartedTests(_RuntimeCase):
         self.runtime.serving_started()
         self.assertEqual(old.reported, ["ready"])
         self.assertFalse(service.running)
-        assert old.accepted is not None
-        old.accepted({"restarts": 3, "failed_restarts": 1, "handoff_seconds": 0.2, "at": 1.5})
+        old.accept(Accepted(restarts=3, failed_restarts=1, handoff_seconds=0.2, at=1.5))
         self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (3, 1))
         record = self.runtime.last_restart
         assert record is not None
         self.assertEqual((record.ok, record.at, record.handoff_seconds), (True, 1.5, 0.2))
-        old.released.callback({"at": 1.0})
+        old.release(1.0)
         self.assertTrue(service.running)
 
     def test_services_not_started_when_leaving(self) -> None:
@@ -868,7 +735,7 @@ class ServingStartedTests(_RuntimeCase):
         self.runtime.add_service(service)
         self.runtime.serving_started()
         self.runtime.shutdown()
-        old.released.callback({})
+        old.released.callback(Released())
         self.assertFalse(service.running)
 
     def test_wait_reports_ready(self) -> None:
@@ -906,22 +773,11 @@ class SignalTests(_RuntimeCase):
     SIGUSR1 restarts and the shutdown signals shut down, through the reactor.
     """
 
-    def setUp(self) -> None:
-        super().setUp()
-        for name in ("SIGUSR1", *_runtime.SHUTDOWN_SIGNALS):
-            number = getattr(signal, name)
-            self.addCleanup(signal.signal, number, signal.getsignal(number))
-
     def install(self) -> None:
-        """
-        The real installer, which the base class replaced.
-        """
-        _REAL_INSTALL_SIGNAL_HANDLERS(self.runtime)
+        self.runtime.install_signal_handlers()
 
     def deliver(self, name: str) -> None:
-        handler = signal.getsignal(getattr(signal, name))
-        assert callable(handler)
-        handler(getattr(signal, name), None)
+        self.environment.send_signal(getattr(signal, name))
 
     def test_sigusr1_restarts(self) -> None:
         self.install()
@@ -947,7 +803,8 @@ class SignalTests(_RuntimeCase):
     def setUp_runtime_again(self) -> None:
         self.reactor = ThreadedMemoryReactor()
         self.reactor.running = True
-        self.runtime = Runtime(reactor=self.reactor, environ={}, pid=PID)
+        self.environment = MemoryEnvironment()
+        self.runtime = self.make_runtime()
 
 
 
@@ -1012,8 +869,7 @@ class OldGenerationGoneTests(_RuntimeCase):
         """
         self.path.write_text(f"{PID}\n")
         self.runtime.serving_started()
-        assert self.old.accepted is not None
-        self.old.accepted({"restarts": 1})
+        self.old.accept(Accepted(restarts=1))
         self.old.close()
         self.assertTrue(self.service.running)
         self.assertEqual(self.path.read_text().strip(), str(PID))
@@ -1088,12 +944,11 @@ class WorkerMasterGoneTests(_RuntimeCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.runtime.worker_slot = 0
-        self.runtime.group_status = {}
         self.master = FakeOldProcess()
-        self.runtime.old_process = self.master  # type: ignore[assignment]
-        self.parent = FakeParentDeathSignal()
-        self.runtime.parent_death = self.parent  # type: ignore[assignment]
+        self.environment.parent = OLD_PID
+        self.runtime = self.make_runtime(
+            worker_slot=0, group_status={}, old_process=self.master
+        )
         self.service = Service()
         self.runtime.add_service(self.service)
         _, _, self.port = self.serve("s1", 8100, 41)
@@ -1102,8 +957,9 @@ class WorkerMasterGoneTests(_RuntimeCase):
         return [line for line in self.log if "is gone" in line]
 
     def test_watch_master_arms_sigterm(self) -> None:
-        self.runtime.watch_master()
-        self.assertEqual(self.parent.armed, [signal.SIGTERM])
+        assert self.runtime.worker is not None
+        self.runtime.worker.watch_master()
+        self.assertEqual(self.environment.armed, [signal.SIGTERM])
 
     def test_armed_for_workers_only(self) -> None:
         fakes: list[FakeParentDeathSignal] = []
@@ -1112,7 +968,7 @@ class WorkerMasterGoneTests(_RuntimeCase):
             fakes.append(FakeParentDeathSignal())
             return fakes[-1]
 
-        self.patch(_runtime, "parent_death_signal", make)
+        self.patch(_environment, "parent_death_signal", make)
         Runtime.from_environment({"GRACEFUL_WORKER": "1"}, self.reactor)
         Runtime.from_environment({}, self.reactor)
         self.assertEqual([fake.armed for fake in fakes], [[signal.SIGTERM], []])
@@ -1138,36 +994,33 @@ class WorkerMasterGoneTests(_RuntimeCase):
 
     def test_retired_by_a_roll_drains_as_replaced(self) -> None:
         self.runtime.serving_started()
-        self.master.on_message("retire", "")
+        self.master.tell(Retire())
         self.assertTrue(self.runtime.draining)
         self.assertFalse(self.port.listening)
-        self.assertEqual(self.runtime.own_status()["drain"]["reason"], "restart")
+        self.assertEqual(self.worker_status()["drain"]["reason"], "restart")
         self.assertEqual(self.gone_lines(), [])
 
     def test_sigterm_alone_drains_as_shutdown(self) -> None:
         self.runtime.serving_started()
         self.runtime._shutdown_signalled()
-        self.assertEqual(self.runtime.own_status()["drain"]["reason"], "shutdown")
+        self.assertEqual(self.worker_status()["drain"]["reason"], "shutdown")
 
     def test_master_died_before_the_signal_was_armed(self) -> None:
-        self.parent.parent = 1  # reparented already
+        self.environment.parent = 1  # reparented already
         self.runtime.serving_started()
         self.assertTrue(self.runtime.draining)
         self.master.close()  # the pipe tells it too: still one line
         self.assertEqual(len(self.gone_lines()), 1)
         self.assertTrue(self.exited)
 
+    def worker_status(self) -> dict[str, Any]:
+        assert self.runtime.worker is not None
+        return self.runtime.worker.own_status()
+
     def test_sigterm_from_the_kernel(self) -> None:
-        for name in _runtime.SHUTDOWN_SIGNALS:
-            number = getattr(signal, name)
-            self.addCleanup(signal.signal, number, signal.getsignal(number))
-        _REAL_INSTALL_SIGNAL_HANDLERS(self.runtime)
-        self.runtime._serving = True
-        self.runtime._report_to_master()
-        self.parent.parent = 1
-        handler = signal.getsignal(signal.SIGTERM)
-        assert callable(handler)
-        handler(signal.SIGTERM, None)
+        self.runtime.serving_started()
+        self.environment.parent = 1
+        self.environment.send_signal(signal.SIGTERM)
         self.reactor.advance(0)
         self.assertTrue(self.runtime.draining)
         self.assertEqual(
@@ -1178,13 +1031,8 @@ class WorkerMasterGoneTests(_RuntimeCase):
         """
         A roll retires this worker: a plain drain, no word of a lost master.
         """
-        for name in _runtime.SHUTDOWN_SIGNALS:
-            number = getattr(signal, name)
-            self.addCleanup(signal.signal, number, signal.getsignal(number))
-        _REAL_INSTALL_SIGNAL_HANDLERS(self.runtime)
-        handler = signal.getsignal(signal.SIGTERM)
-        assert callable(handler)
-        handler(signal.SIGTERM, None)
+        self.runtime.serving_started()
+        self.environment.send_signal(signal.SIGTERM)
         self.reactor.advance(0)
         self.assertTrue(self.runtime.draining)
         self.assertEqual(self.gone_lines(), [])

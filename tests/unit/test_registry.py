@@ -25,7 +25,7 @@ from graceful._runtime import Runtime
 from graceful._server import DEFAULT_ADMIN_PREFIX
 from graceful._supervision import NoPidfile, Pidfile
 
-from .test_lifecycle import FakeSpawner
+from graceful.testing import MemoryEnvironment
 
 _runtime_module = importlib.import_module("graceful._runtime")
 
@@ -37,7 +37,10 @@ class _Installed(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.runtime = Runtime(reactor=self.reactor, environ={}, pid=123, arguments=["app.py"])
+        self.environment = MemoryEnvironment()
+        self.runtime = Runtime(
+            self.reactor, {}, 123, arguments=["app.py"], environment=self.environment
+        )
         previous = reset_for_tests(self.runtime)
         self.addCleanup(reset_for_tests, previous)
 
@@ -141,7 +144,7 @@ class SettingsTests(_Installed):
         self.assertEqual(list(self.runtime.services), [service])
         callback = lambda: None  # noqa: E731
         g.on_drain(callback)
-        self.assertEqual(self.runtime.drain_callbacks, [callback])
+        self.assertEqual(self.runtime.core.drain_callbacks, [callback])
 
 
 class ProcessControlTests(_Installed):
@@ -152,8 +155,7 @@ class ProcessControlTests(_Installed):
 
     def setUp(self) -> None:
         super().setUp()
-        self.spawner = FakeSpawner()
-        self.patch(_runtime_module, "spawn_new_process", self.spawner)
+        self.spawner = self.environment.spawner
 
     def test_restart_is_trusted(self) -> None:
         self.runtime.settings.allowed_executables = []

@@ -305,17 +305,15 @@ class MasterHoldTests(TempDir):
         (the spec travels as JSON, path included): the master binds it with
         the server's mode and will remove it at its final shutdown.
         """
-        from graceful._workers import WorkerGroup
+        from graceful._worker_group import WorkerGroup
 
         directory = self.tempdir()
         path = str(directory / "new.sock")
         runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
         runtime.settings.workers = 2
         runtime.server("web").set_unix_socket(path, mode=0o666)
-        group = WorkerGroup(runtime, 2)
-        group._hold(
-            [{"server": "web", "tls": False, "port": 0, "host": "", "index": 0, "path": path}]
-        )
+        group = WorkerGroup(runtime.core, 2)
+        group.starter._hold([ListenSpec("web", False, 0, "", 0, path)])
         [held] = group.sockets
         self.addCleanup(held.close)
         self.assertEqual(held.spec, ListenSpec("web", False, 0, "", 0, path))

@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from graceful import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
 from graceful._drain import DrainingSite
 from graceful._runtime import Runtime
+from graceful.testing import MemoryEnvironment
 
 from .test_routing import HTTPConnection
 
@@ -259,9 +260,11 @@ class WebSocketDrainTests(_WebSockets):
         slow = HTTPConnection(self.site)
         slow.request("/slow")
         self.addCleanup(slow.lose)
-        runtime = Runtime(reactor=self.clock, environ={}, pid=4242)
+        runtime = Runtime(self.clock, {}, 4242, environment=MemoryEnvironment())
+        runtime.server("s1").site = self.site
+        runtime.shutdown()
         with capturedLogs() as events:
-            runtime._drain_timed_out([self.site])
+            self.clock.advance(runtime.settings.drain_timeout)
         [line] = [e for e in events if "aborted" in e.get("log_format", "")]
         from twisted.logger import formatEvent
 
@@ -281,7 +284,7 @@ class ReportingTests(_WebSockets):
 
     def setUp(self) -> None:
         super().setUp()
-        self.runtime = Runtime(reactor=self.clock, environ={}, pid=4242)
+        self.runtime = Runtime(self.clock, {}, 4242, environment=MemoryEnvironment())
         self.runtime.server("s1").site = self.site
 
     def test_status_counts_by_kind(self) -> None:
@@ -309,7 +312,7 @@ class ReportingTests(_WebSockets):
     def test_drain_progress(self) -> None:
         self.websocket("/plain")
         self.runtime.settings.drain_timeout = 10.0
-        self.runtime._depart(None)
+        self.runtime.shutdown()
         self.clock.advance(1.5)
         drain = self.runtime.status()["drain"]
         self.assertEqual(

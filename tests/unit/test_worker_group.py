@@ -1,97 +1,56 @@
 """
-Unit tests of the master's worker group: recycling after max_requests or
-past max_worker_memory, and the heartbeat watchdog, on a fake clock with
-fake worker processes.
+Unit tests of the master's worker group: the rolling restart's order, the
+refill of dead workers and its back-off, recycling after max_requests or
+past max_worker_memory, and the heartbeat watchdog, on a memory reactor
+with L{graceful.testing}'s fake processes.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import signal
-from typing import Any, cast
+from typing import cast
 
-from attrs import define, field
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful._runtime import Settings
-from graceful._workers import BACKOFF_MAX, STACK_DUMP_WAIT, WorkerGroup
+from graceful._core import ProcessCore
+from graceful._errors import RestartRefused
+from graceful._handoff import RestartFailed
+from graceful._messages import Released, Retire, Status
+from graceful._recycling import RECYCLE_PAUSE, STACK_DUMP_WAIT
+from graceful._worker_group import BACKOFF_FIRST, BACKOFF_MAX, WorkerGroup, backoff
+from graceful.testing import FakeNewProcess, FakeSpawner, MemoryEnvironment
+
+MASTER = 100
 
 
-@define
-class FakeTransport:
-    signals: list[str] = field(factory=list)
-
-    def signalProcess(self, number: int) -> None:
-        self.signals.append(signal.Signals(number).name.removeprefix("SIG"))
-
-
-@define(eq=False)
-class FakeProcess:
+def report(process: FakeNewProcess, requests: int = 0, rss_mib: float = 10.0) -> None:
     """
-    A worker process: ready when the test says so.
+    The worker's heartbeat, with what it served.
     """
-
-    pid: int
-    transport: FakeTransport = field(factory=FakeTransport)
-    ready: Deferred[int] = field(factory=Deferred)
-    ready_facts: dict[str, Any] = field(factory=dict)
-    sent: list[tuple[str, str]] = field(factory=list)
-    killed: bool = False
-    on_message: Any = None
-    on_exit: Any = None
-
-    def send(self, kind: str, payload: str = "") -> None:
-        self.sent.append((kind, payload))
-
-    def kill(self) -> None:
-        self.killed = True
-
-    def come_up(self) -> None:
-        self.ready.callback(self.pid)
-
-    def report(self, requests: int = 0, rss_mib: float = 10.0) -> None:
-        status = {"servers": [{"name": "s", "ports": [], "requests": requests}], "rss_mib": rss_mib}
-        self.on_message("status", json.dumps(status))
-
-    def die(self, signal: str | None = None) -> None:
-        self.on_exit(Failure(ProcessTerminated(exitCode=None if signal else 1, signal=signal)))
+    process.say(
+        Status(
+            {
+                "servers": [{"name": "s", "ports": [], "requests": requests, "in_flight": 0}],
+                "rss_mib": rss_mib,
+            }
+        )
+    )
 
 
-@define
-class FakeRuntime:
-    """
-    What a worker group uses of its runtime.
-    """
-
-    settings: Settings = field(factory=Settings)
-    reactor: MemoryReactorClock = field(factory=MemoryReactorClock)
-    pid: int = 100
-    generation: int = 1
-    environ: dict[str, str] = field(factory=dict)
-    cwd: str = "/"
-    servers: dict[str, Any] = field(factory=dict)
-
-    def command_for(self, executable: str | None) -> list[str]:
-        return ["app"]
-
-    def forward_stderr(self, data: bytes) -> None:
-        pass
-
-    def own_status(self) -> dict[str, Any]:
-        return {"pid": self.pid}
+def retired(process: FakeNewProcess) -> bool:
+    return Retire() in process.sent
 
 
 class GroupTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.runtime = FakeRuntime()
-        self.runtime.settings.worker_timeout = 0
-        self.spawned: list[FakeProcess] = []
+        self.reactor = MemoryReactorClock()
+        self.environment = MemoryEnvironment(spawner=FakeSpawner(next_pid=1000))
+        self.core = ProcessCore(self.reactor, {}, MASTER, environment=self.environment)
+        self.core.settings.worker_timeout = 0
         self.messages: list[str] = []
 
         def observe(event: LogEvent) -> None:
@@ -101,21 +60,149 @@ class GroupTestCase(SynchronousTestCase):
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
 
-    def spawn(self, *args: object, **kwargs: object) -> FakeProcess:
-        process = FakeProcess(pid=1000 + len(self.spawned))
-        self.spawned.append(process)
-        return process
+    @property
+    def spawned(self) -> list[FakeNewProcess]:
+        return self.environment.spawner.processes
 
     def group(self, size: int = 2, seed: int = 1) -> WorkerGroup:
-        group = WorkerGroup(self.runtime, size, rng=random.Random(seed), spawner=self.spawn)  # type: ignore[arg-type]
+        group = WorkerGroup(self.core, size)
+        group.starter.rng = random.Random(seed)
         group.serve()
         for process in list(self.spawned):
-            process.come_up()
-        self.addCleanup(group._leave)
+            process.report_ready()
+        self.addCleanup(group.shutdown)
         return group
 
     def serving(self, group: WorkerGroup) -> list[int]:
-        return [group._slots[slot].pid for slot in sorted(group._slots)]
+        return [w.pid for slot in range(group.size) if (w := group.serving(slot)) is not None]
+
+
+class RollTests(GroupTestCase):
+    def test_successor_ready_before_the_old_worker_drains(self) -> None:
+        """
+        Slot by slot: the new worker is started, and only once it serves is
+        the old one told to retire, then the next slot begins.  At every
+        step every slot has a serving worker.
+        """
+        group = self.group(size=2)
+        old0, old1 = self.spawned
+        result = group.restart(None)
+        self.assertTrue(group.rolling)
+        [new0] = self.spawned[2:]
+        self.assertFalse(retired(old0))
+        self.assertEqual(self.serving(group), [old0.pid, old1.pid])
+        new0.report_ready()
+        self.assertTrue(retired(old0))
+        self.assertFalse(retired(old1))
+        self.assertEqual(self.serving(group), [new0.pid, old1.pid])
+        [new1] = self.spawned[3:]
+        self.assertEqual(self.environment.spawner.calls[3]["generation"], 2)
+        new1.report_ready()
+        self.assertTrue(retired(old1))
+        self.assertEqual(self.serving(group), [new0.pid, new1.pid])
+        self.assertEqual(self.successResultOf(result), MASTER)
+        self.assertFalse(group.rolling)
+        self.assertEqual(self.core.generation, 2)
+        self.assertEqual(group.status()["last_replaced_reason"], {"0": "roll", "1": "roll"})
+
+    def test_services_move_with_slot_0(self) -> None:
+        group = self.group(size=2)
+        self.assertIn(Released(self.environment.wall), self.spawned[0].sent)
+        group.restart(None)
+        new0 = self.spawned[2]
+        new0.report_ready()
+        self.assertNotIn(Released(self.environment.wall), new0.sent)
+        self.spawned[0].say(Released(self.environment.wall))  # the old one's stopped
+        self.assertIn(Released(self.environment.wall), new0.sent)
+
+    def test_failed_worker_stops_the_roll(self) -> None:
+        """
+        A new worker that does not come up ends the roll there: the old
+        workers of that slot and the next go on serving.
+        """
+        group = self.group(size=2)
+        old0, old1 = self.spawned
+        result = group.restart(None)
+        self.spawned[2].report_failure("boom", "Traceback...")
+        self.failureResultOf(result, RestartFailed)
+        self.assertFalse(group.rolling)
+        self.assertEqual(len(self.spawned), 3)
+        self.assertFalse(retired(old0) or retired(old1))
+        self.assertEqual(self.serving(group), [old0.pid, old1.pid])
+        self.assertEqual(self.core.history.failed_restarts, 1)
+        self.assertIn(
+            f"{MASTER}: restart failed, the roll stops here and the other workers go on "
+            "serving: boom",
+            self.messages,
+        )
+
+    def test_one_roll_at_a_time(self) -> None:
+        group = self.group(size=2)
+        group.restart(None)
+        failure = self.failureResultOf(group.restart(None), RestartRefused)
+        self.assertIn("already running", str(failure.value))
+
+    def test_shutdown_during_a_roll(self) -> None:
+        group = self.group(size=2)
+        result = group.restart(None)
+        group.shutdown()
+        self.failureResultOf(result, RestartFailed)
+        self.assertEqual(
+            [p.signals for p in self.spawned[:2]], [[signal.SIGTERM], [signal.SIGTERM]]
+        )
+        self.assertEqual(self.spawned[2].kills, 1)  # not ready yet
+        self.failureResultOf(group.restart(None), RestartRefused)
+
+
+class RefillTests(GroupTestCase):
+    def test_backoff_doubles_to_a_cap(self) -> None:
+        self.assertEqual(
+            [backoff(n) for n in range(8)], [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        )
+
+    def test_dead_worker_replaced_after_the_backoff(self) -> None:
+        """
+        A worker that dies on its own is replaced after a back-off on the
+        reactor's clock, which doubles while its replacements die young.
+        """
+        group = self.group(size=2)
+        dead = self.spawned[0]
+        dead.exit(code=1)
+        self.assertEqual(self.serving(group), [self.spawned[1].pid])
+        self.reactor.advance(BACKOFF_FIRST - 0.01)
+        self.assertEqual(len(self.spawned), 2)
+        self.reactor.advance(0.01)
+        self.assertEqual(len(self.spawned), 3)
+        self.spawned[2].report_ready()
+        self.assertEqual(self.serving(group), [self.spawned[2].pid, self.spawned[1].pid])
+        self.spawned[2].exit(code=1)  # died young again: twice the wait
+        self.reactor.advance(BACKOFF_FIRST * 2 - 0.01)
+        self.assertEqual(len(self.spawned), 3)
+        self.reactor.advance(0.01)
+        self.assertEqual(len(self.spawned), 4)
+        self.assertEqual(group.deaths, 2)
+        self.assertIn(
+            f"{MASTER}: worker {dead.pid} (slot 0) died (status 1); replacing it in 0.5s",
+            self.messages,
+        )
+
+    def test_long_life_resets_the_backoff(self) -> None:
+        group = self.group(size=1)
+        self.spawned[0].exit(code=1)
+        self.reactor.advance(BACKOFF_FIRST)
+        self.spawned[1].report_ready()
+        self.reactor.advance(60)  # lived long
+        self.spawned[1].exit(code=1)
+        self.reactor.advance(BACKOFF_FIRST)
+        self.assertEqual(len(self.spawned), 3)
+        self.assertEqual(group.status()["last_replaced_reason"], {"0": "died"})
+
+    def test_no_refill_while_leaving(self) -> None:
+        group = self.group(size=2)
+        group.shutdown()
+        self.spawned[0].exit(code=0)
+        self.reactor.advance(BACKOFF_MAX)
+        self.assertEqual(len(self.spawned), 2)
 
 
 class RecyclingTests(GroupTestCase):
@@ -124,21 +211,23 @@ class RecyclingTests(GroupTestCase):
         A worker that reports its max_requests is replaced: its successor is
         started and ready before the old one is told to retire.
         """
-        self.runtime.settings.max_requests = 100
+        self.core.settings.max_requests = 100
         group = self.group()
         old = self.spawned[0]
-        old.report(requests=99)
+        report(old, requests=99)
         self.assertEqual(len(self.spawned), 2)
-        old.report(requests=100)
+        report(old, requests=100)
         self.assertEqual(len(self.spawned), 3)
         new = self.spawned[2]
-        self.assertNotIn(("retire", ""), old.sent)
+        self.assertFalse(retired(old))
         self.assertEqual(self.serving(group), [old.pid, self.spawned[1].pid])
-        new.come_up()
-        self.assertIn(("retire", ""), old.sent)
+        new.report_ready()
+        self.assertTrue(retired(old))
         self.assertEqual(self.serving(group), [new.pid, self.spawned[1].pid])
-        self.assertEqual(group.recycles, 1)
-        self.assertIn(f"100: recycling worker {old.pid} (slot 0) after 100 requests", self.messages)
+        self.assertEqual(group.recycler.recycles, 1)
+        self.assertIn(
+            f"{MASTER}: recycling worker {old.pid} (slot 0) after 100 requests", self.messages
+        )
         entry = [w for w in group.status()["workers"] if w["pid"] == new.pid][0]
         self.assertEqual(entry["last_replaced_reason"], "recycle")
 
@@ -147,69 +236,71 @@ class RecyclingTests(GroupTestCase):
         Each worker's limit is max_requests plus a draw of 0..jitter from the
         group's random source.
         """
-        self.runtime.settings.max_requests = 1000
-        self.runtime.settings.max_requests_jitter = 50
+        self.core.settings.max_requests = 1000
+        self.core.settings.max_requests_jitter = 50
         group = self.group(size=3, seed=7)
         expected = random.Random(7)
         self.assertEqual(
             [w.limit for w in group.workers], [1000 + expected.randint(0, 50) for _ in range(3)]
         )
         limit = group.workers[0].limit
-        self.spawned[0].report(requests=limit - 1)
+        report(self.spawned[0], requests=limit - 1)
         self.assertEqual(len(self.spawned), 3)
-        self.spawned[0].report(requests=limit)
+        report(self.spawned[0], requests=limit)
         self.assertEqual(len(self.spawned), 4)
 
     def test_one_at_a_time(self) -> None:
         """
         Two workers due at once are replaced one after the other.
         """
-        self.runtime.settings.max_requests = 10
+        self.core.settings.max_requests = 10
         group = self.group()
         first, second = self.spawned
-        first.report(requests=10)
-        second.report(requests=10)
-        first.report(requests=11)
+        report(first, requests=10)
+        report(second, requests=10)
+        report(first, requests=11)
         self.assertEqual(len(self.spawned), 3)
-        self.spawned[2].come_up()
+        self.spawned[2].report_ready()
         self.assertEqual(len(self.spawned), 4)
-        self.assertNotIn(("retire", ""), second.sent)
-        self.spawned[3].come_up()
-        self.assertIn(("retire", ""), second.sent)
+        self.assertFalse(retired(second))
+        self.spawned[3].report_ready()
+        self.assertTrue(retired(second))
         self.assertEqual(self.serving(group), [self.spawned[2].pid, self.spawned[3].pid])
-        self.assertEqual(group.recycles, 2)
+        self.assertEqual(group.recycler.recycles, 2)
 
     def test_not_during_a_roll(self) -> None:
         """
-        A worker due during a roll waits for the roll; the roll replaces it.
+        A worker due during a roll waits for the roll, which replaces it.
         """
-        self.runtime.settings.max_requests = 10
+        self.core.settings.max_requests = 10
         group = self.group()
-        group._roll_result = Deferred()  # a roll is under way
-        self.spawned[1].report(requests=10)
-        self.assertEqual(len(self.spawned), 2)
-        group._roll_result = None
-        group._next_recycle()
+        group.restart(None)
+        self.assertEqual(len(self.spawned), 3)  # the roll's first worker
+        report(self.spawned[1], requests=10)
         self.assertEqual(len(self.spawned), 3)
+        self.spawned[2].report_ready()
+        self.spawned[3].report_ready()
+        self.assertFalse(group.rolling)
+        self.assertEqual(len(self.spawned), 4)  # the roll replaced it already
 
     def test_failed_successor_keeps_old(self) -> None:
         """
         If the new worker does not come up, the old one goes on serving, and
         recycling waits a while before it tries again.
         """
-        self.runtime.settings.max_requests = 10
+        self.core.settings.max_requests = 10
         group = self.group()
         old = self.spawned[0]
-        old.report(requests=10)
+        report(old, requests=10)
         self.spawned[2].ready.errback(Failure(RuntimeError("boom")))
         self.assertEqual(self.serving(group)[0], old.pid)
-        self.assertNotIn(("retire", ""), old.sent)
-        self.assertEqual(group.recycles, 0)
+        self.assertFalse(retired(old))
+        self.assertEqual(group.recycler.recycles, 0)
         # Not again at once: a broken release would spin.
-        old.report(requests=11)
+        report(old, requests=11)
         self.assertEqual(len(self.spawned), 3)
-        self.runtime.reactor.advance(BACKOFF_MAX)
-        old.report(requests=12)
+        self.reactor.advance(RECYCLE_PAUSE)
+        report(old, requests=12)
         self.assertEqual(len(self.spawned), 4)
 
     def test_memory_limit(self) -> None:
@@ -217,24 +308,26 @@ class RecyclingTests(GroupTestCase):
         A worker whose reported RSS is over max_worker_memory is replaced
         the same way, for reason "memory".
         """
-        self.runtime.settings.max_worker_memory = 200
+        self.core.settings.max_worker_memory = 200
         group = self.group()
         old = self.spawned[1]
-        old.report(rss_mib=150)
+        report(old, rss_mib=150)
         self.assertEqual(len(self.spawned), 2)
-        old.report(rss_mib=250)
-        self.spawned[2].come_up()
-        self.assertIn(("retire", ""), old.sent)
+        report(old, rss_mib=250)
+        self.spawned[2].report_ready()
+        self.assertTrue(retired(old))
         self.assertEqual(self.serving(group)[1], self.spawned[2].pid)
         self.assertEqual(group.status()["last_replaced_reason"], {"1": "memory"})
-        self.assertIn(f"100: recycling worker {old.pid} (slot 1) at 250 MiB of memory", self.messages)
+        self.assertIn(
+            f"{MASTER}: recycling worker {old.pid} (slot 1) at 250 MiB of memory", self.messages
+        )
 
     def test_off_by_default(self) -> None:
         """
         With the defaults, no number of requests or memory recycles.
         """
         self.group()
-        self.spawned[0].report(requests=10**9, rss_mib=10**6)
+        report(self.spawned[0], requests=10**9, rss_mib=10**6)
         self.assertEqual(len(self.spawned), 2)
 
 
@@ -244,44 +337,43 @@ class WatchdogTests(GroupTestCase):
         A worker silent past worker_timeout gets SIGUSR2 (its stacks), then
         SIGKILL; once it is dead its slot is refilled.
         """
-        self.runtime.settings.worker_timeout = 3
+        self.core.settings.worker_timeout = 3
         group = self.group()
-        clock = self.runtime.reactor
         stuck, fine = self.spawned
         for _ in range(6):
-            clock.advance(0.5)
-            fine.report()
-        self.assertEqual(stuck.transport.signals, [])
-        clock.advance(0.5)
-        fine.report()
-        clock.advance(0.5)
-        fine.report()
-        self.assertEqual(stuck.transport.signals[0], "USR2")
-        self.assertNotIn("KILL", stuck.transport.signals)
+            self.reactor.advance(0.5)
+            report(fine)
+        self.assertEqual(stuck.signals, [])
+        self.reactor.advance(0.5)
+        report(fine)
+        self.reactor.advance(0.5)
+        report(fine)
+        self.assertEqual(stuck.signals[0], signal.SIGUSR2)
+        self.assertNotIn(signal.SIGKILL, stuck.signals)
         self.assertIn(
-            f"100: worker {stuck.pid} (slot 0) sent no heartbeat for 4.0 s; killing it",
+            f"{MASTER}: worker {stuck.pid} (slot 0) sent no heartbeat for 4.0 s; killing it",
             self.messages,
         )
-        clock.advance(STACK_DUMP_WAIT)
-        self.assertEqual(stuck.transport.signals[-1], "KILL")
-        stuck.die(signal="KILL")
+        self.reactor.advance(STACK_DUMP_WAIT)
+        self.assertEqual(stuck.signals[-1], signal.SIGKILL)
+        stuck.exit(code=None, signal=signal.SIGKILL)
         for _ in range(4):  # past the back-off
-            clock.advance(0.5)
-            fine.report()
+            self.reactor.advance(0.5)
+            report(fine)
         self.assertEqual(len(self.spawned), 3)
-        self.spawned[2].come_up()
+        self.spawned[2].report_ready()
         self.assertEqual(self.serving(group), [self.spawned[2].pid, fine.pid])
-        self.assertEqual(group.timeouts, 1)
+        self.assertEqual(group.watchdog.timeouts, 1)
         self.assertEqual(group.status()["last_replaced_reason"], {"0": "timeout"})
-        self.assertEqual(fine.transport.signals, [])
+        self.assertEqual(fine.signals, [])
 
     def test_off(self) -> None:
         """
         worker_timeout = 0 never kills.
         """
         self.group()
-        self.runtime.reactor.advance(1000)
-        self.assertEqual([p.transport.signals for p in self.spawned], [[], []])
+        self.reactor.advance(1000)
+        self.assertEqual([p.signals for p in self.spawned], [[], []])
 
     def test_status_shows_heartbeat(self) -> None:
         """
@@ -289,8 +381,8 @@ class WatchdogTests(GroupTestCase):
         last report.
         """
         group = self.group()
-        self.spawned[0].report(requests=5, rss_mib=42.5)
-        self.runtime.reactor.advance(2)
+        report(self.spawned[0], requests=5, rss_mib=42.5)
+        self.reactor.advance(2)
         entry = group.status()["workers"][0]
         self.assertEqual(
             (entry["requests"], entry["rss_mib"], entry["last_heartbeat"]), (5, 42.5, 2.0)
