@@ -14,12 +14,12 @@ import signal
 import time
 from typing import Any, Callable, Protocol
 
-from ._handoff import NewProcess, spawn_new_process
+from ._handoff import ChildProcess, spawn_new_process
 from ._supervision import NoParentDeathSignal, ParentDeathSignal, parent_death_signal
 
 
 #: Starts a process that inherits sockets: L{spawn_new_process}'s signature.
-Spawner = Callable[..., NewProcess]
+Spawner = Callable[..., ChildProcess]
 
 
 class Environment(Protocol):
@@ -27,7 +27,9 @@ class Environment(Protocol):
     The operating system as a graceful process sees it.
     """
 
-    spawn: Spawner
+    @property
+    def spawn(self) -> Spawner:
+        "Starts a process that inherits sockets."
 
     def now(self) -> float:
         """

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Protocol, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
@@ -51,6 +51,32 @@ class RestartFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.stderr_tail = stderr_tail
+
+
+class ChildProcess(Protocol):
+    """
+    What graceful needs of a process it started (a new generation or a
+    worker): L{NewProcess}, or L{graceful.testing.FakeNewProcess}.
+    """
+
+    pid: int
+    ready: Deferred[int]
+    ready_facts: Ready
+    on_message: Callable[[Message], None]
+    on_exit: Callable[[Failure], None]
+
+    @property
+    def transport(self) -> Any: ...
+
+    def kill(self) -> None: ...
+
+    def accept(self, record: Accepted) -> None: ...
+
+    def release(self, at: float) -> Deferred[None]: ...
+
+    def send(self, message: Message) -> None: ...
+
+    def abandon(self, reason: str) -> None: ...
 
 
 @frozen

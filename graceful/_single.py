@@ -19,7 +19,7 @@ from ._core import ProcessCore
 from ._departure import Departure
 from ._errors import ConfigError, RestartRefused
 from ._feeding import Feeder
-from ._handoff import NewProcess, RestartFailed, describe_exit
+from ._handoff import ChildProcess, RestartFailed, describe_exit
 from ._messages import Accepted, Released
 
 
@@ -83,7 +83,7 @@ class Restart:
 
     result: Deferred[int]
     began: float
-    new_process: NewProcess | None = None
+    new_process: ChildProcess | None = None
 
 
 def _start_restart(

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from ._core import ProcessCore
 from ._errors import ConfigError
-from ._handoff import NewProcess, PassedSocket, RestartFailed
+from ._handoff import ChildProcess, PassedSocket, RestartFailed
 from ._messages import Message, Need, Ready, Retire, Status
 from ._sockets import DEFAULT_UNIX_MODE, ListenSpec, bind_socket, bind_unix_socket
 from ._worker_role import GROUP_VARIABLE, WORKER_VARIABLE
@@ -53,7 +53,7 @@ class Worker:
 
     slot: int
     generation: int
-    process: NewProcess
+    process: ChildProcess
     started_at: float
     started: float = 0.0
     ready: bool = False
@@ -88,7 +88,7 @@ class Worker:
         # By number: Twisted knows only a few signals by name.
         number = getattr(signal, f"SIG{name}")
         try:
-            self.process.transport.signalProcess(number)  # type: ignore[union-attr]
+            self.process.transport.signalProcess(number)
         except (ProcessExitedAlready, OSError, AttributeError):
             pass
 
