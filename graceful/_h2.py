@@ -71,7 +71,7 @@ builds plain HTTP/1.1 channels.  Cleartext h2c is not offered.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.internet.protocol import connectionDone
@@ -81,7 +81,26 @@ from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from ._drain import DrainableChannel, DrainingSite
+
+class DrainingSite(Protocol):
+    """
+    What an HTTP/2 connection needs of graceful's site (L{graceful._drain}
+    builds on this module, not the other way round).
+    """
+
+    reactor: Any
+    requests_served: int
+    draining: bool
+    idle_grace: float
+
+    def channel_opened(self, channel: Any) -> None: ...
+
+    def channel_closed(self, channel: Any) -> None: ...
+
+
+#: The site's HTTP/1.1 channel (L{graceful._drain.DrainableChannel}) that a
+#: negotiation starts from.
+DrainableChannel = Any
 
 __all__ = ["H2_ENABLED", "alpn_protocols", "negotiating"]
 

@@ -16,6 +16,7 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
+from ._admin_socket import AdminSocket
 from ._core import ProcessCore, RestartRecord
 from ._environment import Environment, OSEnvironment
 from ._errors import ConfigError, ExecutableNotAllowed
@@ -23,7 +24,7 @@ from ._executables import check_executable
 from ._handoff import GENERATION_VARIABLE, NoOldProcess, OldProcess
 from ._master import MasterRole
 from ._roles import Role
-from ._server import Server
+from ._server import Server, access_log_writer, check_listeners_unique
 from ._settings import Settings
 from ._single import SingleRole
 from ._sockets import (
@@ -112,6 +113,7 @@ class Runtime:
     @ivar prepare_admin: makes or reads the admin token of admin pages that
         configure none, as serving starts (before any worker).
     @ivar admin_site: builds the site of the private admin socket.
+    @ivar admin_socket: the private admin socket.
     """
 
     _log = Logger()
@@ -159,8 +161,9 @@ class Runtime:
         self.operational_pages: Callable[[Runtime, Server], None] = lambda runtime, server: None
         self.prepare_admin: Callable[[Runtime], None] = lambda runtime: None
         self.admin_site: Callable[[Runtime], Any] | None = None
+        self.admin_socket = AdminSocket(self.core)
+        self.admin_socket.site = lambda: self.admin_site(self) if self.admin_site else None
         self._role: Role | None = None
-        self._admin_socket: Any = None
         self._log_to_stdout = True
 
     @classmethod
@@ -257,7 +260,7 @@ class Runtime:
             if self.worker is not None:
                 self._role = self.worker
             elif role == "master":
-                self._role = MasterRole(self.core, self._serve_admin_socket)
+                self._role = MasterRole(self.core, self.admin_socket.serve)
             else:
                 self._role = SingleRole(self.core)
         return self._role
@@ -305,7 +308,7 @@ class Runtime:
         private UNIX socket at C{path} (mode 0600: its owner alone can
         connect), under C{/debug/admin}.
         """
-        if self._admin_socket is not None or self.core.admin_port is not None:
+        if self.admin_socket.taken:
             raise ConfigError("set_admin_socket() must come before the first start()")
         self.core.settings.admin_socket = check_unix_path(path) if path else None
 
@@ -317,18 +320,7 @@ class Runtime:
         return server
 
     def access_log(self) -> Callable[[str], None] | None:
-        target = self.core.settings.access_log
-        if not target:
-            return None
-        if target == "-":
-            log = Logger(namespace="graceful.access")
-            return lambda line: log.info("{line}", line=line)
-        handle = open(target, "a", buffering=1, encoding="utf-8")
-
-        def write(line: str) -> None:
-            handle.write(line + "\n")
-
-        return write
+        return access_log_writer(self.core.settings.access_log)
 
     def add_operational_pages(self, server: Server) -> None:
         self.operational_pages(self, server)
@@ -358,80 +350,17 @@ class Runtime:
         Do everything that can fail for C{server} before serving: a port used
         twice, TLS files, binding.
         """
-        others = [s for s in self.core.servers.values() if s is not server]
-        taken = {
-            (spec.host, spec.port): other.name
-            for other in others
-            for spec in other.listen_specs()
-            if spec.port and (other.listeners or other.has_prepared())
-        }
-        paths = {
-            spec.path: other.name
-            for other in others
-            for spec in other.listen_specs()
-            if spec.path is not None and (other.listeners or other.has_prepared())
-        }
-        if self.core.settings.admin_socket:
-            paths[self.core.settings.admin_socket] = "the admin socket"
-        for spec in server.listen_specs():
-            if spec.path is not None and spec.path in paths:
-                raise ConfigError(
-                    f"UNIX socket {spec.path} is used twice "
-                    f"({paths[spec.path]} and server {server.name!r})"
-                )
-            key = (spec.host, spec.port)
-            if spec.port and key in taken:
-                raise ConfigError(
-                    f"port {spec.port} is used twice (servers {taken[key]!r} and {server.name!r})"
-                )
-            if spec.port:
-                taken[key] = server.name
+        check_listeners_unique(
+            list(self.core.servers.values()), server, self.core.settings.admin_socket
+        )
         try:
             server.prepare()
-            self._prepare_admin_socket()
+            if self.worker is None:  # a worker's master serves it
+                self.admin_socket.prepare()
         except ConfigError as e:
             server.release_prepared()
             self.core.old_process.report_error(str(e))
             raise
-
-    def _prepare_admin_socket(self) -> None:
-        """
-        Take (from the old process) or bind the private admin socket, once.
-        A worker has none: its master serves it.
-        """
-        path = self.core.settings.admin_socket
-        if not path or self.worker is not None:
-            return
-        if self._admin_socket is not None or self.core.admin_port is not None:
-            return
-        inherited = self.core.inherited.claim_path(path)
-        if inherited is not None:
-            self._admin_socket = inherited
-        else:
-            try:
-                self._admin_socket = bind_unix_socket(path, ADMIN_SOCKET_MODE)
-            except ConfigError as e:
-                raise ConfigError(f"graceful.admin_socket: {e}") from None
-        self.own_unix_file(path)
-
-    def _serve_admin_socket(self) -> None:
-        prepared, self._admin_socket = self._admin_socket, None
-        if prepared is None or self.admin_site is None:
-            return
-        from ._server import adopt_unix_port
-
-        fd = prepared.fd if isinstance(prepared, InheritedSocket) else prepared.fileno()
-        try:
-            self.core.admin_port = adopt_unix_port(
-                self.reactor, fd, self.admin_site(self), ADMIN_SOCKET_MODE
-            )
-        finally:
-            prepared.close()
-        self._log.info(
-            "{pid}: admin server started listening on [unix:{path}]",
-            pid=self.core.pid,
-            path=self.core.settings.admin_socket,
-        )
 
     def start_server(self, server: Server) -> None:
         """
@@ -447,7 +376,7 @@ class Runtime:
             for server in self.core.servers.values():
                 if server.has_prepared():
                     server.serve()
-            self._serve_admin_socket()
+            self.admin_socket.serve()
 
     def wait(self) -> None:
         """

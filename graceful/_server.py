@@ -549,3 +549,57 @@ def _check_ports(ports: Sequence[int]) -> list[int]:
             raise ConfigError(f"port must be a number from 0 to 65535, not {port!r}")
         checked.append(port)
     return checked
+
+
+def check_listeners_unique(
+    servers: Sequence[Server], server: Server, admin_socket: str | None
+) -> None:
+    """
+    Refuse a port or UNIX socket of C{server} that another started server
+    (or the admin socket) already uses.
+    """
+    others = [s for s in servers if s is not server]
+    taken = {
+        (spec.host, spec.port): other.name
+        for other in others
+        for spec in other.listen_specs()
+        if spec.port and (other.listeners or other.has_prepared())
+    }
+    paths = {
+        spec.path: other.name
+        for other in others
+        for spec in other.listen_specs()
+        if spec.path is not None and (other.listeners or other.has_prepared())
+    }
+    if admin_socket:
+        paths[admin_socket] = "the admin socket"
+    for spec in server.listen_specs():
+        if spec.path is not None and spec.path in paths:
+            raise ConfigError(
+                f"UNIX socket {spec.path} is used twice "
+                f"({paths[spec.path]} and server {server.name!r})"
+            )
+        key = (spec.host, spec.port)
+        if spec.port and key in taken:
+            raise ConfigError(
+                f"port {spec.port} is used twice (servers {taken[key]!r} and {server.name!r})"
+            )
+        if spec.port:
+            taken[key] = server.name
+
+
+def access_log_writer(target: str | None) -> Callable[[str], None] | None:
+    """
+    Where access-log lines go: C{"-"} for the log, a file path, or nowhere.
+    """
+    if not target:
+        return None
+    if target == "-":
+        log = Logger(namespace="graceful.access")
+        return lambda line: log.info("{line}", line=line)
+    handle = open(target, "a", buffering=1, encoding="utf-8")
+
+    def write(line: str) -> None:
+        handle.write(line + "\n")
+
+    return write
