@@ -13,6 +13,7 @@ from ._workers import Worker
 
 def group_status(
     process: ProcessCore,
+    generation: int,
     workers: Sequence[Worker],
     slots: Mapping[int, Worker],
     last_reason: Mapping[int, str],
@@ -50,6 +51,9 @@ def group_status(
     status = process.own_status("master", leaving, restarting, None)
     status.update(
         {
+            # The newest workers' code; the master's own is master_generation.
+            "generation": generation,
+            "master_generation": process.generation,
             "workers": listed,
             **counts,
             "last_replaced_reason": {str(k): v for k, v in sorted(last_reason.items())},

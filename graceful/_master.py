@@ -1,27 +1,112 @@
 """
 A master: holds every listening socket for its workers and serves nothing
-itself; a restart rolls the workers, a shutdown drains them all.
+itself.  A restart hands everything to a new master, as a process serving
+alone hands over to its successor: the new master (new code, new config,
+new C{workers} count) starts its own workers on the same sockets and says
+it is ready once they all serve; only then do the old workers drain, as
+replaced, and the old master exit.  Should the new master or its workers
+fail, it exits, and the old master and workers serve on.
+
+As PID 1 (a container) a master never leaves, since its exit would end the
+PID namespace: it rolls its workers one slot at a time instead, and keeps
+its own code.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from attrs import define
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
 from ._core import ProcessCore
+from ._departure import Departure
+from ._handoff import PassedSocket
+from ._messages import Released
+from ._single import Departing, HandoffRole
+from ._sockets import ADMIN_SOCKET_NAME
 from ._worker_group import WorkerGroup
 from ._workers import HeldSocket
 
 
-class MasterRole:
+@define(eq=False)
+class GroupDeparture:
+    """
+    A master leaving: its workers drain (as replaced, when a new master
+    serves), its services stop in the worker of slot 0, then it exits.
+
+    @ivar group: the workers.
+    @ivar reason: C{"restart"} when a new master serves, else
+        C{"shutdown"}.
+    @ivar final: whether no process takes the UNIX socket files over.
+    @ivar handed_over: whether a successor owns the pidfile now.
+    """
+
+    group: WorkerGroup
+    reason: str
+    final: bool
+    handed_over: bool
+
+    def start(self, services_stopped: Callable[[], Deferred[Any] | None] = lambda: None) -> None:
+        core = self.group.process
+        if core.admin_port is not None:
+            core.admin_port.stopListening()
+        core.run_drain_callbacks()
+        gone = self.group.shutdown(replaced=self.reason == "restart")
+        services = self.group.services_stopped.wait()
+        services.addBoth(lambda _: services_stopped())
+        DeferredList([gone, services]).addBoth(
+            lambda _: core.exit(self.handed_over, final=self.final)
+        )
+
+    def progress(self) -> dict[str, Any] | None:
+        # The workers drain; each shows its own progress.
+        return None
+
+
+@define(eq=False)
+class Workers:
+    """
+    A master's generation: its workers.
+
+    @ivar process: the master.
+    @ivar group: the workers, once started.
+    """
+
+    process: ProcessCore
+    group: WorkerGroup | None = None
+
+    def passed_sockets(self) -> list[PassedSocket]:
+        sockets = [
+            PassedSocket(held.fd, held.spec.fd_name)
+            for held in (self.group.sockets if self.group is not None else [])
+        ]
+        if self.process.admin_port is not None:
+            sockets.append(PassedSocket(self.process.admin_port.fileno(), ADMIN_SOCKET_NAME))
+        return sockets
+
+    def spawning(self) -> None:
+        pass
+
+    def restart_failed(self) -> None:
+        pass
+
+    def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
+        if self.group is None:  # asked to leave before it started any
+            return Departure(self.process, reason, final=final, handed_over=handed_over)
+        return GroupDeparture(self.group, reason, final, handed_over)
+
+    def released(self, released: Released) -> None:
+        if self.group is not None:
+            self.group.release_services()
+
+
+class MasterRole(HandoffRole):
     """
     The role of a master.
 
     @ivar name: C{"master"}.
-    @ivar process: the process.
-    @ivar group: its workers, once started.
     @ivar serve_admin_socket: serves the private admin socket (the master
         speaks for the whole group there).
     """
@@ -29,13 +114,15 @@ class MasterRole:
     name = "master"
 
     def __init__(
-        self,
-        process: ProcessCore,
-        serve_admin_socket: Callable[[], None] = lambda: None,
+        self, process: ProcessCore, serve_admin_socket: Callable[[], None] = lambda: None
     ) -> None:
-        self.process = process
+        self.workers = Workers(process)
+        super().__init__(process, self.workers)
         self.serve_admin_socket = serve_admin_socket
-        self.group: WorkerGroup | None = None
+
+    @property
+    def group(self) -> WorkerGroup | None:
+        return self.workers.group
 
     def start(self) -> None:
         process = self.process
@@ -44,61 +131,50 @@ class MasterRole:
             for server in process.servers.values()
             for prepared in server.take_prepared()
         ]
+        # Sockets the old master passed that this config no longer uses.
+        process.start_accepting(last_holder=True)
         self.serve_admin_socket()
-        self.group = WorkerGroup(
+        group = self.workers.group = WorkerGroup(
             process,
             process.settings.workers,
             held,
             on_restart=lambda executable: self.restart(executable).addErrback(lambda f: None),
             on_shutdown=self.shutdown,
+            # A new master's slot 0 waits for the old master's services.
+            hold_services=process.old_process.is_handoff,
         )
 
         def ready(_: object) -> None:
             process.log.info(
-                "{pid}: {count} workers serve", pid=process.pid, count=process.settings.workers
+                "{pid}: {count} workers serve", pid=process.pid, count=group.size
             )
-            process.announce_serving(process.pid)
+            self.serve()
 
         def failed(failure: Failure) -> None:
-            process.log.error(
-                "{pid}: the workers did not come up: {why}",
-                pid=process.pid,
-                why=failure.getErrorMessage(),
-            )
-            self.shutdown()
+            reason = f"the workers did not come up: {failure.getErrorMessage()}"
+            process.log.error("{pid}: {reason}", pid=process.pid, reason=reason)
+            if process.old_process.is_handoff:
+                # The old master serves on; ours must not linger.
+                process.old_process.report_error(reason)
+                group.shutdown().addBoth(lambda _: process.environment.exit(1))
+            else:
+                self.shutdown()
 
-        self.group.serve().addCallbacks(ready, failed)
+        group.serve().addCallbacks(ready, failed)
 
     def restart(self, executable: str | None) -> Deferred[int]:
-        assert self.group is not None
-        return self.group.restart(executable)
-
-    def shutdown(self) -> Deferred[None]:
-        process = self.process
-        group = self.group
-        if group is None or group.leaving:
-            return process.when_exited()
-        process.log.info("{pid}: server shutting down", pid=process.pid)
-        process.notifier.notify(stopping=1)
-        if process.admin_port is not None:
-            process.admin_port.stopListening()
-        group.shutdown().addBoth(lambda _: process.exit(handed_over=False, final=True))
-        return process.when_exited()
-
-    leave = shutdown
-
-    def shutdown_signalled(self) -> None:
-        self.shutdown()
-
-    @property
-    def draining(self) -> bool:
-        return self.group is not None and self.group.leaving
+        if self.process.pid == 1 and self.group is not None:
+            return self.group.restart(executable)
+        return super().restart(executable)
 
     @property
     def restarting(self) -> bool:
-        return self.group is not None and self.group.rolling
+        return super().restarting or (self.group is not None and self.group.rolling)
 
     def status(self) -> dict[str, Any]:
         if self.group is None:
             return self.process.own_status(self.name, False, False, None)
-        return self.group.status()
+        status = self.group.status()
+        status["draining"] = self.draining or self.group.leaving
+        status["restarting"] = self.restarting
+        return status

@@ -1,14 +1,18 @@
 """
-A process that serves alone, and restarts by starting the next generation:
+A process that restarts by starting the next generation and handing every
+socket over to it: one that serves alone, or a master with its workers.
 
-    Serving --restart--> Restarting(new process) --ready--> Leaving(handed over)
+    Serving --restart--> Restarting(new process) --ready--> HandingOver(departure)
                                                  --failed--> Serving
-    Serving | Restarting --shutdown--> Leaving(shutdown)
+    Serving | Restarting --shutdown--> Leaving(departure)
+
+What the process serves with (its own sites, or its workers) is a
+L{Generation}: what it passes on, and how it leaves.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from attrs import define, field
 from automat import TypeMachineBuilder, pep614
@@ -20,7 +24,68 @@ from ._departure import Departure
 from ._errors import ConfigError, RestartRefused
 from ._feeding import Feeder
 from ._handoff import ChildProcess, RestartFailed, describe_exit
+from ._handoff import PassedSocket
 from ._messages import Accepted, Released
+
+
+@runtime_checkable
+class Departing(Protocol):
+    """
+    A process leaving: L{Departure} for one serving alone.
+    """
+
+    def start(self, services_stopped: Callable[[], Deferred[Any] | None] = ...) -> None:
+        "Begin; C{services_stopped} runs once the services have stopped."
+
+    def progress(self) -> dict[str, Any] | None:
+        "The status JSON's C{drain}, once begun."
+
+
+class Generation(Protocol):
+    """
+    What a generation serves with, as its handoff sees it.
+    """
+
+    def passed_sockets(self) -> list[PassedSocket]:
+        "Every socket the next generation inherits."
+
+    def spawning(self) -> None:
+        "The next generation is about to start."
+
+    def restart_failed(self) -> None:
+        "It did not come up: serve on."
+
+    def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
+        "How this generation leaves."
+
+    def released(self, released: Released) -> None:
+        "The older generation's services stopped: ours may start."
+
+
+@define(eq=False)
+class Sites:
+    """
+    A process serving alone: its own servers' sites.
+
+    @ivar process: the process.
+    """
+
+    process: ProcessCore
+
+    def passed_sockets(self) -> list[PassedSocket]:
+        return self.process.passed_sockets()
+
+    def spawning(self) -> None:
+        _close_non_graceful_ports(self.process)
+
+    def restart_failed(self) -> None:
+        _reopen_non_graceful_ports(self.process)
+
+    def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
+        return Departure(self.process, reason, final=final, handed_over=handed_over)
+
+    def released(self, released: Released) -> None:
+        self.process.start_services(released)
 
 
 class SingleInputs(Protocol):
@@ -42,7 +107,7 @@ class SingleInputs(Protocol):
     def failed(self, failure: Failure) -> None:
         "The new process did not come up."
 
-    def state(self) -> Restart | Departure | None:
+    def state(self) -> Restart | Departing | None:
         "What is under way: a restart, a departure, or nothing."
 
 
@@ -52,11 +117,13 @@ class SingleCore:
     What the machine acts on.
 
     @ivar process: the process.
+    @ivar generation: what it serves with.
     @ivar feeder: feeds inputs from outside (a Deferred's callback) and runs
         the effects the outside sees once a transition is over.
     """
 
     process: ProcessCore
+    generation: Generation
     feeder: Feeder[SingleInputs] = field(factory=Feeder)
 
     def feed(self, fire: Callable[[SingleInputs], None]) -> None:
@@ -92,8 +159,8 @@ def _start_restart(
     process = core.process
     restart = Restart(result, process.reactor.seconds())
     process.notify_reloading()
-    sockets = process.passed_sockets()
-    _close_non_graceful_ports(process)
+    sockets = core.generation.passed_sockets()
+    core.generation.spawning()
     try:
         restart.new_process = process.environment.spawn(
             process.reactor,
@@ -142,18 +209,18 @@ def _reopen_non_graceful_ports(process: ProcessCore) -> None:
             )
 
 
-def _shutdown_departure(inputs: SingleInputs, core: SingleCore) -> Departure:
+def _shutdown_departure(inputs: SingleInputs, core: SingleCore) -> Departing:
     process = core.process
     process.log.info("{pid}: server shutting down", pid=process.pid)
     process.notifier.notify(stopping=1)
-    departure = Departure(process, "shutdown", final=True)
+    departure = core.generation.departure("shutdown", final=True, handed_over=False)
     core.after.append(departure.start)
     return departure
 
 
-def _handover_departure(inputs: SingleInputs, core: SingleCore, new_pid: int) -> Departure:
+def _handover_departure(inputs: SingleInputs, core: SingleCore, new_pid: int) -> Departing:
     # The behaviour fills in the successor; the drain starts after it.
-    return Departure(core.process, "restart", final=False, handed_over=True)
+    return core.generation.departure("restart", final=False, handed_over=True)
 
 
 def _successor_exited(process: ProcessCore, new_pid: int, reason: Failure) -> None:
@@ -199,7 +266,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
     def leaving(
         inputs: SingleInputs,
         core: SingleCore,
-        departure: Departure,
+        departure: Departing,
         executable: str | None,
         result: Deferred[int],
     ) -> None:
@@ -238,7 +305,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
             # over; the release is chained to the services' stop, so that the
             # exit also waits for it to be flushed.
             departure = inputs.state()
-            assert isinstance(departure, Departure)
+            assert departure is not None and not isinstance(departure, Restart)
             departure.start(lambda: successor.release(now()))
 
         core.after.append(depart)
@@ -261,7 +328,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
         process.notifier.notify(ready=1, status="restart failed: " + reason)
         if restart.new_process is not None:
             restart.new_process.kill()
-        _reopen_non_graceful_ports(process)
+        core.generation.restart_failed()
         core.after.append(lambda: restart.result.errback(failure))
 
     @pep614(Restarting.upon(SingleInputs.shutdown).to(Leaving))
@@ -278,7 +345,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
     @pep614(Leaving.upon(SingleInputs.failed).loop())
     @pep614(HandingOver.upon(SingleInputs.failed).loop())
     def failed_while_leaving(
-        inputs: SingleInputs, core: SingleCore, departure: Departure, failure: Failure
+        inputs: SingleInputs, core: SingleCore, departure: Departing, failure: Failure
     ) -> None:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
@@ -287,7 +354,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
     @pep614(Leaving.upon(SingleInputs.ready).loop())
     @pep614(HandingOver.upon(SingleInputs.ready).loop())
     def ready_while_leaving(
-        inputs: SingleInputs, core: SingleCore, departure: Departure, new_pid: int
+        inputs: SingleInputs, core: SingleCore, departure: Departing, new_pid: int
     ) -> None:
         pass
 
@@ -301,7 +368,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
 
     @pep614(HandingOver.upon(SingleInputs.state).loop())
     @pep614(Leaving.upon(SingleInputs.state).loop())
-    def departing(inputs: SingleInputs, core: SingleCore, departure: Departure) -> Departure:
+    def departing(inputs: SingleInputs, core: SingleCore, departure: Departing) -> Departing:
         return departure
 
     return machine.build()
@@ -310,43 +377,28 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
 _machine = _build()
 
 
-class SingleRole:
+class HandoffRole:
     """
-    The role of a process that serves alone.
+    The role of a process that restarts by handing over to a new one.
 
-    @ivar name: C{"single"}.
     @ivar process: the process.
+    @ivar generation: what it serves with.
     """
 
     name = "single"
 
-    def __init__(self, process: ProcessCore) -> None:
+    def __init__(self, process: ProcessCore, generation: Generation) -> None:
         self.process = process
-        self._core = SingleCore(process)
+        self.generation = generation
+        self._core = SingleCore(process, generation)
         self._inputs = self._core.feeder.inputs = _machine(self._core)
         self._feed = self._core.feed
 
-    # -- the role's interface ---------------------------------------------
-
-    def start(self) -> None:
-        """
-        The reactor runs and every server serves: start the ASGI apps, then
-        accept and report ready.
-        """
-        process = self.process
-        process.start_apps().addCallbacks(lambda _: self._apps_started(), process.apps_failed)
-
-    def _apps_started(self) -> None:
-        if self.draining:
-            return  # shut down while the apps started: nothing to report
-        self.process.start_accepting(last_holder=True)
-        self.serve()
-
     def serve(self) -> None:
         """
-        Every socket is adopted and the apps have started: say so, to the
-        old generation or to the supervisor, and start the services once
-        the old generation's have stopped.
+        Everything serves: say so, to the old generation or to the
+        supervisor, and start the services once the old generation's have
+        stopped.
         """
         process = self.process
         if process.old_process.is_handoff:
@@ -373,18 +425,16 @@ class SingleRole:
 
     @property
     def draining(self) -> bool:
-        return isinstance(self._inputs.state(), Departure)
+        state = self._inputs.state()
+        return state is not None and not isinstance(state, Restart)
 
     @property
     def restarting(self) -> bool:
         return isinstance(self._inputs.state(), Restart)
 
-    def status(self) -> dict[str, Any]:
+    def drain_progress(self) -> dict[str, Any] | None:
         state = self._inputs.state()
-        drain = state.progress() if isinstance(state, Departure) else None
-        return self.process.own_status(
-            self.name, isinstance(state, Departure), isinstance(state, Restart), drain
-        )
+        return None if state is None or isinstance(state, Restart) else state.progress()
 
     # -- the old generation -----------------------------------------------
 
@@ -393,7 +443,7 @@ class SingleRole:
 
     def _released(self, released: Released) -> None:
         if not self.draining:
-            self.process.start_services(released)
+            self.generation.released(released)
 
     def _old_generation_gone(self, released: bool) -> None:
         """
@@ -411,3 +461,35 @@ class SingleRole:
         )
         process.write_pidfile(process.pid)
         process.notifier.notify(mainpid=process.pid, ready=1, status="serving")
+
+
+class SingleRole(HandoffRole):
+    """
+    The role of a process that serves alone.
+
+    @ivar name: C{"single"}.
+    """
+
+    name = "single"
+
+    def __init__(self, process: ProcessCore) -> None:
+        super().__init__(process, Sites(process))
+
+    def start(self) -> None:
+        """
+        The reactor runs and every server serves: start the ASGI apps, then
+        accept and report ready.
+        """
+        process = self.process
+        process.start_apps().addCallbacks(lambda _: self._apps_started(), process.apps_failed)
+
+    def _apps_started(self) -> None:
+        if self.draining:
+            return  # shut down while the apps started: nothing to report
+        self.process.start_accepting(last_holder=True)
+        self.serve()
+
+    def status(self) -> dict[str, Any]:
+        return self.process.own_status(
+            self.name, self.draining, self.restarting, self.drain_progress()
+        )

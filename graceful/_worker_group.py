@@ -73,8 +73,8 @@ class GroupInputs(Protocol):
     def roll_failed(self, failure: Failure) -> None:
         "A new worker did not come up."
 
-    def shutdown(self) -> None:
-        "Drain every worker, then exit."
+    def shutdown(self, replaced: bool) -> None:
+        "Drain every worker; C{replaced}: a new master's workers serve."
 
     def roll(self) -> Roll | None:
         "The roll under way, if any."
@@ -87,15 +87,15 @@ def _begin_roll(
     inputs: GroupInputs, group: WorkerGroup, executable: str | None, result: Deferred[int]
 ) -> Roll:
     core = group.process
-    newest = max([w.generation for w in group.workers] + [core.generation])
+    newest = max([w.generation for w in group.workers] + [group.generation])
     roll = Roll(result, core.reactor.seconds(), newest + 1, executable)
     core.notify_reloading()
     group.feeder.later(lambda: group._roll_slot(roll, 0))
     return roll
 
 
-def _begin_leaving(inputs: GroupInputs, group: WorkerGroup) -> Event:
-    group.feeder.later(group._leave)
+def _begin_leaving(inputs: GroupInputs, group: WorkerGroup, replaced: bool) -> Event:
+    group.feeder.later(lambda: group._leave(replaced))
     return group._gone
 
 
@@ -128,13 +128,13 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
     def done(inputs: GroupInputs, group: WorkerGroup, roll: Roll) -> None:
         core = group.process
         seconds = core.reactor.seconds() - roll.began
-        core.generation = roll.generation
+        group.generation = roll.generation
         core.history.record(True, None, core.environment.now(), seconds)
-        core.notifier.notify(ready=1, status=f"serving, generation {core.generation}")
+        core.notifier.notify(ready=1, status=f"serving, generation {group.generation}")
         core.log.info(
             "{pid}: every worker replaced (generation {generation}) in {seconds:.3f}s",
             pid=core.pid,
-            generation=core.generation,
+            generation=group.generation,
             seconds=seconds,
         )
         group.feeder.later(lambda: roll.result.callback(core.pid))
@@ -159,7 +159,7 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
         group.feeder.later(group.recycler.next)
 
     @pep614(Rolling.upon(GroupInputs.shutdown).to(Leaving))
-    def abandon(inputs: GroupInputs, group: WorkerGroup, roll: Roll) -> None:
+    def abandon(inputs: GroupInputs, group: WorkerGroup, roll: Roll, replaced: bool) -> None:
         group.feeder.later(
             lambda: roll.result.errback(RestartFailed("shut down during the roll"))
         )
@@ -201,6 +201,10 @@ class WorkerGroup:
         restart).
     @ivar on_shutdown: what a worker's shutdown request does.
     @ivar deaths: workers that died on their own (or were killed).
+    @ivar generation: the generation of the newest workers' code.
+    @ivar hold_services: whether slot 0 waits before it runs the services
+        (a new master's, until the old master's stopped).
+    @ivar services_stopped: happens once, leaving, the services stopped.
     """
 
     process: ProcessCore
@@ -209,6 +213,9 @@ class WorkerGroup:
     on_restart: Callable[[str | None], Any] = lambda executable: None
     on_shutdown: Callable[[], Any] = lambda: None
     deaths: int = 0
+    generation: int = 0
+    hold_services: bool = False
+    services_stopped: Event = field(factory=Event)
     feeder: Feeder[GroupInputs] = field(factory=Feeder)
     starter: WorkerStarter = field(init=False)
     recycler: Recycler = field(init=False)
@@ -221,6 +228,7 @@ class WorkerGroup:
     _push: LoopingCall | None = None
 
     def __attrs_post_init__(self) -> None:
+        self.generation = self.generation or self.process.generation
         self.starter = WorkerStarter(
             self.process,
             self.sockets,
@@ -289,7 +297,7 @@ class WorkerGroup:
                 done.errback(failure)
 
         for slot in range(self.size):
-            self.start(slot, core.generation).addCallbacks(one_ready, one_failed)
+            self.start(slot, self.generation).addCallbacks(one_ready, one_failed)
         return done
 
     def _message(self, worker: Worker, message: Message) -> None:
@@ -301,12 +309,24 @@ class WorkerGroup:
         elif isinstance(message, ShutdownRequest):
             self.on_shutdown()
         elif isinstance(message, Released):
-            self._release_services(exclude=worker)
+            if self.leaving:
+                self.services_stopped.happen()
+            else:
+                self._release_services(exclude=worker)
+
+    def release_services(self) -> None:
+        """
+        No older generation runs the services any more: slot 0 may.
+        """
+        self.hold_services = False
+        self._release_services()
 
     def _release_services(self, exclude: Worker | None = None) -> None:
         """
         The services may run again: tell the serving worker of slot 0.
         """
+        if self.hold_services:
+            return
         successor = self._slots.get(0)
         if successor is not None and successor is not exclude and successor.ready:
             successor.process.send(Released(round(self.process.environment.now(), 6)))
@@ -322,6 +342,7 @@ class WorkerGroup:
             self.workers.remove(worker)
         if self.leaving:
             if not self.workers:
+                self.services_stopped.happen()
                 self._gone.happen()
             return
         if worker.retiring or not worker.ready or self._slots.get(worker.slot) is not worker:
@@ -373,7 +394,7 @@ class WorkerGroup:
             self._deaths_in_row[slot] = in_row + 1
             self._refills[slot] = core.reactor.callLater(backoff(in_row), self._refill, slot)
 
-        self.start(slot, core.generation).addCallbacks(ready, failed)
+        self.start(slot, self.generation).addCallbacks(ready, failed)
 
     # -- restarting ---------------------------------------------------------
 
@@ -412,11 +433,15 @@ class WorkerGroup:
 
     # -- leaving ------------------------------------------------------------
 
-    def shutdown(self) -> Deferred[None]:
-        self.feeder.feed(lambda inputs: inputs.shutdown())
+    def shutdown(self, replaced: bool = False) -> Deferred[None]:
+        """
+        Drain every worker; fires once all are gone.  C{replaced}: a new
+        master's workers serve in their place (they drain as replaced).
+        """
+        self.feeder.feed(lambda inputs: inputs.shutdown(replaced))
         return self._gone.wait()
 
-    def _leave(self) -> None:
+    def _leave(self, replaced: bool) -> None:
         for call in self._refills.values():
             if call.active():
                 call.cancel()
@@ -425,13 +450,20 @@ class WorkerGroup:
             self._push.stop()
         self.watchdog.stop()
         self.recycler.clear()
+        slot0 = self._slots.get(0)
+        if self.hold_services or slot0 is None or not slot0.ready:
+            self.services_stopped.happen()  # no worker of ours runs them
         for worker in list(self.workers):
-            worker.retiring = True
-            if worker.ready:
+            if worker.ready and replaced:
+                worker.retire(self.process.reactor)
+            elif worker.ready:
+                worker.retiring = True
                 worker.signal("TERM")
             else:
+                worker.retiring = True
                 worker.process.kill()
         if not self.workers:
+            self.services_stopped.happen()
             self._gone.happen()
         # Workers drain for up to drain_timeout; past that (and a margin for
         # their own abort), kill what is left.
@@ -456,6 +488,7 @@ class WorkerGroup:
     def status(self) -> dict[str, Any]:
         return group_status(
             self.process,
+            self.generation,
             self.workers,
             self._slots,
             self._last_reason,

@@ -259,7 +259,7 @@ class WorkerStarter:
         if isinstance(wanted, int) and wanted != self.size:
             core.log.warn(
                 "{pid}: the config now asks for {wanted} workers; this master keeps "
-                "{size} until it is restarted itself (stop and start it)",
+                "{size}: as PID 1 it rolls its workers and never replaces itself",
                 pid=core.pid,
                 wanted=wanted,
                 size=self.size,

@@ -102,7 +102,11 @@ class RollTests(GroupTestCase):
         self.assertEqual(self.serving(group), [new0.pid, new1.pid])
         self.assertEqual(self.successResultOf(result), MASTER)
         self.assertFalse(group.rolling)
-        self.assertEqual(self.core.generation, 2)
+        self.assertEqual(group.generation, 2)
+        self.assertEqual(self.core.generation, 1)  # the master's own code
+        self.assertEqual(
+            (group.status()["generation"], group.status()["master_generation"]), (2, 1)
+        )
         self.assertEqual(group.status()["last_replaced_reason"], {"0": "roll", "1": "roll"})
 
     def test_services_move_with_slot_0(self) -> None:
