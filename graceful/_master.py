@@ -2,10 +2,11 @@
 A master: holds every listening socket for its workers and serves nothing
 itself.  A restart hands everything to a new master, as a process serving
 alone hands over to its successor: the new master (new code, new config,
-new C{workers} count) starts its own workers on the same sockets and says
-it is ready once they all serve; only then do the old workers drain, as
-replaced, and the old master exit.  Should the new master or its workers
-fail, it exits, and the old master and workers serve on.
+new C{workers} count) starts its workers on the same sockets one slot at a
+time, and as each serves, the old master's worker of that slot drains (as
+replaced); once all serve, the old master hands the services over and
+exits.  Should the new master or one of its workers fail, it exits, and the
+old master starts workers again for the slots it had handed over.
 
 As PID 1 (a container) a master never leaves, since its exit would end the
 PID namespace: it rolls its workers one slot at a time instead, and keeps
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from ._core import ProcessCore
 from ._departure import Departure
 from ._handoff import PassedSocket
-from ._messages import Released
+from ._messages import Message, Released, SlotServes
 from ._single import Departing, HandoffRole
 from ._sockets import ADMIN_SOCKET_NAME
 from ._worker_group import WorkerGroup
@@ -90,7 +91,12 @@ class Workers:
         pass
 
     def restart_failed(self) -> None:
-        pass
+        if self.group is not None:
+            self.group.take_slots_back()
+
+    def successor_says(self, message: Message) -> None:
+        if isinstance(message, SlotServes) and self.group is not None:
+            self.group.hand_slot_over(message.slot)
 
     def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
         if self.group is None:  # asked to leave before it started any
@@ -160,7 +166,14 @@ class MasterRole(HandoffRole):
             else:
                 self.shutdown()
 
-        group.serve().addCallbacks(ready, failed)
+        if process.old_process.is_handoff:
+            # One slot at a time, each new worker serving before the old
+            # master's worker of that slot drains.
+            old = process.old_process
+            serving = group.serve(in_turn=lambda slot: old.send(SlotServes(slot)))
+        else:
+            serving = group.serve()
+        serving.addCallbacks(ready, failed)
 
     def restart(self, executable: str | None) -> Deferred[int]:
         if self.process.pid == 1 and self.group is not None:

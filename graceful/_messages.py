@@ -34,6 +34,19 @@ class Ready:
 
 
 @frozen
+class SlotServes:
+    """
+    New master -> old one: a worker of ours serves this slot now; yours
+    there may drain.
+
+    @ivar slot: the slot.
+    """
+
+    kind: ClassVar[str] = "serves"
+    slot: int = 0
+
+
+@frozen
 class Error:
     """
     New process -> old one: why it cannot serve, in one line.
@@ -146,13 +159,14 @@ class Retire:
 
 
 Message = Union[
-    Ready, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
+    Ready, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
 ]
 
 _KINDS: dict[str, type[Any]] = {
     cls.kind: cls
     for cls in (
         Ready,
+        SlotServes,
         Error,
         Accepted,
         Released,

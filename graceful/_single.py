@@ -25,7 +25,7 @@ from ._errors import ConfigError, RestartRefused
 from ._feeding import Feeder
 from ._handoff import ChildProcess, RestartFailed, describe_exit
 from ._handoff import PassedSocket
-from ._messages import Accepted, Released
+from ._messages import Accepted, Message, Released
 
 
 @runtime_checkable
@@ -55,6 +55,9 @@ class Generation(Protocol):
     def restart_failed(self) -> None:
         "It did not come up: serve on."
 
+    def successor_says(self, message: Message) -> None:
+        "The next generation, starting, tells of its progress."
+
     def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
         "How this generation leaves."
 
@@ -80,6 +83,9 @@ class Sites:
 
     def restart_failed(self) -> None:
         _reopen_non_graceful_ports(self.process)
+
+    def successor_says(self, message: Message) -> None:
+        pass
 
     def departure(self, reason: str, final: bool, handed_over: bool) -> Departing:
         return Departure(self.process, reason, final=final, handed_over=handed_over)
@@ -178,6 +184,7 @@ def _start_restart(
         failure = Failure(RestartFailed(f"cannot start new process: {e}"))
         process.reactor.callLater(0, core.feed, lambda i: i.failed(failure))
         return restart
+    restart.new_process.on_message = core.generation.successor_says
     restart.new_process.ready.addCallbacks(
         lambda pid: core.feed(lambda i: i.ready(pid)),
         lambda failure: core.feed(lambda i: i.failed(failure)),

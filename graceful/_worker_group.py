@@ -224,6 +224,7 @@ class WorkerGroup:
     _deaths_in_row: dict[int, int] = field(factory=dict)
     _refills: dict[int, Any] = field(factory=dict)
     _last_reason: dict[int, str] = field(factory=dict)
+    _handed_over: set[int] = field(factory=set)
     _gone: Event = field(factory=Event)
     _push: LoopingCall | None = None
 
@@ -272,9 +273,12 @@ class WorkerGroup:
 
     # -- serving ------------------------------------------------------------
 
-    def serve(self) -> Deferred[None]:
+    def serve(self, in_turn: Callable[[int], None] | None = None) -> Deferred[None]:
         """
-        Start a worker in every slot; fires once all serve.
+        Start a worker in every slot; fires once all serve.  With
+        C{in_turn}, one slot after the other, each told to C{in_turn} as
+        its worker serves (a new master replacing an old one's workers one
+        at a time).
         """
         core = self.process
         self._push = LoopingCall(self._push_status)
@@ -288,6 +292,10 @@ class WorkerGroup:
             nonlocal remaining
             self._slots[worker.slot] = worker
             remaining -= 1
+            if in_turn is not None:
+                in_turn(worker.slot)
+                if remaining:
+                    start(worker.slot + 1)
             if remaining == 0 and not done.called:
                 self._release_services()
                 done.callback(None)
@@ -296,9 +304,38 @@ class WorkerGroup:
             if not done.called:
                 done.errback(failure)
 
-        for slot in range(self.size):
+        def start(slot: int) -> None:
             self.start(slot, self.generation).addCallbacks(one_ready, one_failed)
+
+        for slot in range(1 if in_turn is not None else self.size):
+            start(slot)
         return done
+
+    def hand_slot_over(self, slot: int) -> None:
+        """
+        A new master's worker serves C{slot} now: ours there may drain.
+        """
+        self._handed_over.add(slot)
+        call = self._refills.pop(slot, None)
+        if call is not None and call.active():
+            call.cancel()
+        worker = self._slots.pop(slot, None)
+        if worker is not None:
+            worker.retire(self.process.reactor)
+
+    def take_slots_back(self) -> None:
+        """
+        The new master failed: fill again the slots handed over to it.
+        """
+        slots, self._handed_over = sorted(self._handed_over), set()
+        for slot in slots:
+            if slot < self.size and slot not in self._slots and slot not in self._refills:
+                self.process.log.info(
+                    "{pid}: starting a worker again for slot {slot}",
+                    pid=self.process.pid,
+                    slot=slot,
+                )
+                self._refill(slot)
 
     def _message(self, worker: Worker, message: Message) -> None:
         if isinstance(message, Status):
@@ -371,7 +408,7 @@ class WorkerGroup:
 
     def _refill(self, slot: int) -> None:
         self._refills.pop(slot, None)
-        if self.leaving or slot in self._slots:
+        if self.leaving or slot in self._slots or slot in self._handed_over:
             return
         core = self.process
 

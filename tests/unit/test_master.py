@@ -186,3 +186,62 @@ class UpgradeTests(MasterCase):
         self.workers_up()
         runtime.restart()
         self.assertEqual(self.environment.spawner.calls[-1]["extra_environ"]["GRACEFUL_WORKER"], "0")
+
+
+class OneSlotAtATimeTests(MasterCase):
+    def test_old_workers_drain_as_the_new_ones_serve(self) -> None:
+        """
+        At every step each slot has a serving worker: the old master's
+        worker of a slot is told to drain only once the new master says its
+        own serves there.
+        """
+        from graceful._messages import SlotServes
+
+        runtime, role = self.master(workers=2)
+        self.workers_up()
+        old0, old1 = self.spawned
+        runtime.restart()
+        new_master = self.spawned[2]
+        new_master.say(SlotServes(0))
+        self.assertIn(Retire(), old0.sent)
+        self.assertNotIn(Retire(), old1.sent)
+        old0.exit(0)
+        self.reactor.advance(60)
+        self.assertEqual(len(self.spawned), 3, "a handed-over slot is not refilled")
+        new_master.say(SlotServes(1))
+        self.assertIn(Retire(), old1.sent)
+
+    def test_failed_new_master_gives_the_slots_back(self) -> None:
+        from graceful._messages import SlotServes
+
+        runtime, role = self.master(workers=2)
+        self.workers_up()
+        old0, old1 = self.spawned
+        result = runtime.restart()
+        self.spawned[2].say(SlotServes(0))
+        old0.exit(0)
+        self.spawned[2].report_failure("its worker of slot 1 did not come up")
+        self.failureResultOf(result, RestartFailed)
+        [again] = self.spawned[3:]
+        self.assertEqual(self.environment.spawner.calls[3]["extra_environ"]["GRACEFUL_WORKER"], "0")
+        again.report_ready()
+        status = runtime.status()
+        self.assertEqual(
+            sorted((w["slot"], w["pid"]) for w in status["workers"]),
+            [(0, again.pid), (1, old1.pid)],
+        )
+        self.assertNotIn(Retire(), old1.sent)
+
+    def test_new_master_starts_its_workers_in_turn(self) -> None:
+        from graceful._messages import SlotServes
+
+        old = FakeOldProcess()
+        self.master(workers=3, old_process=old, generation=2)
+        self.assertEqual(len(self.spawned), 1)
+        self.spawned[0].report_ready()
+        self.assertEqual(old.sent, [SlotServes(0)])
+        self.assertEqual(len(self.spawned), 2)
+        self.spawned[1].report_ready()
+        self.spawned[2].report_ready()
+        self.assertEqual(old.sent, [SlotServes(0), SlotServes(1), SlotServes(2)])
+        self.assertEqual(old.reported, ["ready"])
