@@ -50,6 +50,7 @@ from ._sockets import (
     remove_unix_socket,
     socket_inode,
 )
+from ._status import ProcessStatus
 from ._supervision import (
     NoNotifier,
     NoParentDeathSignal,
@@ -1316,6 +1317,10 @@ class Runtime:
             status["worker"] = self.pid
             return status
         return self.own_status()
+
+    def process_status(self) -> ProcessStatus:
+        "L{status}, typed."
+        return ProcessStatus.from_json(self.status())
 
     def own_status(self) -> dict[str, Any]:
         """

@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-from attrs import define, field
+from attrs import define, evolve, field
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -44,6 +44,7 @@ from graceful._pages import add_operational_pages
 from graceful._runtime import RestartRecord, Runtime
 from graceful._server import Listener, Server
 from graceful._sockets import ListenSpec
+from graceful._status import LastRestart, ProcessStatus
 
 TOKEN = "s3cret-token"
 #: The token graceful made, for servers that configure none.
@@ -779,21 +780,20 @@ class PageTests(SynchronousTestCase):
         self.assertIn('http-equiv="refresh"', page)
 
     def test_restart_notices(self) -> None:
-        base = {"pid": 7, "generation": 3, "restarting": False, "draining": False}
+        base = ProcessStatus(pid=7, generation=3, servers=())
         self.assertIsNone(restart_notice(base, None))
         kind, text, reload = restart_notice(base, 2)
         self.assertEqual((kind, reload), ("ok", False))
         self.assertIn("generation 2 &rarr; 3", text)
-        self.assertTrue(restart_notice({**base, "restarting": True}, 3)[2])
-        self.assertTrue(restart_notice({**base, "draining": True}, 3)[2])
-        failed = {**base, "last_restart": {"ok": False, "error": "<boom>", "at": 1.0}}
+        self.assertTrue(restart_notice(evolve(base, restarting=True), 3)[2])
+        self.assertTrue(restart_notice(evolve(base, draining=True), 3)[2])
+        failed = evolve(base, last_restart=LastRestart(ok=False, error="<boom>", at=1.0))
         kind, text, reload = restart_notice(failed, 3)
         self.assertEqual((kind, reload), ("bad", False))
         self.assertIn("&lt;boom&gt;", text)
 
     def test_page_without_servers(self) -> None:
-        status = {"pid": 1, "generation": 1, "started_at": 0.0, "uptime": 5.0,
-                  "servers": [], "last_restart": None, "draining": False}
+        status = ProcessStatus(pid=1, generation=1, servers=(), started_at=0.0, uptime=5.0)
         self.assertIn(b"No server started", admin_page(status, prefix=PREFIX, now=5.0))
 
     def test_duration(self) -> None:
