@@ -348,7 +348,7 @@ class AdminResource(Resource):
             request.setHeader(b"allow", b"GET, HEAD")
             return self._error(request, 405, f"{page or 'the admin page'} needs GET")
         if page == "status":
-            return _json(request, 200, self._runtime.status())
+            return _json(request, 200, self._runtime.process_status().to_json())
         if page == "metrics":
             accept = request.getHeader(b"accept")
             # Imported on the first scrape: prometheus-client costs every
@@ -365,9 +365,9 @@ class AdminResource(Resource):
     # -- pages ----------------------------------------------------------------
 
     def _page(self, request: Request) -> bytes:
-        status = self._runtime.status()
+        status = self._runtime.process_status()
         if not wants_html(request) and _prefers_json(request):
-            return _json(request, 200, status)
+            return _json(request, 200, status.to_json())
         restarted_from = _int(_query(request).get("restarted_from"))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(
@@ -418,8 +418,8 @@ class AdminResource(Resource):
                 peer=peer,
             )
         # With workers, the group's generation and its master's pid.
-        group = self._runtime.status()
-        generation = int(group["generation"])
+        group = self._runtime.process_status()
+        generation = group.generation
         refusals: list[Failure] = []
         # Untrusted: the runtime checks the executable against
         # allowed_executables and refuses a second restart (and logs that).
@@ -456,7 +456,7 @@ class AdminResource(Resource):
             202,
             {
                 "restarting": True,
-                "pid": group["pid"],
+                "pid": group.pid,
                 "generation": generation,
                 "next_generation": generation + 1,
                 "executable": executable,
@@ -472,7 +472,7 @@ class AdminResource(Resource):
             peer=peer,
         )
         already = self._runtime.draining
-        group = self._runtime.status()
+        group = self._runtime.process_status()
         in_flight = max(0, sum(s.in_flight for s in self._runtime.servers.values()) - 1)
         # After this answer is written: shutting down stops accepting first.
         self._runtime.reactor.callLater(0, self._shut_down)
@@ -491,8 +491,8 @@ class AdminResource(Resource):
             {
                 "shutting_down": True,
                 "already": already,
-                "pid": group["pid"],
-                "generation": group["generation"],
+                "pid": group.pid,
+                "generation": group.generation,
                 "in_flight": in_flight,
             },
         )

@@ -21,7 +21,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from html import escape
-from typing import Any, Iterable
+from typing import Iterable
+
+from ._status import DrainStatus, LastRestart, PortStatus, ProcessStatus, WorkerStatus
 
 #: Seconds between reloads of a page that follows a restart.
 RELOAD_SECONDS = 1
@@ -115,34 +117,26 @@ def _document(title: str, body: str, refresh: int | None = None) -> bytes:
     ).encode("utf-8")
 
 
-def _state(status: dict[str, Any]) -> str:
-    if status.get("draining"):
-        return "draining"
-    if status.get("restarting"):
-        return "restarting"
-    return "serving"
-
-
-def _ports(ports: Iterable[dict[str, Any]]) -> str:
+def _ports(ports: Iterable[PortStatus]) -> str:
     shown = [
-        f'<span class="port">{"https" if p.get("tls") else "http"} '
-        f'{escape("unix:" + str(p["unix"]) if "unix" in p else ":" + str(p["port"]))}</span>'
+        f'<span class="port">{"https" if p.tls else "http"} '
+        f'{escape("unix:" + p.unix if p.unix is not None else ":" + str(p.port))}</span>'
         for p in ports
     ]
     return "".join(shown) or '<span class="muted">not listening</span>'
 
 
-def _last_restart(last: dict[str, Any] | None, now: float) -> str:
+def _last_restart(last: LastRestart | None, now: float) -> str:
     if last is None:
         return '<p id="last-restart" class="muted">No restart yet.</p>'
-    at = last.get("at")
+    at = last.at
     ago = f" ({duration(now - at)} ago)" if at is not None else ""
     when = f'<time>{escape(_when(at))}</time>{escape(ago)}'
-    if last.get("ok"):
-        seconds = last.get("handoff_seconds")
-        took = f", handoff took {seconds:.2f}s" if isinstance(seconds, (int, float)) else ""
+    if last.ok:
+        seconds = last.handoff_seconds
+        took = f", handoff took {seconds:.2f}s" if seconds is not None else ""
         return f'<p id="last-restart"><strong class="ok">ok</strong> at {when}{escape(took)}</p>'
-    error = last.get("error") or "unknown error"
+    error = last.error or "unknown error"
     return (
         f'<p id="last-restart"><strong class="bad">failed</strong> at {when}: '
         f'<span class="bad">{escape(str(error))}</span></p>'
@@ -150,7 +144,7 @@ def _last_restart(last: dict[str, Any] | None, now: float) -> str:
 
 
 def restart_notice(
-    status: dict[str, Any], restarted_from: int | None
+    status: ProcessStatus, restarted_from: int | None
 ) -> tuple[str, str, bool] | None:
     """
     What to tell the person who asked the restart from generation
@@ -158,31 +152,31 @@ def restart_notice(
     """
     if restarted_from is None:
         return None
-    generation = int(status["generation"])
+    generation = status.generation
     if generation > restarted_from:
         return (
             "ok",
             f"Restarted: generation {restarted_from} &rarr; {generation}, "
-            f"now served by pid {escape(str(status['pid']))}.",
+            f"now served by pid {status.pid}.",
             False,
         )
-    if status.get("restarting"):
+    if status.restarting:
         return (
             "muted",
             f"Restarting: generation {generation + 1} is starting; generation "
             f"{generation} serves meanwhile. This page reloads itself.",
             True,
         )
-    if status.get("draining"):
+    if status.draining:
         return (
             "muted",
             f"Handing over: generation {generation} finishes its requests and leaves. "
             "This page reloads itself.",
             True,
         )
-    last = status.get("last_restart")
-    if last is not None and not last.get("ok"):
-        error = escape(str(last.get("error") or "unknown error"))
+    last = status.last_restart
+    if last is not None and not last.ok:
+        error = escape(last.error or "unknown error")
         return (
             "bad",
             f"The restart failed: {error}. Generation {generation} goes on serving.",
@@ -199,19 +193,19 @@ def _connections(counts: dict[str, int]) -> str:
     return " &middot; ".join(shown) or '<span class="muted">none</span>'
 
 
-def _drain(drain: dict[str, Any] | None) -> str:
-    if not drain:
+def _drain(drain: DrainStatus | None) -> str:
+    if drain is None:
         return ""
     return (
         '<div><dt>draining</dt><dd id="drain">'
-        f'{int(drain.get("connections_left", 0))} connection(s) left after '
-        f'{float(drain.get("elapsed", 0)):.1f}s of {float(drain.get("timeout", 0)):g}s'
+        f"{drain.connections_left} connection(s) left after "
+        f"{float(drain.elapsed):.1f}s of {float(drain.timeout):g}s"
         "</dd></div>"
     )
 
 
 def admin_page(
-    status: dict[str, Any],
+    status: ProcessStatus,
     *,
     prefix: str,
     token: str | None = None,
@@ -220,33 +214,32 @@ def admin_page(
     now: float | None = None,
 ) -> bytes:
     """
-    The admin page for C{status} (what C{Runtime.status()} reports).
+    The admin page for C{status}.
 
     @param prefix: where the admin pages are, for the forms and links.
     @param token: the token the request presented, to carry in the forms;
         L{None} when it presented none.
     """
     now = time.time() if now is None else now
-    state = _state(status)
-    pid = escape(str(status["pid"]))
-    generation = escape(str(status["generation"]))
-    servers = status.get("servers", [])
-    in_flight_total = sum(int(s.get("in_flight", 0)) for s in servers)
+    state = status.state
+    pid = str(status.pid)
+    generation = str(status.generation)
+    servers = status.servers
     notice = restart_notice(status, restarted_from)
-    refresh = RELOAD_SECONDS if (notice and notice[2]) or status.get("restarting") else None
+    refresh = RELOAD_SECONDS if (notice and notice[2]) or status.restarting else None
 
     rows = "\n".join(
         "<tr>"
-        f'<td class="server-name">{escape(str(s["name"]))}</td>'
-        f'<td>{_ports(s.get("ports", []))}</td>'
-        f'<td class="num in-flight">{escape(str(s.get("in_flight", 0)))}</td>'
-        f'<td class="num">{escape(str(s.get("requests", 0)))}</td>'
-        f'<td class="connections">{_connections(s.get("connections", {}))}</td>'
+        f'<td class="server-name">{escape(s.name)}</td>'
+        f"<td>{_ports(s.ports)}</td>"
+        f'<td class="num in-flight">{s.in_flight}</td>'
+        f'<td class="num">{s.requests or 0}</td>'
+        f'<td class="connections">{_connections(s.connections or {})}</td>'
         "</tr>"
         for s in servers
     ) or '<tr><td colspan="5" class="muted">No server started.</td></tr>'
 
-    workers_html = _workers(status.get("workers"))
+    workers_html = _workers(status.workers)
 
     hidden = (
         f'<input type="hidden" name="token" value="{escape(token, quote=True)}">'
@@ -278,7 +271,15 @@ def admin_page(
         if notice
         else ""
     )
-    uptime = duration(float(status.get("uptime", now - float(status["started_at"]))))
+    if status.uptime is not None:
+        uptime = duration(status.uptime)
+    else:
+        uptime = "?" if status.started_at is None else duration(now - status.started_at)
+    master = (
+        f'<div><dt>master generation</dt><dd id="master-generation">{status.master_generation}</dd></div>\n'
+        if status.role == "master" and status.master_generation is not None
+        else ""
+    )
 
     body = f"""<header>
 <h1>graceful admin</h1>
@@ -288,9 +289,9 @@ def admin_page(
 <dl class="facts">
 <div><dt>pid</dt><dd id="pid">{pid}</dd></div>
 <div><dt>generation</dt><dd id="generation">{generation}</dd></div>
-<div><dt>uptime</dt><dd id="uptime" title="started {escape(_when(status.get("started_at")))}">{escape(uptime)}</dd></div>
-<div><dt>in flight</dt><dd id="in-flight">{in_flight_total}</dd></div>
-{_drain(status.get("drain"))}
+{master}<div><dt>uptime</dt><dd id="uptime" title="started {escape(_when(status.started_at))}">{escape(uptime)}</dd></div>
+<div><dt>in flight</dt><dd id="in-flight">{status.in_flight}</dd></div>
+{_drain(status.drain)}
 </dl>
 <h2>Servers</h2>
 <table id="servers">
@@ -301,7 +302,7 @@ def admin_page(
 </table>
 {workers_html}
 <h2>Last restart</h2>
-{_last_restart(status.get("last_restart"), now)}
+{_last_restart(status.last_restart, now)}
 <h2>Actions</h2>
 <div class="actions">
 <form method="post" action="{action}/restart" id="restart-form">
@@ -324,10 +325,10 @@ Yes, shut down pid {pid}</label>
 <a href="{action}/metrics">metrics (Prometheus)</a> &middot;
 shown at {escape(_when(now))}
 </footer>"""
-    return _document(f"graceful · pid {status['pid']} · generation {status['generation']}", body, refresh)
+    return _document(f"graceful · pid {status.pid} · generation {status.generation}", body, refresh)
 
 
-def _workers(workers: list[dict[str, Any]] | None) -> str:
+def _workers(workers: tuple[WorkerStatus, ...] | None) -> str:
     """
     The worker table of a group (C{workers > 1}); nothing for a single
     process.
@@ -336,18 +337,21 @@ def _workers(workers: list[dict[str, Any]] | None) -> str:
         return ""
     rows = "\n".join(
         "<tr>"
-        f'<td class="num">{escape(str(w["slot"]))}</td>'
-        f'<td class="worker-pid">{escape(str(w["pid"]))}</td>'
-        f'<td class="num">{escape(str(w["generation"]))}</td>'
-        f'<td>{"draining" if w.get("draining") else "serving" if w.get("ready") else "starting"}</td>'
-        f'<td class="num">{escape(str(w.get("in_flight", 0)))}</td>'
-        f'<td class="num">{escape(str(w.get("requests", 0)))}</td>'
+        f'<td class="num">{w.slot}</td>'
+        f'<td class="worker-pid">{w.pid}</td>'
+        f'<td class="num">{w.generation}</td>'
+        f"<td>{w.state}</td>"
+        f'<td class="num">{w.in_flight}</td>'
+        f'<td class="num">{w.requests}</td>'
+        f'<td class="num">{"-" if w.rss_mib is None else f"{w.rss_mib:.1f}"}</td>'
+        f'<td class="num">{"-" if w.last_heartbeat is None else f"{w.last_heartbeat:.1f}s"}</td>'
+        f"<td>{escape(w.last_replaced_reason or '-')}</td>"
         "</tr>"
         for w in workers
     )
     return f"""<h2>Workers</h2>
 <table id="workers">
-<thead><tr><th class="num">slot</th><th>pid</th><th class="num">generation</th><th>state</th><th class="num">in flight</th><th class="num">requests</th></tr></thead>
+<thead><tr><th class="num">slot</th><th>pid</th><th class="num">generation</th><th>state</th><th class="num">in flight</th><th class="num">requests</th><th class="num">RSS MiB</th><th class="num">last report</th><th>slot last replaced for</th></tr></thead>
 <tbody>
 {rows}
 </tbody>

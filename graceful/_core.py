@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, MutableMapping
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ReactorNotRunning
@@ -21,36 +21,12 @@ from ._handoff import NoOldProcess, OldProcess, PassedSocket
 from ._messages import Accepted
 from ._server import Server
 from ._settings import Settings
+from ._status import LastRestart
 from ._sockets import ADMIN_SOCKET_NAME, InheritedSockets, remove_unix_socket, socket_inode
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier
 
 #: The connection kinds the status always shows, even at 0.
 CONNECTION_KINDS = ("http/1.1", "h2", "websocket", "stream")
-
-
-@frozen
-class RestartRecord:
-    """
-    How the last restart went.
-
-    @ivar ok: whether it succeeded.
-    @ivar error: why it failed, in one line.
-    @ivar at: wall-clock time it ended.
-    @ivar handoff_seconds: from its start to the new process ready.
-    """
-
-    ok: bool
-    error: str | None
-    at: float
-    handoff_seconds: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "error": self.error,
-            "at": self.at,
-            "handoff_seconds": self.handoff_seconds,
-        }
 
 
 @define
@@ -65,14 +41,14 @@ class RestartHistory:
 
     restarts: int = 0
     failed_restarts: int = 0
-    last: RestartRecord | None = None
+    last: LastRestart | None = None
 
     def record(self, ok: bool, error: str | None, at: float, seconds: float | None) -> None:
         if ok:
             self.restarts += 1
         else:
             self.failed_restarts += 1
-        self.last = RestartRecord(ok, error, at, seconds)
+        self.last = LastRestart(ok, error, at, seconds)
 
     def took_over(self, accepted: Accepted, now: float) -> None:
         """
@@ -80,7 +56,7 @@ class RestartHistory:
         """
         self.restarts = accepted.restarts
         self.failed_restarts = accepted.failed_restarts
-        self.last = RestartRecord(
+        self.last = LastRestart(
             True, None, accepted.at if accepted.at is not None else now, accepted.handoff_seconds
         )
 

@@ -40,6 +40,8 @@ from typing import Any, Callable, Iterable, Protocol, Sequence, TextIO
 
 from attrs import frozen
 
+from ._status import LastRestart, ProcessStatus, ServerStatus, StatusError
+
 #: Exit statuses.
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -76,36 +78,16 @@ class NodeError(Exception):
 
 
 @frozen
-class LastRestart:
-    ok: bool
-    error: str | None
-    at: float | None
-    handoff_seconds: float | None
-
-
-@frozen
-class ServerStatus:
-    name: str
-    ports: tuple[tuple[int | str, bool], ...]  # (port or "unix:PATH", tls)
-    in_flight: int
-    requests: int | None
-
-
-@frozen
 class NodeStatus:
     """
     A node's C{GET status} answer, checked.
+
+    @ivar node: the node's admin URL (or C{unix:PATH}).
+    @ivar status: what it answered.
     """
 
     node: str
-    pid: int
-    generation: int
-    started_at: float | None
-    draining: bool
-    restarting: bool
-    servers: tuple[ServerStatus, ...]
-    last_restart: LastRestart | None
-    failed_restarts: int | None
+    status: ProcessStatus
 
     @classmethod
     def from_json(cls, node: str, data: Any) -> NodeStatus:
@@ -115,64 +97,49 @@ class NodeStatus:
         if not isinstance(data, dict) or any(key not in data for key in _STATUS_KEYS):
             raise NodeError(node, "not a graceful admin API: its status has no pid, generation and servers")
         try:
-            last = data.get("last_restart")
-            return cls(
-                node=node,
-                pid=int(data["pid"]),
-                generation=int(data["generation"]),
-                started_at=_number(data.get("started_at")),
-                draining=bool(data.get("draining", False)),
-                restarting=bool(data.get("restarting", False)),
-                servers=tuple(
-                    ServerStatus(
-                        name=str(server["name"]),
-                        ports=tuple(
-                            (_port(port), bool(port.get("tls", False)))
-                            for port in server.get("ports", [])
-                        ),
-                        in_flight=int(server.get("in_flight", 0)),
-                        requests=_whole(server.get("requests")),
-                    )
-                    for server in data["servers"]
-                ),
-                last_restart=None
-                if last is None
-                else LastRestart(
-                    ok=bool(last["ok"]),
-                    error=last.get("error"),
-                    at=_number(last.get("at")),
-                    handoff_seconds=_number(last.get("handoff_seconds")),
-                ),
-                failed_restarts=_whole(data.get("failed_restarts")),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise NodeError(node, f"not a graceful admin API: unexpected status ({type(e).__name__}: {e})")
+            return cls(node, ProcessStatus.from_json(data))
+        except StatusError as e:
+            raise NodeError(node, f"not a graceful admin API: unexpected status ({e})") from None
+
+    @property
+    def pid(self) -> int:
+        return self.status.pid
+
+    @property
+    def generation(self) -> int:
+        return self.status.generation
+
+    @property
+    def started_at(self) -> float | None:
+        return self.status.started_at
+
+    @property
+    def draining(self) -> bool:
+        return self.status.draining
+
+    @property
+    def restarting(self) -> bool:
+        return self.status.restarting
+
+    @property
+    def servers(self) -> tuple[ServerStatus, ...]:
+        return self.status.servers
+
+    @property
+    def last_restart(self) -> LastRestart | None:
+        return self.status.last_restart
+
+    @property
+    def failed_restarts(self) -> int:
+        return self.status.failed_restarts
 
     @property
     def in_flight(self) -> int:
-        return sum(server.in_flight for server in self.servers)
+        return self.status.in_flight
 
     @property
     def state(self) -> str:
-        if self.draining:
-            return "draining"
-        if self.restarting:
-            return "restarting"
-        return "serving"
-
-
-def _port(entry: dict[str, Any]) -> int | str:
-    if "unix" in entry:
-        return f"unix:{entry['unix']}"
-    return int(entry["port"])
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _whole(value: Any) -> int | None:
-    return None if value is None else int(value)
+        return self.status.state
 
 
 # -- talking to a node ------------------------------------------------------------
@@ -689,7 +656,7 @@ def list_table(results: Sequence[NodeStatus | NodeError]) -> str:
             continue
         for server in result.servers:
             ports = ", ".join(
-                f"{port}/https" if tls else str(port) for port, tls in server.ports
+                f"{port.where}/https" if port.tls else port.where for port in server.ports
             )
             requests = "-" if server.requests is None else str(server.requests)
             rows.append([result.node, server.name, ports or "-", str(server.in_flight), requests])
@@ -912,25 +879,13 @@ def _status_json(result: NodeStatus | NodeError) -> dict[str, Any]:
         "servers": [
             {
                 "name": server.name,
-                "ports": [
-                    {"unix": port[len("unix:") :], "tls": tls}
-                    if isinstance(port, str)
-                    else {"port": port, "tls": tls}
-                    for port, tls in server.ports
-                ],
+                "ports": [port.to_json() for port in server.ports],
                 "in_flight": server.in_flight,
                 "requests": server.requests,
             }
             for server in result.servers
         ],
-        "last_restart": None
-        if result.last_restart is None
-        else {
-            "ok": result.last_restart.ok,
-            "error": result.last_restart.error,
-            "at": result.last_restart.at,
-            "handoff_seconds": result.last_restart.handoff_seconds,
-        },
+        "last_restart": None if result.last_restart is None else result.last_restart.to_json(),
     }
 
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from ._admin_socket import AdminSocket
-from ._core import ProcessCore, RestartRecord
+from ._core import ProcessCore
 from ._environment import Environment, OSEnvironment
 from ._errors import ConfigError, ExecutableNotAllowed
 from ._executables import check_executable
@@ -36,6 +36,7 @@ from ._sockets import (
     check_names,
     check_unix_path,
 )
+from ._status import LastRestart, ProcessStatus
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ._worker_role import WorkerRole, worker_slot
 
@@ -278,7 +279,7 @@ class Runtime:
         return getattr(self._role, "group", None)
 
     @property
-    def last_restart(self) -> RestartRecord | None:
+    def last_restart(self) -> LastRestart | None:
         return self.core.history.last
 
     @property
@@ -470,3 +471,7 @@ class Runtime:
         told it, with its own pid as C{worker}).
         """
         return self._the_role().status()
+
+    def process_status(self) -> ProcessStatus:
+        "L{status}, typed."
+        return ProcessStatus.from_json(self.status())

@@ -150,6 +150,14 @@ class WorkerFailureTests(WorkerTestCase):
         metrics = get(port, "/debug/admin/metrics", headers=admin_auth())[2].decode()
         self.assertIn("graceful_worker_deaths_total 1.0", metrics)
         self.assertIn('graceful_workers{state="serving"} 2.0', metrics)
+        # One series per slot, labelled by slot, with the pid as its value.
+        pids = sorted(line for line in metrics.splitlines() if line.startswith("graceful_worker_pid{"))
+        self.assertEqual(
+            pids,
+            sorted(f'graceful_worker_pid{{slot="{w["slot"]}"}} {float(w["pid"])}' for w in group["workers"]),
+        )
+        [slot] = [int(k) for k, v in group["last_replaced_reason"].items() if v == "died"]
+        self.assertIn(f'graceful_worker_last_replaced{{reason="died",slot="{slot}"}} 1.0', metrics)
         page = get(port, "/debug/admin", headers={**admin_auth(), "Accept": "text/html"})[2].decode()
         for worker in group["workers"]:
             self.assertIn(f'<td class="worker-pid">{worker["pid"]}</td>', page)

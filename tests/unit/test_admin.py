@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-from attrs import define, field
+from attrs import define, evolve, field
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -41,9 +41,10 @@ from graceful._drain import DrainingSite
 from graceful._handoff import RestartFailed
 from graceful._metrics import registry_for
 from graceful._pages import add_operational_pages
-from graceful._runtime import RestartRecord, Runtime
+from graceful._runtime import Runtime
 from graceful._server import Listener, Server
 from graceful._sockets import ListenSpec
+from graceful._status import LastRestart, ProcessStatus
 from graceful.testing import FakePort, FakeSpawner, MemoryEnvironment
 
 TOKEN = "s3cret-token"
@@ -734,7 +735,7 @@ class PageTests(SynchronousTestCase):
 
     def test_escaped(self) -> None:
         runtime, server = build(name="<b>x&amp;", token='"><script>')
-        runtime.core.history.last = RestartRecord(False, "<img src=x onerror=alert(1)>", 1.0)
+        runtime.core.history.last = LastRestart(False, "<img src=x onerror=alert(1)>", 1.0)
         runtime.settings.allowed_executables = ['/opt/"a"<b>']
         page = ask(
             server, "GET", PREFIX, headers={**BROWSER, **bearer('"><script>')}
@@ -758,21 +759,20 @@ class PageTests(SynchronousTestCase):
         self.assertIn('http-equiv="refresh"', page)
 
     def test_restart_notices(self) -> None:
-        base = {"pid": 7, "generation": 3, "restarting": False, "draining": False}
+        base = ProcessStatus(pid=7, generation=3, servers=())
         self.assertIsNone(restart_notice(base, None))
         kind, text, reload = restart_notice(base, 2)
         self.assertEqual((kind, reload), ("ok", False))
         self.assertIn("generation 2 &rarr; 3", text)
-        self.assertTrue(restart_notice({**base, "restarting": True}, 3)[2])
-        self.assertTrue(restart_notice({**base, "draining": True}, 3)[2])
-        failed = {**base, "last_restart": {"ok": False, "error": "<boom>", "at": 1.0}}
+        self.assertTrue(restart_notice(evolve(base, restarting=True), 3)[2])
+        self.assertTrue(restart_notice(evolve(base, draining=True), 3)[2])
+        failed = evolve(base, last_restart=LastRestart(ok=False, error="<boom>", at=1.0))
         kind, text, reload = restart_notice(failed, 3)
         self.assertEqual((kind, reload), ("bad", False))
         self.assertIn("&lt;boom&gt;", text)
 
     def test_page_without_servers(self) -> None:
-        status = {"pid": 1, "generation": 1, "started_at": 0.0, "uptime": 5.0,
-                  "servers": [], "last_restart": None, "draining": False}
+        status = ProcessStatus(pid=1, generation=1, servers=(), started_at=0.0, uptime=5.0)
         self.assertIn(b"No server started", admin_page(status, prefix=PREFIX, now=5.0))
 
     def test_duration(self) -> None:

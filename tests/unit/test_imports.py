@@ -27,6 +27,7 @@ LAYERS: dict[str, list[str]] = {
         "_tls",
         "_supervision",
         "_messages",
+        "_status",
         "_handoff",
         "_environment",
         "_executables",

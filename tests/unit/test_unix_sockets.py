@@ -34,6 +34,7 @@ from graceful._sockets import (
     remove_unix_socket,
     socket_inode,
 )
+from graceful._status import PortStatus
 
 
 class TempDir(SynchronousTestCase):
@@ -294,7 +295,9 @@ class CtlNodeTests(SynchronousTestCase):
                 ],
             },
         )
-        self.assertEqual(status.servers[0].ports, ((8100, False), ("unix:/run/s1.sock", False)))
+        self.assertEqual(
+            status.servers[0].ports, (PortStatus(port=8100), PortStatus(unix="/run/s1.sock"))
+        )
         self.assertIn("8100, unix:/run/s1.sock", list_table([status]))
 
 

@@ -303,7 +303,7 @@ class ReportingTests(_WebSockets):
         from graceful._admin_page import admin_page
         from graceful._metrics import exposition
 
-        page = admin_page(status, prefix="/debug/admin").decode()
+        page = admin_page(self.runtime.process_status(), prefix="/debug/admin").decode()
         self.assertIn("http/1.1 1 &middot; websocket 2", page)
         body, _ = exposition(self.runtime, None)
         self.assertIn(b'graceful_connections{kind="websocket",server="s1"} 2.0', body)
