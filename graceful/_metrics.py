@@ -80,7 +80,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from ._admin import refusals_of
+from ._refusals import refusals_of
 from ._status import REPLACEMENT_REASONS, ProcessStatus, WorkerStatus
 
 #: Bytes in a MiB, which workers report their memory in.

@@ -30,11 +30,10 @@ from graceful._admin import (
     COOKIE,
     AdminResource,
     forwarded,
-    Refusals,
-    refusals_of,
     token_matches,
     wants_html,
 )
+from graceful._refusals import Refusals, refusals_of
 from graceful._admin_token import GeneratedToken, set_generated_token
 from graceful._admin_page import admin_page, duration, restart_notice
 from graceful._drain import DrainingSite

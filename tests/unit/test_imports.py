@@ -58,6 +58,7 @@ LAYERS: dict[str, list[str]] = {
     "process": ["_runtime"],
     "built on the process": [
         "_health",
+        "_refusals",
         "_admin_token",
         "_admin_page",
         "_admin",
