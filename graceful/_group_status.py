@@ -20,6 +20,7 @@ def group_status(
     restarting: bool,
     leaving: bool,
     counts: Mapping[str, int],
+    replacements: Mapping[str, int],
 ) -> dict[str, Any]:
     now = process.reactor.seconds()
     listed = [
@@ -57,6 +58,8 @@ def group_status(
             "workers": listed,
             **counts,
             "last_replaced_reason": {str(k): v for k, v in sorted(last_reason.items())},
+            # Workers replaced so far, by why: roll, recycle, memory, timeout, died.
+            "worker_replacements": dict(sorted(replacements.items())),
             "servers": list(servers.values())
             or [
                 {"name": name, "ports": [], "in_flight": 0, "requests": 0}

@@ -224,6 +224,7 @@ class WorkerGroup:
     _deaths_in_row: dict[int, int] = field(factory=dict)
     _refills: dict[int, Any] = field(factory=dict)
     _last_reason: dict[int, str] = field(factory=dict)
+    _replacements: dict[str, int] = field(factory=dict)
     _handed_over: set[int] = field(factory=set)
     _gone: Event = field(factory=Event)
     _push: LoopingCall | None = None
@@ -266,7 +267,11 @@ class WorkerGroup:
 
     def replace(self, slot: int, worker: Worker, reason: str) -> None:
         self._slots[slot] = worker
+        self._note_replaced(slot, reason)
+
+    def _note_replaced(self, slot: int, reason: str) -> None:
         self._last_reason[slot] = reason
+        self._replacements[reason] = self._replacements.get(reason, 0) + 1
 
     def start(self, slot: int, generation: int) -> Deferred[Worker]:
         return self.starter.start(slot, generation)
@@ -388,7 +393,7 @@ class WorkerGroup:
         # a back-off.
         core = self.process
         del self._slots[worker.slot]
-        self._last_reason[worker.slot] = worker.killed_for or "died"
+        self._note_replaced(worker.slot, worker.killed_for or "died")
         self.deaths += 1
         lived = core.reactor.seconds() - worker.started
         in_row = 0 if lived > HEALTHY_AFTER else self._deaths_in_row.get(worker.slot, 0)
@@ -536,6 +541,7 @@ class WorkerGroup:
                 "worker_recycles": self.recycler.recycles,
                 "worker_timeouts": self.watchdog.timeouts,
             },
+            replacements=self._replacements,
         )
 
 

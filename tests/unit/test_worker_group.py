@@ -108,6 +108,7 @@ class RollTests(GroupTestCase):
             (group.status()["generation"], group.status()["master_generation"]), (2, 1)
         )
         self.assertEqual(group.status()["last_replaced_reason"], {"0": "roll", "1": "roll"})
+        self.assertEqual(group.status()["worker_replacements"], {"roll": 2})
 
     def test_services_move_with_slot_0(self) -> None:
         group = self.group(size=2)
@@ -369,6 +370,7 @@ class WatchdogTests(GroupTestCase):
         self.assertEqual(self.serving(group), [self.spawned[2].pid, fine.pid])
         self.assertEqual(group.watchdog.timeouts, 1)
         self.assertEqual(group.status()["last_replaced_reason"], {"0": "timeout"})
+        self.assertEqual(group.status()["worker_replacements"], {"timeout": 1})
         self.assertEqual(fine.signals, [])
 
     def test_off(self) -> None:
