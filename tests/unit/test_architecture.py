@@ -1,0 +1,61 @@
+"""
+docs/architecture.rst lists every state change of graceful's machines: the
+lists are checked against the machines, so the page cannot drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from graceful import _single, _worker_group, _worker_role
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.rst"
+
+
+def state_changes(machine: Any) -> set[str]:
+    """
+    Every transition of C{machine} that changes its state, as the page
+    writes it: C{"Serving --restart--> Restarting"}.
+    """
+    return {
+        f"{old.name} --{symbol}--> {new.name}"
+        for old, symbol, new, _ in machine.__automat_automaton__.allTransitions()
+        if old != new
+    }
+
+
+def listed(heading: str) -> set[str]:
+    """
+    The state changes the page lists in the literal block after the
+    paragraph that starts with C{heading}.
+    """
+    text = DOC.read_text()
+    start = text.index(heading)
+    block = text[text.index("::\n\n", start) + 4 :]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return set(lines)
+
+
+class ArchitecturePageTests(SynchronousTestCase):
+    def test_handoff(self) -> None:
+        self.assertEqual(listed("A process that hands over"), state_changes(_single._machine))
+
+    def test_worker(self) -> None:
+        self.assertEqual(listed("A worker ("), state_changes(_worker_role._machine))
+
+    def test_group(self) -> None:
+        self.assertEqual(
+            listed("A master's workers"), state_changes(_worker_group._machine)
+        )
+
+    def test_linked_from_the_readme(self) -> None:
+        readme = (DOC.parents[1] / "README.rst").read_text()
+        self.assertIn("docs/architecture.rst", readme)
