@@ -132,11 +132,18 @@ class MasterRole(HandoffRole):
 
     def start(self) -> None:
         process = self.process
-        held = [
-            HeldSocket(prepared.spec, prepared.fd, prepared.owner)
-            for server in process.servers.values()
-            for prepared in server.take_prepared()
-        ]
+        held = []
+        for server in process.servers.values():
+            for prepared in server.take_prepared():
+                held.append(HeldSocket(prepared.spec, prepared.fd, prepared.owner))
+                if not prepared.inherited:
+                    spec = prepared.spec
+                    process.log.info(
+                        "{pid}: bound {scheme} {where} for the workers",
+                        pid=process.pid,
+                        scheme=spec.scheme,
+                        where=f"unix:{spec.path}" if spec.path else f"port {spec.port}",
+                    )
         # Sockets the old master passed that this config no longer uses.
         process.start_accepting(last_holder=True)
         self.serve_admin_socket()

@@ -203,8 +203,10 @@ class WorkerServiceTests(SynchronousTestCase):
         self.addCleanup(proc.stop)
         wait_until(lambda: (spool / "journal").exists(), what="the first scheduled run")
         for _ in range(3):
-            before = status(port)["generation"]
-            proc.signal(proc.pgid, signal.SIGUSR1)
+            now = status(port)
+            before = now["generation"]
+            # The master of the moment: each restart makes a new one.
+            proc.signal(proc.remember(now["pid"]), signal.SIGUSR1)
             wait_until(
                 lambda: (lambda s: s["generation"] > before and not s["restarting"])(status(port)),
                 what="the roll to end",
