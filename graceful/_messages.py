@@ -239,9 +239,11 @@ def _fields(cls: type[Any], payload: str) -> dict[str, Any] | None:
         return _legacy_words(payload)
     if cls is Need and isinstance(value, list):
         return {"specs": value}
-    if cls in _STATUS_KINDS or cls is Ready:
-        return None if value is not None else {}
-    return {}
+    if cls is Ready or not _names(cls):
+        # Ready is ready, whatever its facts; a message without fields
+        # needs none.
+        return {}
+    return None
 
 
 def _legacy_words(payload: str) -> dict[str, Any]:

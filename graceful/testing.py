@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Any, Callable, MutableMapping
 
 from attrs import define, field
+from twisted.internet.interfaces import IListeningPort
+from zope.interface import implementer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -292,6 +294,7 @@ class FakeOldProcess:
             self.released.callback(Released())
 
 
+@implementer(IListeningPort)
 @define(eq=False)
 class FakePort:
     """
