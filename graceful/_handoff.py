@@ -146,6 +146,10 @@ class NewProcess(ProcessProtocol):
         elif isinstance(message, Error):
             self._error = message.reason
         elif message is not None:
+            if not self.ready.called and self._timeout is not None:
+                # Progress (a new master's worker serves): ready_timeout
+                # bounds each step, not the sum of a whole group's.
+                self._timeout.reset(self.ready_timeout)
             self.on_message(message)
 
     def _succeed(self) -> None:

@@ -184,6 +184,19 @@ class NewProcessTests(SynchronousTestCase):
         self.exit(ProcessTerminated(signal=9))
         self.assertEqual(self.transport.signals, ["KILL"])
 
+    def test_progress_renews_the_timeout(self) -> None:
+        """
+        A new master telling that one more of its workers serves gets
+        ready_timeout afresh for the next: each step is bounded, not the
+        sum of a whole group's.
+        """
+        self.clock.advance(TIMEOUT - 1)
+        self.say(b'serves {"slot":0}\n')
+        self.clock.advance(TIMEOUT - 1)
+        self.assertNoResult(self.process.ready)
+        self.clock.advance(1)
+        self.assertIn("was not ready within", self.failure().reason)
+
     def test_error_is_killed(self) -> None:
         self.process._fail("shutdown asked for")
         self.assertEqual(self.failure().reason, "shutdown asked for")
