@@ -153,6 +153,7 @@ class MasterRole(HandoffRole):
             held,
             on_restart=lambda executable: self.restart(executable).addErrback(lambda f: None),
             on_shutdown=self.shutdown,
+            report=self.status,
             # A new master's slot 0 waits for the old master's services.
             hold_services=process.old_process.is_handoff,
         )

@@ -335,7 +335,7 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
         process.notifier.notify(ready=1, status="restart failed: " + reason)
         if restart.new_process is not None:
             restart.new_process.kill()
-        core.generation.restart_failed()
+        core.after.append(core.generation.restart_failed)
         core.after.append(lambda: restart.result.errback(failure))
 
     @pep614(Restarting.upon(SingleInputs.shutdown).to(Leaving))

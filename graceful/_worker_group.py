@@ -200,6 +200,8 @@ class WorkerGroup:
     @ivar on_restart: what a worker's restart request does (the master's
         restart).
     @ivar on_shutdown: what a worker's shutdown request does.
+    @ivar report: the status the workers show: the master's (which knows
+        of its own restart), or the group's alone.
     @ivar deaths: workers that died on their own (or were killed).
     @ivar generation: the generation of the newest workers' code.
     @ivar hold_services: whether slot 0 waits before it runs the services
@@ -212,6 +214,7 @@ class WorkerGroup:
     sockets: list[HeldSocket] = field(factory=list)
     on_restart: Callable[[str | None], Any] = lambda executable: None
     on_shutdown: Callable[[], Any] = lambda: None
+    report: Callable[[], dict[str, Any]] | None = None
     deaths: int = 0
     generation: int = 0
     hold_services: bool = False
@@ -234,7 +237,7 @@ class WorkerGroup:
         self.starter = WorkerStarter(
             self.process,
             self.sockets,
-            status=self.status,
+            status=self._shown,
             on_message=self._message,
             on_exit=self._exited,
             on_ready=lambda worker: self._push_status(),
@@ -373,8 +376,11 @@ class WorkerGroup:
         if successor is not None and successor is not exclude and successor.ready:
             successor.process.send(Released(round(self.process.environment.now(), 6)))
 
+    def _shown(self) -> dict[str, Any]:
+        return (self.report or self.status)()
+
     def _push_status(self) -> None:
-        status = Group(self.status())
+        status = Group(self._shown())
         for worker in self.workers:
             if worker.ready:
                 worker.process.send(status)

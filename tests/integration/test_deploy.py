@@ -203,7 +203,12 @@ class WorkerServiceTests(SynchronousTestCase):
         self.addCleanup(proc.stop)
         wait_until(lambda: (spool / "journal").exists(), what="the first scheduled run")
         for _ in range(3):
-            now = status(port)
+            now = wait_until(
+                lambda: (lambda s: s if not s["restarting"] and not s["draining"] else None)(
+                    status(port)
+                ),
+                what="no restart under way",
+            )
             before = now["generation"]
             # The master of the moment: each restart makes a new one.
             proc.signal(proc.remember(now["pid"]), signal.SIGUSR1)

@@ -44,6 +44,17 @@ def status(port: int) -> dict[str, Any]:
 
 
 
+def settled(port: int) -> dict[str, Any]:
+    """
+    The status once no restart runs and the answer comes from the serving
+    master's group (a draining worker may still answer for its old master).
+    """
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (lambda s: s if not s["restarting"] and not s["draining"] else None)(status(port)),
+        what="no restart under way",
+    )
+
+
 def accepting_now(port: int, pgid: int) -> int | None:
     """
     How many processes of the group accept on C{port}; None when the group
@@ -74,7 +85,7 @@ class WorkerTestCase(SynchronousTestCase):
         SIGUSR1 the master and sample, until the roll is over, how many
         workers serve; returns the samples.
         """
-        before = status(port)
+        before = settled(port)
         # The master of the moment: each restart makes a new one.
         proc.signal(before["pid"], signal.SIGUSR1)
         samples = []
@@ -179,10 +190,14 @@ class WorkerFailureTests(WorkerTestCase):
             load.wait_for(50)
             proc.signal(proc.pgid, signal.SIGUSR1)
             group = wait_until(
-                lambda: (lambda s: s if s["last_restart"] and not s["restarting"] else None)(
-                    status(port)
-                ),
-                what="the roll to stop",
+                lambda: (
+                    lambda s: s
+                    if s["last_restart"]
+                    and not s["restarting"]
+                    and len([w for w in s["workers"] if w["ready"] and not w["draining"]]) == 3
+                    else None
+                )(status(port)),
+                what="the roll to stop, every slot served",
             )
             load.wait_for(50)
         self.assertEqual(load.failures, [])
@@ -193,7 +208,7 @@ class WorkerFailureTests(WorkerTestCase):
         self.assertEqual((slots[1]["pid"], slots[2]["pid"]), (old[1], old[2]))
         self.assertEqual(group["generation"], 1)
         wait_until(lambda: not process_alive(old[0]), what="the replaced worker to exit")
-        self.assertEqual(len(accepting_pids(port)), 3)
+        wait_until(lambda: len(accepting_pids(port)) == 3, what="3 workers accepting")
 
     def test_shutdown_drains_every_worker(self) -> None:
         """
@@ -254,9 +269,11 @@ class WorkerConfigChangeTests(SynchronousTestCase):
         write([kept, added])
         proc.signal(master, signal.SIGUSR1)
         group = wait_until(
-            lambda: (lambda s: s if s["generation"] == 2 and not s["restarting"] else None)(
-                status(kept)
-            ),
+            lambda: (
+                lambda s: s
+                if s["generation"] == 2 and not s["restarting"] and s["last_restart"]
+                else None
+            )(status(kept)),
             what="the roll to end",
         )
         self.assertTrue(group["last_restart"]["ok"], group["last_restart"])
