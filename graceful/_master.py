@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from ._core import ProcessCore
 from ._departure import Departure
 from ._handoff import PassedSocket
-from ._messages import Message, Released, SlotServes
+from ._messages import Message, Released, SlotServes, Started
 from ._single import Departing, HandoffRole
 from ._sockets import ADMIN_SOCKET_NAME
 from ._worker_group import WorkerGroup
@@ -178,6 +178,7 @@ class MasterRole(HandoffRole):
             # One slot at a time, each new worker serving before the old
             # master's worker of that slot drains.
             old = process.old_process
+            old.send(Started())
             serving = group.serve(in_turn=lambda slot: old.send(SlotServes(slot)))
         else:
             serving = group.serve()

@@ -34,6 +34,16 @@ class Ready:
 
 
 @frozen
+class Started:
+    """
+    New master -> old one: its own code and config are loaded; it starts
+    its workers now (each step gets ready_timeout of its own).
+    """
+
+    kind: ClassVar[str] = "started"
+
+
+@frozen
 class SlotServes:
     """
     New master -> old one: a worker of ours serves this slot now; yours
@@ -159,13 +169,14 @@ class Retire:
 
 
 Message = Union[
-    Ready, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
+    Ready, Started, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
 ]
 
 _KINDS: dict[str, type[Any]] = {
     cls.kind: cls
     for cls in (
         Ready,
+        Started,
         SlotServes,
         Error,
         Accepted,

@@ -218,7 +218,16 @@ class WorkerServiceTests(SynchronousTestCase):
             )
             time.sleep(0.5)
         runs = _check_runs(self, spool)
-        group = status(port)
+        group = wait_until(
+            lambda: (
+                lambda s: s
+                if not s["restarting"]
+                and not s["draining"]
+                and [w for w in s["workers"] if w["slot"] == 0 and not w["draining"]]
+                else None
+            )(status(port)),
+            what="the serving master's view",
+        )
         slot0 = [w["pid"] for w in group["workers"] if w["slot"] == 0 and not w["draining"]]
         self.assertEqual(runs[-1][0], slot0[0], "the new slot-0 worker runs the services")
         self.assertEqual(len({pid for pid, _, _ in runs}), 4, "one runner per generation")

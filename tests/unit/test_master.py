@@ -239,9 +239,11 @@ class OneSlotAtATimeTests(MasterCase):
         self.master(workers=3, old_process=old, generation=2)
         self.assertEqual(len(self.spawned), 1)
         self.spawned[0].report_ready()
-        self.assertEqual(old.sent, [SlotServes(0)])
+        from graceful._messages import Started
+
+        self.assertEqual(old.sent, [Started(), SlotServes(0)])
         self.assertEqual(len(self.spawned), 2)
         self.spawned[1].report_ready()
         self.spawned[2].report_ready()
-        self.assertEqual(old.sent, [SlotServes(0), SlotServes(1), SlotServes(2)])
+        self.assertEqual(old.sent, [Started(), SlotServes(0), SlotServes(1), SlotServes(2)])
         self.assertEqual(old.reported, ["ready"])
