@@ -190,6 +190,15 @@ def children(pid: int, zombies: bool = False) -> set[int]:
     return {child for child, fields in _processes(zombies) if int(fields[1]) == pid}
 
 
+def zombies(parent: int) -> list[int]:
+    """
+    The children of C{parent} that exited and that it has not reaped (state
+    Z): a parent that reaps its children has none for long.
+    """
+    return sorted(child for child, fields in _processes(zombies=True)
+                  if int(fields[1]) == parent and fields[0] == "Z")
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

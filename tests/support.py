@@ -36,13 +36,14 @@ from harness.processes import (
     group_members,
     listening_pids,
     wait_until,
+    zombies,
 )
 from harness.processes import alive as process_alive
 
 __all__ = [
     "CERT", "EXAMPLES", "KEY", "PROGRAMS", "ROOT", "WAIT", "accepting_pids", "answers",
     "connection", "fd_count", "free_port", "free_ports", "get", "group_members",
-    "listening_pids", "pid_of", "process_alive", "refuses", "tls_context", "wait_until",
+    "listening_pids", "pid_of", "process_alive", "refuses", "tls_context", "wait_until", "zombies",
     "ADMIN_TOKEN_FILE", "ADMIN_TOKEN_VARIABLE", "Load", "ServerProcess", "admin_auth",
     "admin_token", "child_environment",
 ]
