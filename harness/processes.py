@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Self, Sequence
 
 #: The repository: on the path of every Python process started here.
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,21 +334,21 @@ class Process:
         self._log: IO[bytes] | None = None
 
     @classmethod
-    def python(cls, program: Path | str, *args: str, **kw: Any) -> Any:
+    def python(cls, program: Path | str, *args: str, **kw: Any) -> Self:
         """
         C{python PROGRAM ARGS...} with this interpreter.
         """
         return cls([sys.executable, str(program), *args], **kw)
 
     @classmethod
-    def twistd(cls, *args: str, **kw: Any) -> Any:
+    def twistd(cls, *args: str, **kw: Any) -> Self:
         return cls([sys.executable, script("twistd"), *args], **kw)
 
     @classmethod
-    def twist(cls, *args: str, **kw: Any) -> Any:
+    def twist(cls, *args: str, **kw: Any) -> Self:
         return cls([sys.executable, script("twist"), *args], **kw)
 
-    def start(self, stdout: int | IO[bytes] | None = None, **popen: Any) -> Any:
+    def start(self, stdout: int | IO[bytes] | None = None, **popen: Any) -> Self:
         """
         Start the first process; its output (and its stdout, unless
         C{stdout} says where) goes to L{log_path}; C{popen} adds Popen
