@@ -44,7 +44,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -138,6 +138,7 @@ class DrainableChannel(HTTPChannel):
     site: DrainingSite
     #: What L{DrainingSite.connections_by_kind} counts this connection as.
     kind = "http/1.1"
+    _host: IAddress | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -148,6 +149,14 @@ class DrainableChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.site.channel_closed(self)
+
+    def getHost(self) -> IAddress:
+        # Every Request asks in its __init__, and each answer was a
+        # getsockname() call; a connection's own address does not change.
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         # Called once per request, when its headers are in: where the site
