@@ -21,7 +21,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import _procs, _report, _scenarios
+from harness import processes as _procs
+
+from . import _report, _scenarios
 from ._load import wrk_path
 from ._progress import Progress
 from ._targets import RESTART_TARGETS, Context, nginx_path

@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _procs, _stats
-from ._load import Sampler, Wrk, probe_pid, wait_answering
+from harness import processes as _procs
+from harness.probes import probe_pid, wait_answering
+
+from . import _stats
+from ._load import Sampler, Wrk
 from ._progress import Progress
 from ._targets import (
     OVERHEAD_TARGETS,

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import _procs
-from ._load import probe_pid, python_env, wait_answering
+from harness import processes as _procs
+from harness.probes import probe_pid, wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 CERT = ROOT / "certs" / "server.crt"
@@ -51,7 +51,7 @@ class Context:
     tick: Callable[[], None] = lambda: None
 
     def env(self, **extra: str) -> dict[str, str]:
-        return python_env(ROOT, extra)
+        return _procs.child_environment(extra)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Target:
         self.ctx = ctx
         self.port = port
         self.tls = tls
-        self.procs: list[_procs.Proc] = []
+        self.procs: list[_procs.Process] = []
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -115,15 +115,15 @@ class Target:
     def start(self) -> None:
         self._launch()
 
-    def _launch(self) -> _procs.Proc:
+    def _launch(self) -> _procs.Process:
         n = len(self.procs)
-        proc = _procs.Proc(
-            self.name,
+        proc = _procs.Process(
             self.command(),
-            self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{self.port}-{n}.log",
+            log=self.ctx.workdir / f"{self.name}{'-tls' if self.tls else ''}-{self.port}-{n}.log",
+            name=self.name,
             cwd=self.cwd(),
             env=self.ctx.env(),
-        )
+        ).start()
         self.procs.append(proc)
         wait_answering(self.port, self.tls, 30.0, proc)
         return proc
@@ -133,10 +133,10 @@ class Target:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.stop()
+            proc.stop(grace=3.0)
 
     @property
-    def proc(self) -> _procs.Proc:
+    def proc(self) -> _procs.Process:
         return self.procs[-1]
 
     def generation(self) -> set[int]:
@@ -147,7 +147,7 @@ class Target:
         return sum(_procs.rss_mb(p) for p in self.generation())
 
     def log_text(self) -> str:
-        return "\n".join(p.log_text() for p in self.procs)
+        return "\n".join(p.log() for p in self.procs)
 
     # -- restarting -------------------------------------------------------------
 
@@ -244,11 +244,11 @@ class Graceful(Target):
     def restart(self) -> Restart:
         old = self.serving
         assert old is not None
-        self.proc.seen.add(old)
+        self.proc.remember(old)
         record = self._timed(lambda: os.kill(old, signal.SIGUSR1), {old}, {old})
         if record.new_pid:
             self.serving = record.new_pid
-            self.proc.seen.add(record.new_pid)
+            self.proc.remember(record.new_pid)
         return record
 
 
@@ -342,14 +342,11 @@ class Nginx(MasterAndWorkers):
         self.conf.write_text(nginx_conf(self.prefix, self.port, self.tls))
         # nginx runs as a daemon, as in production: a binary upgrade (USR2)
         # is ignored by a master whose parent is the one that started it.
-        proc = _procs.Proc(
-            self.name, self.command(), self.prefix / "launch.log", cwd=self.prefix
-        )
+        proc = _procs.Process(
+            self.command(), log=self.prefix / "launch.log", name=self.name, cwd=self.prefix
+        ).start()
         self.procs.append(proc)
-        try:
-            proc.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        proc.wait_exit(10)  # the launcher, once nginx has daemonized
         self._wait_for("nginx's pidfile", lambda: bool(self._pidfile()))
         self.master = self._pidfile() or 0
         proc.adopt_group(self.master)
@@ -425,12 +422,12 @@ class TwistedRestart(Target):
                 time.sleep(0.005)
             # Starting again is part of the operation: launch without
             # waiting, the timing loop sees the new pid answer.
-            proc = _procs.Proc(
-                self.name, self.command(),
-                self.ctx.workdir
+            proc = _procs.Process(
+                self.command(),
+                log=self.ctx.workdir
                 / f"{self.name}{'-tls' if self.tls else ''}-{self.port}-{len(self.procs)}.log",
-                cwd=ROOT, env=self.ctx.env(),
-            )
+                name=self.name, cwd=ROOT, env=self.ctx.env(),
+            ).start()
             self.procs.append(proc)
 
         return self._timed(send, {old.pid}, {old.pid})

@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _procs
-from ._load import Wrk, probe_pid, python_env, wait_answering
+from harness import processes as _procs
+from harness.probes import probe_pid, wait_answering
+
+from ._load import Wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "benchmarks.apps.fastapi_hello:app"
@@ -59,13 +61,13 @@ class Server:
         self.starts = 0
         self.proc = self._start()
 
-    def _start(self) -> _procs.Proc:
+    def _start(self) -> _procs.Process:
         self.starts += 1
-        proc = _procs.Proc(
-            self.name, COMMANDS[self.name](self.port),
-            self.workdir / f"{self.name}-{self.starts}.log",
-            cwd=ROOT, env=python_env(ROOT),
-        )
+        proc = _procs.Process(
+            COMMANDS[self.name](self.port),
+            log=self.workdir / f"{self.name}-{self.starts}.log",
+            name=self.name, cwd=ROOT,
+        ).start()
         wait_answering(self.port, False, 30, proc)
         return proc
 
@@ -81,11 +83,11 @@ class Server:
                     return
                 time.sleep(0.02)
             raise RuntimeError("graceful: no new process")
-        self.proc.stop()
+        self.proc.stop(grace=3.0)
         self.proc = self._start()
 
     def stop(self) -> None:
-        self.proc.stop()
+        self.proc.stop(grace=3.0)
 
 
 def _wrk(port: int, seconds: float, workdir: Path, close: bool) -> dict[str, Any]:

@@ -33,8 +33,6 @@ import os
 import re
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -42,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-CERT = ROOT / "certs" / "server.crt"
+from harness.probes import probe_pid
+from harness.processes import CERT, KEY, Process, child_environment, free_port, wait_until
 
 H2LOAD_RPS = re.compile(r"finished in [\d.]+m?s, ([\d.]+) req/s")
 H2LOAD_REQUESTS = re.compile(
@@ -53,42 +51,9 @@ H2LOAD_REQUESTS = re.compile(
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pid_of(port: int) -> int | None:
-    context = ssl.create_default_context(cafile=str(CERT))
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := tls.recv(4096):
-                    data += chunk
-        return int(data.split(b"\r\n\r\n", 1)[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
+    "The pid the HTTPS port answers /pid with, or None."
+    return probe_pid(port, tls=True, timeout=2)
 
 
 def h2load(args: list[str], timeout: float) -> dict:
@@ -164,22 +129,16 @@ def hypercorn_peer(options: argparse.Namespace, env: dict[str, str]) -> dict | N
     command = [
         sys.executable, "-m", "hypercorn", "benchmarks.apps.asgi_hello:app",
         "--bind", f"127.0.0.1:{port}", "--certfile", str(CERT),
-        "--keyfile", str(ROOT / "certs" / "server.key"), "--log-level", "warning",
+        "--keyfile", str(KEY), "--log-level", "warning",
     ]
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: pid_of(port), 20, "hypercorn")
+    def start() -> Process:
+        proc = Process(command, env=env, log=Path(os.devnull), name="hypercorn").start()
+        wait_until(lambda: pid_of(port), 20, "hypercorn")
         return proc
 
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    def stop(proc: Process) -> None:
+        proc.stop(grace=10.0)
 
     server = start()
     url = f"https://127.0.0.1:{port}/"
@@ -213,15 +172,13 @@ def main() -> int:
             print(f"benchmarks.h2: {tool} is not installed", file=sys.stderr)
             return 1
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen(
+    env = child_environment()
+    server = Process(
         [sys.executable, "-m", "benchmarks.apps.graceful_hello", str(port), "--tls"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    pids = set()
+        env=env, log=Path(os.devnull), name="graceful",
+    ).start()
     try:
-        pids.add(wait_for(lambda: pid_of(port), 20, "the server"))
+        server.remember(wait_until(lambda: pid_of(port), 20, "the server"))
         url = f"https://127.0.0.1:{port}/"
         c, m, d = options.connections, options.streams, f"{max(1, round(options.seconds))}"
         results: dict = {}
@@ -237,29 +194,14 @@ def main() -> int:
         def restart() -> None:
             old = pid_of(port)
             os.kill(old, signal.SIGUSR1)  # type: ignore[arg-type]
-            new = wait_for(lambda: (lambda p: p if p and p != old else None)(pid_of(port)),
-                           20, "the new process")
-            pids.add(new)
+            new = wait_until(lambda: (lambda p: p if p and p != old else None)(pid_of(port)),
+                             20, "the new process")
+            server.remember(new)
 
         results["restarts"] = rounds_across_restarts(url, c, m, options.restarts, restart)
     finally:
         # The whole session: the first process and every one it restarted.
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-        except OSError:
-            pass
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        server.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-            time.sleep(0.1)
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        server.stop(grace=10.0)
 
     print(f"| load ({c} connections) | protocol | req/s |")
     print("|---|---|---|")

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import EXAMPLES, ROOT, ServerProcess, free_port, pid_of, wait_until
+from harness.probes import pid_of
+from harness.processes import EXAMPLES, ROOT, Process, free_port, wait_until
 
 
 def measure(port: int, restarts: int) -> list[float]:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=15)
     args = parser.parse_args(argv)
     port = free_port()
-    basic = ServerProcess.python(EXAMPLES / "basic.py", str(port)).start()
+    basic = Process.python(EXAMPLES / "basic.py", str(port)).start()
     try:
         wait_until(lambda: pid_of(port))
         print(report("examples/basic.py", measure(port, args.restarts)), flush=True)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f'[servers.s2]\napp = "examples.apps:other"\nhttps_ports = [{tls_port}]\n'
         f'cert = "{ROOT / "certs" / "server.crt"}"\nkey = "{ROOT / "certs" / "server.key"}"\n'
     )
-    twistd = ServerProcess.twistd(
+    twistd = Process.twistd(
         "-n", f"--pidfile={directory / 'twistd.pid'}", "graceful",
         "--config", str(directory / "graceful.toml"),
     ).start()

@@ -47,8 +47,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _procs
-from ._load import probe_pid, python_env
+from harness import processes as _procs
+from harness.probes import probe_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,14 +111,14 @@ def client(
         conn.close()
 
 
-def restart(proc: _procs.Proc, port: int, limit: float = 30.0) -> float:
+def restart(proc: _procs.Process, port: int, limit: float = 30.0) -> float:
     """
     SIGUSR1 to the serving process; seconds until a fresh connection is
     answered by another pid.
     """
     old = probe_pid(port)
     if old is None:
-        raise RuntimeError(f"port {port} does not answer:\n{proc.log_text()[-2000:]}")
+        raise RuntimeError(f"port {port} does not answer:\n{proc.log()[-2000:]}")
     start = time.monotonic()
     os.kill(old, signal.SIGUSR1)
     while time.monotonic() - start < limit:
@@ -126,7 +126,7 @@ def restart(proc: _procs.Proc, port: int, limit: float = 30.0) -> float:
         if pid is not None and pid != old:
             return time.monotonic() - start
         time.sleep(0.02)
-    raise RuntimeError(f"no new process within {limit:g}s:\n{proc.log_text()[-2000:]}")
+    raise RuntimeError(f"no new process within {limit:g}s:\n{proc.log()[-2000:]}")
 
 
 def run_strategy(
@@ -134,13 +134,13 @@ def run_strategy(
 ) -> tuple[dict[str, Tally], list[float], int]:
     [port] = _procs.free_ports(1)
     extra = {} if STRATEGIES[name] is None else {"GRACEFUL_BENCH_IDLE_GRACE": str(STRATEGIES[name])}
-    proc = _procs.Proc(
-        f"graceful-{name}",
+    proc = _procs.Process(
         [sys.executable, "-m", "benchmarks.apps.graceful_keepalive", str(port)],
-        workdir / f"server-{name}.log",
+        log=workdir / f"server-{name}.log",
+        name=f"graceful-{name}",
         cwd=ROOT,
-        env=python_env(ROOT, extra),
-    )
+        env=_procs.child_environment(extra),
+    ).start()
     tallies = {kind: Tally() for kind in KINDS}
     stop = threading.Event()
     threads = []
@@ -151,7 +151,7 @@ def run_strategy(
         deadline = time.monotonic() + 30
         while probe_pid(port) is None:
             if time.monotonic() > deadline or not proc.running():
-                raise RuntimeError(f"server did not start:\n{proc.log_text()[-2000:]}")
+                raise RuntimeError(f"server did not start:\n{proc.log()[-2000:]}")
             time.sleep(0.05)
         for kind in KINDS:
             for i in range(args.clients):

@@ -5,7 +5,7 @@ without C{drain_spread}.
 
     PYTHONPATH=. python -m benchmarks.websocket_drain [--clients 1000] [--spreads 0,5]
 
-For each spread: starts benchmarks/apps/graceful_live.py (examples/websocket.py's
+For each spread: starts harness/programs/live.py (examples/websocket.py's
 echo) on a free loopback port, opens C{--clients} WebSocket connections with
 the C{websockets} library, sends SIGUSR1, and has every client reconnect as
 soon as its connection closes.  Reports, per spread: the close codes, when the
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _procs
-from ._load import probe_pid, python_env
+from harness import processes as _procs
+from harness.probes import probe_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,25 +120,24 @@ async def _round(port: int, clients: int, old: int, limit: float) -> dict[str, A
 
 def run(spread: float, clients: int, drain_timeout: float, workdir: Path) -> dict[str, Any]:
     [port] = _procs.free_ports(1)
-    proc = _procs.Proc(
-        f"graceful-live-{spread:g}",
-        [sys.executable, "-m", "benchmarks.apps.graceful_live", str(port),
+    proc = _procs.Process(
+        [sys.executable, "-m", "harness.programs.live", str(port),
          str(drain_timeout), str(spread)],
-        workdir / f"server-{spread:g}.log",
+        log=workdir / f"server-{spread:g}.log",
+        name=f"graceful-live-{spread:g}",
         cwd=ROOT,
-        env=python_env(ROOT, {}),
-    )
+    ).start()
     try:
         deadline = time.monotonic() + 30
         while (old := probe_pid(port)) is None:
             if time.monotonic() > deadline or not proc.running():
-                raise RuntimeError(f"server did not start:\n{proc.log_text()[-2000:]}")
+                raise RuntimeError(f"server did not start:\n{proc.log()[-2000:]}")
             time.sleep(0.05)
         result = asyncio.run(_round(port, clients, old, drain_timeout + 30))
         result["spread"] = spread
         return result
     finally:
-        proc.stop()
+        proc.stop(grace=3.0)
 
 
 def _cell(value: Any) -> str:

@@ -18,13 +18,14 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from harness.processes import Process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,26 +41,14 @@ TARGETS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, module_args: list[str], port: int) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
         args = [a.format(port=port) for a in module_args]
         self.port = port
-        self.log = open(ROOT / "benchmarks" / "results" / f"workers-server-{port}.log", "wb")
-        self.process = subprocess.Popen(
+        self.process = Process(
             [sys.executable, "-m", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            log=ROOT / "benchmarks" / "results" / f"workers-server-{port}.log",
+        ).start()
 
     def wait_ready(self, expect_processes: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -79,12 +68,7 @@ class Server:
         os.kill(self.process.pid, signum)
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        self.process.wait(10)
-        self.log.close()
+        self.process.kill()
 
 
 def wrk_command(port: int, seconds: float) -> list[str]:

@@ -317,8 +317,8 @@ class Lifespan:
     The C{lifespan} scope of one app: startup before the process reports
     ready, shutdown once it has drained.
 
-    An app that raises before it receives C{lifespan.startup} does not
-    support lifespan; it is served without (uvicorn's "auto" mode).
+    An app that raises or returns before it receives C{lifespan.startup}
+    does not support lifespan; it is served without (uvicorn's "auto" mode).
 
     @ivar state: what the app stored in C{scope["state"]}; copied into
     every request's scope.
@@ -375,7 +375,13 @@ class Lifespan:
             if not isinstance(e, Exception):
                 raise
             return
-        self._reply({"type": "returned", "message": "the app returned"})
+        # Returning before it asked for lifespan.startup is the other way an
+        # app says it has no lifespan (as uvicorn's "auto" mode takes it).
+        self._reply(
+            {"type": "returned", "message": "the app returned"}
+            if self._received_startup
+            else {"type": "unsupported"}
+        )
 
     def _reply(self, message: Message) -> None:
         if self._answer is not None and not self._answer.done():

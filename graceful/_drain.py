@@ -44,7 +44,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -110,6 +110,44 @@ def unread_bytes(transport: object) -> bool:
 _check_persistence = HTTPChannel.checkPersistence
 
 
+def _first_write_into(transport: object, into: list[bytes]) -> Callable[[], None] | None:
+    """
+    Keep the first bytes written to C{transport} in C{into} until the
+    returned callable puts its C{write} back; C{None} if it cannot be.
+    """
+    own = vars(transport).get("write") if hasattr(transport, "__dict__") else None
+    write = getattr(transport, "write", None)
+    if write is None or not hasattr(transport, "__dict__"):
+        return None
+
+    def first(data: bytes) -> None:
+        if not into:
+            into.append(bytes(data[:32]))
+        write(data)
+
+    setattr(transport, "write", first)
+
+    def restore() -> None:
+        if own is None:
+            vars(transport).pop("write", None)
+        else:
+            setattr(transport, "write", own)
+
+    return restore
+
+
+def _status_line(answer: list[bytes]) -> int | None:
+    """
+    The status of an HTTP/1.x response that starts with C{answer[0]}.
+    """
+    if not answer or not answer[0].startswith(b"HTTP/1."):
+        return None
+    try:
+        return int(answer[0][9:12])
+    except ValueError:
+        return None
+
+
 class Connection(Protocol):
     """
     What a L{DrainingSite} tracks of each connection.
@@ -138,6 +176,7 @@ class DrainableChannel(HTTPChannel):
     site: DrainingSite
     #: What L{DrainingSite.connections_by_kind} counts this connection as.
     kind = "http/1.1"
+    _host: IAddress | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -148,6 +187,14 @@ class DrainableChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.site.channel_closed(self)
+
+    def getHost(self) -> IAddress:
+        # Every Request asks in its __init__, and each answer was a
+        # getsockname() call; a connection's own address does not change.
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         # Called once per request, when its headers are in: where the site
@@ -166,9 +213,17 @@ class DrainableChannel(HTTPChannel):
         # tracking that connection, which this channel will never hear of
         # again.
         transport: ITransport | None = self.transport
+        answer: list[bytes] = []
+        restore = None
+        if transport is not None and self.requests[-1].requestHeaders.hasHeader(b"upgrade"):
+            # What the taking protocol answers during the render (autobahn's
+            # 101, or its refusal) is the status of the access-log line.
+            restore = _first_write_into(transport, answer)
         super().allContentReceived()
+        if restore is not None:
+            restore()
         if transport is not None and self.transport is None:
-            self.site.channel_taken(self, transport)
+            self.site.channel_taken(self, transport, _status_line(answer))
 
     def is_idle(self) -> bool:
         """
@@ -287,6 +342,24 @@ class DrainingSite(Site):
         if self._access_log is not None:
             self._access_log(combinedLogFormatter(self._logDateTime, request))
 
+    def _log_upgrade(self, connection: TakenConnection) -> None:
+        """
+        The access-log line of an upgraded connection (a WebSocket), written
+        when it closes: twisted.web never finishes such a request, so
+        L{log} never sees it.  The combined format with the handshake's
+        status (101), the bytes sent over the whole connection, and its
+        duration in seconds after the last field.
+        """
+        request = connection.request
+        if self._access_log is None or request is None or connection.status is None:
+            return  # lost before its handshake was answered: as twisted.web
+        request.code = connection.status
+        request.sentLength = connection.bytes_sent()
+        duration = self.reactor.seconds() - connection.opened_at
+        self._access_log(
+            f"{combinedLogFormatter(self._logDateTime, request)} {duration:.3f}"
+        )
+
     def channel_opened(self, channel: Connection) -> None:
         self.channels.add(channel)
 
@@ -294,22 +367,34 @@ class DrainingSite(Site):
         self.channels.discard(channel)
         self._check_drained()
 
-    def channel_taken(self, channel: DrainableChannel, transport: ITransport) -> None:
+    def channel_taken(
+        self, channel: DrainableChannel, transport: ITransport, status: int | None = None
+    ) -> None:
         """
         A protocol took C{channel}'s transport: track that connection in its
         stead until it is lost.
+
+        @param status: the status the protocol answered the upgrade with
+            while it was rendered, if it did.
         """
         self.channels.discard(channel)
         connection = taken_over_by(transport, self.taken_closed)
         if connection is None:
             self._check_drained()
             return
+        # The upgrade request is the last the channel received (it never
+        # finishes: the protocol answered it on the connection itself).
+        connection.request = channel.requests[-1] if channel.requests else None
+        connection.opened_at = self.reactor.seconds()
+        if status is not None:
+            connection.status = status
         self.taken.add(connection)
         if self.draining:
             self._upgrades.late(connection)
 
     def taken_closed(self, connection: TakenConnection) -> None:
         self.taken.discard(connection)
+        self._log_upgrade(connection)
         self._check_drained()
 
     def _check_drained(self) -> None:

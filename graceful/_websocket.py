@@ -98,7 +98,14 @@ class TakenConnection:
     @ivar transport: the connection's transport.
     @ivar kind: C{"websocket"} for a WebSocket protocol, else C{"upgraded"}.
     @ivar closed: C{True} once the connection is lost.
+    @ivar status: the opening handshake's answer: 101 once the WebSocket
+        opened, the refusal's status if it was refused, else C{None}.
+    @ivar request: the upgrade request, for the access log.
+    @ivar opened_at: when the connection was taken (reactor seconds).
     """
+
+    request: Any = None
+    opened_at: float = 0.0
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class TakenConnection:
         self.transport = transport
         self.kind = "websocket" if hasattr(protocol, "sendCloseFrame") else "upgraded"
         self.closed = False
+        self.status: int | None = None if self.kind == "websocket" else 101
         self._on_closed = closed
         lost = protocol.connectionLost
 
@@ -122,6 +130,41 @@ class TakenConnection:
                 self._lost()
 
         protocol.connectionLost = connectionLost
+        if self.kind == "websocket":
+            self._watch_handshake(protocol)
+
+    def _watch_handshake(self, protocol: Any) -> None:
+        # Wrapped on the instance, as connectionLost: autobahn calls onOpen
+        # once the handshake succeeded, failHandshake(reason, code) when it
+        # refuses (an app's ConnectionDeny too).
+        on_open = getattr(protocol, "onOpen", None)
+        fail = getattr(protocol, "failHandshake", None)
+        if on_open is not None:
+
+            def onOpen(*args: Any, **kw: Any) -> Any:
+                self.status = 101
+                return on_open(*args, **kw)
+
+            protocol.onOpen = onOpen
+        if fail is not None:
+
+            def failHandshake(reason: str, code: int = 400, *args: Any, **kw: Any) -> Any:
+                self.status = code
+                return fail(reason, code, *args, **kw)
+
+            protocol.failHandshake = failHandshake
+
+    def bytes_sent(self) -> int:
+        """
+        Bytes the protocol wrote to the connection, handshake included, as
+        far as it counts them (autobahn does); 0 if unknown.
+        """
+        stats = getattr(self.protocol, "trafficStats", None)
+        if stats is None:
+            return 0
+        return int(getattr(stats, "preopenOutgoingOctetsWireLevel", 0)) + int(
+            getattr(stats, "outgoingOctetsWireLevel", 0)
+        )
 
     def _lost(self) -> None:
         if not self.closed:

@@ -24,10 +24,10 @@ from urllib.parse import urlencode
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
+from harness.processes import script
 from tests.support import (
     ADMIN_TOKEN_VARIABLE,
     ServerProcess,
-    _script,
     admin_auth,
     child_environment,
     answers,
@@ -299,7 +299,7 @@ class AdminIntegrationTests(TestCase):
         (self.directory / "admin_app.py").write_text(APP)
         (self.directory / "admin.token").write_text(TOKEN + "\n")
         [port] = free_ports(1)
-        twistd = _script("twistd")
+        twistd = script("twistd")
         config = self.directory / "graceful.toml"
         config.write_text(CONFIG.format(twistd=json.dumps(twistd), port=port))
         proc = ServerProcess.twistd("-n", "graceful", "--config", str(config), cwd=self.directory)

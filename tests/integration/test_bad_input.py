@@ -30,6 +30,7 @@ from tests.support import (
 )
 
 ERROR = "graceful: error: "
+PROGRAMS = Path(__file__).parent / "programs"
 
 
 def good_server(port: int) -> str:
@@ -338,3 +339,24 @@ class BadInputInCodeTests(SynchronousTestCase):
         for port in ports[:2] + ports[3:]:
             self.assertTrue(refuses(port), port)
             self.assertEqual(listening_pids(port), set(), port)
+
+    def test_prepared_port_let_go_while_the_program_lives(self) -> None:
+        """
+        C{start()} fails after binding the server's port (a plain file is
+        where its admin socket should be): the port is let go at once, not
+        only when the program exits, so a program that catches the error
+        can go on.
+        """
+        port = free_port()
+        folder = Path(tempfile.mkdtemp(prefix="graceful-bad-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        not_a_socket = folder / "admin.sock"
+        not_a_socket.write_text("")
+        proc = ServerProcess.python(PROGRAMS / "config_error.py", str(port), str(not_a_socket))
+        self.addCleanup(proc.stop)
+        proc.start()
+        self.assertEqual(proc.wait_exit(15), 0, proc.log())
+        lines = proc.log().strip().splitlines()
+        self.assertIn("start failed: graceful.admin_socket:", "\n".join(lines))
+        self.assertEqual(lines[-1], "port free again", proc.log())
+

@@ -7,7 +7,6 @@ seconds, and the report it writes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.processes import ROOT, alive, child_environment
 
 
 class BenchmarkSmokeTests(TestCase):
@@ -30,13 +29,9 @@ class BenchmarkSmokeTests(TestCase):
         """
         out = Path(tempfile.mkdtemp(prefix="graceful-bench-smoke-"))
         self.addCleanup(shutil.rmtree, out, True)
-        env = dict(os.environ)
         # The admin token graceful would make: in this run's folder, not one
         # file per port in the user's runtime folder.
-        env["GRACEFUL_ADMIN_TOKEN_FILE"] = str(out / "admin.token")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        )
+        env = child_environment(GRACEFUL_ADMIN_TOKEN_FILE=str(out / "admin.token"))
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
             cwd=ROOT,
@@ -57,6 +52,9 @@ class BenchmarkSmokeTests(TestCase):
         self.assertNotEqual(restart["new_pid"], restart["old_pids"][0])
         sampler = run["sampler"]
         self.assertGreater(sampler["requests"], 50, sampler)
+        # Under load: requests overlapped the restart, and none failed.
+        self.assertGreater(sampler["window"]["count"], 0, sampler)
+        self.assertEqual((sampler["failed"], sampler["errors"]), (0, {}), sampler)
         # Both generations answered the sampler.
         self.assertEqual(sampler["pids"], 2, sampler)
         self.assertEqual(len(run["rss_generations_mb"]), 2)
@@ -67,12 +65,5 @@ class BenchmarkSmokeTests(TestCase):
         self.assertIn("| graceful | SIGUSR1 | mixed | 1/1 |", report)
         # Every process the benchmark started is gone.
         for pid in [*restart["old_pids"], restart["new_pid"]]:
-            self.assertFalse(_alive(pid), f"process {pid} is still running")
+            self.assertFalse(alive(pid), f"process {pid} is still running")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -20,12 +20,12 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.processes import script
 from tests.support import (
     CERT,
     EXAMPLES,
     KEY,
     ServerProcess,
-    _script,
     answers,
     child_environment,
     free_ports,
@@ -508,7 +508,7 @@ class PluginTests(SynchronousTestCase):
 
         def twistd(*args: str) -> str:
             done = subprocess.run(
-                [sys.executable, _script("twistd"), *args],
+                [sys.executable, script("twistd"), *args],
                 cwd=outside, env=env, capture_output=True, text=True, timeout=30,
             )
             self.assertEqual(done.returncode, 0, done.stderr)

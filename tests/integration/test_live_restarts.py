@@ -1,6 +1,6 @@
 """
 Integration tests of long-lived connections across restarts, with real
-processes (tests/integration/programs/live.py, the examples/websocket.py app) and real
+processes (harness/programs/live.py, the examples/websocket.py app) and real
 clients: the C{websockets} library for WebSockets, C{http.client} for SSE.
 
 A restart closes each WebSocket with 1012, spread over drain_spread; the
@@ -26,9 +26,9 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.support import WAIT, ROOT, ServerProcess, free_port, pid_of, process_alive, wait_until
+from tests.support import PROGRAMS, WAIT, ServerProcess, free_port, pid_of, process_alive, wait_until
 
-PROGRAM = ROOT / "tests" / "integration" / "programs" / "live.py"
+PROGRAM = PROGRAMS / "live.py"
 
 
 class _Live(TestCase):

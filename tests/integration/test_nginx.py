@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from harness.processes import Process
 from tests.support import (
     ROOT,
     WAIT,
@@ -60,22 +61,20 @@ class Nginx:
             f"    server {{\n        listen 127.0.0.1:{self.port};\n"
             f"        location / {{ proxy_pass {upstream}; }}\n    }}\n}}\n"
         )
-        self.log = open(directory / "nginx.log", "wb")
-        self.process = subprocess.Popen(
+        self.process = Process(
             [
                 NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"),
                 "-g", f"daemon off; pid {directory}/nginx.pid; error_log stderr;",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            cwd=directory,
+            log=directory / "nginx.log",
+            name="nginx",
+        ).start()
 
     def wait_serving(self) -> None:
         def up() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited: {(self.directory / 'nginx.log').read_text()}")
+            if self.process.wait_exit(0) is not None:
+                raise AssertionError(f"nginx exited: {self.process.log()}")
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return True
 
@@ -83,15 +82,7 @@ class Nginx:
 
     def stop(self) -> None:
         # The master, then any worker it left (same session).
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.log.close()
+        self.process.kill()
 
 
 def admin_socket_request(path: Path, method: str, page: str) -> tuple[int, Any]:

@@ -349,6 +349,32 @@ class LifespanTests(SynchronousTestCase):
         self.assertFalse(lifespan.supported)
         self.assertIsNone(self.successResultOf(lifespan.shutdown()))
 
+    def test_returns_at_once(self) -> None:
+        """
+        An app that returns on a scope it does not serve, before it asks
+        for a message, has no lifespan either (a common hello-world ASGI app).
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+
+        lifespan = Lifespan(app, self.loop)
+        self.assertIsNone(self.successResultOf(self.run_deferred(lifespan.startup())))
+        self.assertFalse(lifespan.supported)
+
+    def test_returns_after_startup(self) -> None:
+        """
+        Returning after it received C{lifespan.startup}, with no answer,
+        fails the startup.
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+
+        failure = self.failureResultOf(
+            self.run_deferred(Lifespan(app, self.loop).startup()), LifespanFailed
+        )
+        self.assertEqual(str(failure.value), "the app returned")
+
     def test_startup_failed(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await receive()

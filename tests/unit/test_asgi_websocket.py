@@ -87,12 +87,14 @@ class ASGIWebSocketTests(SynchronousTestCase):
         self.loop = asyncio.new_event_loop()
         self.addCleanup(self.loop.close)
         self.clock = MemoryReactorClock()
+        self.access: list[str] = []
 
     def connect(self, app: Any, handshake: bytes | None = None) -> HTTPConnection:
         if not hasattr(self, "site"):
             resource = ASGIResource(app, "/chat", loop=self.loop)
             resource._websocket = websocket_factory(resource.app, lambda: self.loop, self.clock)
-            self.site = DrainingSite(resource, reactor=self.clock, rng=random.Random(1))
+            self.site = DrainingSite(resource, reactor=self.clock, rng=random.Random(1),
+                                     access_log=self.access.append)
         connection = HTTPConnection(self.site, TCPLikeTransport())
         connection.transport.protocol = connection.channel  # type: ignore[attr-defined]
         data = handshake or client_handshake("/chat/room?x=%20y")
@@ -155,6 +157,26 @@ class ASGIWebSocketTests(SynchronousTestCase):
         connection = self.connect(EchoApp(deny=True))
         self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 403"),
                         connection.transport.value()[:40])
+
+    def test_access_log_when_closed(self) -> None:
+        """
+        The app accepts after the upgrade request was rendered; the line,
+        written at the close, says 101, the bytes sent and the duration.
+        """
+        connection = self.connect(EchoApp())
+        self.frame(connection, masked(b"hello"))
+        self.clock.advance(1.25)
+        self.assertEqual(self.access, [])
+        self.lose(connection)
+        [line] = self.access
+        sent = len(connection.transport.value())
+        self.assertIn(f'"GET /chat/room?x=%20y HTTP/1.1" 101 {sent} "-" "-" 1.250', line)
+
+    def test_access_log_of_a_denied_websocket(self) -> None:
+        connection = self.connect(EchoApp(deny=True))
+        self.lose(connection)
+        [line] = self.access
+        self.assertIn('"GET /chat/room?x=%20y HTTP/1.1" 403 ', line)
 
     def test_drain_closes_1012_and_app_hears_disconnect(self) -> None:
         app = EchoApp()

@@ -271,6 +271,28 @@ class DrainTests(SynchronousTestCase):
         self.assertIn('"GET /fast HTTP/1.1" 200 4', self.access[0])
         self.assertIn('"GET /other?x=1 HTTP/1.1" 200', self.access[1])
 
+    def test_own_address_asked_once_per_connection(self) -> None:
+        """
+        Every request knows the address it came in on, and the socket is
+        asked for it once per connection (a getsockname() each), not once per
+        request.
+        """
+        connection = self.connect()
+        asked: list[object] = []
+        own = connection.transport.getHost
+
+        def get_host() -> object:
+            asked.append(None)
+            return own()
+
+        connection.transport.getHost = get_host  # type: ignore[method-assign]
+        seen: list[object] = []
+        self.app.render_GET = lambda request: seen.append(request.getHost()) or b"ok"  # type: ignore[method-assign]
+        for _ in range(3):
+            connection.request("/fast")
+        self.assertEqual(seen, [own()] * 3)
+        self.assertEqual(len(asked), 1)
+
     def test_no_access_log(self) -> None:
         site = DrainingSite(self.app, reactor=self.clock)
         connection = HTTPConnection(site)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._errors import ConfigError
@@ -23,6 +24,10 @@ from graceful._tls import load_tls_options
 ROOT = Path(__file__).resolve().parents[2]
 CERT = ROOT / "certs" / "server.crt"
 KEY = ROOT / "certs" / "server.key"
+
+
+#: Every cipher at security level 0, where this OpenSSL allows TLS 1.0/1.1.
+INSECURE_CIPHERS = b"ALL:@SECLEVEL=0"
 
 
 class HandshakeFailed(Exception):
@@ -72,7 +77,7 @@ def client_context(
         context.set_max_proto_version(maximum)
     if insecure:
         # Let the client offer TLS 1.0/1.1, which OpenSSL's defaults forbid.
-        context.set_cipher_list(b"ALL:@SECLEVEL=0")
+        context.set_cipher_list(INSECURE_CIPHERS)
     return context
 
 
@@ -159,13 +164,43 @@ class LoadTLSOptionsTests(SynchronousTestCase):
         self.assertTrue(options & SSL.OP_NO_TLSv1)
         self.assertTrue(options & SSL.OP_NO_TLSv1_1)
         self.assertFalse(options & SSL.OP_NO_TLSv1_2)
+
+    def test_older_than_tls_1_2_handshake_refused(self) -> None:
+        """
+        A client that speaks only TLS 1.0 (or 1.1) gets no handshake.  This
+        OpenSSL's default security level alone refuses those versions on
+        the server, so the server's is lowered as the client's is: what
+        refuses them is then graceful's minimum version (see
+        L{test_tls_1_0_possible_here} for the same handshake succeeding).
+        """
         for version in (SSL.TLS1_VERSION, SSL.TLS1_1_VERSION):
+            context = load_tls_options(CERT, KEY).getContext()
+            context.set_cipher_list(INSECURE_CIPHERS)
             self.assertRaises(
                 HandshakeFailed,
                 handshake,
                 context,
                 client_context(minimum=version, maximum=version, insecure=True),
             )
+
+    def test_tls_1_0_possible_here(self) -> None:
+        """
+        The handshake of L{test_older_than_tls_1_2_handshake_refused}
+        succeeds against a server context that allows TLS 1.0, so that test
+        can fail.
+        """
+        certificate = PrivateCertificate.loadPEM(CERT.read_text() + KEY.read_text())
+        for version, name in ((SSL.TLS1_VERSION, "TLSv1"), (SSL.TLS1_1_VERSION, "TLSv1.1")):
+            context = CertificateOptions(
+                privateKey=certificate.privateKey.original,
+                certificate=certificate.original,
+                insecurelyLowerMinimumTo=TLSVersion.TLSv1_0,
+            ).getContext()
+            context.set_cipher_list(INSECURE_CIPHERS)
+            _, client = handshake(
+                context, client_context(minimum=version, maximum=version, insecure=True)
+            )
+            self.assertEqual(client.get_protocol_version_name(), name)
 
     def test_certificate_chain(self) -> None:
         """

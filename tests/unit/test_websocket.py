@@ -15,6 +15,7 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -110,9 +111,19 @@ def close_code(data: bytes) -> int | None:
     return None
 
 
-def websocket_site(clock: Clock) -> DrainingSite:
+class Refused(WebSocketServerProtocol):
     """
-    C{/ws}: L{Echo}; C{/plain}: L{Plain}; C{/slow}: never answered.
+    Refuses every handshake.
+    """
+
+    def onConnect(self, request: Any) -> None:
+        raise ConnectionDeny(403, "not you")
+
+
+def websocket_site(clock: Clock, access_log: Any = None) -> DrainingSite:
+    """
+    C{/ws}: L{Echo}; C{/plain}: L{Plain}; C{/refused}: L{Refused};
+    C{/slow}: never answered.
     """
     root = Resource()
     factory = WebSocketServerFactory(reactor=clock)
@@ -121,15 +132,19 @@ def websocket_site(clock: Clock) -> DrainingSite:
     plain = WebSocketServerFactory(reactor=clock)
     plain.protocol = Plain
     root.putChild(b"plain", WebSocketResource(plain))
+    refused = WebSocketServerFactory(reactor=clock)
+    refused.protocol = Refused
+    root.putChild(b"refused", WebSocketResource(refused))
     root.putChild(b"slow", Slow())
-    return DrainingSite(root, reactor=clock, rng=random.Random(7))
+    return DrainingSite(root, reactor=clock, rng=random.Random(7), access_log=access_log)
 
 
 class _WebSockets(SynchronousTestCase):
     def setUp(self) -> None:
         # A Clock that a Runtime can also stop, when it exits.
         self.clock = MemoryReactorClock()
-        self.site = websocket_site(self.clock)
+        self.access: list[str] = []
+        self.site = websocket_site(self.clock, self.access.append)
 
     def websocket(self, path: str = "/ws", answer: Any = None) -> HTTPConnection:
         connection = HTTPConnection(self.site, TCPLikeTransport())
@@ -274,6 +289,48 @@ class WebSocketDrainTests(_WebSockets):
             "2 websocket, 1 http/1.1",
         )
         self.assertTrue(slow.transport.disconnecting)
+
+
+class AccessLogTests(_WebSockets):
+    """
+    An upgraded connection gets its access-log line when it closes, as a
+    request does when it is answered.
+    """
+
+    def test_websocket_logged_when_closed(self) -> None:
+        """
+        One combined-format line: status 101, every byte sent on the
+        connection (handshake and frames), then the seconds it was open.
+        """
+        connection = self.websocket()
+        self.clock.advance(2.5)
+        self.assertEqual(self.access, [])  # open: nothing to log yet
+        self.site.drain("restart")
+        self.clock.advance(0)  # its turn to be closed
+        self.lose(connection)
+        [line] = self.access
+        sent = len(connection.transport.value())
+        self.assertIn(f'"GET /ws HTTP/1.1" 101 {sent} "-" "-" 2.500', line)
+        self.assertEqual(close_code(connection.transport.value()), CLOSE_SERVICE_RESTART)
+
+    def test_refused_handshake_logged_with_its_status(self) -> None:
+        connection = self.websocket("/refused")
+        self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 403"))
+        self.lose(connection)
+        [line] = self.access
+        self.assertIn('"GET /refused HTTP/1.1" 403 ', line)
+
+    def test_lost_in_the_handshake_not_logged(self) -> None:
+        """
+        A connection gone before its handshake was answered has no status
+        to log (twisted.web logs no unanswered request either).
+        """
+        connection = HTTPConnection(self.site, TCPLikeTransport())
+        connection.transport.protocol = connection.channel  # type: ignore[attr-defined]
+        handshake = client_handshake()
+        connection.send(handshake[:-2])  # the upgrade request is incomplete
+        connection.lose()
+        self.assertEqual(self.access, [])
 
 
 class ReportingTests(_WebSockets):
