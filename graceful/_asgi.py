@@ -18,8 +18,7 @@ import asyncio
 import inspect
 import sys
 from io import BytesIO
-from typing import IO, Any, Awaitable, Callable, MutableMapping
-from urllib.parse import unquote
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -28,17 +27,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ._anyio_root import keep_worker_threads
+from ._asgi_scope import (  # noqa: F401  (the ASGI types, named here too)
+    ASGI_VERSIONS,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    build_http_scope,
+    http_version,
+    is_websocket_upgrade,
+)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 #: Bytes of request body per C{http.request} message.
 BODY_CHUNK = 65536
 
-ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 
 _log = Logger(namespace="graceful.asgi")
 
@@ -89,53 +94,6 @@ def reactor_loop() -> asyncio.AbstractEventLoop:
         raise RuntimeError("ASGI apps need Twisted's asyncio reactor")
     keep_worker_threads(loop, reactor)
     return loop
-
-
-def is_websocket_upgrade(request: Request) -> bool:
-    upgrade = request.getHeader(b"upgrade")
-    return upgrade is not None and b"websocket" in upgrade.lower()
-
-
-def http_version(clientproto: bytes) -> str:
-    version = clientproto.partition(b"/")[2].decode("ascii", "replace")
-    return version if version in ("1.0", "1.1") else "2" if version.startswith("2") else version
-
-
-def _address(address: Any) -> list[Any] | None:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None or port is None:
-        return None  # a UNIX socket, or a test's fake address
-    return [host, port]
-
-
-def build_http_scope(request: Request, root_path: str, state: dict[str, Any]) -> Scope:
-    """
-    The C{http} scope of C{request} as uvicorn builds it: C{path} is the
-    whole decoded path (the mount prefix included), C{root_path} the prefix.
-    """
-    raw_path, _, query_string = request.uri.partition(b"?")
-    headers = [
-        (name.lower(), value)
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        for value in values
-    ]
-    return {
-        "type": "http",
-        "asgi": dict(ASGI_VERSIONS),
-        "http_version": http_version(request.clientproto),
-        "method": request.method.decode("latin-1"),
-        "scheme": "https" if request.isSecure() else "http",
-        "path": unquote(raw_path.decode("latin-1")),
-        "raw_path": raw_path,
-        "query_string": query_string,
-        "root_path": root_path,
-        "headers": headers,
-        "client": _address(request.getClientAddress()),
-        "server": _address(request.getHost()),
-        # Each request gets its own copy of what lifespan startup set.
-        "state": dict(state),
-    }
 
 
 class ASGIResource(Resource):

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from ._asgi import ASGIApp, Message, Scope, build_http_scope
+from ._asgi_scope import ASGIApp, Message, Scope, build_http_scope
 
 _log = Logger(namespace="graceful.asgi")
 

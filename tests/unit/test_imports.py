@@ -38,6 +38,7 @@ LAYERS: dict[str, list[str]] = {
         "_websocket",
         "_h2",
         "_anyio_root",
+        "_asgi_scope",
         "_asgi_websocket",
         "_asgi",
     ],
