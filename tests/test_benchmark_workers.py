@@ -104,3 +104,4 @@ class SummaryTests(TestCase):
         self.assertIn("| no |", text)  # 1 + 2 threads on 4 cores
         self.assertIn("yes: 4 + 2 wrk threads on 4 cores", text)
         self.assertIn("| 2.00 / 2.10 | 1.41 / 1.45 |", text)
+        self.assertIn("| 0.95 / 1.00 |", text)
