@@ -17,8 +17,9 @@ It answers two questions:
   when it does.
 
 Every server is started once and stays up; rounds run every server in turn,
-in an order that rotates from round to round, so that whatever else the
-machine does weighs on all rows alike.  Ratios are taken round by round (the
+the counts in an order that rotates from round to round and each count's
+pair back to back, so that whatever else the machine does weighs on all rows
+alike.  Ratios are taken round by round (the
 two runs a few seconds apart) and their median reported, with the spread of
 the rounds beside it.
 """
@@ -178,8 +179,7 @@ def run_workers(ctx: Context, progress: Progress, settings: Settings) -> dict:
             progress.tick(f"warming up {kind}, {n} process(es)")
             _wrk(ctx, target, 2.0, settings, "warmup").result()
         for r in range(settings.rounds):
-            shift = r % len(keys)
-            for kind, n in keys[shift:] + keys[:shift]:
+            for kind, n in round_order(settings.counts, r):
                 progress.tick(f"round {r + 1}/{settings.rounds}: {kind}, {n} process(es)")
                 runs[kind][n].append(_measure(ctx, targets[(kind, n)], settings))
         for n in _restart_counts(settings.counts) if settings.restarts else []:
@@ -202,6 +202,22 @@ def run_workers(ctx: Context, progress: Progress, settings: Settings) -> dict:
         # On a shared machine the 1-minute load says how much else ran.
         "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def round_order(counts: list[int], r: int) -> list[tuple[str, int]]:
+    """
+    The runs of round C{r}: the counts in an order that rotates from round
+    to round, and at each count graceful and the reference back to back (the
+    pair the ratio compares), which of the two goes first alternating.
+    """
+    shift = r % len(counts)
+    order = []
+    for n in counts[shift:] + counts[:shift]:
+        # By the count's own index, not its place in this round: each
+        # count's pair then alternates from one round to the next.
+        kinds = KINDS if (r + counts.index(n)) % 2 == 0 else KINDS[::-1]
+        order += [(kind, n) for kind in kinds]
+    return order
 
 
 def _wrk(ctx: Context, target: _Group, duration: float, settings: Settings, what: str) -> Wrk:

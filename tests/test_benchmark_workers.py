@@ -38,6 +38,27 @@ class CountsTests(TestCase):
         self.assertFalse(workers.wrk_shares(8, 4, 16))
         self.assertTrue(workers.wrk_shares(16, 4, 16))
 
+    def test_rounds_pair_graceful_with_the_reference(self) -> None:
+        """
+        Every round runs each count's graceful and reference back to back,
+        the count order rotating and which of the pair goes first
+        alternating, so neither is always measured first.
+        """
+        rounds = [workers.round_order([1, 2, 4], r) for r in range(6)]
+        for order in rounds:
+            self.assertEqual(sorted(order), sorted((k, n) for k in workers.KINDS for n in (1, 2, 4)))
+            for i in range(0, len(order), 2):
+                self.assertEqual(order[i][1], order[i + 1][1])
+        self.assertEqual([o[0][1] for o in rounds[:3]], [1, 2, 4])
+        for counts in ([1, 2], [1, 2, 4]):
+            for n in counts:
+                firsts = [
+                    next(o[i][0] for i in range(0, len(o), 2) if o[i][1] == n)
+                    for o in (workers.round_order(counts, r) for r in range(4))
+                ]
+                self.assertEqual(firsts[0::2], [firsts[0]] * 2)
+                self.assertNotEqual(firsts[0], firsts[1])
+
     def test_bad_counts_are_refused(self) -> None:
         """
         --workers takes positive numbers only.
