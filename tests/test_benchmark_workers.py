@@ -12,6 +12,9 @@ from benchmarks import workers
 from benchmarks.__main__ import parse
 
 
+Runs = dict[str, dict[int, list[dict | None]]]
+
+
 def _run(rps: float) -> dict:
     return {"rps": rps, "requests": int(rps * 4), "failed": 0, "p99_ms": 1.0,
             "cpu_us_per_request": 40.0, "busy": 1}
@@ -76,7 +79,7 @@ class SummaryTests(TestCase):
         decides against 95%, and a round where one of the pair has no wrk
         result is left out of the pairing.
         """
-        runs = {
+        runs: Runs = {
             "graceful": {1: [_run(100), _run(100), _run(100)],
                          2: [_run(90), _run(150), None]},
             "plain": {1: [_run(100), _run(100), _run(100)],
@@ -111,7 +114,7 @@ class SummaryTests(TestCase):
         The table's target line shows one decimal, so 94.9% is not printed
         as a failed "95%", and each row says whether wrk shared the cores.
         """
-        runs = {
+        runs: Runs = {
             "graceful": {1: [_run(100)], 2: [_run(94.9)], 4: [_run(200)]},
             "plain": {1: [_run(100)], 2: [_run(100)], 4: [_run(210)]},
         }
