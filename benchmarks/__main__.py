@@ -1,10 +1,11 @@
 """
 graceful's benchmark: restart under load side by side with gunicorn, nginx
 and plain Twisted; overhead against plain twisted.web, uvicorn and
-gunicorn; how restarts scale with ports and connections.
+gunicorn; how restarts scale with ports and connections; how workers scale
+beside plain twisted.web processes sharing one socket.
 
     benchmarks/setup              # once: wrk, nginx, and a venv with the peers
-    benchmarks/run                # the full suite (about 10 minutes on 2 cores)
+    benchmarks/run                # the full suite (about 13 minutes on 2 cores)
     benchmarks/run --smoke        # one restart, a few seconds, Python only
 
 See benchmarks/README.md.
@@ -23,17 +24,27 @@ from pathlib import Path
 
 from harness import processes as _procs
 
-from . import _report, _scenarios
+from . import _report, _scenarios, workers
 from ._load import wrk_path
 from ._progress import Progress
 from ._targets import RESTART_TARGETS, Context, nginx_path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("restart", "overhead", "scale")
+SECTIONS = ("restart", "overhead", "scale", "workers")
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(x) for x in _csv(text)})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}")
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"counts must be 1 or more: {text!r}")
+    return counts
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -58,7 +69,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-duration", type=float, default=120.0,
                         help="upper bound of one restart run's load, in seconds")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--rounds", type=int, default=5, help="overhead: interleaved rounds")
+    parser.add_argument("-r", "--rounds", type=int, default=5,
+                        help="overhead and workers: interleaved rounds")
     parser.add_argument("--overhead-duration", type=float, default=3.0,
                         help="overhead: seconds of one wrk run")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
@@ -69,6 +81,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-connections", type=lambda t: [int(x) for x in _csv(t)],
                         default=[10, 100, 1000],
                         help="scale: numbers of wrk connections, e.g. 10,100,1000")
+    parser.add_argument("--workers", dest="worker_counts", type=_counts, default=None,
+                        help="workers: counts to measure, e.g. 1,2,4 (default 1, 2, 4, ... "
+                             "up to the usable cores)")
+    parser.add_argument("--workers-duration", type=float, default=4.0,
+                        help="workers: seconds of one wrk run")
+    parser.add_argument("--workers-connections", type=int, default=64,
+                        help="workers: wrk connections")
+    parser.add_argument("--workers-threads", type=int, default=None,
+                        help="workers: wrk threads (default 2, a quarter of the cores on "
+                             "machines with more than 8)")
+    parser.add_argument("--workers-restarts", type=int, default=4,
+                        help="workers: SIGUSR1s in 15 s of load at workers = 1, 2 and the "
+                             "most (0: none)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter of the Python servers (default: this one)")
     args = parser.parse_args(argv)
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(targets) * len(modes) if "restart" in sections else 0
     steps += 1 if "overhead" in sections else 0
     steps += len(args.ports) + len(args.scale_connections) if "scale" in sections else 0
+    steps += 1 if "workers" in sections else 0
     progress = Progress(steps + 1)
     results: dict = {
         "command": "python -m benchmarks " + shlex.join(argv) if argv else "python -m benchmarks",
@@ -219,6 +245,28 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except Exception as e:
                 _failed(results, progress, "scale: connections", e)
+        if "workers" in sections:
+            progress.step("workers")
+            cores = workers.usable_cores()
+            settings = workers.Settings(
+                counts=args.worker_counts or workers.default_counts(cores),
+                rounds=args.rounds,
+                duration=args.workers_duration,
+                connections=args.workers_connections,
+                threads=args.workers_threads or workers.default_threads(cores),
+                restarts=args.workers_restarts,
+            )
+            try:
+                results["workers"] = workers.run_workers(ctx, progress, settings)
+            except Exception as e:
+                _failed(results, progress, "workers", e)
+            if results.get("workers", {}).get("target"):
+                t = results["workers"]["target"]
+                progress.note(
+                    f"workers: graceful workers = {t['workers']} at {t['ratio'] * 100:.1f}% of "
+                    f"plain twisted.web on one socket (target {t['threshold'] * 100:.0f}%: "
+                    f"{'met' if t['met'] else 'NOT met'})"
+                )
         progress.step("writing the report")
         if results.get("restart") and _report.plot(results["restart"], out / "latency.png"):
             results["plot"] = "latency.png"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _stats
+from .workers import tables as workers_tables
 
 
 def _n(value: Any, digits: int = 0, unit: str = "") -> str:
@@ -378,6 +379,13 @@ def markdown(results: dict) -> str:
             "",
         ]
         lines += scale_tables(results.get("scale_ports", []), results.get("scale_connections", []))
+    if results.get("workers"):
+        lines += [
+            "",
+            "## Workers: graceful `workers = N` beside N plain twisted.web processes on one socket",
+            "",
+        ]
+        lines += workers_tables(results["workers"])
     if results.get("failures"):
         lines += ["", "## Runs that could not be measured", ""]
         for failure in results["failures"]:
