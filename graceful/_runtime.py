@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Generic, MutableMapping, TypeVar, overload
 
@@ -36,7 +35,7 @@ from ._sockets import (
     check_names,
     check_unix_path,
 )
-from ._status import LastRestart, ProcessStatus
+from ._status import ProcessStatus
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ._worker_role import WorkerRole, worker_slot
 
@@ -139,6 +138,7 @@ class Runtime:
         worker_slot: int | None = None,
         group_status: dict[str, Any] | None = None,
     ) -> None:
+        environment = environment if environment is not None else OSEnvironment()
         self.core = ProcessCore(
             reactor,
             environ,
@@ -148,13 +148,13 @@ class Runtime:
             inherited=inherited if inherited is not None else InheritedSockets(),
             notifier=notifier if notifier is not None else NoNotifier(),
             pidfile=pidfile if pidfile is not None else NoPidfile(),
-            environment=environment if environment is not None else OSEnvironment(),
+            environment=environment,
             settings=settings if settings is not None else Settings(),
             interpreter=interpreter if interpreter is not None else [sys.executable],
             arguments=arguments if arguments is not None else [],
             cwd=cwd if cwd is not None else os.getcwd(),
             forward_stderr=forward_stderr,
-            started_at=time.time(),
+            started_at=environment.now(),
         )
         self.worker = (
             WorkerRole(self.core, worker_slot, group_status) if worker_slot is not None else None
@@ -273,22 +273,6 @@ class Runtime:
     @property
     def restarting(self) -> bool:
         return self._role is not None and self._role.restarting
-
-    @property
-    def group(self) -> Any:
-        return getattr(self._role, "group", None)
-
-    @property
-    def last_restart(self) -> LastRestart | None:
-        return self.core.history.last
-
-    @property
-    def restarts(self) -> int:
-        return self.core.history.restarts
-
-    @property
-    def failed_restarts(self) -> int:
-        return self.core.history.failed_restarts
 
     # -- building ---------------------------------------------------------
 

@@ -211,10 +211,10 @@ class RestartTests(_RuntimeCase):
         self.assertEqual(self.successResultOf(result), NEW_PID)
         self.assertTrue(self.runtime.draining)
         self.assertFalse(self.runtime.restarting)
-        record = self.runtime.last_restart
+        record = self.runtime.core.history.last
         assert record is not None
         self.assertEqual((record.ok, record.error, record.handoff_seconds), (True, None, 2.5))
-        self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (1, 0))
+        self.assertEqual((self.runtime.core.history.restarts, self.runtime.core.history.failed_restarts), (1, 0))
         [accepted] = self.spawner.last.accepted
         self.assertEqual(
             (accepted.restarts, accepted.failed_restarts, accepted.handoff_seconds),
@@ -255,10 +255,10 @@ class RestartTests(_RuntimeCase):
         failure = self.failureResultOf(result, RestartFailed)
         reason = f"new process {NEW_PID} exited with status 1: boom"
         self.assertEqual(str(failure.value), reason)
-        record = self.runtime.last_restart
+        record = self.runtime.core.history.last
         assert record is not None
         self.assertEqual((record.ok, record.error), (False, reason))
-        self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (0, 1))
+        self.assertEqual((self.runtime.core.history.restarts, self.runtime.core.history.failed_restarts), (0, 1))
         self.assertEqual(process.kills, 1)
         self.assertFalse(self.runtime.restarting)
         self.assertFalse(self.runtime.draining)
@@ -273,7 +273,7 @@ class RestartTests(_RuntimeCase):
         self.assertEqual(self.spawner.calls[1]["generation"], 2)
         self.spawner.last.report_ready()
         self.assertEqual(self.successResultOf(result), NEW_PID + 1)
-        self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (1, 1))
+        self.assertEqual((self.runtime.core.history.restarts, self.runtime.core.history.failed_restarts), (1, 1))
         self.assertEqual(self.spawner.last.accepted[0].failed_restarts, 1)
         self.assertTrue(self.exited)
 
@@ -721,8 +721,8 @@ class ServingStartedTests(_RuntimeCase):
         self.assertEqual(old.reported, ["ready"])
         self.assertFalse(service.running)
         old.accept(Accepted(restarts=3, failed_restarts=1, handoff_seconds=0.2, at=1.5))
-        self.assertEqual((self.runtime.restarts, self.runtime.failed_restarts), (3, 1))
-        record = self.runtime.last_restart
+        self.assertEqual((self.runtime.core.history.restarts, self.runtime.core.history.failed_restarts), (3, 1))
+        record = self.runtime.core.history.last
         assert record is not None
         self.assertEqual((record.ok, record.at, record.handoff_seconds), (True, 1.5, 0.2))
         old.release(1.0)
