@@ -380,7 +380,12 @@ class WorkerGroup:
         return (self.report or self.status)()
 
     def _push_status(self) -> None:
-        status = Group(self._shown())
+        try:
+            status = Group(self._shown())
+        except Exception:
+            # A failing report must not stop the pushes for good.
+            self.process.log.failure("{pid}: cannot report the group's status", pid=self.process.pid)
+            return
         for worker in self.workers:
             if worker.ready:
                 worker.process.send(status)

@@ -217,7 +217,6 @@ class WorkerServiceTests(SynchronousTestCase):
                 what="the roll to end",
             )
             time.sleep(0.5)
-        runs = _check_runs(self, spool)
         group = wait_until(
             lambda: (
                 lambda s: s
@@ -229,5 +228,12 @@ class WorkerServiceTests(SynchronousTestCase):
             what="the serving master's view",
         )
         slot0 = [w["pid"] for w in group["workers"] if w["slot"] == 0 and not w["draining"]]
+        # The services pass from the old slot-0 worker, through both masters,
+        # to the new one: wait for its first run.
+        wait_until(
+            lambda: sorted(_journal(spool), key=lambda run: run[1])[-1][0] == slot0[0],
+            what="the new slot-0 worker to run the services",
+        )
+        runs = _check_runs(self, spool)
         self.assertEqual(runs[-1][0], slot0[0], "the new slot-0 worker runs the services")
         self.assertEqual(len({pid for pid, _, _ in runs}), 4, "one runner per generation")

@@ -104,7 +104,11 @@ class MasterUpgradeTests(SynchronousTestCase):
         new_workers = {w["pid"] for w in status(self.port)["workers"]}
         self.assertEqual(len(new_workers), 3)
         wait_until(lambda: accepting_pids(self.port) == new_workers, what="3 workers accepting")
-        self.assertTrue(status(self.port)["last_restart"]["ok"])
+        final = wait_until(
+            lambda: (lambda s: s if s["last_restart"] else None)(status(self.port)),
+            what=f"the new master's record of the restart\n{proc.log()}",
+        )
+        self.assertTrue(final["last_restart"]["ok"])
 
     def test_new_code_that_does_not_import(self) -> None:
         proc, master = self.start(2)
