@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from attrs import define
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.python.failure import Failure
 
 from ._core import ProcessCore
 from ._departure import Departure
+from ._errors import RestartRefused
 from ._handoff import PassedSocket
 from ._messages import Message, Released, SlotServes, Started
 from ._single import Departing, HandoffRole
@@ -73,10 +74,13 @@ class Workers:
 
     @ivar process: the master.
     @ivar group: the workers, once started.
+    @ivar serving: fires once every slot has its worker (the master is
+        ready then, and may restart).
     """
 
     process: ProcessCore
     group: WorkerGroup | None = None
+    serving: Deferred[None] | None = None
 
     def passed_sockets(self) -> list[PassedSocket]:
         sockets = [
@@ -182,15 +186,31 @@ class MasterRole(HandoffRole):
             serving = group.serve(in_turn=lambda slot: old.send(SlotServes(slot)))
         else:
             serving = group.serve()
+        self.workers.serving = serving
         serving.addCallbacks(ready, failed)
 
+    @property
+    def starting(self) -> bool:
+        """
+        Whether its workers are still coming up (a new master's are part of
+        the restart that made it).
+        """
+        serving = self.workers.serving
+        return serving is None or not serving.called
+
     def restart(self, executable: str | None) -> Deferred[int]:
+        if self.starting:
+            why = "the workers are still starting"
+            self.process.log.warn("{pid}: restart refused: {why}", pid=self.process.pid, why=why)
+            return fail(RestartRefused(f"restart refused: {why}"))
         if self.process.pid == 1 and self.group is not None:
             return self.group.restart(executable)
         return super().restart(executable)
 
     @property
     def restarting(self) -> bool:
+        if self.starting and self.process.old_process.is_handoff:
+            return True
         return super().restarting or (self.group is not None and self.group.rolling)
 
     def status(self) -> dict[str, Any]:

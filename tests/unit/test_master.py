@@ -247,3 +247,23 @@ class OneSlotAtATimeTests(MasterCase):
         self.spawned[2].report_ready()
         self.assertEqual(old.sent, [Started(), SlotServes(0), SlotServes(1), SlotServes(2)])
         self.assertEqual(old.reported, ["ready"])
+
+
+class StartingTests(MasterCase):
+    def test_a_master_refuses_to_restart_until_its_workers_serve(self) -> None:
+        """
+        A new master whose workers are still coming up is part of the
+        restart that made it: its status says restarting, and a restart
+        asked of it meanwhile is refused, not started on a half-built group.
+        """
+        from graceful._errors import RestartRefused
+
+        old = FakeOldProcess()
+        runtime, role = self.master(workers=2, old_process=old, generation=2)
+        self.assertTrue(runtime.status()["restarting"])
+        self.failureResultOf(runtime.restart(), RestartRefused)
+        self.assertIn(f"{MASTER}: restart refused: the workers are still starting", self.messages)
+        self.workers_up()
+        self.assertFalse(runtime.status()["restarting"])
+        runtime.restart()
+        self.assertEqual(self.environment.spawner.calls[-1]["generation"], 3)
