@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
+from pathlib import Path
 
+from harness.wrk import Wrk
 from tests.support import Load, process_alive, wait_until
 from tests.integration.test_workers import WorkerTestCase, status
 
@@ -21,6 +24,16 @@ class RecycleIntegrationTests(WorkerTestCase):
         """
         proc, port, _ = self.start_group(2, MAX_REQUESTS="50")
         first = {w["pid"] for w in status(port)["workers"]}
+        folder = Path(tempfile.mkdtemp(prefix="graceful-recycle-"))
+        # wrk's keep-alive and close clients, beside clients that note who
+        # answered.
+        runs = {
+            kind: Wrk(f"http://127.0.0.1:{port}/pid", 60, 2, folder / f"wrk-{kind}.log",
+                      close=kind == "close")
+            for kind in ("keepalive", "close")
+        }
+        for run in runs.values():
+            self.addCleanup(run.proc.kill)
         with Load([("keepalive", port), ("close", port)], path="/pid", max_seconds=30) as load:
             load.wait_for(300)
             # Workers report every half second: recycling lags the load.
@@ -28,6 +41,13 @@ class RecycleIntegrationTests(WorkerTestCase):
                 lambda: status(port)["worker_recycles"] >= 2, timeout=15, what="two recycles"
             )
             load.wait_for(100)
+        for run in runs.values():
+            run.stop()
+        for kind, run in runs.items():
+            result = run.result()
+            assert result is not None, f"{kind}: wrk gave no result"
+            self.assertEqual((kind, result["failed"]), (kind, 0))
+            self.assertGreater(result["requests"], 50, kind)
         self.assertEqual(load.failures, [])
         self.assertGreater(len(set(load.pids)), 2, f"answering pids: {load.pids}")
         group = status(port)
