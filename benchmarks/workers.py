@@ -278,7 +278,7 @@ def _rolls(ctx: Context, target: _Group, settings: Settings) -> dict:
             pid = probe_pid(target.port)
             if pid is None:
                 continue
-            target.proc.seen.add(pid)
+            target.proc.remember(pid)
             os.kill(pid, signal.SIGUSR1)
         sent += 1
     result = wrk.result() or {"requests": 0, "failed": None, "rps": 0.0}
