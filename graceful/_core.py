@@ -7,7 +7,7 @@ generations, its services and apps, and how it reports itself.  The roles
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, MutableMapping
+from typing import Any, Callable, Iterable, MutableMapping
 
 from attrs import define, field
 from twisted.application.service import MultiService
@@ -22,7 +22,13 @@ from ._messages import Accepted
 from ._server import Server
 from ._settings import Settings
 from ._status import LastRestart
-from ._sockets import ADMIN_SOCKET_NAME, InheritedSockets, remove_unix_socket, socket_inode
+from ._sockets import (
+    ADMIN_SOCKET_NAME,
+    InheritedSockets,
+    ListenSpec,
+    remove_unix_socket,
+    socket_inode,
+)
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier
 
 #: The connection kinds the status always shows, even at 0.
@@ -156,15 +162,14 @@ class ProcessCore:
             return [sys.executable, executable, *self.arguments]
         return [executable, *self.arguments]
 
-    def passed_sockets(self) -> list[PassedSocket]:
+    def passed_sockets(self, held: Iterable[tuple[ListenSpec, int]] | None = None) -> list[PassedSocket]:
         """
-        Every socket a new generation inherits.
+        Every socket a new generation inherits: the servers' own (or, for a
+        master, the C{held} ones) and the admin socket.
         """
-        sockets = [
-            PassedSocket(fd, spec.fd_name)
-            for server in self.servers.values()
-            for spec, fd in server.passed_sockets()
-        ]
+        if held is None:
+            held = [spec_fd for server in self.servers.values() for spec_fd in server.passed_sockets()]
+        sockets = [PassedSocket(fd, spec.fd_name) for spec, fd in held]
         if self.admin_port is not None:
             sockets.append(PassedSocket(self.admin_port.fileno(), ADMIN_SOCKET_NAME))
         return sockets

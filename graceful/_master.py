@@ -27,7 +27,6 @@ from ._errors import RestartRefused
 from ._handoff import PassedSocket
 from ._messages import Message, Released, SlotServes, Started
 from ._single import Departing, HandoffRole
-from ._sockets import ADMIN_SOCKET_NAME
 from ._worker_group import WorkerGroup
 from ._workers import HeldSocket
 
@@ -83,13 +82,8 @@ class Workers:
     serving: Deferred[None] | None = None
 
     def passed_sockets(self) -> list[PassedSocket]:
-        sockets = [
-            PassedSocket(held.fd, held.spec.fd_name)
-            for held in (self.group.sockets if self.group is not None else [])
-        ]
-        if self.process.admin_port is not None:
-            sockets.append(PassedSocket(self.process.admin_port.fileno(), ADMIN_SOCKET_NAME))
-        return sockets
+        held = self.group.sockets if self.group is not None else []
+        return self.process.passed_sockets([(h.spec, h.fd) for h in held])
 
     def spawning(self) -> None:
         pass

@@ -213,14 +213,11 @@ class Runtime:
     inherited: _Shared[InheritedSockets] = _Shared()
     notifier: _Shared[Any] = _Shared()
     pidfile: _Shared[Any] = _Shared()
-    environment: _Shared[Environment] = _Shared()
-    interpreter: _Shared[list[str]] = _Shared()
     arguments: _Shared[list[str]] = _Shared()
     cwd: _Shared[str] = _Shared()
     lifespans: _Shared[list[Any]] = _Shared()
     apps_started: _Shared[bool] = _Shared()
     unix_files: _Shared[dict[str, int]] = _Shared()
-    started_at: _Shared[float] = _Shared()
 
     @property
     def reactor(self) -> Any:
