@@ -66,7 +66,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -79,7 +78,7 @@ from twisted.web.server import Request
 
 from ._admin_page import admin_page, message_page
 from ._errors import ExecutableNotAllowed, RestartRefused
-from ._refusals import Refusals, refusals_of
+from ._refusals import refusals_of
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -264,7 +263,7 @@ class AdminResource(Resource):
             request.setHeader(b"allow", b"GET, HEAD")
             return self._error(request, 405, f"{page or 'the admin page'} needs GET")
         if page == "status":
-            return _json(request, 200, self._runtime.process_status().to_json())
+            return _json(request, 200, self._runtime.status().to_json())
         if page == "metrics":
             accept = request.getHeader(b"accept")
             # Imported on the first scrape: prometheus-client costs every
@@ -281,7 +280,7 @@ class AdminResource(Resource):
     # -- pages ----------------------------------------------------------------
 
     def _page(self, request: Request) -> bytes:
-        status = self._runtime.process_status()
+        status = self._runtime.status()
         if not wants_html(request) and _prefers_json(request):
             return _json(request, 200, status.to_json())
         restarted_from = _int(_query(request).get("restarted_from"))
@@ -334,7 +333,7 @@ class AdminResource(Resource):
                 peer=peer,
             )
         # With workers, the group's generation and its master's pid.
-        group = self._runtime.process_status()
+        group = self._runtime.status()
         generation = group.generation
         refusals: list[Failure] = []
         # Untrusted: the runtime checks the executable against
@@ -388,7 +387,7 @@ class AdminResource(Resource):
             peer=peer,
         )
         already = self._runtime.draining
-        group = self._runtime.process_status()
+        group = self._runtime.status()
         in_flight = max(0, sum(s.in_flight for s in self._runtime.servers.values()) - 1)
         # After this answer is written: shutting down stops accepting first.
         self._runtime.reactor.callLater(0, self._shut_down)

@@ -21,7 +21,7 @@ from ._handoff import NoOldProcess, OldProcess, PassedSocket
 from ._messages import Accepted
 from ._server import Server
 from ._settings import Settings
-from ._status import LastRestart
+from ._status import DrainStatus, LastRestart, ProcessStatus, ServerStatus
 from ._sockets import (
     ADMIN_SOCKET_NAME,
     InheritedSockets,
@@ -360,32 +360,31 @@ class ProcessCore:
     # -- reporting ------------------------------------------------------------
 
     def own_status(
-        self, role: str, draining: bool, restarting: bool, drain: dict[str, Any] | None
-    ) -> dict[str, Any]:
+        self, role: str, draining: bool, restarting: bool, drain: DrainStatus | None
+    ) -> ProcessStatus:
         """
-        The status JSON of this process alone.
+        The status of this process alone.
         """
-        last = self.history.last
-        return {
-            "pid": self.pid,
-            "role": role,
-            "generation": self.generation,
-            "started_at": self.started_at,
-            "uptime": max(0.0, self.environment.now() - self.started_at),
-            "draining": draining,
-            "restarting": restarting,
-            "servers": [
-                {
-                    "name": server.name,
-                    "ports": [listener.describe() for listener in server.listeners],
-                    "in_flight": server.in_flight,
-                    "requests": server.site.requests_served if server.site else 0,
-                    "connections": _connection_counts(server.site),
-                }
+        return ProcessStatus(
+            pid=self.pid,
+            role=role,
+            generation=self.generation,
+            started_at=self.started_at,
+            uptime=max(0.0, self.environment.now() - self.started_at),
+            draining=draining,
+            restarting=restarting,
+            servers=tuple(
+                ServerStatus(
+                    name=server.name,
+                    ports=tuple(listener.describe() for listener in server.listeners),
+                    in_flight=server.in_flight,
+                    requests=server.site.requests_served if server.site else 0,
+                    connections=_connection_counts(server.site),
+                )
                 for server in self.servers.values()
-            ],
-            "drain": drain,
-            "last_restart": None if last is None else last.to_json(),
-            "restarts": self.history.restarts,
-            "failed_restarts": self.history.failed_restarts,
-        }
+            ),
+            drain=drain,
+            last_restart=self.history.last,
+            restarts=self.history.restarts,
+            failed_restarts=self.history.failed_restarts,
+        )

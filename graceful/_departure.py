@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from . import _drain
 from ._core import ProcessCore, connections_by_kind
+from ._status import DrainStatus
 
 
 @define(eq=False)
@@ -108,19 +109,17 @@ class Departure:
         # Services that would not stop must not hold the exit up either.
         core.reactor.callLater(0, self._finish)
 
-    def progress(self) -> dict[str, Any] | None:
+    def progress(self) -> DrainStatus | None:
         """
-        The status JSON's C{drain}: since when, the window, what is left.
+        The status's C{drain}: since when, the window, what is left.
         """
         core = self.core
         if self.began is None:
             return None
-        return {
-            "reason": self.reason,
-            "elapsed": max(0.0, core.reactor.seconds() - self.began),
-            "spread": core.settings.spread,
-            "timeout": core.settings.drain_timeout,
-            "connections_left": sum(
-                sum(connections_by_kind(s).values()) for s in core.sites()
-            ),
-        }
+        return DrainStatus(
+            reason=self.reason,
+            elapsed=max(0.0, core.reactor.seconds() - self.began),
+            spread=core.settings.spread,
+            timeout=core.settings.drain_timeout,
+            connections_left=sum(sum(connections_by_kind(s).values()) for s in core.sites()),
+        )

@@ -12,7 +12,7 @@ import faulthandler
 import os
 import signal
 import time
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from ._handoff import ChildProcess, spawn_new_process
 from ._supervision import NoParentDeathSignal, ParentDeathSignal, parent_death_signal

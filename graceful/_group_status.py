@@ -1,13 +1,16 @@
 """
-The status JSON of a master: its own facts, every worker, and the servers
-with their in-flight requests summed over the workers.
+The status of a master: its own facts, every worker, and the servers with
+their in-flight requests summed over the workers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
+
+from attrs import evolve
 
 from ._core import ProcessCore
+from ._status import ServerStatus, ProcessStatus, WorkerStatus
 from ._workers import Worker
 
 
@@ -21,50 +24,48 @@ def group_status(
     leaving: bool,
     counts: Mapping[str, int],
     replacements: Mapping[str, int],
-) -> dict[str, Any]:
+) -> ProcessStatus:
     now = process.reactor.seconds()
-    listed = [
-        {
-            "pid": w.pid,
-            "slot": w.slot,
-            "generation": w.generation,
-            "ready": w.ready,
-            "draining": w.retiring,
-            "in_flight": w.in_flight,
-            "requests": w.requests,
-            "rss_mib": w.report.get("rss_mib"),
-            "last_heartbeat": round(now - w.last_heartbeat, 3) if w.ready else None,
-            "last_replaced_reason": last_reason.get(w.slot),
-            "started_at": w.started_at,
-        }
+    listed = tuple(
+        WorkerStatus(
+            pid=w.pid,
+            slot=w.slot,
+            generation=w.generation,
+            ready=w.ready,
+            draining=w.retiring,
+            in_flight=w.in_flight,
+            requests=w.requests,
+            rss_mib=w.rss_mib,
+            last_heartbeat=round(now - w.last_heartbeat, 3) if w.ready else None,
+            last_replaced_reason=last_reason.get(w.slot),
+            started_at=w.started_at,
+        )
         for w in sorted(workers, key=lambda w: (w.slot, w.started_at))
-    ]
-    servers: dict[str, dict[str, Any]] = {}
-    for w in workers:
-        for s in w.report.get("servers", []):
-            entry = servers.setdefault(
-                s["name"], {"name": s["name"], "ports": s["ports"], "in_flight": 0, "requests": 0}
-            )
-            entry["in_flight"] += s.get("in_flight", 0)
-            entry["requests"] += s.get("requests", 0)
-            if w is slots.get(w.slot):
-                entry["ports"] = s["ports"]
-    status = process.own_status("master", leaving, restarting, None)
-    status.update(
-        {
-            # The newest workers' code; the master's own is master_generation.
-            "generation": generation,
-            "master_generation": process.generation,
-            "workers": listed,
-            **counts,
-            "last_replaced_reason": {str(k): v for k, v in sorted(last_reason.items())},
-            # Workers replaced so far, by why: roll, recycle, memory, timeout, died.
-            "worker_replacements": dict(sorted(replacements.items())),
-            "servers": list(servers.values())
-            or [
-                {"name": name, "ports": [], "in_flight": 0, "requests": 0}
-                for name in process.servers
-            ],
-        }
     )
-    return status
+    servers: dict[str, ServerStatus] = {}
+    for w in workers:
+        for s in w.report.servers if w.report else ():
+            entry = servers.get(s.name) or ServerStatus(name=s.name, ports=s.ports, requests=0)
+            servers[s.name] = evolve(
+                entry,
+                # The ports as the slot's current worker has them.
+                ports=s.ports if w is slots.get(w.slot) else entry.ports,
+                in_flight=entry.in_flight + s.in_flight,
+                requests=(entry.requests or 0) + (s.requests or 0),
+            )
+    own = process.own_status("master", leaving, restarting, None)
+    return evolve(
+        own,
+        # The newest workers' code; the master's own is master_generation.
+        generation=generation,
+        master_generation=process.generation,
+        workers=listed,
+        worker_deaths=counts.get("worker_deaths", 0),
+        worker_recycles=counts.get("worker_recycles", 0),
+        worker_timeouts=counts.get("worker_timeouts", 0),
+        last_replaced_reason=dict(sorted(last_reason.items())),
+        # Workers replaced so far, by why: roll, recycle, memory, timeout, died.
+        worker_replacements=dict(sorted(replacements.items())),
+        servers=tuple(servers.values())
+        or tuple(ServerStatus(name=name, requests=0) for name in process.servers),
+    )

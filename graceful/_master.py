@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from attrs import define
+from attrs import define, evolve
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.python.failure import Failure
 
@@ -27,6 +27,7 @@ from ._errors import RestartRefused
 from ._handoff import PassedSocket
 from ._messages import Message, Released, SlotServes, Started
 from ._single import Departing, HandoffRole
+from ._status import DrainStatus, ProcessStatus
 from ._worker_group import WorkerGroup
 from ._workers import HeldSocket
 
@@ -61,7 +62,7 @@ class GroupDeparture:
             lambda _: core.exit(self.handed_over, final=self.final)
         )
 
-    def progress(self) -> dict[str, Any] | None:
+    def progress(self) -> DrainStatus | None:
         # The workers drain; each shows its own progress.
         return None
 
@@ -207,10 +208,11 @@ class MasterRole(HandoffRole):
             return True
         return super().restarting or (self.group is not None and self.group.rolling)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         if self.group is None:
             return self.process.own_status(self.name, False, False, None)
-        status = self.group.status()
-        status["draining"] = self.draining or self.group.leaving
-        status["restarting"] = self.restarting
-        return status
+        return evolve(
+            self.group.status(),
+            draining=self.draining or self.group.leaving,
+            restarting=self.restarting,
+        )

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Union
 from attrs import asdict, field, frozen
 
 from ._sockets import ListenSpec
+from ._status import ProcessStatus
 
 
 @frozen
@@ -119,11 +120,11 @@ class Status:
     """
     Worker -> master: the worker's own status (its heartbeat).
 
-    @ivar status: the status JSON of the worker alone.
+    @ivar status: the worker's status, of itself alone.
     """
 
     kind: ClassVar[str] = "status"
-    status: dict[str, Any] = field(factory=dict)
+    status: ProcessStatus
 
 
 @frozen
@@ -131,11 +132,11 @@ class Group:
     """
     Master -> worker: the whole group's status, for the worker's admin page.
 
-    @ivar status: the status JSON of the group.
+    @ivar status: the group's status.
     """
 
     kind: ClassVar[str] = "group"
-    status: dict[str, Any] = field(factory=dict)
+    status: ProcessStatus
 
 
 @frozen
@@ -190,7 +191,7 @@ _KINDS: dict[str, type[Any]] = {
     )
 }
 
-#: Fields that hold a whole status object: encoded as they are.
+#: Messages that carry a whole status, in the admin API's JSON.
 _STATUS_KINDS = (Status, Group)
 
 
@@ -200,6 +201,8 @@ def encode(message: Message) -> bytes:
     """
     if isinstance(message, Need):
         fields: dict[str, Any] = {"specs": [_spec_json(spec) for spec in message.specs]}
+    elif isinstance(message, (Status, Group)):
+        fields = {"status": message.status.to_json()}
     else:
         # Fields left unset are left out: a reader takes the default.
         fields = {k: v for k, v in asdict(message).items() if v is not None}
@@ -222,8 +225,8 @@ def decode(line: str) -> Message | None:
         if cls is Need:
             return Need([_spec_of(raw) for raw in fields.get("specs", [])])
         if cls in _STATUS_KINDS:
-            status = fields.get("status", fields)
-            return cls(status) if isinstance(status, dict) else None
+            # StatusError, a ValueError, for a status of the wrong shape.
+            return cls(ProcessStatus.from_json(fields.get("status", fields)))
         known = {name: value for name, value in fields.items() if name in _names(cls)}
         return cls(**known)
     except (TypeError, ValueError, KeyError):

@@ -99,7 +99,7 @@ class RuntimeCollector(Collector):
         self._runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        status = self._runtime.process_status()
+        status = self._runtime.status()
         yield from status_metrics(status)
         refused = CounterMetricFamily(
             "graceful_admin_refused",

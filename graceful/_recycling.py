@@ -72,7 +72,7 @@ class Recycler:
         if self.process.reactor.seconds() < self._paused_until:
             return
         settings = self.process.settings
-        rss = worker.report.get("rss_mib", 0) or 0
+        rss = worker.rss_mib or 0
         if worker.limit and worker.requests >= worker.limit:
             reason = "recycle"
         elif settings.max_worker_memory > 0 and rss > settings.max_worker_memory:
@@ -101,7 +101,7 @@ class Recycler:
         core = self.process
         slot = old.slot
         if reason == "memory":
-            why = f"at {old.report.get('rss_mib', 0):.0f} MiB of memory"
+            why = f"at {old.rss_mib or 0:.0f} MiB of memory"
         else:
             why = f"after {old.requests} requests"
         core.log.info(

@@ -6,9 +6,11 @@ The one interface of the three roles a process can play: serving alone
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
+
+from ._status import ProcessStatus
 
 
 class Role(Protocol):
@@ -49,7 +51,7 @@ class Role(Protocol):
     @property
     def restarting(self) -> bool: ...
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         """
-        The status JSON the admin pages show.
+        The status the admin pages show.
         """

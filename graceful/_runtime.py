@@ -26,15 +26,7 @@ from ._roles import Role
 from ._server import Server, access_log_writer, check_listeners_unique
 from ._settings import Settings
 from ._single import SingleRole
-from ._sockets import (
-    ADMIN_SOCKET_MODE,
-    InheritedSocket,
-    InheritedSockets,
-    ListenSpec,
-    bind_unix_socket,
-    check_names,
-    check_unix_path,
-)
+from ._sockets import InheritedSockets, ListenSpec, check_names, check_unix_path
 from ._status import ProcessStatus
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ._worker_role import WorkerRole, worker_slot
@@ -136,7 +128,7 @@ class Runtime:
         cwd: str | None = None,
         forward_stderr: Callable[[bytes], None] = _write_stderr,
         worker_slot: int | None = None,
-        group_status: dict[str, Any] | None = None,
+        group_status: ProcessStatus | None = None,
     ) -> None:
         environment = environment if environment is not None else OSEnvironment()
         self.core = ProcessCore(
@@ -445,14 +437,10 @@ class Runtime:
         """
         return self._the_role().leave()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         """
         What the admin pages show: pid, generation, servers, last restart;
         with workers, the whole group (a worker shows what its master last
         told it, with its own pid as C{worker}).
         """
         return self._the_role().status()
-
-    def process_status(self) -> ProcessStatus:
-        "L{status}, typed."
-        return ProcessStatus.from_json(self.status())

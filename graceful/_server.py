@@ -18,6 +18,7 @@ from twisted.web.resource import IResource
 from ._drain import DrainingSite
 from ._errors import ConfigError
 from ._routing import Handler, Router
+from ._status import PortStatus
 from ._sockets import (
     DEFAULT_UNIX_MODE,
     InheritedSocket,
@@ -105,13 +106,13 @@ class Listener:
         """
         return self.spec.path
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> PortStatus:
         """
-        Its entry in the status JSON's C{ports}.
+        Its entry in the status's C{ports}.
         """
         if self.spec.path is not None:
-            return {"unix": self.spec.path, "tls": self.tls}
-        return {"port": self.number, "tls": self.tls}
+            return PortStatus(unix=self.spec.path, tls=self.tls)
+        return PortStatus(port=self.number, tls=self.tls)
 
 
 @define(eq=False)

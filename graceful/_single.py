@@ -26,6 +26,7 @@ from ._feeding import Feeder
 from ._handoff import ChildProcess, RestartFailed, describe_exit
 from ._handoff import PassedSocket
 from ._messages import Accepted, Message, Released
+from ._status import DrainStatus, ProcessStatus
 
 
 @runtime_checkable
@@ -37,8 +38,8 @@ class Departing(Protocol):
     def start(self, services_stopped: Callable[[], Deferred[Any] | None] = ...) -> None:
         "Begin; C{services_stopped} runs once the services have stopped."
 
-    def progress(self) -> dict[str, Any] | None:
-        "The status JSON's C{drain}, once begun."
+    def progress(self) -> DrainStatus | None:
+        "The status's C{drain}, once begun."
 
 
 class Generation(Protocol):
@@ -439,7 +440,7 @@ class HandoffRole:
     def restarting(self) -> bool:
         return isinstance(self._inputs.state(), Restart)
 
-    def drain_progress(self) -> dict[str, Any] | None:
+    def drain_progress(self) -> DrainStatus | None:
         state = self._inputs.state()
         return None if state is None or isinstance(state, Restart) else state.progress()
 
@@ -496,7 +497,7 @@ class SingleRole(HandoffRole):
         self.process.start_accepting(last_holder=True)
         self.serve()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         return self.process.own_status(
             self.name, self.draining, self.restarting, self.drain_progress()
         )

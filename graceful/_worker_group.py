@@ -30,6 +30,7 @@ from ._group_status import group_status
 from ._handoff import RestartFailed
 from ._messages import Group, Message, Released, RestartRequest, ShutdownRequest, Status
 from ._recycling import Recycler, Watchdog
+from ._status import ProcessStatus
 from ._worker_role import STATUS_INTERVAL
 from ._workers import HeldSocket, Worker, WorkerStarter, heartbeat
 
@@ -214,7 +215,7 @@ class WorkerGroup:
     sockets: list[HeldSocket] = field(factory=list)
     on_restart: Callable[[str | None], Any] = lambda executable: None
     on_shutdown: Callable[[], Any] = lambda: None
-    report: Callable[[], dict[str, Any]] | None = None
+    report: Callable[[], ProcessStatus] | None = None
     deaths: int = 0
     generation: int = 0
     hold_services: bool = False
@@ -376,7 +377,7 @@ class WorkerGroup:
         if successor is not None and successor is not exclude and successor.ready:
             successor.process.send(Released(round(self.process.environment.now(), 6)))
 
-    def _shown(self) -> dict[str, Any]:
+    def _shown(self) -> ProcessStatus:
         return (self.report or self.status)()
 
     def _push_status(self) -> None:
@@ -538,7 +539,7 @@ class WorkerGroup:
 
     # -- reporting ----------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         return group_status(
             self.process,
             self.generation,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Any, Callable, MutableMapping, Protocol
+from typing import Callable, MutableMapping, Protocol
 
-from attrs import define, field
+from attrs import define, evolve, field
 from automat import TypeMachineBuilder, pep614
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -31,6 +31,7 @@ from ._messages import (
     Status,
 )
 from ._sockets import ListenSpec
+from ._status import ProcessStatus
 
 WORKER_VARIABLE = "GRACEFUL_WORKER"
 #: The group's status when a worker was started, so that it never answers
@@ -43,7 +44,7 @@ STATUS_INTERVAL = 0.5
 
 def worker_slot(
     environ: MutableMapping[str, str],
-) -> tuple[int | None, dict[str, Any] | None]:
+) -> tuple[int | None, ProcessStatus | None]:
     """
     The slot and the group status a master started this worker with.
     """
@@ -51,9 +52,15 @@ def worker_slot(
     group = environ.pop(GROUP_VARIABLE, None)
     try:
         slot = int(value) if value is not None else None
-        return slot, json.loads(group) if group and slot is not None else None
     except ValueError:
         return None, None
+    if slot is None or not group:
+        return slot, None
+    try:
+        return slot, ProcessStatus.from_json(json.loads(group))
+    except ValueError:
+        # The first report from the master replaces it.
+        return slot, None
 
 
 class WorkerInputs(Protocol):
@@ -116,7 +123,7 @@ class WorkerRole:
     name = "worker"
 
     def __init__(
-        self, process: ProcessCore, slot: int, group_status: dict[str, Any] | None
+        self, process: ProcessCore, slot: int, group_status: ProcessStatus | None
     ) -> None:
         self.process = process
         self.slot = slot
@@ -198,7 +205,7 @@ class WorkerRole:
         This worker alone drains and exits (the master asked, the whole
         group got the signal, or the master died).
         """
-        replaced = self._retired or bool((self.group_status or {}).get("restarting"))
+        replaced = self._retired or self.restarting
         self._core.feeder.feed(lambda inputs: inputs.leave(replaced))
         return self.process.when_exited()
 
@@ -214,20 +221,18 @@ class WorkerRole:
 
     @property
     def restarting(self) -> bool:
-        return bool((self.group_status or {}).get("restarting"))
+        return self.group_status is not None and self.group_status.restarting
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProcessStatus:
         """
         What the master last told of the group, with our own pid as
         C{worker}.
         """
         if self.group_status is not None:
-            status = dict(self.group_status)
-            status["worker"] = self.process.pid
-            return status
+            return evolve(self.group_status, worker=self.process.pid)
         return self.own_status()
 
-    def own_status(self) -> dict[str, Any]:
+    def own_status(self) -> ProcessStatus:
         departure = self._inputs.departure()
         drain = departure.progress() if departure is not None else None
         return self.process.own_status(
@@ -267,8 +272,7 @@ class WorkerRole:
             self.process.start_services(released)
 
     def _report(self) -> None:
-        status = self.own_status()
-        status["rss_mib"] = round(self.process.environment.rss_mib(), 1)
+        status = evolve(self.own_status(), rss_mib=round(self.process.environment.rss_mib(), 1))
         self.process.old_process.send(Status(status))
 
     def _depart(self, departure: Departure) -> None:

@@ -26,6 +26,7 @@ from ._errors import ConfigError
 from ._handoff import ChildProcess, PassedSocket, RestartFailed
 from ._messages import Message, Need, Ready, Retire, Status
 from ._sockets import DEFAULT_UNIX_MODE, ListenSpec, bind_socket, bind_unix_socket
+from ._status import ProcessStatus
 from ._worker_role import GROUP_VARIABLE, WORKER_VARIABLE
 
 #: Seconds a worker asked to retire may take to hear it before it is sent
@@ -58,18 +59,23 @@ class Worker:
     started: float = 0.0
     ready: bool = False
     retiring: bool = False
-    report: dict[str, Any] = field(factory=dict)
+    report: ProcessStatus | None = None
     limit: int = 0
     last_heartbeat: float = 0.0
     killed_for: str | None = None
 
     @property
     def requests(self) -> int:
-        return sum(s.get("requests", 0) for s in self.report.get("servers", []))
+        servers = self.report.servers if self.report else ()
+        return sum(s.requests or 0 for s in servers)
 
     @property
     def in_flight(self) -> int:
-        return sum(s.get("in_flight", 0) for s in self.report.get("servers", []))
+        return self.report.in_flight if self.report else 0
+
+    @property
+    def rss_mib(self) -> float | None:
+        return self.report.rss_mib if self.report else None
 
     @property
     def pid(self) -> int:
@@ -118,7 +124,7 @@ class WorkerStarter:
 
     @ivar process: the master.
     @ivar sockets: the sockets it holds.
-    @ivar status: the group's status JSON, which a new worker starts with.
+    @ivar status: the group's status, which a new worker starts with.
     @ivar on_message: what to do with a worker's other messages.
     @ivar on_exit: told when a worker's process ends.
     @ivar on_ready: told when a worker serves.
@@ -129,7 +135,7 @@ class WorkerStarter:
 
     process: ProcessCore
     sockets: list[HeldSocket]
-    status: Callable[[], dict[str, Any]]
+    status: Callable[[], ProcessStatus]
     on_message: Callable[[Worker, Message], None]
     on_exit: Callable[[Worker, Failure], None]
     on_ready: Callable[[Worker], None]
@@ -175,7 +181,7 @@ class WorkerStarter:
                 generation=generation,
                 extra_environ={
                     WORKER_VARIABLE: str(slot),
-                    GROUP_VARIABLE: json.dumps(self.status(), separators=(",", ":")),
+                    GROUP_VARIABLE: json.dumps(self.status().to_json(), separators=(",", ":")),
                 },
                 ready_timeout=core.settings.ready_timeout,
                 forward_stderr=core.forward_stderr,

@@ -748,7 +748,7 @@ class ServingStartedTests(_RuntimeCase):
     def test_status(self) -> None:
         self.serve("s1", 8100, 41)
         self.restart_and_fail("no luck")
-        status = self.runtime.status()
+        status = self.runtime.status().to_json()
         self.assertEqual((status["pid"], status["generation"]), (PID, 1))
         self.assertEqual(
             status["servers"],
@@ -947,7 +947,7 @@ class WorkerMasterGoneTests(_RuntimeCase):
         self.master = FakeOldProcess()
         self.environment.parent = OLD_PID
         self.runtime = self.make_runtime(
-            worker_slot=0, group_status={}, old_process=self.master
+            worker_slot=0, group_status=None, old_process=self.master
         )
         self.service = Service()
         self.runtime.add_service(self.service)
@@ -1015,7 +1015,7 @@ class WorkerMasterGoneTests(_RuntimeCase):
 
     def worker_status(self) -> dict[str, Any]:
         assert self.runtime.worker is not None
-        return self.runtime.worker.own_status()
+        return self.runtime.worker.own_status().to_json()
 
     def test_sigterm_from_the_kernel(self) -> None:
         self.runtime.serving_started()

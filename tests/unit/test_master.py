@@ -97,7 +97,7 @@ class UpgradeTests(MasterCase):
         self.workers_up()
         self.assertIn(f"{MASTER}: 2 workers serve", self.messages)
         self.assertIn(Released(self.environment.wall), self.spawned[0].sent)
-        status = runtime.status()
+        status = runtime.status().to_json()
         self.assertEqual((status["role"], status["master_generation"]), ("master", 1))
 
     def test_restart_hands_everything_to_a_new_master(self) -> None:
@@ -140,7 +140,7 @@ class UpgradeTests(MasterCase):
         self.failureResultOf(result, RestartFailed)
         self.assertFalse(runtime.draining or runtime.restarting)
         self.assertNotIn(Retire(), old0.sent)
-        self.assertEqual(runtime.status()["last_restart"]["ok"], False)
+        self.assertEqual(runtime.status().to_json()["last_restart"]["ok"], False)
         self.assertIn(
             f"{MASTER}: restart failed, still serving: "
             "new process 1002 exited with status 1: ImportError",
@@ -156,7 +156,7 @@ class UpgradeTests(MasterCase):
         self.assertNotIn(Released(self.environment.wall), self.spawned[0].sent)
         old.release(4.0)
         self.assertIn(Released(self.environment.wall), self.spawned[0].sent)
-        self.assertEqual(runtime.status()["master_generation"], 2)
+        self.assertEqual(runtime.status().to_json()["master_generation"], 2)
 
     def test_new_master_whose_workers_fail(self) -> None:
         old = FakeOldProcess()
@@ -225,7 +225,7 @@ class OneSlotAtATimeTests(MasterCase):
         [again] = self.spawned[3:]
         self.assertEqual(self.environment.spawner.calls[3]["extra_environ"]["GRACEFUL_WORKER"], "0")
         again.report_ready()
-        status = runtime.status()
+        status = runtime.status().to_json()
         self.assertEqual(
             sorted((w["slot"], w["pid"]) for w in status["workers"]),
             [(0, again.pid), (1, old1.pid)],
@@ -260,10 +260,10 @@ class StartingTests(MasterCase):
 
         old = FakeOldProcess()
         runtime, role = self.master(workers=2, old_process=old, generation=2)
-        self.assertTrue(runtime.status()["restarting"])
+        self.assertTrue(runtime.status().to_json()["restarting"])
         self.failureResultOf(runtime.restart(), RestartRefused)
         self.assertIn(f"{MASTER}: restart refused: the workers are still starting", self.messages)
         self.workers_up()
-        self.assertFalse(runtime.status()["restarting"])
+        self.assertFalse(runtime.status().to_json()["restarting"])
         runtime.restart()
         self.assertEqual(self.environment.spawner.calls[-1]["generation"], 3)

@@ -25,6 +25,7 @@ from graceful._messages import (
     encode,
 )
 from graceful._sockets import ListenSpec
+from graceful._status import PortStatus, ProcessStatus, ServerStatus, WorkerStatus
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -39,8 +40,16 @@ class RoundTripTests(SynchronousTestCase):
             Released(1700000000.25),
             Released(),
             Need([ListenSpec("web", True, 8443, "127.0.0.1", 1), ListenSpec("web", False, 0, "", 0, "/run/a.sock")]),
-            Status({"pid": 5, "servers": []}),
-            Group({"pid": 4, "workers": [{"pid": 5}]}),
+            Status(ProcessStatus(pid=5, generation=2, servers=(), role="worker", rss_mib=40.5)),
+            Group(
+                ProcessStatus(
+                    pid=4,
+                    generation=2,
+                    servers=(ServerStatus("web", (PortStatus(port=8100),), requests=3),),
+                    role="master",
+                    workers=(WorkerStatus(pid=5, slot=0, generation=2, ready=True),),
+                )
+            ),
             RestartRequest("/srv/app/current/app"),
             RestartRequest(),
             ShutdownRequest(),
@@ -76,7 +85,13 @@ class OlderReleaseTests(SynchronousTestCase):
     def test_payloads_that_were_json_already(self) -> None:
         self.assertEqual(decode('ready {"claimed": ["a"], "workers": 2}'), Ready(["a"], 2))
         self.assertEqual(decode("ready"), Ready())
-        self.assertEqual(decode('status {"pid": 5}'), Status({"pid": 5}))
+        self.assertEqual(
+            decode('status {"pid": 5, "generation": 1, "servers": []}'),
+            Status(ProcessStatus(pid=5, generation=1, servers=())),
+        )
+        # A status that is not one is dropped, as a kind this release does not know.
+        self.assertIsNone(decode('status {"pid": 5}'))
+        self.assertIsNone(decode('group {"status": {"pid": 5, "generation": 1, "servers": 3}}'))
         self.assertEqual(
             decode('need [{"server": "web", "tls": false, "port": 8101}]'),
             Need([ListenSpec("web", False, 8101)]),

@@ -171,10 +171,10 @@ class RoundTripTests(SynchronousTestCase):
         server.site = DrainingSite(server.router, server_name="s1", reactor=runtime.reactor)
         server.listeners.append(Listener(ListenSpec("s1", False, 8100, "", 0), _Port()))  # type: ignore[arg-type]
         runtime.core.history.last = LastRestart(False, "the new process exited", 1000.0)
-        written = runtime.status()
+        written = runtime.status().to_json()
         status = ProcessStatus.from_json(written)
         self.assertEqual(text(status.to_json()), text(written))
-        self.assertEqual(runtime.process_status().pid, 77)
+        self.assertEqual(runtime.status().pid, 77)
         self.assertEqual(status.last_restart, LastRestart(ok=False, error="the new process exited", at=1000.0))
         self.assertEqual(status.servers[0].connections, {"http/1.1": 0, "h2": 0, "websocket": 0, "stream": 0})
 

@@ -350,7 +350,7 @@ class ReportingTests(_WebSockets):
         slow = HTTPConnection(self.site)
         slow.request("/slow")
         self.addCleanup(slow.lose)
-        status = self.runtime.status()
+        status = self.runtime.status().to_json()
         self.assertEqual(
             status["servers"][0]["connections"],
             {"http/1.1": 1, "h2": 0, "websocket": 2, "stream": 0},
@@ -360,7 +360,7 @@ class ReportingTests(_WebSockets):
         from graceful._admin_page import admin_page
         from graceful._metrics import exposition
 
-        page = admin_page(self.runtime.process_status(), prefix="/debug/admin").decode()
+        page = admin_page(self.runtime.status(), prefix="/debug/admin").decode()
         self.assertIn("http/1.1 1 &middot; websocket 2", page)
         body, _ = exposition(self.runtime, None)
         self.assertIn(b'graceful_connections{kind="websocket",server="s1"} 2.0', body)
@@ -371,7 +371,7 @@ class ReportingTests(_WebSockets):
         self.runtime.settings.drain_timeout = 10.0
         self.runtime.shutdown()
         self.clock.advance(1.5)
-        drain = self.runtime.status()["drain"]
+        drain = self.runtime.status().to_json()["drain"]
         self.assertEqual(
             drain,
             {

@@ -21,6 +21,7 @@ from graceful._errors import RestartRefused
 from graceful._handoff import RestartFailed
 from graceful._messages import Released, Retire, Status
 from graceful._recycling import RECYCLE_PAUSE, STACK_DUMP_WAIT
+from graceful._status import ProcessStatus, ServerStatus
 from graceful._worker_group import BACKOFF_FIRST, BACKOFF_MAX, WorkerGroup, backoff
 from graceful.testing import FakeNewProcess, FakeSpawner, MemoryEnvironment
 
@@ -33,10 +34,13 @@ def report(process: FakeNewProcess, requests: int = 0, rss_mib: float = 10.0) ->
     """
     process.say(
         Status(
-            {
-                "servers": [{"name": "s", "ports": [], "requests": requests, "in_flight": 0}],
-                "rss_mib": rss_mib,
-            }
+            ProcessStatus(
+                pid=process.pid,
+                generation=1,
+                role="worker",
+                servers=(ServerStatus("s", requests=requests),),
+                rss_mib=rss_mib,
+            )
         )
     )
 
@@ -105,10 +109,10 @@ class RollTests(GroupTestCase):
         self.assertEqual(group.generation, 2)
         self.assertEqual(self.core.generation, 1)  # the master's own code
         self.assertEqual(
-            (group.status()["generation"], group.status()["master_generation"]), (2, 1)
+            (group.status().to_json()["generation"], group.status().to_json()["master_generation"]), (2, 1)
         )
-        self.assertEqual(group.status()["last_replaced_reason"], {"0": "roll", "1": "roll"})
-        self.assertEqual(group.status()["worker_replacements"], {"roll": 2})
+        self.assertEqual(group.status().to_json()["last_replaced_reason"], {"0": "roll", "1": "roll"})
+        self.assertEqual(group.status().to_json()["worker_replacements"], {"roll": 2})
 
     def test_services_move_with_slot_0(self) -> None:
         group = self.group(size=2)
@@ -200,7 +204,7 @@ class RefillTests(GroupTestCase):
         self.spawned[1].exit(code=1)
         self.reactor.advance(BACKOFF_FIRST)
         self.assertEqual(len(self.spawned), 3)
-        self.assertEqual(group.status()["last_replaced_reason"], {"0": "died"})
+        self.assertEqual(group.status().to_json()["last_replaced_reason"], {"0": "died"})
 
     def test_no_refill_while_leaving(self) -> None:
         group = self.group(size=2)
@@ -233,7 +237,7 @@ class RecyclingTests(GroupTestCase):
         self.assertIn(
             f"{MASTER}: recycling worker {old.pid} (slot 0) after 100 requests", self.messages
         )
-        entry = [w for w in group.status()["workers"] if w["pid"] == new.pid][0]
+        entry = [w for w in group.status().to_json()["workers"] if w["pid"] == new.pid][0]
         self.assertEqual(entry["last_replaced_reason"], "recycle")
 
     def test_jitter_from_seeded_random(self) -> None:
@@ -322,7 +326,7 @@ class RecyclingTests(GroupTestCase):
         self.spawned[2].report_ready()
         self.assertTrue(retired(old))
         self.assertEqual(self.serving(group)[1], self.spawned[2].pid)
-        self.assertEqual(group.status()["last_replaced_reason"], {"1": "memory"})
+        self.assertEqual(group.status().to_json()["last_replaced_reason"], {"1": "memory"})
         self.assertIn(
             f"{MASTER}: recycling worker {old.pid} (slot 1) at 250 MiB of memory", self.messages
         )
@@ -369,8 +373,8 @@ class WatchdogTests(GroupTestCase):
         self.spawned[2].report_ready()
         self.assertEqual(self.serving(group), [self.spawned[2].pid, fine.pid])
         self.assertEqual(group.watchdog.timeouts, 1)
-        self.assertEqual(group.status()["last_replaced_reason"], {"0": "timeout"})
-        self.assertEqual(group.status()["worker_replacements"], {"timeout": 1})
+        self.assertEqual(group.status().to_json()["last_replaced_reason"], {"0": "timeout"})
+        self.assertEqual(group.status().to_json()["worker_replacements"], {"timeout": 1})
         self.assertEqual(fine.signals, [])
 
     def test_off(self) -> None:
@@ -389,7 +393,7 @@ class WatchdogTests(GroupTestCase):
         group = self.group()
         report(self.spawned[0], requests=5, rss_mib=42.5)
         self.reactor.advance(2)
-        entry = group.status()["workers"][0]
+        entry = group.status().to_json()["workers"][0]
         self.assertEqual(
             (entry["requests"], entry["rss_mib"], entry["last_heartbeat"]), (5, 42.5, 2.0)
         )

@@ -25,12 +25,12 @@ class StatusSource:
     what the refusal counts are kept by.
     """
 
-    status: ProcessStatus
+    current: ProcessStatus
     reactor: MemoryReactorClock = field(factory=MemoryReactorClock)
     pid: int = 100
 
-    def process_status(self) -> ProcessStatus:
-        return self.status
+    def status(self) -> ProcessStatus:
+        return self.current
 
 
 def exposition(status: ProcessStatus) -> str:
