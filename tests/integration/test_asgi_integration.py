@@ -177,7 +177,7 @@ class RestartsUnderLoadTests(SynchronousTestCase):
     """
     A raw ASGI app, examples/asgi_app.py (FastAPI) and a Django ASGI
     project, three servers of one twistd, under wrk on keep-alive,
-    C{Connection: close} and TLS connections across ten restarts.
+    C{Connection: close} and TLS connections across five restarts.
     """
 
     def test_restarts_under_load(self) -> None:
@@ -220,7 +220,7 @@ class RestartsUnderLoadTests(SynchronousTestCase):
             status, _, body = get(ports[2 * i], "/")
             self.assertEqual(status, 200, (name, body))
         # One wrk per app and kind of connection, all at once, for as long
-        # as the ten restarts take (stopped then; 60 s at most).
+        # as the five restarts take (stopped then; 60 s at most).
         runs: dict[str, Wrk] = {}
         for i, (name, _) in enumerate(apps):
             for kind in ("keepalive", "close", "tls"):
@@ -231,7 +231,7 @@ class RestartsUnderLoadTests(SynchronousTestCase):
                 runs[f"{name} {kind}"] = run
         time.sleep(0.5)
         olds = []
-        for _ in range(10):
+        for _ in range(5):
             # A thread-run endpoint first: the old process must still exit.
             self.assertEqual(get(fastapi_port, "/blocking")[0], 200)
             old = proc.remember(pid())

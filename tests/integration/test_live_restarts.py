@@ -105,13 +105,13 @@ class EchoClient(threading.Thread):
 
 
 #: Restarts the echo clients live through.
-RESTARTS = 10
+RESTARTS = 5
 
 
 class WebSocketRestartTests(_Live):
     def test_echo_clients_across_restarts(self) -> None:
         """
-        Eight echo clients across ten restarts and a shutdown: each close
+        Eight echo clients across five restarts and a shutdown: each close
         is 1012 (1001 at the end), each client comes back to the new pid,
         no echo is wrong, and the old process leaves within drain_spread
         (plus a margin), long before drain_timeout.

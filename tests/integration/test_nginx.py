@@ -34,7 +34,7 @@ from tests.support import (
 )
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-RESTARTS = 10
+RESTARTS = 5
 
 
 class Nginx:
@@ -187,7 +187,7 @@ class Base(SynchronousTestCase):
 class BehindNginxTests(Base):
     def test_tcp_upstream_restarts_under_load(self) -> None:
         """
-        nginx's default C{proxy_pass http://127.0.0.1:PORT;}: ten restarts
+        nginx's default C{proxy_pass http://127.0.0.1:PORT;}: five restarts
         under load through nginx, no failed request.
         """
         directory = self.tempdir()
@@ -213,7 +213,7 @@ class BehindNginxTests(Base):
 
     def test_unix_upstream_and_admin_socket(self) -> None:
         """
-        C{proxy_pass http://unix:PATH:;}: ten restarts under load through
+        C{proxy_pass http://unix:PATH:;}: five restarts under load through
         nginx, no failed request; the proxied admin is refused; the admin
         socket answers without a token (status, restart) and
         C{graceful ctl --node unix:PATH} reads it.

@@ -8,6 +8,7 @@ clients on 127.0.0.1 while it restarts, and counts failed requests.
 from __future__ import annotations
 
 import datetime
+import os
 import json
 import signal
 import socket
@@ -66,6 +67,11 @@ def restart(proc: ServerProcess, port: int, tls: bool = False) -> tuple[int, int
     return old, proc.remember(new)
 
 
+#: Restarts of the leak test: enough for a leak per restart to show;
+#: hostile testing ran 300.
+LEAK_RESTARTS = max(10, int(os.environ.get("GRACEFUL_LEAK_RESTARTS", "40")))
+
+
 class CodeAPIRestartTests(SynchronousTestCase):
     """
     A program written with the code API (tests/integration/programs/web.py), restarted
@@ -81,7 +87,7 @@ class CodeAPIRestartTests(SynchronousTestCase):
 
     def test_back_to_back_restarts_under_load(self) -> None:
         """
-        20 restarts in a row under keep-alive, Connection: close and TLS load:
+        10 restarts in a row under keep-alive, Connection: close and TLS load:
         no request fails, every restart gives a new pid, and only the newest
         process is left listening.
         """
@@ -97,13 +103,13 @@ class CodeAPIRestartTests(SynchronousTestCase):
         ]
         with Load(targets, path="/pid", max_seconds=120) as load:
             load.wait_for(100)
-            for _ in range(20):
+            for _ in range(10):
                 old, new = restart(proc, http_port)
                 self.assertEqual(old, pids[-1])
                 pids.append(new)
                 load.wait_for(20)
         self.assertEqual(load.failures, [])
-        self.assertEqual(len(set(pids)), 21, "every restart gives a new pid")
+        self.assertEqual(len(set(pids)), 11, "every restart gives a new pid")
         self.assertGreater(len(load.pids), 10, "the load was answered across generations")
         newest = pids[-1]
         for port in (http_port, https_port):
@@ -141,12 +147,14 @@ class CodeAPIRestartTests(SynchronousTestCase):
         self.assertEqual(headers.get("connection"), "close")
         proc.wait_gone(old)
 
-    def test_200_restarts_leak_nothing(self) -> None:
+    def test_restarts_leak_nothing(self) -> None:
         """
-        200 restarts in a row: the serving process's open descriptors and
-        the number of processes stay flat; no generation that restarted
-        leaves a child unreaped (its one child is its successor, which
-        outlives it: a zombie would be a child graceful started and lost).
+        LEAK_RESTARTS restarts in a row: the serving process's open
+        descriptors and the number of processes stay flat; no generation
+        that restarted leaves a child unreaped (its one child is its
+        successor, which outlives it: a zombie would be a child graceful
+        started and lost).  The count is exact, so one descriptor leaked per
+        restart shows at once; set GRACEFUL_LEAK_RESTARTS for a longer soak.
         """
         proc, http_port, _ = self.start_web()
         for _ in range(5):
@@ -154,7 +162,7 @@ class CodeAPIRestartTests(SynchronousTestCase):
         baseline_pid = pid_of(http_port)
         wait_until(lambda: group_members(proc.pgid) == [baseline_pid], what="old ones to exit")
         baseline_fds = fd_count(baseline_pid)
-        for _ in range(195):
+        for _ in range(LEAK_RESTARTS - 5):
             old, newest = restart(proc, http_port)
             self.assertEqual(zombies(old), [], f"generation {old}")
         wait_until(lambda: group_members(proc.pgid) == [newest], what="old ones to exit")

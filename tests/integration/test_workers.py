@@ -148,20 +148,20 @@ class RollingRestartTests(WorkerTestCase):
         self.assertFalse(first & {w["pid"] for w in group["workers"]})
         self.assertGreater(len(load.pids), count * rolls // 2, "answers came from many workers")
 
-    def test_two_workers_ten_rolls(self) -> None:
+    def test_two_workers_five_rolls(self) -> None:
         """
-        workers = 2, 10 rolling restarts under keep-alive and Connection:
+        workers = 2, 5 rolling restarts under keep-alive and Connection:
         close load: no request fails, and at least two workers serve at
         every sample.
         """
-        self.check_rolls(2, 10, tls=False)
+        self.check_rolls(2, 5, tls=False)
 
-    def test_three_workers_ten_rolls_with_tls(self) -> None:
+    def test_three_workers_five_rolls_with_tls(self) -> None:
         """
-        workers = 3, 10 rolling restarts under HTTP and TLS load: no request
+        workers = 3, 5 rolling restarts under HTTP and TLS load: no request
         fails, and at least three workers serve at every sample.
         """
-        self.check_rolls(3, 10, tls=True)
+        self.check_rolls(3, 5, tls=True)
 
 
 class WorkerFailureTests(WorkerTestCase):
