@@ -145,3 +145,19 @@ class ImportDirectionTests(SynchronousTestCase):
         """
         self.assertIn("_runtime", _imports("_admin"))
         self.assertIn("_asgi", _imports("_server"))
+
+
+#: A class longer than this is doing more than one job.
+LONGEST_CLASS = 375
+
+
+class ClassSizeTests(SynchronousTestCase):
+    def test_no_class_is_longer_than_a_job(self) -> None:
+        long = []
+        for path in sorted(PACKAGE.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    size = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if size > LONGEST_CLASS:
+                        long.append(f"{path.name}: {node.name} has {size} lines")
+        self.assertEqual(long, [])
