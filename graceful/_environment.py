@@ -52,6 +52,13 @@ class Environment(Protocol):
         Have C{signum} write every thread's stack to stderr.
         """
 
+    def release_signal(self, signum: int) -> bool:
+        """
+        Stop holding C{signum} back (a process graceful starts begins with
+        it blocked) and say whether one arrived meanwhile; that one is
+        dropped, not handled.
+        """
+
     def arm_parent_death(self, signum: int) -> bool:
         """
         Ask the kernel for C{signum} when our parent dies.
@@ -103,6 +110,16 @@ class OSEnvironment:
             faulthandler.register(signum, all_threads=True)
         except (ValueError, OSError, RuntimeError, AttributeError):
             pass  # no usable stderr: the process is killed without its stacks
+
+    def release_signal(self, signum: int) -> bool:
+        try:
+            arrived = signum in signal.sigpending()
+            if arrived:
+                signal.sigtimedwait([signum], 0)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+        except (AttributeError, OSError, ValueError):
+            return False
+        return arrived
 
     def arm_parent_death(self, signum: int) -> bool:
         return self.parent_death.arm(signum)

@@ -20,8 +20,10 @@ C{connectionLost} (not C{doRead}) when no data is left.
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
-from typing import Any, Callable, Mapping, MutableMapping, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, Protocol, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
@@ -253,8 +255,34 @@ def describe_exit(reason: Failure) -> str:
     if isinstance(reason.value, ProcessDone):
         return "exited with status 0"
     status = getattr(reason.value, "exitCode", None)
-    signal = getattr(reason.value, "signal", None)
-    return f"was killed by signal {signal}" if signal else f"exited with status {status}"
+    signum = getattr(reason.value, "signal", None)
+    return f"was killed by signal {signum}" if signum else f"exited with status {status}"
+
+
+#: Signals a new process starts with blocked, until its handlers are in
+#: place: a restart signal sent to the whole group (C{kill -USR1 -PGID},
+#: C{pkill}) would otherwise kill it with the default action while it
+#: imports its code.  A blocked signal stays blocked across exec, where an
+#: ignored one would be reset by Twisted's spawnProcess.
+HELD_SIGNALS = frozenset({signal.SIGUSR1})
+
+
+@contextmanager
+def signals_held(signals: frozenset[int] = HELD_SIGNALS) -> Iterator[None]:
+    """
+    Block C{signals} in this thread for the block's duration, so that the
+    processes it starts inherit them blocked; one that arrives meanwhile is
+    handled once they are unblocked.
+    """
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    except (AttributeError, OSError, ValueError):
+        yield  # no signal masks here: start the process as it is
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def spawn_new_process(
@@ -299,9 +327,10 @@ def spawn_new_process(
         ready_timeout=ready_timeout,
         forward_stderr=forward_stderr,
     )
-    reactor.spawnProcess(
-        protocol, command[0], list(command), env=env, path=cwd, childFDs=child_fds
-    )
+    with signals_held():
+        reactor.spawnProcess(
+            protocol, command[0], list(command), env=env, path=cwd, childFDs=child_fds
+        )
     return protocol
 
 

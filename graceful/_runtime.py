@@ -394,6 +394,13 @@ class Runtime:
                 getattr(signal, name),
                 lambda: self.reactor.callFromThread(self._shutdown_signalled),
             )
+        # A process graceful started begins with SIGUSR1 blocked; one sent
+        # while it started was meant for the process it replaces.
+        if environment.release_signal(signal.SIGUSR1):
+            self.core.log.warn(
+                "{pid}: restart refused: SIGUSR1 arrived while this process was starting",
+                pid=self.core.pid,
+            )
 
     def _restart_from_signal(self) -> None:
         self.restart().addErrback(lambda failure: None)

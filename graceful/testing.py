@@ -173,6 +173,9 @@ class MemoryEnvironment:
     @ivar wall: what C{now()} answers.
     @ivar handlers: the installed signal handlers, by number.
     @ivar stack_dumps: the signals that would dump the stacks.
+    @ivar held: signals that arrived while held back (during startup), not
+        yet released.
+    @ivar released: the signals released, in order.
     @ivar armed: the parent-death signals asked for.
     @ivar parent: our parent's pid.
     @ivar rss: our memory, in MiB.
@@ -183,6 +186,8 @@ class MemoryEnvironment:
     wall: float = 1_000_000.0
     handlers: dict[int, Callable[[], None]] = field(factory=dict)
     stack_dumps: list[int] = field(factory=list)
+    held: set[int] = field(factory=set)
+    released: list[int] = field(factory=list)
     armed: list[int] = field(factory=list)
     parent: int = 1
     rss: float = 10.0
@@ -203,6 +208,13 @@ class MemoryEnvironment:
 
     def dump_stacks_on(self, signum: int) -> None:
         self.stack_dumps.append(signum)
+
+    def release_signal(self, signum: int) -> bool:
+        self.released.append(signum)
+        if signum in self.held:
+            self.held.discard(signum)
+            return True
+        return False
 
     def arm_parent_death(self, signum: int) -> bool:
         self.armed.append(signum)

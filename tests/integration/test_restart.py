@@ -16,6 +16,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.processes import children
 from tests.support import (
     CERT,
     KEY,
@@ -146,6 +148,37 @@ class CodeAPIRestartTests(SynchronousTestCase):
         self.assertEqual((code, int(body)), (200, old))
         self.assertEqual(headers.get("connection"), "close")
         proc.wait_gone(old)
+
+    def test_restart_signal_to_the_whole_group(self) -> None:
+        """
+        SIGUSR1 to every process of the group (C{kill -USR1 -PGID}) while a
+        new process is starting: the restarting one refuses, the starting
+        one holds the signal back (the default action would kill it), drops
+        it with one line once its handlers are in place, and takes over; no
+        third generation is started.
+        """
+        proc, http_port, _ = self.start_web()
+        old = pid_of(http_port)
+        proc.signal(old, signal.SIGUSR1)
+        new = None
+        deadline = time.monotonic() + 10
+        while new is None and time.monotonic() < deadline:
+            started = children(old)
+            new = min(started) if started else None
+            time.sleep(0.005)
+        self.assertIsNotNone(new, "the new process to start")
+        assert new is not None
+        proc.remember(new)
+        os.killpg(proc.pgid, signal.SIGUSR1)
+        wait_until(lambda: pid_of(http_port) == new, what=f"{new} to take over")
+        proc.wait_gone(old)
+        wait_until(
+            lambda: f"{new}: restart refused: SIGUSR1 arrived while this process was starting"
+            in proc.log(),
+            what="the new process to say it dropped the signal",
+        )
+        self.assertEqual(group_members(proc.pgid), [new])
+        self.assertEqual(children(new), set())
 
     def test_restarts_leak_nothing(self) -> None:
         """

@@ -7,6 +7,7 @@ new process's L{OldProcess} over real pipes.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Callable
 
 from attrs import define, field
@@ -299,6 +300,8 @@ class SpawningReactor:
         self, protocol: Any, executable: str, args: list[str], **kwargs: Any
     ) -> FakeProcessTransport:
         self.calls.append(dict(protocol=protocol, executable=executable, args=args, **kwargs))
+        # The mask the child would inherit.
+        self.calls[-1]["blocked"] = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         transport = FakeProcessTransport(pid=self.pid)
         protocol.makeConnection(transport)
         return transport
@@ -356,6 +359,18 @@ class SpawnTests(SynchronousTestCase):
             },
         )
         self.assertEqual(environ["LISTEN_PID"], "1")  # the caller's mapping is untouched
+
+    def test_starts_with_sigusr1_blocked(self) -> None:
+        """
+        The new process inherits SIGUSR1 blocked, so that a restart signal
+        sent to the whole group while it imports its code does not kill it;
+        the caller's own mask is as it was.
+        """
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        call = self.spawn([], {})
+        self.assertIn(signal.SIGUSR1, call["blocked"])
+        self.assertNotIn(signal.SIGUSR1, before)
+        self.assertEqual(signal.pthread_sigmask(signal.SIG_BLOCK, []), before)
 
     def test_no_sockets(self) -> None:
         call = self.spawn([], {})

@@ -790,6 +790,29 @@ class SignalTests(_RuntimeCase):
         self.assertEqual(len(self.spawner.calls), 1)
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_sigusr1_held_while_starting_is_dropped(self) -> None:
+        """
+        A SIGUSR1 that reached this process while it started (held back
+        until its handlers were in place) was meant for the process it
+        replaces: dropped, with one line, and the next one restarts.
+        """
+        self.environment.held.add(signal.SIGUSR1)
+        self.install()
+        self.reactor.advance(0)
+        self.assertEqual(self.spawner.calls, [])
+        self.assertEqual(self.environment.released, [signal.SIGUSR1])
+        self.assertLogged(
+            f"{PID}: restart refused: SIGUSR1 arrived while this process was starting"
+        )
+        self.deliver("SIGUSR1")
+        self.reactor.advance(0)
+        self.assertEqual(len(self.spawner.calls), 1)
+
+    def test_nothing_held_nothing_said(self) -> None:
+        self.install()
+        self.assertEqual(self.environment.released, [signal.SIGUSR1])
+        self.assertFalse(any("SIGUSR1 arrived" in line for line in self.log), self.log)
+
     def test_shutdown_signals(self) -> None:
         for name in _runtime.SHUTDOWN_SIGNALS:
             self.setUp_runtime_again()

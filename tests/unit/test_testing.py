@@ -7,6 +7,8 @@ as its docstring says.
 from __future__ import annotations
 
 import inspect
+import os
+import signal
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
@@ -58,12 +60,30 @@ class SameInterfaceTests(SynchronousTestCase):
                 "monotonic",
                 "on_signal",
                 "dump_stacks_on",
+                "release_signal",
                 "arm_parent_death",
                 "parent_pid",
                 "rss_mib",
                 "exit",
             ],
         )
+
+    def test_released_signal_that_arrived_is_dropped(self) -> None:
+        """
+        The real release: a SIGUSR1 that arrived while blocked is reported
+        and consumed, never handled; with none pending it just unblocks.
+        """
+        handled: list[int] = []
+        previous = signal.signal(signal.SIGUSR1, lambda number, frame: handled.append(number))
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, before)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        environment = OSEnvironment()
+        self.assertTrue(environment.release_signal(signal.SIGUSR1))
+        self.assertNotIn(signal.SIGUSR1, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        self.assertFalse(environment.release_signal(signal.SIGUSR1))
+        self.assertEqual(handled, [])
 
     def test_spawner(self) -> None:
         from graceful._handoff import spawn_new_process
