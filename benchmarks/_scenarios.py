@@ -321,7 +321,8 @@ def run_profile(
     """
     exe = py_spy(ctx.python)
     if exe is None:
-        return {"error": "py-spy is not installed (benchmarks/setup installs it)"}
+        # By server, as profile_lines reads it.
+        return {name: {"error": "py-spy is not installed (benchmarks/setup installs it)"} for name in names}
     profiles = {}
     for name in names:
         progress.tick(f"profiling {name} ({'Connection: close' if close else 'keep-alive'})")
