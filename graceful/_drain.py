@@ -52,7 +52,7 @@ from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from ._h2 import negotiating
+from ._h2 import NegotiatingFactory
 from ._streams import StreamRegistry
 from ._websocket import TakenConnection, UpgradeDrain, taken_over_by
 
@@ -327,9 +327,15 @@ class DrainingSite(Site):
         # As HTTPFactory.buildProtocol does: TimeoutMixin looks callLater up
         # on the instance, so the channel's timeouts use the site's reactor.
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign, assignment]
-        # With h2 installed, a connection that negotiates it by ALPN
-        # becomes an HTTP/2 connection on its first bytes.
-        return negotiating(channel, self)
+        return channel
+
+    def over_tls(self) -> NegotiatingFactory:
+        """
+        The factory for this site's TLS ports: with h2 installed, a
+        connection that negotiates it by ALPN becomes an HTTP/2 connection
+        on its first bytes.
+        """
+        return NegotiatingFactory(self)
 
     @property
     def in_flight(self) -> int:

@@ -74,7 +74,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IProtocol
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
 
@@ -97,12 +97,20 @@ class DrainingSite(Protocol):
 
     def channel_closed(self, channel: Any) -> None: ...
 
+    def buildProtocol(self, addr: Any) -> Any: ...
+
+    def doStart(self) -> None: ...
+
+    def doStop(self) -> None: ...
+
+    def logPrefix(self) -> str: ...
+
 
 #: The site's HTTP/1.1 channel (L{graceful._drain.DrainableChannel}) that a
 #: negotiation starts from.
 DrainableChannel = Any
 
-__all__ = ["H2_ENABLED", "alpn_protocols", "negotiating"]
+__all__ = ["H2_ENABLED", "NegotiatingFactory", "alpn_protocols", "negotiating"]
 
 #: The stream id of the first GOAWAY of a two-step drain: "no stream refused
 #: yet", RFC 9113 section 6.8.
@@ -135,6 +143,33 @@ def negotiating(channel: DrainableChannel, site: DrainingSite) -> IProtocol:
     wrapper.timeOut = channel.timeOut
     wrapper.callLater = channel.callLater
     return wrapper
+
+
+class NegotiatingFactory(Factory):
+    """
+    What a TLS port serves: the site's HTTP/1.1 channels, each wrapped to
+    switch to HTTP/2 when ALPN chose it.  Plain ports serve the site's
+    channels bare: ALPN exists only in TLS, and the wrapper costs every
+    connection a few microseconds.
+
+    @ivar site: the site whose channels these are.
+    """
+
+    def __init__(self, site: DrainingSite) -> None:
+        self.site = site
+
+    def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
+        return negotiating(self.site.buildProtocol(addr), self.site)
+
+    # The site is the factory that counts its ports and keeps its log.
+    def doStart(self) -> None:
+        self.site.doStart()
+
+    def doStop(self) -> None:
+        self.site.doStop()
+
+    def logPrefix(self) -> str:
+        return self.site.logPrefix()
 
 
 class NegotiatingChannel(_GenericHTTPChannelProtocol):

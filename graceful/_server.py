@@ -364,7 +364,7 @@ class Server:
         if self._tls_options is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            tls_factory = TLSMemoryBIOFactory(self._tls_options, False, self.site)
+            tls_factory = TLSMemoryBIOFactory(self._tls_options, False, self.site.over_tls())
         prepared, self._prepared = self._prepared, []
         try:
             for p in prepared:

@@ -86,7 +86,7 @@ class ALPNTests(SynchronousTestCase):
     def connect(self, offered: list[bytes] | None) -> tuple[Any, Any, Any]:
         clock = Clock()
         site = DrainingSite(App(), reactor=clock)
-        server = TLSMemoryBIOFactory(load_tls_options(CERT, KEY), False, site, clock)
+        server = TLSMemoryBIOFactory(load_tls_options(CERT, KEY), False, site.over_tls(), clock)
         client = TLSMemoryBIOFactory(
             CertificateOptions(verify=False, acceptableProtocols=offered),
             True,
@@ -140,7 +140,7 @@ class H2Client:
         self.clock = clock
         self.transport = StringTransport()
         self.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
-        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        self.protocol = site.over_tls().buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
         self.protocol.makeConnection(self.transport)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.h2.initiate_connection()
