@@ -6,6 +6,7 @@ generations, its services and apps, and how it reports itself.  The roles
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any, Callable, Iterable, MutableMapping
 
@@ -344,6 +345,10 @@ class ProcessCore:
                 for path, inode in self.unix_files.items():
                     remove_unix_socket(path, inode)
         self.log.info("{pid}: all servers shutdown", pid=self.pid)
+        # Nothing is left to restart.  Ignored, a late SIGUSR1 (one sent to
+        # the whole group) cannot kill the interpreter as it finalizes, which
+        # puts back the default action of every signal with a Python handler.
+        self.environment.ignore_signal(signal.SIGUSR1)
         self._exited.happen()
         try:
             self.reactor.stop()

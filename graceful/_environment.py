@@ -52,6 +52,11 @@ class Environment(Protocol):
         Have C{signum} write every thread's stack to stderr.
         """
 
+    def ignore_signal(self, signum: int) -> None:
+        """
+        Ignore C{signum} from now on.
+        """
+
     def release_signal(self, signum: int) -> bool:
         """
         Stop holding C{signum} back (a process graceful starts begins with
@@ -110,6 +115,12 @@ class OSEnvironment:
             faulthandler.register(signum, all_threads=True)
         except (ValueError, OSError, RuntimeError, AttributeError):
             pass  # no usable stderr: the process is killed without its stacks
+
+    def ignore_signal(self, signum: int) -> None:
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except ValueError:
+            pass  # not the main thread: nothing installed handlers either
 
     def release_signal(self, signum: int) -> bool:
         try:

@@ -176,6 +176,7 @@ class MemoryEnvironment:
     @ivar held: signals that arrived while held back (during startup), not
         yet released.
     @ivar released: the signals released, in order.
+    @ivar ignored: the signals ignored, in order.
     @ivar armed: the parent-death signals asked for.
     @ivar parent: our parent's pid.
     @ivar rss: our memory, in MiB.
@@ -188,6 +189,7 @@ class MemoryEnvironment:
     stack_dumps: list[int] = field(factory=list)
     held: set[int] = field(factory=set)
     released: list[int] = field(factory=list)
+    ignored: list[int] = field(factory=list)
     armed: list[int] = field(factory=list)
     parent: int = 1
     rss: float = 10.0
@@ -208,6 +210,10 @@ class MemoryEnvironment:
 
     def dump_stacks_on(self, signum: int) -> None:
         self.stack_dumps.append(signum)
+
+    def ignore_signal(self, signum: int) -> None:
+        self.ignored.append(signum)
+        self.handlers.pop(signum, None)
 
     def release_signal(self, signum: int) -> bool:
         self.released.append(signum)
@@ -231,8 +237,10 @@ class MemoryEnvironment:
 
     def send_signal(self, signum: int) -> None:
         """
-        The process gets C{signum}.
+        The process gets C{signum} (nothing happens to an ignored one).
         """
+        if signum in self.ignored and signum not in self.handlers:
+            return
         self.handlers[signum]()
 
 

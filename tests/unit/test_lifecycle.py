@@ -808,6 +808,20 @@ class SignalTests(_RuntimeCase):
         self.reactor.advance(0)
         self.assertEqual(len(self.spawner.calls), 1)
 
+    def test_sigusr1_ignored_once_exiting(self) -> None:
+        """
+        Once every server is shut down nothing is left to restart, and a
+        late SIGUSR1 is ignored rather than left to its default action.
+        """
+        self.install()
+        self.runtime.shutdown()
+        self.reactor.advance(0)
+        self.assertTrue(self.exited)
+        self.assertEqual(self.environment.ignored, [signal.SIGUSR1])
+        self.deliver("SIGUSR1")
+        self.reactor.advance(0)
+        self.assertEqual(self.spawner.calls, [])
+
     def test_nothing_held_nothing_said(self) -> None:
         self.install()
         self.assertEqual(self.environment.released, [signal.SIGUSR1])

@@ -61,6 +61,7 @@ class SameInterfaceTests(SynchronousTestCase):
                 "on_signal",
                 "dump_stacks_on",
                 "release_signal",
+                "ignore_signal",
                 "arm_parent_death",
                 "parent_pid",
                 "rss_mib",
@@ -84,6 +85,12 @@ class SameInterfaceTests(SynchronousTestCase):
         self.assertNotIn(signal.SIGUSR1, signal.pthread_sigmask(signal.SIG_BLOCK, []))
         self.assertFalse(environment.release_signal(signal.SIGUSR1))
         self.assertEqual(handled, [])
+
+    def test_ignored_signal(self) -> None:
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        OSEnvironment().ignore_signal(signal.SIGUSR1)
+        self.assertIs(signal.getsignal(signal.SIGUSR1), signal.SIG_IGN)
 
     def test_spawner(self) -> None:
         from graceful._handoff import spawn_new_process
