@@ -22,7 +22,9 @@ def group_status(
     last_reason: Mapping[int, str],
     restarting: bool,
     leaving: bool,
-    counts: Mapping[str, int],
+    deaths: int,
+    recycles: int,
+    timeouts: int,
     replacements: Mapping[str, int],
 ) -> ProcessStatus:
     now = process.reactor.seconds()
@@ -60,9 +62,9 @@ def group_status(
         generation=generation,
         master_generation=process.generation,
         workers=listed,
-        worker_deaths=counts.get("worker_deaths", 0),
-        worker_recycles=counts.get("worker_recycles", 0),
-        worker_timeouts=counts.get("worker_timeouts", 0),
+        worker_deaths=deaths,
+        worker_recycles=recycles,
+        worker_timeouts=timeouts,
         last_replaced_reason=dict(sorted(last_reason.items())),
         # Workers replaced so far, by why: roll, recycle, memory, timeout, died.
         worker_replacements=dict(sorted(replacements.items())),

@@ -548,11 +548,9 @@ class WorkerGroup:
             self._last_reason,
             restarting=self.rolling,
             leaving=self.leaving,
-            counts={
-                "worker_deaths": self.deaths,
-                "worker_recycles": self.recycler.recycles,
-                "worker_timeouts": self.watchdog.timeouts,
-            },
+            deaths=self.deaths,
+            recycles=self.recycler.recycles,
+            timeouts=self.watchdog.timeouts,
             replacements=self._replacements,
         )
 
