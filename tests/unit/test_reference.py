@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -351,6 +352,24 @@ class PublicNamesTests(SynchronousTestCase):
                     )
             checked += 1
         self.assertGreater(checked, 30)
+
+
+class TestingExampleTests(SynchronousTestCase):
+    """
+    The example of C{graceful.testing} on the page runs as written.
+    """
+
+    def test_example_runs(self) -> None:
+        lines = section(reference(), "Testing: ``graceful.testing``")
+        start = next(i for i, line in enumerate(lines) if line.endswith("::")) + 2
+        block = []
+        for line in lines[start:]:
+            if line and not line.startswith("    "):
+                break
+            block.append(line[4:])
+        code = textwrap.dedent("\n".join(block))
+        self.assertIn("memory_runtime", code)
+        exec(compile(code, f"{REFERENCE}:testing example", "exec"), {})
 
 
 # -- the metrics ------------------------------------------------------------------------
