@@ -266,8 +266,15 @@ class HTTPCycle:
 
 class LifespanFailed(Exception):
     """
-    The app's lifespan startup failed; the message says why.
+    The app's lifespan startup failed.  Its string is one line (the last
+    of the app's message: Starlette sends a whole traceback, whose last
+    line names the exception); C{message} is the whole of it.
     """
+
+    def __init__(self, message: str) -> None:
+        lines = [line for line in message.splitlines() if line.strip()]
+        super().__init__(lines[-1].strip() if lines else message)
+        self.message = message
 
 
 class Lifespan:
@@ -294,6 +301,8 @@ class Lifespan:
         self._answer: asyncio.Future[Message] | None = None
         self._task: asyncio.Future[None] | None = None
         self._shutdown: Deferred[None] | None = None
+        #: The app's lifespan task returned or raised.
+        self._ended = False
 
     def startup(self) -> Deferred[None]:
         """
@@ -318,23 +327,34 @@ class Lifespan:
         if kind == "unsupported":
             self.supported = False
             return
-        raise LifespanFailed(answer.get("message") or kind)
+        message = str(answer.get("message") or kind)
+        if "\n" in message.strip():
+            # The reason is one line; the log keeps the whole (a traceback).
+            _log.error("ASGI lifespan startup failed:\n{why}", why=message)
+        raise LifespanFailed(message)
 
     async def _run(self, scope: Scope) -> None:
         try:
             await self.app(scope, self._receive, self._send)
         except BaseException as e:
+            self._ended = True
             if not self._received_startup:
                 self._reply({"type": "unsupported"})
             else:
+                if self.started:
+                    # Past startup: nothing else would say why it ended.
+                    _log.failure("ASGI lifespan raised", Failure(e, type(e), e.__traceback__))
                 self._reply(
                     {"type": "raised", "message": f"{type(e).__name__}: {e}".splitlines()[0]}
                 )
             if not isinstance(e, Exception):
                 raise
             return
+        self._ended = True
         # Returning before it asked for lifespan.startup is the other way an
-        # app says it has no lifespan (as uvicorn's "auto" mode takes it).
+        # app says it has no lifespan (as uvicorn's "auto" mode takes it);
+        # returning after startup ends the lifespan: its shutdown has
+        # nothing to wait for.
         self._reply(
             {"type": "returned", "message": "the app returned"}
             if self._received_startup
@@ -355,6 +375,7 @@ class Lifespan:
     async def _send(self, message: Message) -> None:
         kind = message.get("type")
         if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+            self.started = kind == "lifespan.startup.complete"
             self._reply(message)
         elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             self._reply(message)
@@ -377,9 +398,13 @@ class Lifespan:
 
     async def _shut_down(self) -> None:
         assert self._inbox is not None
+        if self._ended:
+            return  # the lifespan task ended after startup (uvicorn: no wait)
         self._answer = asyncio.get_running_loop().create_future()
         await self._inbox.put({"type": "lifespan.shutdown"})
         answer = await self._answer
+        if answer["type"] == "returned":
+            return  # it returned without a word: the shutdown is done
         if answer["type"] != "lifespan.shutdown.complete":
             _log.error(
                 "ASGI lifespan shutdown failed: {why}",

@@ -17,6 +17,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
@@ -229,6 +230,31 @@ class FlowTests(SynchronousTestCase):
         self.assertEqual([m["type"] for m in received], ["http.request", "http.disconnect"])
         self.assertEqual(harness.transport.value(), b"")
 
+    def test_pending_receive_when_the_response_ends(self) -> None:
+        """
+        A receive() still waiting when the app ends its response returns
+        http.disconnect (as uvicorn): a watcher task does not hang.
+        """
+        received: list[dict[str, Any]] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+
+            async def watch() -> None:
+                received.append(await receive())
+
+            watcher = asyncio.ensure_future(watch())
+            await asyncio.sleep(0)
+            self.assertEqual(received, [])
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"done"})
+            await watcher
+
+        harness = Harness(self, app)
+        response = harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.endswith(b"4\r\ndone\r\n0\r\n\r\n"))
+        self.assertEqual(received, [{"type": "http.disconnect"}])
+
     def test_error_before_start_is_500(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             raise ValueError("boom")
@@ -395,6 +421,64 @@ class LifespanTests(SynchronousTestCase):
         )
         self.assertEqual(str(failure.value), "OSError: connection refused")
 
+    def test_startup_failed_with_a_traceback(self) -> None:
+        """
+        Starlette sends the whole traceback as the message: the one-line
+        reason is its last line (the exception), the log has all of it.
+        """
+        message = (
+            "Traceback (most recent call last):\n"
+            '  File "app.py", line 3, in startup\n'
+            "    connect()\n"
+            "ValueError: no database\n"
+        )
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "lifespan.startup.failed", "message": message})
+
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        failure = self.failureResultOf(
+            self.run_deferred(Lifespan(app, self.loop).startup()), LifespanFailed
+        )
+        self.assertEqual(str(failure.value), "ValueError: no database")
+        self.assertEqual(failure.value.message, message)
+        self.assertIn(message, "\n".join(formatEvent(e) for e in logged))
+
+    def test_task_ended_after_startup(self) -> None:
+        """
+        An app whose lifespan returns right after startup: its shutdown
+        fires at once, with no error logged (as uvicorn).
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        lifespan = Lifespan(app, self.loop)
+        self.successResultOf(self.run_deferred(lifespan.startup()))
+        self.assertIsNone(self.successResultOf(self.run_deferred(lifespan.shutdown())))
+        self.assertEqual([e for e in logged if e.get("log_level") == LogLevel.error], [])
+
+    def test_task_raised_after_startup(self) -> None:
+        """
+        A lifespan that raises after startup is logged when it does; its
+        shutdown then fires at once.
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            raise RuntimeError("pool died")
+
+        lifespan = Lifespan(app, self.loop)
+        self.successResultOf(self.run_deferred(lifespan.startup()))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNone(self.successResultOf(self.run_deferred(lifespan.shutdown())))
+
     def test_never_answers(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await receive()
@@ -519,6 +603,24 @@ class LifespanRuntimeTests(_RuntimeCase):
         self.assertTrue(self.exited)
         self.assertEqual(self.lifespan.shutdowns, 1)
 
+
+    def test_shutdown_cut_at_drain_timeout(self) -> None:
+        """
+        A lifespan shutdown that does not finish within drain_timeout is cut
+        there, and the log says so.
+        """
+        self.runtime.settings.drain_timeout = 5
+        self.serve("s1", 8100, 10)
+        self.runtime.serving_started()
+        self.lifespan.started.callback(None)
+        self.runtime.shutdown()
+        self.reactor.advance(4.9)
+        self.assertFalse(self.exited)
+        self.reactor.advance(0.2)
+        self.assertTrue(self.exited)
+        self.assertLogged(
+            f"{self.runtime.pid}: ASGI lifespan shutdown did not finish within drain_timeout"
+        )
 
 class WrongReactorTests(SynchronousTestCase):
     """
