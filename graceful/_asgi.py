@@ -258,10 +258,17 @@ class HTTPCycle:
             request.finish()
             return
         # Part of the response is out: only closing tells the client it is
-        # cut short.
-        transport = request.channel.transport if request.channel is not None else None
-        if transport is not None:
-            transport.abortConnection()  # type: ignore[attr-defined]
+        # cut short (no last chunk, or fewer bytes than its Content-Length).
+        # A close, not an abort: what was sent still reaches the client, as
+        # uvicorn's transport.close() does.  finish() would end the response
+        # as if complete, so the access-log line is written here.
+        channel = request.channel
+        if channel is None:
+            return
+        site = getattr(channel, "factory", None)
+        if site is not None:
+            site.log(request)
+        channel.loseConnection()
 
 
 class LifespanFailed(Exception):

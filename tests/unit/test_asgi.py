@@ -56,14 +56,14 @@ class Harness:
 
     def __init__(
         self, test: SynchronousTestCase, app: Any, prefix: str = "/", tls: bool = False,
-        peer: Any = None,
+        peer: Any = None, access_log: Any = None,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         test.addCleanup(self.loop.close)
         router = Router()
         self.resource = ASGIResource(app, prefix, loop=self.loop)
         router.mount(prefix, self.resource)
-        self.site = DrainingSite(router, reactor=MemoryReactorClock())
+        self.site = DrainingSite(router, reactor=MemoryReactorClock(), access_log=access_log)
         self.transport = (TLSStringTransport if tls else StringTransport)(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 8100),
             peerAddress=peer or IPv4Address("TCP", "10.0.0.7", 51000),
@@ -264,16 +264,26 @@ class FlowTests(SynchronousTestCase):
         self.assertTrue(response.endswith(b"Internal Server Error\n"))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
-    def test_error_after_start_aborts(self) -> None:
+    def test_error_after_start_sends_what_was_sent_then_closes(self) -> None:
+        """
+        An app that raises after its response started: the client gets the
+        bytes already sent, with no last chunk, and a close (not a reset);
+        the access log has the request's line.
+        """
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "http.response.start", "status": 200})
             await send({"type": "http.response.body", "body": b"part", "more_body": True})
             raise ValueError("boom")
 
-        harness = Harness(self, app)
-        response = harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        lines: list[str] = []
+        harness = Harness(self, app, access_log=lines.append)
+        response = harness.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertTrue(response.startswith(b"HTTP/1.1 200 "))
+        self.assertTrue(response.endswith(b"\r\n\r\n4\r\npart\r\n"))
         self.assertTrue(harness.transport.disconnecting)
+        self.assertFalse(harness.transport.disconnected)  # not aborted
+        self.assertEqual(len(lines), 1)
+        self.assertIn('"GET /x HTTP/1.1" 200 4', lines[0])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_returned_without_response(self) -> None:
