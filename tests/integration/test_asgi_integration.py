@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -380,3 +381,21 @@ class ASGIStreamingTests(SynchronousTestCase):
             lambda: '"GET /raise-after-start HTTP/1.1" 200' in proc.log(),
             what="the access-log line",
         )
+
+    def test_websocket_denied_with_an_http_response(self) -> None:
+        """
+        An app answers a WebSocket upgrade with an HTTP response of its own
+        (websocket.http.response): curl gets its status and body.
+        """
+        proc = self.start(access_log=True)
+        result = subprocess.run(
+            ["curl", "-s", "-i", "--max-time", "10", "-H", "Connection: Upgrade",
+             "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+             "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             f"http://127.0.0.1:{self.port}/ws-deny"],
+            capture_output=True, timeout=20,
+        )
+        self.assertTrue(result.stdout.startswith(b"HTTP/1.1 401 "), result.stdout)
+        self.assertTrue(result.stdout.endswith(b"\r\n\r\nlog in first\n"), result.stdout)
+        wait_until(lambda: '"GET /ws-deny HTTP/1.1" 401' in proc.log(), what="the access-log line")
+        self.assertNotIn("CRITICAL", proc.log())

@@ -42,6 +42,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 _note("shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket" and scope["path"] == "/ws-deny":
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "websocket.http.response.body", "body": b"log in first\n"})
+        return
     if scope["type"] == "websocket":
         await websocket_echo(scope, receive, send)
         return
