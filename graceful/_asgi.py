@@ -174,6 +174,9 @@ class ASGIRequest(Request):
 
     streaming = False
     body_sink: HTTPCycle | None = None
+    #: The whole body arrived (a streaming request).
+    body_in = False
+    _finish_due = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -220,8 +223,22 @@ class ASGIRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if not self.streaming:
             super().requestReceived(command, path, version)
-        elif self.body_sink is not None:
-            self.body_sink.body_ended()  # rendered already, when the headers came
+            return
+        # The body is in (the request was rendered when its headers came).
+        self.body_in = True
+        if self.body_sink is not None:
+            self.body_sink.body_ended()
+        if self._finish_due and not self.finished and not self._disconnected:
+            super().finish()
+
+    def finish(self) -> None:
+        if self.streaming and not self.body_in:
+            # Answered before its body all came: the channel must read the
+            # rest of it before it parses its next request, so the request
+            # ends once it has (the app's response is out already).
+            self._finish_due = True
+            return
+        super().finish()
 
 
 class WireOrderHeaders(Headers):
@@ -307,7 +324,6 @@ class HTTPCycle:
             self._body_complete = True
         self._body_sent = False
         self._reading_paused = False
-        self._finish_when_read = False
         self._writable: asyncio.Future[None] | None = None
         self._producing = False
         self._trailers = False
@@ -365,9 +381,6 @@ class HTTPCycle:
         self._body_complete = True
         self._resume_reading()
         self._wake()
-        if self._finish_when_read:
-            self._finish_when_read = False
-            self._finish()
 
     def _resume_reading(self) -> None:
         if self._reading_paused:
@@ -475,13 +488,11 @@ class HTTPCycle:
 
     def _finish(self) -> None:
         if not self._body_complete:
-            # The response is out before the request body came in: read the
-            # rest (and drop it) before the connection takes its next
-            # request; finish() then.
-            self._finish_when_read = True
+            # The response is out before the request body came in: the rest
+            # is read and dropped (ASGIRequest.finish ends the request once
+            # it is in, before the connection takes its next request).
             self._chunks.clear()
             self._resume_reading()
-            return
         if not self.disconnected:
             self.request.finish()
 

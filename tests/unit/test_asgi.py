@@ -323,6 +323,31 @@ class FlowTests(SynchronousTestCase):
         self.assertTrue(response.startswith(b"HTTP/1.1 413 "))
         self.assertFalse(harness.transport.disconnecting)
 
+    def test_render_failing_before_the_body_keeps_the_connection(self) -> None:
+        """
+        A streamed request whose render fails (twisted.web answers 500 at
+        once): the rest of its body is read as body, not as the next
+        request, and the connection goes on.
+        """
+        class Broken(ASGIResource):
+            def render(self, request: Any) -> Any:
+                if request.method == b"POST":
+                    raise RuntimeError("render failed")
+                return super().render(request)
+
+        harness = Harness(self, Recorder())
+        harness.resource.__class__ = Broken
+        response = harness.send(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n" + b"GET /x HTTP/1.1\r\n"
+        )
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        harness.transport.clear()
+        response = harness.send(b"Host: h\r\n\r\n" + b"x" * 12 + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 201 "), response)
+        self.assertEqual(response.count(b"HTTP/1.1"), 1)
+        self.assertEqual(harness.site.in_flight, 0)
+
     def test_send_waits_while_the_transport_is_full(self) -> None:
         """
         send() waits while the transport's buffer is over its high-water
