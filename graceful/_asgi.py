@@ -7,9 +7,13 @@ drained and written to the access log like any other.  The app runs as an
 asyncio task on the loop the reactor runs, so asyncio code in it
 (C{asyncio.sleep}, C{create_task}, async drivers, httpx) works.
 
-twisted.web reads the whole request body before it renders (into
-C{request.content}); the body is handed to the app from there in chunks of
-L{BODY_CHUNK} bytes with C{more_body}, as the spec asks.
+On a server with an ASGI mount, a request with a body that routes to an
+ASGI app is rendered as soon as its headers are in (L{ASGIRequest}; twisted.web
+would wait for the whole body) and the app receives the body as it arrives,
+with C{more_body}; the connection is not read while more than L{BODY_BUFFER}
+bytes wait for the app.  C{send()} waits while the transport's buffer is over
+its high-water mark, so a slow reader holds the app back rather than filling
+memory.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import inspect
 import sys
 from collections import deque
 from io import BytesIO
-from typing import IO, Any
+from typing import IO, Any, AnyStr, Sequence
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -246,18 +250,29 @@ class WireOrderHeaders(Headers):
     Request headers that also keep the order they arrived in (twisted.web's
     L{Headers} groups them by name: C{A:1, B:2, A:3} read as C{a, a, b}).
 
-    @ivar wire: C{(lowercased name, value)} in the order of C{addRawHeader}.
+    @ivar wire: C{(lowercased name, value)} in the order of C{addRawHeader};
+        C{None} once they were changed otherwise (the grouped ones are then
+        the truth).
     """
 
     __slots__ = ("wire",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.wire: list[tuple[bytes, bytes]] = []
+        self.wire: list[tuple[bytes, bytes]] | None = []
 
     def addRawHeader(self, name: str | bytes, value: str | bytes) -> None:
         super().addRawHeader(name, value)
-        self.wire.append((_as_bytes(name).lower(), _as_bytes(value)))
+        if self.wire is not None:
+            self.wire.append((_as_bytes(name).lower(), _as_bytes(value)))
+
+    def setRawHeaders(self, name: str | bytes, values: Sequence[str | bytes]) -> None:
+        super().setRawHeaders(name, values)
+        self.wire = None
+
+    def removeHeader(self, name: AnyStr) -> None:
+        super().removeHeader(name)
+        self.wire = None
 
 
 def _as_bytes(text: str | bytes) -> bytes:
@@ -369,7 +384,9 @@ class HTTPCycle:
             return  # the response is over: the rest of the body is read and dropped
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered > BODY_BUFFER and not self._reading_paused:
+        if self._buffered > BODY_BUFFER:
+            # Each time: the channel resumes reading when the transport's
+            # write buffer drains, whoever paused it.
             self._reading_paused = True
             _network(self.request).pauseProducing()
         self._wake()

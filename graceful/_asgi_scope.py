@@ -47,15 +47,18 @@ def build_http_scope(request: Request, root_path: str, state: dict[str, Any]) ->
     whole decoded path (the mount prefix included), C{root_path} the prefix.
     """
     raw_path, _, query_string = request.uri.partition(b"?")
-    grouped = [
-        (name.lower(), value)
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        for value in values
-    ]
-    # In the order they came, where the request kept it (and nothing was
-    # added or removed since): twisted.web's Headers group them by name.
+    # In the order they came, where the request kept it (graceful's
+    # ASGIRequest): twisted.web's Headers group them by name.
     wire: list[tuple[bytes, bytes]] | None = getattr(request.requestHeaders, "wire", None)
-    headers = list(wire) if wire is not None and len(wire) == len(grouped) else grouped
+    headers = (
+        list(wire)
+        if wire is not None
+        else [
+            (name.lower(), value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+    )
     version = http_version(request.clientproto)
     return {
         "type": "http",

@@ -21,6 +21,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 from zope.interface import alsoProvides
 
 from graceful._asgi import BODY_BUFFER, BODY_CHUNK, ASGIRequest, ASGIResource, Lifespan, LifespanFailed
@@ -148,6 +149,24 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual(
             scope["headers"], [(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"host", b"h")]
         )
+
+    def test_headers_changed_after_arrival_are_grouped(self) -> None:
+        """
+        Headers set or removed after they arrived are taken as they are
+        now (grouped): the wire order no longer says what is there.
+        """
+        from graceful._asgi import WireOrderHeaders
+        from graceful._asgi_scope import build_http_scope
+
+        request = ASGIRequest(DummyChannel(), False)
+        headers = request.requestHeaders
+        assert isinstance(headers, WireOrderHeaders)
+        for name, value in ((b"A", b"1"), (b"B", b"2"), (b"A", b"3")):
+            headers.addRawHeader(name, value)
+        headers.setRawHeaders(b"b", [b"9"])
+        request.uri, request.method, request.clientproto = b"/", b"GET", b"HTTP/1.1"
+        scope = build_http_scope(request, "", {})
+        self.assertEqual(scope["headers"], [(b"a", b"1"), (b"a", b"3"), (b"b", b"9")])
 
     def test_headers_in_wire_order_with_a_streamed_body(self) -> None:
         scope = self.scope_of(
