@@ -456,15 +456,17 @@ class HTTPCycle:
         if kind != "http.response.body" or self._body_done():
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
         body = bytes(message.get("body", b""))
+        more = message.get("more_body", False)
         if body:
             request = self.request
-            if not self._producing:
+            if more and not self._producing:
+                # Only a streamed response has a later send() to hold back.
                 self._producing = True
                 request.registerProducer(self, True)
                 if getattr(request.channel, "_waitingForTransport", False):
                     self.pauseProducing()  # its buffer is full already
             request.write(body)
-        if not message.get("more_body", False):
+        if not more:
             if self._trailers:
                 self._trailers_due = True
                 return
