@@ -399,3 +399,36 @@ class ASGIStreamingTests(SynchronousTestCase):
         self.assertTrue(result.stdout.endswith(b"\r\n\r\nlog in first\n"), result.stdout)
         wait_until(lambda: '"GET /ws-deny HTTP/1.1" 401' in proc.log(), what="the access-log line")
         self.assertNotIn("CRITICAL", proc.log())
+
+
+class StartupFailureTests(SynchronousTestCase):
+    def test_starlette_startup_failure_names_the_exception(self) -> None:
+        """
+        Starlette sends a whole traceback as the startup failure's message:
+        the one-line reason is its last line (the exception), not
+        "Traceback (most recent call last):"; the log has the traceback.
+        """
+        try:
+            __import__("starlette")
+        except ImportError:
+            raise SkipTest("starlette is not installed")
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-fail-")
+        self.addCleanup(directory.cleanup)
+        config = Path(directory.name) / "graceful.toml"
+        config.write_text(
+            "[servers.web]\n"
+            'app = "tests.integration.programs.starlette_startup_fail:app"\n'
+            f"ports = [{free_port()}]\n"
+        )
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile=", "graceful", "--config", str(config), env=child_environment()
+        ).start()
+        self.addCleanup(proc.stop)
+        self.assertEqual(proc.wait_exit(20), 1, proc.log())
+        log = proc.log()
+        self.assertIn(
+            "graceful: error: ASGI lifespan startup failed: ValueError: no database at db:5432\n",
+            log,
+        )
+        self.assertIn("Traceback (most recent call last):", log)
+        self.assertIn('raise ValueError("no database at db:5432")', log)
