@@ -432,3 +432,28 @@ class StartupFailureTests(SynchronousTestCase):
         )
         self.assertIn("Traceback (most recent call last):", log)
         self.assertIn('raise ValueError("no database at db:5432")', log)
+
+    def test_lifespan_that_returned_after_startup_exits_at_once(self) -> None:
+        """
+        An app whose lifespan returned after startup: SIGTERM exits at once
+        (it waited for drain_timeout, and logged that shutdown did not
+        finish).
+        """
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-lifespan-")
+        self.addCleanup(directory.cleanup)
+        config = Path(directory.name) / "graceful.toml"
+        port = free_port()
+        config.write_text(
+            "[graceful]\ndrain_timeout = 20\n\n[servers.web]\n"
+            'app = "tests.integration.programs.asgi_app:app"\n'
+            f"ports = [{port}]\n"
+        )
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile=", "graceful", "--config", str(config),
+            env=child_environment(GRACEFUL_TEST_LIFESPAN_RETURNS="1"),
+        ).start()
+        self.addCleanup(proc.stop)
+        pid = wait_until(lambda: pid_of(port, "/"), what="the app to serve")
+        os.kill(pid, signal.SIGTERM)
+        self.assertEqual(proc.wait_exit(8), 0, proc.log())
+        self.assertNotIn("lifespan shutdown", proc.log())

@@ -5,7 +5,8 @@ C{tests.integration.programs.asgi_app:app}.
 
 GRACEFUL_TEST_LIFESPAN names a file the app appends "startup PID" and
 "shutdown PID" to; while a file named C{fail-startup} sits beside it, the
-lifespan startup fails.
+lifespan startup fails.  With GRACEFUL_TEST_LIFESPAN_RETURNS set, the
+lifespan returns right after its startup.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     return
                 scope["state"]["started_by"] = os.getpid()
                 await send({"type": "lifespan.startup.complete"})
+                if os.environ.get("GRACEFUL_TEST_LIFESPAN_RETURNS"):
+                    return  # its lifespan ends here: shutdown has nothing to wait for
             elif message["type"] == "lifespan.shutdown":
                 _note("shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
