@@ -29,11 +29,11 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from ._anyio_root import keep_worker_threads
 from ._asgi_scope import (  # noqa: F401  (the ASGI types, named here too)
@@ -327,17 +327,21 @@ class HTTPCycle:
         request.defaultContentType = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
+        # A request twisted.web read whole (not streamed: over HTTP/2, or
+        # without a body) is read from its content file as the app asks.
+        self._content: IO[bytes] | None = None
+        self._body_left = 0
         if getattr(request, "streaming", False):
             self._body_complete = False
             request.body_sink = self  # type: ignore[attr-defined]
         else:
             # (None only for a request that never had a body stream.)
-            content: IO[bytes] = request.content or BytesIO()
-            content.seek(0)
-            while chunk := content.read(BODY_CHUNK):
-                self._chunks.append(chunk)
+            self._content = request.content or BytesIO()
+            self._body_left = self._content.seek(0, 2)
+            self._content.seek(0)
             self._body_complete = True
         self._body_sent = False
+        self._trailers_due = False
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._producing = False
@@ -409,6 +413,12 @@ class HTTPCycle:
         while True:
             if self.disconnected:
                 return {"type": "http.disconnect"}
+            if not self._body_sent and self._content is not None:
+                chunk = self._content.read(min(BODY_CHUNK, self._body_left))
+                self._body_left -= len(chunk)
+                more = self._body_left > 0 and bool(chunk)
+                self._body_sent = not more
+                return {"type": "http.request", "body": chunk, "more_body": more}
             if not self._body_sent and (self._chunks or self._body_complete):
                 if len(self._chunks) > 1 and not self._body_complete:
                     # Streaming: all that waits, in one message (as uvicorn).
@@ -450,10 +460,10 @@ class HTTPCycle:
             return
         if self.complete:
             raise RuntimeError("the response is complete already")
-        if kind == "http.response.trailers" and self._trailers and self._body_done():
+        if kind == "http.response.trailers" and self._trailers_due:
             self._add_trailers(message)
             return
-        if kind != "http.response.body" or self._body_done():
+        if kind != "http.response.body" or self._trailers_due:
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
         body = bytes(message.get("body", b""))
         more = message.get("more_body", False)
@@ -475,11 +485,6 @@ class HTTPCycle:
         writable = self._writable
         if writable is not None:
             await writable
-
-    _trailers_due = False
-
-    def _body_done(self) -> bool:
-        return self._trailers_due
 
     def _add_trailers(self, message: Message) -> None:
         for name, value in message.get("headers", ()):
