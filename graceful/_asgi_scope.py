@@ -18,6 +18,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 
+#: The extension for response trailers: HTTP/1.1 only (a chunked response
+#: can end with them; twisted.web's HTTP/2 stream cannot send them).
+TRAILERS = "http.response.trailers"
+
 
 def is_websocket_upgrade(request: Request) -> bool:
     upgrade = request.getHeader(b"upgrade")
@@ -43,15 +47,23 @@ def build_http_scope(request: Request, root_path: str, state: dict[str, Any]) ->
     whole decoded path (the mount prefix included), C{root_path} the prefix.
     """
     raw_path, _, query_string = request.uri.partition(b"?")
-    headers = [
-        (name.lower(), value)
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        for value in values
-    ]
+    # In the order they came, where the request kept it (graceful's
+    # ASGIRequest): twisted.web's Headers group them by name.
+    wire: list[tuple[bytes, bytes]] | None = getattr(request.requestHeaders, "wire", None)
+    headers = (
+        list(wire)
+        if wire is not None
+        else [
+            (name.lower(), value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+    )
+    version = http_version(request.clientproto)
     return {
         "type": "http",
         "asgi": dict(ASGI_VERSIONS),
-        "http_version": http_version(request.clientproto),
+        "http_version": version,
         "method": request.method.decode("latin-1"),
         "scheme": "https" if request.isSecure() else "http",
         "path": unquote(raw_path.decode("latin-1")),
@@ -63,4 +75,5 @@ def build_http_scope(request: Request, root_path: str, state: dict[str, Any]) ->
         "server": _address(request.getHost()),
         # Each request gets its own copy of what lifespan startup set.
         "state": dict(state),
+        "extensions": {TRAILERS: {}} if version == "1.1" else {},
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.http import RESPONSES
 from twisted.web.server import Request
 
 from ._asgi_scope import ASGIApp, Message, Scope, build_http_scope
@@ -26,6 +27,25 @@ _log = Logger(namespace="graceful.asgi")
 _STATE_OPEN = 3
 
 _missing_logged = False
+
+#: The extension that lets an app deny a WebSocket with an HTTP response.
+HTTP_RESPONSE = "websocket.http.response"
+
+
+def http_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """
+    The bytes of an HTTP/1.1 response that ends its connection: the answer
+    an app gives instead of accepting a WebSocket.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Unknown"))]
+    names = set()
+    for name, value in headers:
+        names.add(name.lower())
+        lines.append(name + b": " + value + b"\r\n")
+    if b"content-length" not in names:
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(b"Connection: close\r\n\r\n")
+    return b"".join(lines) + body
 
 
 def build_websocket_scope(request: Request, root_path: str, state: dict[str, Any]) -> Scope:
@@ -40,6 +60,8 @@ def build_websocket_scope(request: Request, root_path: str, state: dict[str, Any
     scope["subprotocols"] = [
         p.strip().decode("latin-1") for p in offered.split(b",") if p.strip()
     ]
+    # What the websocket bridge supports (no response trailers here).
+    scope["extensions"] = {HTTP_RESPONSE: {}}
     return scope
 
 
@@ -77,6 +99,9 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
         def onConnect(self, request: Any) -> Any:  # a Deferred: autobahn waits for it
             self.accepted = False
             self.closed = False
+            #: The app's HTTP answer, while it sends it: status, headers, body.
+            self._response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
+            self._answered = False
             self._inbox: asyncio.Queue[Message] = asyncio.Queue()
             self._handshake: Deferred[Any] = Deferred()
             self._inbox.put_nowait({"type": "websocket.connect"})
@@ -101,7 +126,7 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
             # The peer's code, else ours (a drain's 1012/1001), else abnormal.
             code = self.remoteCloseCode or self.localCloseCode or code or 1006
             self._inbox.put_nowait({"type": "websocket.disconnect", "code": code})
-            if not self._handshake.called:
+            if not self._handshake.called and not self._answered:
                 self._handshake.errback(ConnectionDeny(403, "closed"))
 
         async def _asgi_receive(self) -> Message:
@@ -123,6 +148,17 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
                 if kind == "websocket.close":
                     self._app_deny()
                     return
+                if kind == "websocket.http.response.start" and self._response is None:
+                    headers_out = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+                    self._response = (int(message["status"]), headers_out, [])
+                    return
+                if kind == "websocket.http.response.body" and self._response is not None:
+                    if self._answered or self.closed:
+                        return
+                    self._response[2].append(bytes(message.get("body", b"")))
+                    if not message.get("more_body", False):
+                        self._answer()
+                    return
                 raise RuntimeError(f"expected 'websocket.accept', got {kind!r}")
             if self.closed:
                 return  # the client is gone: what the app sends goes nowhere
@@ -135,6 +171,31 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
                 self._app_close(int(message.get("code", 1000)), message.get("reason") or "")
             else:
                 raise RuntimeError(f"unexpected websocket message {kind!r}")
+
+        def _answer(self) -> None:
+            """
+            Deny the WebSocket with the app's HTTP response.
+            """
+            assert self._response is not None
+            self._answered = True
+            self.closed = True
+            status = self._response[0]
+            # Through failHandshake, as autobahn's own refusals go: the site
+            # takes the access-log status from it.
+            self.failHandshake("denied by the app", status)
+
+        def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+            if not self._answered_now():
+                super().failHandshake(reason, code, responseHeaders)
+                return
+            assert self._response is not None
+            status, headers, body = self._response
+            self.wasNotCleanReason = reason
+            self.sendData(http_response(status, headers, b"".join(body)))
+            self.dropConnection(abort=False)
+
+        def _answered_now(self) -> bool:
+            return getattr(self, "_answered", False) and self._response is not None
 
         def _app_deny(self) -> None:
             self.closed = True
@@ -156,6 +217,11 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
                     path=self.scope["path"],
                 )
             if not self.accepted:
+                if self._answered:
+                    return
+                if self._response is not None and not error and not self.closed:
+                    self._answer()  # ended without its last body message
+                    return
                 if not self._handshake.called:
                     self._handshake.errback(ConnectionDeny(500 if error else 403, "app ended"))
             elif not self.closed:

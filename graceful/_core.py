@@ -318,14 +318,19 @@ class ProcessCore:
         """
         if not self.lifespans:
             return succeed(None)
-        stopped = DeferredList([lifespan.shutdown() for lifespan in self.lifespans])
-        stopped.addTimeout(self.settings.drain_timeout, self.reactor)
-        stopped.addErrback(
-            lambda f: self.log.warn(
+        stopped = DeferredList(
+            [lifespan.shutdown() for lifespan in self.lifespans], consumeErrors=True
+        )
+
+        def cut(result: object, timeout: float) -> None:
+            # Cancelled, a DeferredList fires with its results, not a
+            # failure: an errback here never ran, and the exit was silent.
+            self.log.warn(
                 "{pid}: ASGI lifespan shutdown did not finish within drain_timeout",
                 pid=self.pid,
             )
-        )
+
+        stopped.addTimeout(self.settings.drain_timeout, self.reactor, onTimeoutCancel=cut)
         done: Deferred[None] = stopped.addBoth(lambda _: None)
         return done
 

@@ -424,12 +424,18 @@ class Server:
             self._asgi_mounts_built = True
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
-        return DrainingSite(
+        site = DrainingSite(
             self.router,
             server_name=self.name,
             access_log=self.runtime.access_log(),
             reactor=reactor,
         )
+        if self._asgi_mounts_built:
+            from ._asgi import ASGIRequest
+
+            # Its requests reach an ASGI app before their body has arrived.
+            site.requestFactory = ASGIRequest
+        return site
 
     def resume_accepting(self) -> None:
         """

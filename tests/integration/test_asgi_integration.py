@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import signal
+import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -254,3 +256,204 @@ class RestartsUnderLoadTests(SynchronousTestCase):
         body = json.loads(get(ports[3], "/pid", tls=True)[2])
         self.assertEqual(body, {"pid": new, "started_by": new})
         self.assertEqual(get(ports[4], "/")[2], f"{new}\n".encode())
+
+
+class ASGIStreamingTests(SynchronousTestCase):
+    """
+    Bodies stream both ways through a real process: a slow reader does not
+    make the process buffer the response, an upload reaches the app as it
+    arrives, and an app failing halfway delivers what it sent.
+    """
+
+    def setUp(self) -> None:
+        self.port = free_port()
+
+    def start(self, access_log: bool = False) -> ServerProcess:
+        if not access_log:
+            proc = ServerProcess.python(PROGRAM, str(self.port), env=child_environment()).start()
+        else:
+            directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-stream-")
+            self.addCleanup(directory.cleanup)
+            config = Path(directory.name) / "graceful.toml"
+            config.write_text(
+                '[graceful]\naccess_log = "-"\n\n[servers.web]\n'
+                'app = "tests.integration.programs.asgi_app:app"\n'
+                f"ports = [{self.port}]\n"
+            )
+            proc = ServerProcess.twistd(
+                "-n", "--pidfile=", "graceful", "--config", str(config), env=child_environment()
+            ).start()
+        self.addCleanup(proc.stop)
+        wait_until(lambda: pid_of(self.port, "/"), what="the ASGI app to serve")
+        return proc
+
+    def connect(self) -> socket.socket:
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        # A small receive window, so that what the client does not read
+        # stays in the server.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", self.port))
+        return sock
+
+    def test_slow_reader_keeps_memory_flat(self) -> None:
+        """
+        A 64 MiB response to a client that stops reading: the process's RSS
+        stays within a few MB (it grew by the whole response when send()
+        never waited); read then, the response is whole.
+        """
+        from harness.processes import rss_mb
+
+        self.start()
+        pid = pid_of(self.port, "/")
+        for _ in range(3):  # warm up: the first requests import and allocate
+            get(self.port, "/stream?mb=1", timeout=10)
+        before = rss_mb(pid)
+        sock = self.connect()
+        sock.sendall(b"GET /stream?mb=64 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        got = sock.recv(4096)
+        peak = before
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_mb(pid))
+            time.sleep(0.1)
+        self.assertLess(peak - before, 24, f"RSS grew from {before:.0f} to {peak:.0f} MB")
+        total = len(got)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            total += len(data)
+        head_length = got.index(b"\r\n\r\n") + 4
+        self.assertEqual(total - head_length, 64 << 20)
+
+    def test_upload_reaches_the_app_before_it_ends(self) -> None:
+        """
+        The app answers "first N" on the first piece of a 20 MiB upload,
+        before the client sent the rest; then it gets all of it.
+        """
+        self.start()
+        size = 20 << 20
+        sock = self.connect()
+        sock.sendall(
+            b"POST /upload-progress HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % size
+        )
+        sock.sendall(b"x" * (1 << 20))
+        answer = b""
+        deadline = time.monotonic() + 10
+        while b"first " not in answer and time.monotonic() < deadline:
+            data = sock.recv(65536)  # times out (fails) if the app never started
+            if not data:
+                break
+            answer += data
+        self.assertIn(b"first ", answer)
+        sock.sendall(b"y" * (size - (1 << 20)))
+        deadline = time.monotonic() + 20
+        while b"total " not in answer and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        self.assertIn(b"total %d\n" % size, answer)
+
+    def test_app_failing_after_start_delivers_what_it_sent(self) -> None:
+        """
+        What the app sent before raising reaches the client, then a close
+        (not a reset), and the access log has the request's line.
+        """
+        proc = self.start(access_log=True)
+        sock = self.connect()
+        sock.sendall(b"GET /raise-after-start HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)  # a reset raises here
+            if not data:
+                break
+            answer += data
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertIn(b"part of it\n", answer)
+        self.assertFalse(answer.endswith(b"0\r\n\r\n"))  # not a complete response
+        wait_until(
+            lambda: '"GET /raise-after-start HTTP/1.1" 200' in proc.log(),
+            what="the access-log line",
+        )
+
+    def test_websocket_denied_with_an_http_response(self) -> None:
+        """
+        An app answers a WebSocket upgrade with an HTTP response of its own
+        (websocket.http.response): curl gets its status and body.
+        """
+        proc = self.start(access_log=True)
+        result = subprocess.run(
+            ["curl", "-s", "-i", "--max-time", "10", "-H", "Connection: Upgrade",
+             "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+             "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             f"http://127.0.0.1:{self.port}/ws-deny"],
+            capture_output=True, timeout=20,
+        )
+        self.assertTrue(result.stdout.startswith(b"HTTP/1.1 401 "), result.stdout)
+        self.assertTrue(result.stdout.endswith(b"\r\n\r\nlog in first\n"), result.stdout)
+        wait_until(lambda: '"GET /ws-deny HTTP/1.1" 401' in proc.log(), what="the access-log line")
+        self.assertNotIn("CRITICAL", proc.log())
+
+
+class StartupFailureTests(SynchronousTestCase):
+    def test_starlette_startup_failure_names_the_exception(self) -> None:
+        """
+        Starlette sends a whole traceback as the startup failure's message:
+        the one-line reason is its last line (the exception), not
+        "Traceback (most recent call last):"; the log has the traceback.
+        """
+        try:
+            __import__("starlette")
+        except ImportError:
+            raise SkipTest("starlette is not installed")
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-fail-")
+        self.addCleanup(directory.cleanup)
+        config = Path(directory.name) / "graceful.toml"
+        config.write_text(
+            "[servers.web]\n"
+            'app = "tests.integration.programs.starlette_startup_fail:app"\n'
+            f"ports = [{free_port()}]\n"
+        )
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile=", "graceful", "--config", str(config), env=child_environment()
+        ).start()
+        self.addCleanup(proc.stop)
+        self.assertEqual(proc.wait_exit(20), 1, proc.log())
+        log = proc.log()
+        self.assertIn(
+            "graceful: error: ASGI lifespan startup failed: ValueError: no database at db:5432\n",
+            log,
+        )
+        self.assertIn("Traceback (most recent call last):", log)
+        self.assertIn('raise ValueError("no database at db:5432")', log)
+
+    def test_lifespan_that_returned_after_startup_exits_at_once(self) -> None:
+        """
+        An app whose lifespan returned after startup: SIGTERM exits at once
+        (it waited for drain_timeout, and logged that shutdown did not
+        finish).
+        """
+        directory = tempfile.TemporaryDirectory(prefix="graceful-asgi-lifespan-")
+        self.addCleanup(directory.cleanup)
+        config = Path(directory.name) / "graceful.toml"
+        port = free_port()
+        config.write_text(
+            "[graceful]\ndrain_timeout = 20\n\n[servers.web]\n"
+            'app = "tests.integration.programs.asgi_app:app"\n'
+            f"ports = [{port}]\n"
+        )
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile=", "graceful", "--config", str(config),
+            env=child_environment(GRACEFUL_TEST_LIFESPAN_RETURNS="1"),
+        ).start()
+        self.addCleanup(proc.stop)
+        pid = wait_until(lambda: pid_of(port, "/"), what="the app to serve")
+        os.kill(pid, signal.SIGTERM)
+        self.assertEqual(proc.wait_exit(8), 0, proc.log())
+        self.assertNotIn("lifespan shutdown", proc.log())

@@ -178,6 +178,39 @@ class ASGIWebSocketTests(SynchronousTestCase):
         [line] = self.access
         self.assertIn('"GET /chat/room?x=%20y HTTP/1.1" 403 ', line)
 
+    def test_deny_with_an_http_response(self) -> None:
+        """
+        websocket.http.response: the app denies the WebSocket with an HTTP
+        answer of its own (status, headers, body in parts); the client gets
+        it and a close, the access log its status, and nothing is logged as
+        an error.
+        """
+        scopes: list[dict[str, Any]] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scopes.append(scope)
+            await receive()
+            await send({"type": "websocket.http.response.start", "status": 401,
+                        "headers": [(b"www-authenticate", b"Bearer"),
+                                    (b"content-type", b"text/plain")]})
+            await send({"type": "websocket.http.response.body", "body": b"log ",
+                        "more_body": True})
+            await send({"type": "websocket.http.response.body", "body": b"in first"})
+
+        connection = self.connect(app)
+        self.assertEqual(scopes[0]["extensions"], {"websocket.http.response": {}})
+        answer = connection.transport.value()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), head)
+        self.assertIn(b"www-authenticate: Bearer\r\n", head + b"\r\n")
+        self.assertIn(b"Content-Length: 12", head)
+        self.assertEqual(body, b"log in first")
+        self.assertTrue(connection.transport.disconnecting)
+        self.lose(connection)
+        [line] = self.access
+        self.assertIn('"GET /chat/room?x=%20y HTTP/1.1" 401 ', line)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_drain_closes_1012_and_app_hears_disconnect(self) -> None:
         app = EchoApp()
         connection = self.connect(app)

@@ -5,7 +5,8 @@ C{tests.integration.programs.asgi_app:app}.
 
 GRACEFUL_TEST_LIFESPAN names a file the app appends "startup PID" and
 "shutdown PID" to; while a file named C{fail-startup} sits beside it, the
-lifespan startup fails.
+lifespan startup fails.  With GRACEFUL_TEST_LIFESPAN_RETURNS set, the
+lifespan returns right after its startup.
 """
 
 from __future__ import annotations
@@ -38,12 +39,24 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     return
                 scope["state"]["started_by"] = os.getpid()
                 await send({"type": "lifespan.startup.complete"})
+                if os.environ.get("GRACEFUL_TEST_LIFESPAN_RETURNS"):
+                    return  # its lifespan ends here: shutdown has nothing to wait for
             elif message["type"] == "lifespan.shutdown":
                 _note("shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket" and scope["path"] == "/ws-deny":
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "websocket.http.response.body", "body": b"log in first\n"})
+        return
     if scope["type"] == "websocket":
         await websocket_echo(scope, receive, send)
+        return
+    special = SPECIAL.get(scope["path"])
+    if special is not None:
+        await special(scope, receive, send)
         return
     digest = hashlib.sha256()
     size = 0
@@ -75,6 +88,46 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": out.encode()})
+
+
+async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """
+    /stream?mb=N: N MiB in 64 KiB pieces, as fast as send() lets it.
+    """
+    mib = int(scope["query_string"].decode().partition("=")[2] or 1)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"%d" % (mib << 20))]})
+    piece = b"x" * 65536
+    for _ in range(mib * 16):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def upload_progress(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """
+    /upload-progress: answers "first N" as soon as the first piece of the
+    body arrives, then "total N" once all of it did.
+    """
+    first = await receive()
+    size = len(first["body"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"first %d\n" % size, "more_body": True})
+    more = first.get("more_body", False)
+    while more:
+        message = await receive()
+        size += len(message["body"])
+        more = message.get("more_body", False)
+    await send({"type": "http.response.body", "body": b"total %d\n" % size})
+
+
+async def raise_after_start(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"part of it\n", "more_body": True})
+    raise ValueError("failed halfway")
+
+
+SPECIAL = {"/stream": stream, "/upload-progress": upload_progress,
+           "/raise-after-start": raise_after_start}
 
 
 async def websocket_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
