@@ -14,6 +14,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ._errors import ConfigError
+
 HandlerResult = Union[bytes, str, "Deferred[Any]", Awaitable[Any]]
 Handler = Callable[[Request], HandlerResult]
 
@@ -25,6 +27,37 @@ def _segments(path: str) -> tuple[bytes, ...]:
     if parts and parts[-1] == b"" and len(parts) > 1:
         parts = parts[:-1]
     return tuple(parts)
+
+
+class ServedPaths:
+    """
+    Which call serves each exact path of a server or router.  A second call
+    on the same path would silently take over from the first (a mount
+    replaces a mount, a route shadows a mount's own path), so it is refused.
+    """
+
+    def __init__(self, owner: str = "") -> None:
+        #: Whose paths: a server's errors name it.
+        self._owner = f"{owner}: " if owner else ""
+        self._by: dict[str, str] = {}
+
+    def claim(self, path: Any, what: str, keep: bool = True) -> None:
+        """
+        Record that C{what} (C{"mount()"}, C{"route()"}, ...) serves C{path};
+        with C{keep=False}, only check that nothing does yet.
+
+        @raise ConfigError: naming the path, and what serves it already.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{self._owner}{what} needs a path starting with '/', not {path!r}")
+        shown = "/" + "/".join(s.decode("utf-8") for s in _segments(path) if s)
+        previous = self._by.get(shown)
+        if previous is not None:
+            raise ConfigError(
+                f"{self._owner}{shown!r} is served twice: by {previous} and by {what}"
+            )
+        if keep:
+            self._by[shown] = what
 
 
 class HandlerResource(Resource):
@@ -115,6 +148,7 @@ class Router(Resource):
         self._mounts: dict[tuple[bytes, ...], IResource] = {}
         # Longest prefix first, sorted when mounting rather than per request.
         self._mount_order: list[tuple[tuple[bytes, ...], IResource]] = []
+        self._served = ServedPaths()
 
     def route(self, path: str, handler: Handler | None = None) -> Any:
         """
@@ -133,16 +167,26 @@ class Router(Resource):
         return handler
 
     def add_route(self, path: str, handler: Handler) -> None:
-        self._routes[_segments(path)] = HandlerResource(handler)
+        segments = _segments(path)
+        self._served.claim(path, "route()")
+        self._routes[segments] = HandlerResource(handler)
 
     def add_resource(self, path: str, resource: IResource) -> None:
         """
         Serve exactly C{path} with C{resource}.
         """
-        self._routes[_segments(path)] = resource
+        segments = _segments(path)
+        self._served.claim(path, "add_resource()")
+        self._routes[segments] = resource
 
     def mount(self, prefix: str, resource: IResource) -> None:
+        """
+        Serve everything under C{prefix} with C{resource}.
+
+        @raise ConfigError: something serves C{prefix} already.
+        """
         segments = _segments(prefix)
+        self._served.claim(prefix, "mount()")
         if segments == (b"",):
             segments = ()
         self._mounts[segments] = resource

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource
 
 from ._drain import DrainingSite
 from ._errors import ConfigError
-from ._routing import Handler, Router
+from ._routing import Handler, Router, ServedPaths
 from ._status import PortStatus
 from ._sockets import (
     DEFAULT_UNIX_MODE,
@@ -154,6 +154,9 @@ class Server:
     health_path: str | None = None
     _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
+    _served: ServedPaths = field(
+        default=Factory(lambda self: ServedPaths(f"server {self.name!r}"), takes_self=True)
+    )
     #: Ports adopted but not read from until the ASGI apps have started.
     _held: list[Any] = field(factory=list)
     _prepared: list[_Prepared] = field(factory=list)
@@ -170,12 +173,14 @@ class Server:
         Serve C{path} with C{handler(request)}, which returns bytes, str, a
         Deferred or a coroutine.  Without C{handler}, a decorator.
         """
+        self._served.claim(path, "route()")
         return self.router.route(path, handler)
 
     def mount(self, prefix: str, resource: IResource) -> None:
         """
         Serve everything under C{prefix} with a twisted.web resource.
         """
+        self._served.claim(prefix, "mount()")
         self.router.mount(prefix, resource)
 
     def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
@@ -183,6 +188,7 @@ class Server:
         Serve everything under C{prefix} with a WSGI app, run in the
         reactor's thread pool.
         """
+        self._served.claim(prefix, "mount_wsgi()")
         self._wsgi_mounts.append((prefix, app))
 
     def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
@@ -193,6 +199,7 @@ class Server:
         """
         from ._asgi import asyncio_reactor_running, ensure_asyncio_reactor
 
+        self._served.claim(prefix, "mount_asgi()")
         ensure_asyncio_reactor()
         if not asyncio_reactor_running():
             raise ConfigError(
@@ -292,6 +299,12 @@ class Server:
                 f"server {self.name!r} has HTTPS ports but no certificate: "
                 "call enable_https()"
             )
+        if self.site is None:
+            # These pages join the router as the site is built, over the app's.
+            pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
+            for path, what in pages:
+                if path is not None:
+                    self._served.claim(path, what, keep=False)
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
             # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
