@@ -5,8 +5,11 @@ Routing: exact paths to handler functions, prefixes to whole resources.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any, Awaitable, Callable, Coroutine, Union, cast
 
+from attrs import frozen
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -134,6 +137,58 @@ def _internal_error(request: Request) -> bytes:
     request.setResponseCode(500)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return b"Internal Server Error\n"
+
+
+@frozen
+class _SocketAddress:
+    "What twisted.web.wsgi reads of an address: C{host} and C{port}."
+
+    host: str
+    port: str
+
+
+_HOST_PORT = re.compile(rb":([0-9]+)$")
+
+
+class WSGIOnAnySocket(Resource):
+    """
+    A WSGI app, run in the reactor's thread pool by
+    C{twisted.web.wsgi.WSGIResource}, on TCP and on UNIX sockets alike.
+
+    twisted.web.wsgi reads the environ's C{REMOTE_ADDR}, C{SERVER_NAME}
+    and C{SERVER_PORT} from the two ends' host and port, which a UNIX
+    socket's addresses lack: every request was a 500.  There the app gets
+    what uvicorn and gunicorn give it: C{SERVER_NAME} from the C{Host}
+    header (else C{localhost}), C{SERVER_PORT} its port (else C{80}, so a URL
+    rebuilt without a C{Host} has none), and an empty C{REMOTE_ADDR} and
+    C{REMOTE_PORT}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, app: Callable[..., Any]) -> None:
+        # Imported here: a process without a WSGI app need not load it.
+        from twisted.web.wsgi import WSGIResource
+
+        super().__init__()
+        self._wsgi = WSGIResource(reactor, reactor.getThreadPool(), app)
+
+    def render(self, request: Request) -> Any:
+        if not isinstance(request.getHost(), UNIXAddress):
+            return self._wsgi.render(request)
+        host = request.getHeader(b"host") or b""
+        port = _HOST_PORT.search(host)
+        ends = request.client, request.host
+        # Read by the environ only while render() runs; the access log and
+        # the admin's trust of the socket see the real addresses after.
+        request.client = _SocketAddress("", "")
+        request.host = _SocketAddress(
+            "localhost", port.group(1).decode() if port else "80"
+        )
+        try:
+            return self._wsgi.render(request)
+        finally:
+            request.client, request.host = ends
 
 
 class Router(Resource):

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource
 
 from ._drain import DrainingSite
 from ._errors import ConfigError
-from ._routing import Handler, Router, ServedPaths
+from ._routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 from ._status import PortStatus
 from ._sockets import (
     DEFAULT_UNIX_MODE,
@@ -417,11 +417,8 @@ class Server:
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
-        if self._wsgi_mounts:
-            from twisted.web.wsgi import WSGIResource
-
         for prefix, app in self._wsgi_mounts:
-            self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
+            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
         self._wsgi_mounts.clear()
         if self._asgi_mounts:
             from ._asgi import ASGIResource, Lifespan

@@ -12,6 +12,7 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.testing import MemoryReactorClock
@@ -322,3 +323,94 @@ class MasterHoldTests(TempDir):
         self.assertEqual(held.spec, ListenSpec("web", False, 0, "", 0, path))
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o666)
         self.assertEqual(runtime.unix_files, {path: os.stat(path).st_ino})
+
+
+class _WSGIReactor(MemoryReactorClock):
+    """
+    A memory reactor whose thread pool and C{callFromThread} run the work at
+    once, so a WSGI app answers within the request.
+    """
+
+    def getThreadPool(self) -> Any:
+        from .test_routing import SyncThreadPool
+
+        return SyncThreadPool()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+def environ_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    "A WSGI app that answers the environ's address keys as JSON."
+    start_response("200 OK", [("Content-Type", "application/json")])
+    keys = ("SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "PATH_INFO")
+    return [json.dumps({key: environ.get(key) for key in keys}).encode()]
+
+
+class WSGIOnUnixSocketTests(TempDir):
+    """
+    A server's WSGI app on a UNIX socket, where neither end has a host or a
+    port: the environ gets uvicorn's and gunicorn's values instead of the
+    500 that twisted.web.wsgi's AttributeError made of every request.
+    """
+
+    def serve(self, raw: bytes, unix: bool = True) -> tuple[int, dict[str, Any]]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from .test_routing import HTTPConnection
+
+        path = str(self.tempdir() / "wsgi.sock")
+        runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)
+        server = runtime.server("legacy")
+        server.mount_wsgi("/", environ_app)
+        server.set_unix_socket(path)
+        server.prepare()
+        server.serve()
+        for listener in server.listeners:
+            self.addCleanup(listener.port.connectionLost, None)
+        assert server.site is not None
+        if unix:
+            ends: dict[str, Any] = {"hostAddress": UNIXAddress(path), "peerAddress": UNIXAddress(None)}
+        else:
+            ends = {
+                "hostAddress": IPv4Address("TCP", "127.0.0.1", 8100),
+                "peerAddress": IPv4Address("TCP", "127.0.0.1", 40000),
+            }
+        connection = HTTPConnection(server.site, StringTransport(**ends))
+        connection.send(raw)
+        response = connection.only_response()
+        body = json.loads(response.body) if response.status == 200 else {}
+        return response.status, body
+
+    def test_host_header(self) -> None:
+        """
+        C{curl --unix-socket S http://localhost:8080/x}: the name and port
+        of the C{Host} header, and no client address.
+        """
+        status, environ = self.serve(b"GET /x HTTP/1.1\r\nHost: localhost:8080\r\n\r\n")
+        self.assertEqual(
+            (status, environ),
+            (200, {"SERVER_NAME": "localhost", "SERVER_PORT": "8080", "REMOTE_ADDR": "",
+                   "REMOTE_PORT": "", "PATH_INFO": "/x"}),
+        )
+
+    def test_no_host_header(self) -> None:
+        """
+        HTTP/1.0 without C{Host}: C{localhost}, port 80, so that a URL the
+        app rebuilds from the environ is C{http://localhost/...}.
+        """
+        status, environ = self.serve(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual((status, environ["SERVER_NAME"], environ["SERVER_PORT"]),
+                         (200, "localhost", "80"))
+        self.assertEqual(environ["REMOTE_ADDR"], "")
+
+    def test_tcp_unchanged(self) -> None:
+        """
+        On a TCP port the environ has the connection's real addresses.
+        """
+        status, environ = self.serve(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", unix=False)
+        self.assertEqual(
+            (status, environ["SERVER_NAME"], environ["SERVER_PORT"], environ["REMOTE_ADDR"]),
+            (200, "example.com", "8100", "127.0.0.1"),
+        )
