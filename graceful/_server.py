@@ -25,7 +25,10 @@ from ._sockets import (
     ListenSpec,
     bind_socket,
     bind_unix_socket,
+    check_unix_mode,
     check_unix_path,
+    set_unix_group,
+    unix_group,
 )
 
 if TYPE_CHECKING:
@@ -145,6 +148,7 @@ class Server:
     https_ports: list[int] = field(factory=list)
     unix_sockets: list[str] = field(factory=list)
     unix_socket_mode: int = DEFAULT_UNIX_MODE
+    unix_socket_group: int | None = None  # a gid; None: the process's group
     host: str = ""
     cert: str | None = None
     key: str | None = None
@@ -214,21 +218,23 @@ class Server:
     def set_https_port(self, *ports: int) -> None:
         self.https_ports = _check_ports(ports)
 
-    def set_unix_socket(self, *paths: str, mode: int | None = None) -> None:
+    def set_unix_socket(self, *paths: str, mode: int | None = None,
+                        group: int | str | None = None) -> None:
         """
         Listen on UNIX sockets at C{paths} (beside the ports, or instead of
         them), the usual way behind nginx.  C{mode} is the files' mode
-        (default 0o660: the owner and its group).  A restart hands them over;
-        the files are removed only at the final shutdown.
+        (default 0o660: owner and group), C{group} their group, a name or
+        number (default: the process's; give nginx's).  A restart hands them
+        over; the files are removed only at the final shutdown.
         """
         checked = [_unix_path(path) for path in paths]
         if len(set(checked)) != len(checked):
             raise ConfigError(f"server {self.name!r}: a UNIX socket path is given twice")
         self.unix_sockets = checked
         if mode is not None:
-            if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-                raise ConfigError(f"UNIX socket mode must be from 0o000 to 0o777, not {mode!r}")
-            self.unix_socket_mode = mode
+            self.unix_socket_mode = check_unix_mode(mode)
+        if group is not None:
+            self.unix_socket_group = unix_group(group)
 
     def set_host(self, host: str) -> None:
         """
@@ -299,12 +305,11 @@ class Server:
                 f"server {self.name!r} has HTTPS ports but no certificate: "
                 "call enable_https()"
             )
-        if self.site is None:
-            # These pages join the router as the site is built, over the app's.
-            pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
-            for path, what in pages:
-                if path is not None:
-                    self._served.claim(path, what, keep=False)
+        # These pages join the router as the site is built, over the app's.
+        pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
+        for path, what in pages:
+            if path is not None:
+                self._served.claim(path, what, keep=False)
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
             # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
@@ -333,7 +338,7 @@ class Server:
             return None
         try:
             if spec.path is not None:
-                sock = bind_unix_socket(spec.path, self.unix_socket_mode)
+                sock = bind_unix_socket(spec.path, self.unix_socket_mode, self.unix_socket_group)
             else:
                 sock = bind_socket(spec.host, spec.port)
         except ConfigError as e:
@@ -383,7 +388,9 @@ class Server:
             for p in prepared:
                 factory: Any = tls_factory if p.spec.tls else self.site
                 if p.family == socket.AF_UNIX:
-                    port = adopt_unix_port(reactor, p.fd, factory, self.unix_socket_mode)
+                    port = adopt_unix_port(
+                        reactor, p.fd, factory, self.unix_socket_mode, self.unix_socket_group
+                    )
                 else:
                     port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
@@ -515,9 +522,12 @@ class _SharedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-def adopt_unix_port(reactor: Any, fd: int, factory: Any, mode: int) -> Any:
+def adopt_unix_port(
+    reactor: Any, fd: int, factory: Any, mode: int, group: int | None = None
+) -> Any:
     """
-    Serve a listening UNIX socket that other processes share.
+    Serve a listening UNIX socket that other processes share; its file gets
+    C{mode} and, if given, C{group}, as the config now says.
 
     Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
     0o666 when it starts listening, and when it stops it calls shutdown(2),
@@ -527,6 +537,8 @@ def adopt_unix_port(reactor: Any, fd: int, factory: Any, mode: int) -> Any:
     port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     # startListening chmods the file to this mode.
     port.mode = mode
+    if group is not None:
+        set_unix_group(port.port, group)
     port.startListening()
     return port
 

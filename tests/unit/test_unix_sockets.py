@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -414,3 +414,118 @@ class WSGIOnUnixSocketTests(TempDir):
             (status, environ["SERVER_NAME"], environ["SERVER_PORT"], environ["REMOTE_ADDR"]),
             (200, "example.com", "8100", "127.0.0.1"),
         )
+
+
+def other_group() -> tuple[str, int]:
+    """
+    A group this process may give a file to that is not its own: any group
+    for root (C{nogroup} where there is one), else one it is a member of.
+    """
+    import grp
+
+    own = os.getegid()
+    if os.geteuid() == 0:
+        groups = sorted(grp.getgrall(), key=lambda g: g.gr_name != "nogroup")
+        candidates = [(g.gr_name, g.gr_gid) for g in groups]
+    else:
+        candidates = []
+        for gid in os.getgroups():
+            try:
+                candidates.append((grp.getgrgid(gid).gr_name, gid))
+            except KeyError:
+                pass
+    for name, gid in candidates:
+        if gid != own:
+            return name, gid
+    raise SkipTest("no group other than the process's own to give a socket to")
+
+
+class GroupTests(TempDir):
+    """
+    C{unix_socket_group}: the socket file's group, so that nginx's group may
+    connect through the mode's group bits (the default group is the
+    process's, which nginx is seldom in).
+    """
+
+    def test_unix_group(self) -> None:
+        """
+        A name is looked up, a number taken as it is (chown(1) does too: a
+        container's groups often have no name); anything else is one line.
+        """
+        from graceful._sockets import unix_group
+
+        name, gid = other_group()
+        self.assertEqual(unix_group(name), gid)
+        self.assertEqual(unix_group(gid), gid)
+        self.assertEqual(unix_group(str(gid)), gid)
+        self.assertEqual(unix_group(54321), 54321)
+        for bad, message in [
+            ("no-such-group-here", "UNIX socket group 'no-such-group-here' does not exist"),
+            ("", "UNIX socket group must be a group name or number, not ''"),
+            (-1, "UNIX socket group must be a group name or number, not -1"),
+            (True, "UNIX socket group must be a group name or number, not True"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                unix_group(bad)
+            self.assertEqual(str(caught.exception), message)
+
+    def test_bind_gives_the_file_to_the_group(self) -> None:
+        _, gid = other_group()
+        path = self.tempdir() / "s1.sock"
+        sock = bind_unix_socket(str(path), 0o660, gid)
+        self.addCleanup(sock.close)
+        st = os.stat(path)
+        self.assertEqual((st.st_gid, stat.S_IMODE(st.st_mode)), (gid, 0o660))
+
+    def test_server_binds_with_its_group(self) -> None:
+        """
+        C{set_unix_socket(path, group=...)}: the server's socket file has
+        that group once prepared; an unknown group is refused at the call.
+        """
+        name, gid = other_group()
+        path = str(self.tempdir() / "web.sock")
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        server = runtime.server("web")
+        with self.assertRaises(ConfigError) as caught:
+            server.set_unix_socket(path, group="no-such-group-here")
+        self.assertEqual(str(caught.exception), "UNIX socket group 'no-such-group-here' does not exist")
+        server.set_unix_socket(path, mode=0o660, group=name)
+        self.assertEqual(server.unix_socket_group, gid)
+        server.prepare()
+        self.addCleanup(server.release_prepared)
+        self.assertEqual(os.stat(path).st_gid, gid)
+
+    def test_config_key(self) -> None:
+        """
+        C{unix_socket_group} beside C{unix_socket_mode}, a name or a number,
+        reaches the server; an unknown one is a line naming the key.
+        """
+        import tomllib
+
+        from twisted.web.resource import Resource
+
+        from graceful._config import apply_config
+
+        name, gid = other_group()
+        directory = self.tempdir()
+        path = directory / "graceful.toml"
+        config = parse_config(tomllib.loads(
+            f'[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\nunix_socket_group = "{name}"\n'
+            f'[servers.s2]\napp = "m:a"\nunix_sockets = ["s2.sock"]\nunix_socket_group = {gid}\n'
+            '[servers.s3]\napp = "m:a"\nunix_sockets = ["s3.sock"]\n'
+        ), path)
+        self.assertEqual([s.unix_socket_group for s in config.servers], [gid, gid, None])
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        apply_config(config, runtime, {name: ("resource", Resource()) for name in ("s1", "s2", "s3")})
+        self.assertEqual(runtime.server("s1").unix_socket_group, gid)
+        self.assertIsNone(runtime.server("s3").unix_socket_group)
+        for value, message in [
+            ('"no-such-group-here"', "UNIX socket group 'no-such-group-here' does not exist"),
+            ("[33]", 'must be a group name or number such as "www-data", not [33]'),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse_config(tomllib.loads(
+                    f'[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\nunix_socket_group = {value}\n'
+                ), path)
+            self.assertIn(f"{path}: servers.s1.unix_socket_group", str(caught.exception))
+            self.assertTrue(str(caught.exception).endswith(message), str(caught.exception))
