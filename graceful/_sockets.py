@@ -13,6 +13,7 @@ are one code path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
@@ -353,7 +354,8 @@ def bind_unix_socket(
     except ConfigError:
         sock.close()
         # Ours, just made: no file is left with the wrong group.
-        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         raise
     return sock
 

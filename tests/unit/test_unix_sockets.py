@@ -371,7 +371,10 @@ class WSGIOnUnixSocketTests(TempDir):
             self.addCleanup(listener.port.connectionLost, None)
         assert server.site is not None
         if unix:
-            ends: dict[str, Any] = {"hostAddress": UNIXAddress(path), "peerAddress": UNIXAddress(None)}
+            ends: dict[str, Any] = {
+                "hostAddress": UNIXAddress(path),
+                "peerAddress": UNIXAddress(None),
+            }
         else:
             ends = {
                 "hostAddress": IPv4Address("TCP", "127.0.0.1", 8100),
@@ -488,7 +491,9 @@ class GroupTests(TempDir):
         server = runtime.server("web")
         with self.assertRaises(ConfigError) as caught:
             server.set_unix_socket(path, group="no-such-group-here")
-        self.assertEqual(str(caught.exception), "UNIX socket group 'no-such-group-here' does not exist")
+        self.assertEqual(
+            str(caught.exception), "UNIX socket group 'no-such-group-here' does not exist"
+        )
         server.set_unix_socket(path, mode=0o660, group=name)
         self.assertEqual(server.unix_socket_group, gid)
         server.prepare()
@@ -516,7 +521,8 @@ class GroupTests(TempDir):
         ), path)
         self.assertEqual([s.unix_socket_group for s in config.servers], [gid, gid, None])
         runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
-        apply_config(config, runtime, {name: ("resource", Resource()) for name in ("s1", "s2", "s3")})
+        apps = {server: ("resource", Resource()) for server in ("s1", "s2", "s3")}
+        apply_config(config, runtime, apps)
         self.assertEqual(runtime.server("s1").unix_socket_group, gid)
         self.assertIsNone(runtime.server("s3").unix_socket_group)
         for value, message in [
@@ -525,7 +531,8 @@ class GroupTests(TempDir):
         ]:
             with self.assertRaises(ConfigError) as caught:
                 parse_config(tomllib.loads(
-                    f'[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\nunix_socket_group = {value}\n'
+                    '[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\n'
+                    f"unix_socket_group = {value}\n"
                 ), path)
             self.assertIn(f"{path}: servers.s1.unix_socket_group", str(caught.exception))
             self.assertTrue(str(caught.exception).endswith(message), str(caught.exception))
