@@ -121,6 +121,19 @@ class UnixSocketOptionsTests(SynchronousTestCase):
         after = os.stat(self.socket)
         self.assertEqual((after.st_gid, after.st_ino), (gid, before.st_ino))
 
+    def test_unknown_group_is_one_line(self) -> None:
+        """
+        An unknown group: one line naming the key and the group, exit status
+        1, and no socket file left.
+        """
+        proc = self.start('unix_socket_group = "no-such-group-here"\n')
+        self.assertEqual(proc.wait_exit(15), 1, proc.log())
+        lines = [line for line in proc.log().splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, proc.log())
+        self.assertIn("servers.legacy.unix_socket_group", lines[0])
+        self.assertIn("'no-such-group-here' does not exist", lines[0])
+        self.assertFalse(self.socket.exists())
+
     def test_nginx_of_another_user_reaches_the_socket_through_its_group(self) -> None:
         """
         nginx's workers run as C{nobody:nogroup}, graceful as root: with
