@@ -52,10 +52,10 @@ class UnixSocketOptionsTests(SynchronousTestCase):
         self.directory = Path(directory.name)
         self.socket = self.directory / "app.sock"
 
-    def start(self, server: str) -> ServerProcess:
+    def start(self, server: str, graceful: str = "") -> ServerProcess:
         config = self.directory / "graceful.toml"
         config.write_text(
-            "[graceful]\nready_timeout = 10.0\ndrain_timeout = 10.0\n\n"
+            f"[graceful]\nready_timeout = 10.0\ndrain_timeout = 10.0\n{graceful}\n"
             "[servers.legacy]\n"
             'app = "tests.integration.programs.wsgi_environ:app"\n'
             f'unix_sockets = ["{self.socket}"]\n{server}'
@@ -120,6 +120,22 @@ class UnixSocketOptionsTests(SynchronousTestCase):
         self.restart(proc)
         after = os.stat(self.socket)
         self.assertEqual((after.st_gid, after.st_ino), (gid, before.st_ino))
+
+    def test_group_with_workers(self) -> None:
+        """
+        With workers the master binds the socket and the workers adopt it:
+        the file has the group, and both workers answer on it.
+        """
+        name, gid = other_group()
+        proc = self.start(f'unix_socket_group = "{name}"\n', "workers = 2\n")
+        pids = wait_until(
+            lambda: (lambda seen: seen if len(seen) == 2 else None)(
+                {self.environ(proc)["pid"] for _ in range(20)}
+            ),
+            what="both workers to answer",
+        )
+        self.assertNotIn(int(self.pidfile.read_text()), pids)  # the master serves nothing
+        self.assertEqual(os.stat(self.socket).st_gid, gid)
 
     def test_unknown_group_is_one_line(self) -> None:
         """
