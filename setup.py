@@ -21,14 +21,18 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
-        # WebSockets: autobahn's WebSocketResource, tracked across a drain.
-        "websocket": ["autobahn[twisted]>=23.1"],
+        # WebSockets: autobahn's WebSocketResource, tracked across a drain;
+        # and websockets, whose `python -m websockets URL` is the client the
+        # README and examples/websocket.py use to watch a restart reconnect
+        # (pure Python, no dependencies of its own).
+        "websocket": ["autobahn[twisted]>=23.1", "websockets>=13"],
         # HTTP/2 on the TLS ports: Twisted's h2 channel (h2 and priority);
         # graceful drives h2 and hyperframe itself to drain with GOAWAY.
         "http2": ["Twisted[http2]>=24.3", "h2>=4.1,<5", "priority>=1.1,<2"],
         # Everything graceful can use.
         "all": [
             "autobahn[twisted]>=23.1",
+            "websockets>=13",
             "Twisted[http2]>=24.3",
             "h2>=4.1,<5",
             "priority>=1.1,<2",

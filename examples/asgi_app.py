@@ -1,7 +1,7 @@
 """
 A FastAPI app served by graceful: zero-downtime restarts for ASGI.
 
-    pip install fastapi          # the example's own dependency
+    pip install 'graceful[asgi]' fastapi   # asgiref, and the example's FastAPI
     python examples/asgi_app.py [PORT]
 
 or from a config (twistd -n graceful --config FILE), with
@@ -12,9 +12,10 @@ or from a config (twistd -n graceful --config FILE), with
 
 Then, in another terminal:
 
-    curl http://127.0.0.1:8000/pid
+    curl http://127.0.0.1:8000/pid         # {"pid": ..., "started_by": ...}
     curl http://127.0.0.1:8000/sleep &     # waits 5 s on asyncio, answers the pid
-    kill -USR1 $(curl -s http://127.0.0.1:8000/pid)   # restart: /sleep still completes
+    kill -USR1 $(curl -s http://127.0.0.1:8000/pid | python3 -c 'import json, sys; print(json.load(sys.stdin)["pid"])')
+                                           # restart: /sleep still completes
 
 Twisted's asyncio reactor runs the server, so asyncio code in the app
 (asyncio.sleep, create_task, async database drivers, httpx) works; graceful

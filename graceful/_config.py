@@ -20,7 +20,7 @@ from twisted.web.resource import IResource
 from ._asgi import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
 from ._runtime import Runtime, Settings
-from ._sockets import check_names, check_unix_path
+from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_timeout": ((int, float), "a number of seconds"),
@@ -44,6 +44,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "https_ports": (list, "a list of port numbers"),
     "unix_sockets": (list, "a list of UNIX socket paths"),
     "unix_socket_mode": ((int, str), 'a file mode such as 0o660 or "0660"'),
+    "unix_socket_group": ((int, str), 'a group name or number such as "www-data"'),
     "host": (str, "an address"),
     "cert": (str, "a file path"),
     "key": (str, "a file path"),
@@ -67,6 +68,7 @@ class ServerConfig:
     https_ports: tuple[int, ...] = ()
     unix_sockets: tuple[str, ...] = ()
     unix_socket_mode: int | None = None
+    unix_socket_group: int | None = None
     host: str = ""
     cert: str | None = None
     key: str | None = None
@@ -183,6 +185,12 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     mode = None
     if "unix_socket_mode" in table:
         mode = _mode(table["unix_socket_mode"], f"{where}.unix_socket_mode", path)
+    group = None
+    if "unix_socket_group" in table:
+        try:
+            group = unix_group(table["unix_socket_group"])
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {where}.unix_socket_group: {e}") from None
     if not ports and not https_ports and not unix_sockets:
         raise ConfigError(f"{path}: {where} has no ports, https_ports or unix_sockets")
     cert = table.get("cert")
@@ -218,6 +226,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         https_ports=https_ports,
         unix_sockets=unix_sockets,
         unix_socket_mode=mode,
+        unix_socket_group=group,
         host=table.get("host", ""),
         cert=None if cert is None else str(_resolve(base, cert)),
         key=None if key is None else str(_resolve(base, key)),
@@ -446,7 +455,11 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.mount("/", app)
         server.set_port(*server_config.ports)
         server.set_https_port(*server_config.https_ports)
-        server.set_unix_socket(*server_config.unix_sockets, mode=server_config.unix_socket_mode)
+        server.set_unix_socket(
+            *server_config.unix_sockets,
+            mode=server_config.unix_socket_mode,
+            group=server_config.unix_socket_group,
+        )
         server.set_host(server_config.host)
         if server_config.cert and server_config.key:
             # Without https_ports, `ports` serve HTTPS (as set_port does).

@@ -5,14 +5,19 @@ Routing: exact paths to handler functions, prefixes to whole resources.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any, Awaitable, Callable, Coroutine, Union, cast
 
+from attrs import frozen
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+
+from ._errors import ConfigError
 
 HandlerResult = Union[bytes, str, "Deferred[Any]", Awaitable[Any]]
 Handler = Callable[[Request], HandlerResult]
@@ -25,6 +30,37 @@ def _segments(path: str) -> tuple[bytes, ...]:
     if parts and parts[-1] == b"" and len(parts) > 1:
         parts = parts[:-1]
     return tuple(parts)
+
+
+class ServedPaths:
+    """
+    Which call serves each exact path of a server or router.  A second call
+    on the same path would silently take over from the first (a mount
+    replaces a mount, a route shadows a mount's own path), so it is refused.
+    """
+
+    def __init__(self, owner: str = "") -> None:
+        #: Whose paths: a server's errors name it.
+        self._owner = f"{owner}: " if owner else ""
+        self._by: dict[str, str] = {}
+
+    def claim(self, path: Any, what: str, keep: bool = True) -> None:
+        """
+        Record that C{what} (C{"mount()"}, C{"route()"}, ...) serves C{path};
+        with C{keep=False}, only check that nothing does yet.
+
+        @raise ConfigError: naming the path, and what serves it already.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{self._owner}{what} needs a path starting with '/', not {path!r}")
+        shown = "/" + "/".join(s.decode("utf-8") for s in _segments(path) if s)
+        previous = self._by.get(shown)
+        if previous is not None:
+            raise ConfigError(
+                f"{self._owner}{shown!r} is served twice: by {previous} and by {what}"
+            )
+        if keep:
+            self._by[shown] = what
 
 
 class HandlerResource(Resource):
@@ -103,6 +139,58 @@ def _internal_error(request: Request) -> bytes:
     return b"Internal Server Error\n"
 
 
+@frozen
+class _SocketAddress:
+    "What twisted.web.wsgi reads of an address: C{host} and C{port}."
+
+    host: str
+    port: str
+
+
+_HOST_PORT = re.compile(rb":([0-9]+)$")
+
+
+class WSGIOnAnySocket(Resource):
+    """
+    A WSGI app, run in the reactor's thread pool by
+    C{twisted.web.wsgi.WSGIResource}, on TCP and on UNIX sockets alike.
+
+    twisted.web.wsgi reads the environ's C{REMOTE_ADDR}, C{SERVER_NAME}
+    and C{SERVER_PORT} from the two ends' host and port, which a UNIX
+    socket's addresses lack: every request was a 500.  There the app gets
+    what uvicorn and gunicorn give it: C{SERVER_NAME} from the C{Host}
+    header (else C{localhost}), C{SERVER_PORT} its port (else C{80}, so a URL
+    rebuilt without a C{Host} has none), and an empty C{REMOTE_ADDR} and
+    C{REMOTE_PORT}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, app: Callable[..., Any]) -> None:
+        # Imported here: a process without a WSGI app need not load it.
+        from twisted.web.wsgi import WSGIResource
+
+        super().__init__()
+        self._wsgi = WSGIResource(reactor, reactor.getThreadPool(), app)
+
+    def render(self, request: Request) -> Any:
+        if not isinstance(request.getHost(), UNIXAddress):
+            return self._wsgi.render(request)
+        host = request.getHeader(b"host") or b""
+        port = _HOST_PORT.search(host)
+        ends = request.client, request.host
+        # Read by the environ only while render() runs; the access log and
+        # the admin's trust of the socket see the real addresses after.
+        request.client = _SocketAddress("", "")
+        request.host = _SocketAddress(
+            "localhost", port.group(1).decode() if port else "80"
+        )
+        try:
+            return self._wsgi.render(request)
+        finally:
+            request.client, request.host = ends
+
+
 class Router(Resource):
     """
     The root resource of a server: exact routes first, then the longest
@@ -115,6 +203,7 @@ class Router(Resource):
         self._mounts: dict[tuple[bytes, ...], IResource] = {}
         # Longest prefix first, sorted when mounting rather than per request.
         self._mount_order: list[tuple[tuple[bytes, ...], IResource]] = []
+        self._served = ServedPaths()
 
     def route(self, path: str, handler: Handler | None = None) -> Any:
         """
@@ -133,16 +222,26 @@ class Router(Resource):
         return handler
 
     def add_route(self, path: str, handler: Handler) -> None:
-        self._routes[_segments(path)] = HandlerResource(handler)
+        segments = _segments(path)
+        self._served.claim(path, "route()")
+        self._routes[segments] = HandlerResource(handler)
 
     def add_resource(self, path: str, resource: IResource) -> None:
         """
         Serve exactly C{path} with C{resource}.
         """
-        self._routes[_segments(path)] = resource
+        segments = _segments(path)
+        self._served.claim(path, "add_resource()")
+        self._routes[segments] = resource
 
     def mount(self, prefix: str, resource: IResource) -> None:
+        """
+        Serve everything under C{prefix} with C{resource}.
+
+        @raise ConfigError: something serves C{prefix} already.
+        """
         segments = _segments(prefix)
+        self._served.claim(prefix, "mount()")
         if segments == (b"",):
             segments = ()
         self._mounts[segments] = resource

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource
 
 from ._drain import DrainingSite
 from ._errors import ConfigError
-from ._routing import Handler, Router
+from ._routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 from ._status import PortStatus
 from ._sockets import (
     DEFAULT_UNIX_MODE,
@@ -25,7 +25,10 @@ from ._sockets import (
     ListenSpec,
     bind_socket,
     bind_unix_socket,
+    check_unix_mode,
     check_unix_path,
+    set_unix_group,
+    unix_group,
 )
 
 if TYPE_CHECKING:
@@ -145,6 +148,7 @@ class Server:
     https_ports: list[int] = field(factory=list)
     unix_sockets: list[str] = field(factory=list)
     unix_socket_mode: int = DEFAULT_UNIX_MODE
+    unix_socket_group: int | None = None  # a gid; None: the process's group
     host: str = ""
     cert: str | None = None
     key: str | None = None
@@ -154,6 +158,9 @@ class Server:
     health_path: str | None = None
     _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
+    _served: ServedPaths = field(
+        default=Factory(lambda self: ServedPaths(f"server {self.name!r}"), takes_self=True)
+    )
     #: Ports adopted but not read from until the ASGI apps have started.
     _held: list[Any] = field(factory=list)
     _prepared: list[_Prepared] = field(factory=list)
@@ -170,12 +177,14 @@ class Server:
         Serve C{path} with C{handler(request)}, which returns bytes, str, a
         Deferred or a coroutine.  Without C{handler}, a decorator.
         """
+        self._served.claim(path, "route()")
         return self.router.route(path, handler)
 
     def mount(self, prefix: str, resource: IResource) -> None:
         """
         Serve everything under C{prefix} with a twisted.web resource.
         """
+        self._served.claim(prefix, "mount()")
         self.router.mount(prefix, resource)
 
     def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
@@ -183,6 +192,7 @@ class Server:
         Serve everything under C{prefix} with a WSGI app, run in the
         reactor's thread pool.
         """
+        self._served.claim(prefix, "mount_wsgi()")
         self._wsgi_mounts.append((prefix, app))
 
     def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
@@ -193,6 +203,7 @@ class Server:
         """
         from ._asgi import asyncio_reactor_running, ensure_asyncio_reactor
 
+        self._served.claim(prefix, "mount_asgi()")
         ensure_asyncio_reactor()
         if not asyncio_reactor_running():
             raise ConfigError(
@@ -207,21 +218,23 @@ class Server:
     def set_https_port(self, *ports: int) -> None:
         self.https_ports = _check_ports(ports)
 
-    def set_unix_socket(self, *paths: str, mode: int | None = None) -> None:
+    def set_unix_socket(self, *paths: str, mode: int | None = None,
+                        group: int | str | None = None) -> None:
         """
         Listen on UNIX sockets at C{paths} (beside the ports, or instead of
         them), the usual way behind nginx.  C{mode} is the files' mode
-        (default 0o660: the owner and its group).  A restart hands them over;
-        the files are removed only at the final shutdown.
+        (default 0o660: owner and group), C{group} their group, a name or
+        number (default: the process's; give nginx's).  A restart hands them
+        over; the files are removed only at the final shutdown.
         """
         checked = [_unix_path(path) for path in paths]
         if len(set(checked)) != len(checked):
             raise ConfigError(f"server {self.name!r}: a UNIX socket path is given twice")
         self.unix_sockets = checked
         if mode is not None:
-            if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-                raise ConfigError(f"UNIX socket mode must be from 0o000 to 0o777, not {mode!r}")
-            self.unix_socket_mode = mode
+            self.unix_socket_mode = check_unix_mode(mode)
+        if group is not None:
+            self.unix_socket_group = unix_group(group)
 
     def set_host(self, host: str) -> None:
         """
@@ -292,6 +305,11 @@ class Server:
                 f"server {self.name!r} has HTTPS ports but no certificate: "
                 "call enable_https()"
             )
+        # These pages join the router as the site is built, over the app's.
+        pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
+        for path, what in pages:
+            if path is not None:
+                self._served.claim(path, what, keep=False)
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
             # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
@@ -320,7 +338,7 @@ class Server:
             return None
         try:
             if spec.path is not None:
-                sock = bind_unix_socket(spec.path, self.unix_socket_mode)
+                sock = bind_unix_socket(spec.path, self.unix_socket_mode, self.unix_socket_group)
             else:
                 sock = bind_socket(spec.host, spec.port)
         except ConfigError as e:
@@ -370,7 +388,9 @@ class Server:
             for p in prepared:
                 factory: Any = tls_factory if p.spec.tls else self.site
                 if p.family == socket.AF_UNIX:
-                    port = adopt_unix_port(reactor, p.fd, factory, self.unix_socket_mode)
+                    port = adopt_unix_port(
+                        reactor, p.fd, factory, self.unix_socket_mode, self.unix_socket_group
+                    )
                 else:
                     port = reactor.adoptStreamPort(p.fd, p.family, factory)
                 # adoptStreamPort made its own copy of the descriptor.
@@ -404,11 +424,8 @@ class Server:
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
-        if self._wsgi_mounts:
-            from twisted.web.wsgi import WSGIResource
-
         for prefix, app in self._wsgi_mounts:
-            self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
+            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
         self._wsgi_mounts.clear()
         if self._asgi_mounts:
             from ._asgi import ASGIResource, Lifespan
@@ -511,9 +528,12 @@ class _SharedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-def adopt_unix_port(reactor: Any, fd: int, factory: Any, mode: int) -> Any:
+def adopt_unix_port(
+    reactor: Any, fd: int, factory: Any, mode: int, group: int | None = None
+) -> Any:
     """
-    Serve a listening UNIX socket that other processes share.
+    Serve a listening UNIX socket that other processes share; its file gets
+    C{mode} and, if given, C{group}, as the config now says.
 
     Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
     0o666 when it starts listening, and when it stops it calls shutdown(2),
@@ -523,6 +543,8 @@ def adopt_unix_port(reactor: Any, fd: int, factory: Any, mode: int) -> Any:
     port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     # startListening chmods the file to this mode.
     port.mode = mode
+    if group is not None:
+        set_unix_group(port.port, group)
     port.startListening()
     return port
 

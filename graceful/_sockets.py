@@ -13,7 +13,9 @@ are one code path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import grp
 import os
 import socket
 import stat
@@ -271,10 +273,59 @@ def check_unix_path(path: str) -> str:
     return absolute
 
 
-def bind_unix_socket(path: str, mode: int = DEFAULT_UNIX_MODE) -> socket.socket:
+def check_unix_mode(mode: object) -> int:
+    """
+    C{mode}, if it is a file mode for a UNIX socket.
+
+    @raise ConfigError: it is not a number from 0o000 to 0o777.
+    """
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ConfigError(f"UNIX socket mode must be from 0o000 to 0o777, not {mode!r}")
+    return mode
+
+
+def unix_group(group: object) -> int:
+    """
+    The group id of C{group}: a group name, or a number (taken as it is, as
+    chown(1) takes it: a container's groups often have no name).
+
+    @raise ConfigError: no group has that name, or it is neither.
+    """
+    if isinstance(group, int) and not isinstance(group, bool) and group >= 0:
+        return group
+    if not isinstance(group, str) or not group:
+        raise ConfigError(f"UNIX socket group must be a group name or number, not {group!r}")
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            return int(group)
+        raise ConfigError(f"UNIX socket group {group!r} does not exist") from None
+
+
+def set_unix_group(path: str | bytes, gid: int) -> None:
+    """
+    Give the socket file at C{path} to group C{gid}, so that its members
+    (nginx's, say) may connect with the mode's group bits.
+
+    @raise ConfigError: this process may not (it is neither root nor in
+        that group).
+    """
+    try:
+        os.chown(path, -1, gid)
+    except OSError as e:
+        shown = os.fsdecode(path)
+        raise ConfigError(
+            f"cannot give unix:{shown} to group {gid}: {e.strerror or e}"
+        ) from None
+
+
+def bind_unix_socket(
+    path: str, mode: int = DEFAULT_UNIX_MODE, group: int | None = None
+) -> socket.socket:
     """
     Create, bind and listen a non-blocking UNIX socket at C{path}, with
-    C{mode}.
+    C{mode}, and owned by group C{group} if given.
 
     A socket file left by a process that died is replaced, but only when
     nothing listens on it; any other file there is an error, never removed.
@@ -293,11 +344,19 @@ def bind_unix_socket(path: str, mode: int = DEFAULT_UNIX_MODE) -> socket.socket:
         finally:
             os.umask(old_umask)
         os.chmod(path, mode)
+        if group is not None:
+            set_unix_group(path, group)
         sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on unix:{path}: {e.strerror or e}")
+    except ConfigError:
+        sock.close()
+        # Ours, just made: no file is left with the wrong group.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     return sock
 
 

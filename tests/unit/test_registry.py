@@ -264,6 +264,94 @@ class ServerDeclarationTests(_Installed):
         self.assertEqual(get(s1.router, "/api/x").body, b"api x")
 
 
+class SamePathTwiceTests(_Installed):
+    """
+    Two calls serving one path of a server: the second would silently take
+    over the first, so it is a one-line ConfigError naming the server and
+    the path, and the first goes on serving.
+    """
+
+    def assertRefused(self, first: Any, second: Any, message: str) -> None:
+        first()
+        error = self.assertRaises(ConfigError, second)
+        self.assertEqual(str(error), message)
+        self.assertNotIn("\n", str(error))
+
+    def test_mount_twice(self) -> None:
+        from .test_routing import get
+
+        s1 = g.server("s1")
+        self.assertRefused(
+            lambda: s1.mount("/api", _Text(b"first")),
+            lambda: s1.mount("/api/", _Text(b"second")),
+            "server 's1': '/api' is served twice: by mount() and by mount()",
+        )
+        self.assertEqual(get(s1.router, "/api").body, b"first")
+
+    def test_mount_then_wsgi_or_asgi(self) -> None:
+        s1 = g.server("s1")
+        s1.mount("/api", _Text(b"api"))
+        for call, what in [(s1.mount_wsgi, "mount_wsgi()"), (s1.mount_asgi, "mount_asgi()")]:
+            error = self.assertRaises(ConfigError, call, "/api", lambda *args: None)
+            self.assertEqual(
+                str(error), f"server 's1': '/api' is served twice: by mount() and by {what}"
+            )
+
+    def test_wsgi_twice(self) -> None:
+        s1 = g.server("s1")
+        self.assertRefused(
+            lambda: s1.mount_wsgi("/legacy", lambda environ, start: []),
+            lambda: s1.mount_wsgi("/legacy", lambda environ, start: []),
+            "server 's1': '/legacy' is served twice: by mount_wsgi() and by mount_wsgi()",
+        )
+
+    def test_route_on_a_mounted_prefix(self) -> None:
+        s2 = g.server("s2")
+        self.assertRefused(
+            lambda: s2.mount_wsgi("/", lambda environ, start: []),
+            lambda: s2.route("/", lambda request: "root"),
+            "server 's2': '/' is served twice: by mount_wsgi() and by route()",
+        )
+
+    def test_route_twice(self) -> None:
+        s1 = g.server("s1")
+        self.assertRefused(
+            lambda: s1.route("/pid", lambda request: "1"),
+            lambda: s1.route("/pid")(lambda request: "2"),
+            "server 's1': '/pid' is served twice: by route() and by route()",
+        )
+
+    def test_other_servers_and_paths_are_free(self) -> None:
+        """
+        The same path on two servers, and a route under a mount, are fine.
+        """
+        g.server("s1").mount("/api", _Text(b"s1"))
+        g.server("s2").mount("/api", _Text(b"s2"))
+        g.server("s1").route("/api/health", lambda request: "ok")
+        g.server("s1").mount("/api/v2", _Text(b"v2"))
+
+    def test_health_page_over_an_app_path(self) -> None:
+        """
+        The health and admin pages join the router when the server starts:
+        one on a path the app serves is refused before anything is bound.
+        """
+        s1 = g.server("s1")
+        s1.set_port(0)
+        s1.route("/healthz", lambda request: "app's own")
+        s1.enable_health("/healthz")
+        error = self.assertRaises(ConfigError, s1.prepare)
+        self.assertEqual(
+            str(error), "server 's1': '/healthz' is served twice: by route() and by enable_health()"
+        )
+        self.assertFalse(s1.has_prepared())
+
+    def test_bad_path(self) -> None:
+        error = self.assertRaises(ConfigError, g.server("s1").mount, "api", _Text(b""))
+        self.assertEqual(
+            str(error), "server 's1': mount() needs a path starting with '/', not 'api'"
+        )
+
+
 class _Text(Resource):
     isLeaf = True
 

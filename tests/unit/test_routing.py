@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
+from graceful._errors import ConfigError
 from graceful._routing import Router
 
 # -- an in-memory HTTP/1.1 client ----------------------------------------------
@@ -418,6 +419,24 @@ class MountTests(SynchronousTestCase):
         self.router.mount("/", Recorder("all"))
         self.assertEqual(self.get("/a/b").body, b"all pre= post=a/b")
         self.assertEqual(self.get("/").body, b"all pre= post=")
+
+    def test_same_path_twice_is_refused(self) -> None:
+        """
+        A router refuses a second mount, route or resource on a path it
+        serves (a g.Router used as an app has no server to name).
+        """
+        self.router.mount("/api", Recorder("api"))
+        self.router.route("/pid", lambda request: b"pid")
+        for call, what in [
+            (lambda: self.router.mount("/api/", Recorder("again")), "mount()"),
+            (lambda: self.router.route("/api", lambda request: b""), "route()"),
+            (lambda: self.router.add_resource("/pid", Recorder("pid")), "add_resource()"),
+        ]:
+            error = self.assertRaises(ConfigError, call)
+            self.assertIn("is served twice: by ", str(error))
+            self.assertTrue(str(error).endswith(f"and by {what}"), str(error))
+        self.assertEqual(self.get("/api/x").body, b"api pre=api post=x")
+        self.assertEqual(self.get("/api").body, b"api pre=api post=")
 
     def test_wsgi_at_root(self) -> None:
         """

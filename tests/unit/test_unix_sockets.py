@@ -12,10 +12,11 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -322,3 +323,216 @@ class MasterHoldTests(TempDir):
         self.assertEqual(held.spec, ListenSpec("web", False, 0, "", 0, path))
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o666)
         self.assertEqual(runtime.unix_files, {path: os.stat(path).st_ino})
+
+
+class _WSGIReactor(MemoryReactorClock):
+    """
+    A memory reactor whose thread pool and C{callFromThread} run the work at
+    once, so a WSGI app answers within the request.
+    """
+
+    def getThreadPool(self) -> Any:
+        from .test_routing import SyncThreadPool
+
+        return SyncThreadPool()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+def environ_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    "A WSGI app that answers the environ's address keys as JSON."
+    start_response("200 OK", [("Content-Type", "application/json")])
+    keys = ("SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "PATH_INFO")
+    return [json.dumps({key: environ.get(key) for key in keys}).encode()]
+
+
+class WSGIOnUnixSocketTests(TempDir):
+    """
+    A server's WSGI app on a UNIX socket, where neither end has a host or a
+    port: the environ gets uvicorn's and gunicorn's values instead of the
+    500 that twisted.web.wsgi's AttributeError made of every request.
+    """
+
+    def serve(self, raw: bytes, unix: bool = True) -> tuple[int, dict[str, Any]]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from .test_routing import HTTPConnection
+
+        path = str(self.tempdir() / "wsgi.sock")
+        runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)
+        server = runtime.server("legacy")
+        server.mount_wsgi("/", environ_app)
+        server.set_unix_socket(path)
+        server.prepare()
+        server.serve()
+        for listener in server.listeners:
+            self.addCleanup(listener.port.connectionLost, None)
+        assert server.site is not None
+        if unix:
+            ends: dict[str, Any] = {
+                "hostAddress": UNIXAddress(path),
+                "peerAddress": UNIXAddress(None),
+            }
+        else:
+            ends = {
+                "hostAddress": IPv4Address("TCP", "127.0.0.1", 8100),
+                "peerAddress": IPv4Address("TCP", "127.0.0.1", 40000),
+            }
+        connection = HTTPConnection(server.site, StringTransport(**ends))
+        connection.send(raw)
+        response = connection.only_response()
+        body = json.loads(response.body) if response.status == 200 else {}
+        return response.status, body
+
+    def test_host_header(self) -> None:
+        """
+        C{curl --unix-socket S http://localhost:8080/x}: the name and port
+        of the C{Host} header, and no client address.
+        """
+        status, environ = self.serve(b"GET /x HTTP/1.1\r\nHost: localhost:8080\r\n\r\n")
+        self.assertEqual(
+            (status, environ),
+            (200, {"SERVER_NAME": "localhost", "SERVER_PORT": "8080", "REMOTE_ADDR": "",
+                   "REMOTE_PORT": "", "PATH_INFO": "/x"}),
+        )
+
+    def test_no_host_header(self) -> None:
+        """
+        HTTP/1.0 without C{Host}: C{localhost}, port 80, so that a URL the
+        app rebuilds from the environ is C{http://localhost/...}.
+        """
+        status, environ = self.serve(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual((status, environ["SERVER_NAME"], environ["SERVER_PORT"]),
+                         (200, "localhost", "80"))
+        self.assertEqual(environ["REMOTE_ADDR"], "")
+
+    def test_tcp_unchanged(self) -> None:
+        """
+        On a TCP port the environ has the connection's real addresses.
+        """
+        status, environ = self.serve(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", unix=False)
+        self.assertEqual(
+            (status, environ["SERVER_NAME"], environ["SERVER_PORT"], environ["REMOTE_ADDR"]),
+            (200, "example.com", "8100", "127.0.0.1"),
+        )
+
+
+def other_group() -> tuple[str, int]:
+    """
+    A group this process may give a file to that is not its own: any group
+    for root (C{nogroup} where there is one), else one it is a member of.
+    """
+    import grp
+
+    own = os.getegid()
+    if os.geteuid() == 0:
+        groups = sorted(grp.getgrall(), key=lambda g: g.gr_name != "nogroup")
+        candidates = [(g.gr_name, g.gr_gid) for g in groups]
+    else:
+        candidates = []
+        for gid in os.getgroups():
+            try:
+                candidates.append((grp.getgrgid(gid).gr_name, gid))
+            except KeyError:
+                pass
+    for name, gid in candidates:
+        if gid != own:
+            return name, gid
+    raise SkipTest("no group other than the process's own to give a socket to")
+
+
+class GroupTests(TempDir):
+    """
+    C{unix_socket_group}: the socket file's group, so that nginx's group may
+    connect through the mode's group bits (the default group is the
+    process's, which nginx is seldom in).
+    """
+
+    def test_unix_group(self) -> None:
+        """
+        A name is looked up, a number taken as it is (chown(1) does too: a
+        container's groups often have no name); anything else is one line.
+        """
+        from graceful._sockets import unix_group
+
+        name, gid = other_group()
+        self.assertEqual(unix_group(name), gid)
+        self.assertEqual(unix_group(gid), gid)
+        self.assertEqual(unix_group(str(gid)), gid)
+        self.assertEqual(unix_group(54321), 54321)
+        for bad, message in [
+            ("no-such-group-here", "UNIX socket group 'no-such-group-here' does not exist"),
+            ("", "UNIX socket group must be a group name or number, not ''"),
+            (-1, "UNIX socket group must be a group name or number, not -1"),
+            (True, "UNIX socket group must be a group name or number, not True"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                unix_group(bad)
+            self.assertEqual(str(caught.exception), message)
+
+    def test_bind_gives_the_file_to_the_group(self) -> None:
+        _, gid = other_group()
+        path = self.tempdir() / "s1.sock"
+        sock = bind_unix_socket(str(path), 0o660, gid)
+        self.addCleanup(sock.close)
+        st = os.stat(path)
+        self.assertEqual((st.st_gid, stat.S_IMODE(st.st_mode)), (gid, 0o660))
+
+    def test_server_binds_with_its_group(self) -> None:
+        """
+        C{set_unix_socket(path, group=...)}: the server's socket file has
+        that group once prepared; an unknown group is refused at the call.
+        """
+        name, gid = other_group()
+        path = str(self.tempdir() / "web.sock")
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        server = runtime.server("web")
+        with self.assertRaises(ConfigError) as caught:
+            server.set_unix_socket(path, group="no-such-group-here")
+        self.assertEqual(
+            str(caught.exception), "UNIX socket group 'no-such-group-here' does not exist"
+        )
+        server.set_unix_socket(path, mode=0o660, group=name)
+        self.assertEqual(server.unix_socket_group, gid)
+        server.prepare()
+        self.addCleanup(server.release_prepared)
+        self.assertEqual(os.stat(path).st_gid, gid)
+
+    def test_config_key(self) -> None:
+        """
+        C{unix_socket_group} beside C{unix_socket_mode}, a name or a number,
+        reaches the server; an unknown one is a line naming the key.
+        """
+        import tomllib
+
+        from twisted.web.resource import Resource
+
+        from graceful._config import apply_config
+
+        name, gid = other_group()
+        directory = self.tempdir()
+        path = directory / "graceful.toml"
+        config = parse_config(tomllib.loads(
+            f'[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\nunix_socket_group = "{name}"\n'
+            f'[servers.s2]\napp = "m:a"\nunix_sockets = ["s2.sock"]\nunix_socket_group = {gid}\n'
+            '[servers.s3]\napp = "m:a"\nunix_sockets = ["s3.sock"]\n'
+        ), path)
+        self.assertEqual([s.unix_socket_group for s in config.servers], [gid, gid, None])
+        runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=1)
+        apps = {server: ("resource", Resource()) for server in ("s1", "s2", "s3")}
+        apply_config(config, runtime, apps)
+        self.assertEqual(runtime.server("s1").unix_socket_group, gid)
+        self.assertIsNone(runtime.server("s3").unix_socket_group)
+        for value, message in [
+            ('"no-such-group-here"', "UNIX socket group 'no-such-group-here' does not exist"),
+            ("[33]", 'must be a group name or number such as "www-data", not [33]'),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse_config(tomllib.loads(
+                    '[servers.s1]\napp = "m:a"\nunix_sockets = ["s1.sock"]\n'
+                    f"unix_socket_group = {value}\n"
+                ), path)
+            self.assertIn(f"{path}: servers.s1.unix_socket_group", str(caught.exception))
+            self.assertTrue(str(caught.exception).endswith(message), str(caught.exception))
