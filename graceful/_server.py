@@ -427,17 +427,7 @@ class Server:
         for prefix, app in self._wsgi_mounts:
             self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
         self._wsgi_mounts.clear()
-        if self._asgi_mounts:
-            from ._asgi import ASGIResource, Lifespan
-
-        lifespans: dict[int, Lifespan] = {}
-        for prefix, app in self._asgi_mounts:
-            # One lifespan per app, even when it is mounted twice.
-            resource = ASGIResource(app, prefix, lifespans.get(id(app)))
-            if id(app) not in lifespans:
-                lifespans[id(app)] = resource.lifespan
-                self.runtime.add_lifespan(resource.lifespan)
-            self.router.mount(prefix, resource)
+        if _mount_asgi_apps(self.router, self._asgi_mounts, self.runtime):
             self._asgi_mounts_built = True
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
@@ -632,3 +622,22 @@ def access_log_writer(target: str | None) -> Callable[[str], None] | None:
         handle.write(line + "\n")
 
     return write
+
+
+def _mount_asgi_apps(router: Router, mounts: list[tuple[str, Any]], runtime: ServerHost) -> bool:
+    """
+    Mount each ASGI app on C{router}, with one lifespan per app even when it
+    is mounted twice; return whether any was mounted.
+    """
+    if not mounts:
+        return False
+    from ._asgi import ASGIResource, Lifespan
+
+    lifespans: dict[int, Lifespan] = {}
+    for prefix, app in mounts:
+        resource = ASGIResource(app, prefix, lifespans.get(id(app)))
+        if id(app) not in lifespans:
+            lifespans[id(app)] = resource.lifespan
+            runtime.add_lifespan(resource.lifespan)
+        router.mount(prefix, resource)
+    return True

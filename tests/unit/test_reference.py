@@ -250,6 +250,7 @@ def _sample(key: str) -> Any:
         "admin_token_file": "token",
         "health": "/healthz",
         "app": "mypkg.web:root",
+        "unix_socket_group": 0,
     }
     return samples[key]
 
