@@ -114,8 +114,32 @@ class OldMasterKilledTests(SynchronousTestCase):
         log = self.proc.log()
         self.assertIn(f"{new}: previous generation", log)
         self.assertNotIn("BrokenPipeError", log)
+        self.assertEqual(set(self.stderr_of_workers().values()), {str(self.proc.log_path)})
         # Its workers wrote while importing, after the old master died.
         self.assertIn("step 19", log)
+
+    def stderr_of_workers(self) -> dict[int, str]:
+        return {
+            w["pid"]: os.readlink(f"/proc/{w['pid']}/fd/2") for w in status(self.port)["workers"]
+        }
+
+    def test_workers_of_an_upgrade_write_to_the_log(self) -> None:
+        """
+        Once the old master has left (in the ordinary way), the new
+        workers' stderr is the log, not the pipe to the old master, which
+        nobody reads any more.
+        """
+        old = int(self.pidfile.read_text())
+        self.proc.signal(old, signal.SIGUSR1)
+        self.proc.wait_gone(old)
+        new = int(self.pidfile.read_text())
+        wait_until(
+            lambda: (lambda s: s["pid"] == new and [w["ready"] for w in s["workers"]]
+                     == [True, True])(status(self.port)),
+            what="the new master's 2 workers",
+        )
+        log = str(self.proc.log_path)
+        self.assertEqual(set(self.stderr_of_workers().values()), {log})
 
     def test_a_worker_that_fails_is_retried(self) -> None:
         new, _ = self.kill_old_master_mid_upgrade()
