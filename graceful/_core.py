@@ -197,7 +197,8 @@ class ProcessCore:
         except OSError as e:
             again = pid == self.pid
             self.log.error(
-                "{pid}: cannot write pidfile {path}: {error}" + ("; trying again in {retry:g}s" if again else ""),
+                "{pid}: cannot write pidfile {path}: {error}"
+                + ("; trying again in {retry:g}s" if again else ""),
                 pid=self.pid,
                 path=str(self.pidfile),
                 error=e.strerror or str(e),
@@ -210,7 +211,10 @@ class ProcessCore:
             return
         if retry > PIDFILE_RETRY_FIRST:
             self.log.info(
-                "{pid}: pidfile {path} names {named} now", pid=self.pid, path=str(self.pidfile), named=pid
+                "{pid}: pidfile {path} names {named} now",
+                pid=self.pid,
+                path=str(self.pidfile),
+                named=pid,
             )
 
     def claim_pidfile(self) -> None:
