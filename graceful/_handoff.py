@@ -423,6 +423,14 @@ class OldProcess:
         """
         return 2 if self._stderr_taken else self._stderr_fd
 
+    def alive(self) -> bool:
+        """
+        Whether it still lives, as far as we can tell now: its channel is
+        open and it is still our parent (it may have died before the
+        reactor read the end of its pipe).
+        """
+        return not self.gone and os.getppid() == self.pid
+
     def send(self, message: Message) -> None:
         """
         One line to the process that started us; dropped if it is gone or
@@ -517,6 +525,9 @@ class NoOldProcess:
 
     def stderr_target(self) -> int:
         return 2
+
+    def alive(self) -> bool:
+        return False
 
     def report_error(self, reason: str) -> None:
         pass

@@ -157,6 +157,8 @@ class MasterRole(HandoffRole):
             # A new master's slot 0 waits for the old master's services.
             hold_services=process.old_process.is_handoff,
         )
+        if process.old_process.is_handoff:
+            group.predecessor_alive = process.old_process.alive
 
         def ready(_: object) -> None:
             process.log.info(

@@ -253,6 +253,9 @@ class Startup:
         if self.done.called:
             return
         group = self.group
+        if not group.alone and not group.predecessor_alive():
+            # It died just now, and we had not heard yet.
+            group.predecessor_gone()
         if not group.alone:
             self.done.errback(failure)
             return
@@ -299,6 +302,7 @@ class WorkerGroup:
     @ivar alone: whether no older master serves any more (a new master's
         died): a worker that does not come up is started again, since
         nobody is left to roll back to.
+    @ivar predecessor_alive: whether the older master (if any) lives.
     """
 
     process: ProcessCore
@@ -312,6 +316,7 @@ class WorkerGroup:
     hold_services: bool = False
     services_stopped: Event = field(factory=Event)
     alone: bool = False
+    predecessor_alive: Callable[[], bool] = lambda: True
     feeder: Feeder[GroupInputs] = field(factory=Feeder)
     starter: WorkerStarter = field(init=False)
     recycler: Recycler = field(init=False)

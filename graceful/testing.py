@@ -260,6 +260,7 @@ class FakeOldProcess:
     @ivar sent: the messages this process sent it.
     @ivar released: fires once it says its services stopped.
     @ivar gone: whether its pipe closed.
+    @ivar died: whether it died (its pipe may not have told yet).
     @ivar stderr_fd: where the old process passed its own stderr.
     @ivar stderr_taken: whether this process took its stderr back.
     """
@@ -270,6 +271,7 @@ class FakeOldProcess:
     sent: list[Message] = field(factory=list)
     released: Deferred[Released] = field(factory=Deferred)
     gone: bool = False
+    died: bool = False
     stderr_fd: int = 9
     stderr_taken: bool = False
     _accepted: Callable[[Accepted], None] | None = None
@@ -295,6 +297,9 @@ class FakeOldProcess:
 
     def stderr_target(self) -> int:
         return 2 if self.stderr_taken else self.stderr_fd
+
+    def alive(self) -> bool:
+        return not self.gone and not self.died
 
     def send(self, message: Message) -> None:
         self.sent.append(message)
@@ -322,6 +327,12 @@ class FakeOldProcess:
 
     def release(self, at: float = 1.0) -> None:
         self.released.callback(Released(at))
+
+    def die(self) -> None:
+        """
+        It dies; this process has not read the end of its pipe yet.
+        """
+        self.died = True
 
     def close(self) -> None:
         """

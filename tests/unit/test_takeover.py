@@ -105,6 +105,22 @@ class OldMasterDiesTests(MasterCase):
         self.assertEqual(self.environment.exits, [])
         self.assertEqual(old.reported, [], "nobody to report to")
 
+    def test_a_failure_before_the_pipe_told(self) -> None:
+        """
+        The old master died, and a worker failed before the reactor read
+        the end of its pipe: retried all the same, never an exit.
+        """
+        old, files = self.new_master()
+        self.spawned[0].report_ready()
+        old.die()
+        self.spawned[1].report_failure("worker 1001 exited with status 1: boom")
+        self.assertEqual((old.reported, self.environment.exits), ([], []))
+        old.close()
+        self.assertEqual(files.files[str(PIDFILE)], f"{MASTER}\n")
+        self.reactor.advance(BACKOFF_FIRST)
+        self.spawned[2].report_ready()
+        self.assertIn(f"{MASTER}: 2 workers serve", self.messages)
+
     def test_while_the_old_master_lives_a_failure_still_rolls_back(self) -> None:
         old, files = self.new_master()
         self.spawned[0].report_failure("worker 1000 exited with status 1: boom")
