@@ -32,6 +32,10 @@ from ._sockets import (
 )
 from ._supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier
 
+#: Seconds before a failed write of our own pid to the pidfile is tried
+#: again; doubles up to the second value.
+PIDFILE_RETRY_FIRST, PIDFILE_RETRY_MAX = 1.0, 60.0
+
 #: The connection kinds the status always shows, even at 0.
 CONNECTION_KINDS = ("http/1.1", "h2", "websocket", "stream")
 
@@ -142,6 +146,7 @@ class ProcessCore:
     admin_port: Any = None
     forward_stderr: Callable[[bytes], None] = lambda data: None
     _exited: Event = field(factory=Event)
+    _pidfile_retry: Any = None
     log = Logger(namespace="graceful")
 
     @property
@@ -178,17 +183,53 @@ class ProcessCore:
     def sites(self) -> list[Any]:
         return [server.site for server in self.servers.values() if server.site is not None]
 
-    def write_pidfile(self, pid: int) -> None:
-        # A pidfile we cannot write must not stop a handoff halfway.
+    def write_pidfile(self, pid: int, retry: float = PIDFILE_RETRY_FIRST) -> None:
+        """
+        Name C{pid} in the pidfile.  A write that fails must not stop a
+        handoff halfway; when it names us, it is tried again (a full disk
+        frees up), with back-off, until it works or another pid is named.
+        """
+        if self._pidfile_retry is not None and self._pidfile_retry.active():
+            self._pidfile_retry.cancel()
+        self._pidfile_retry = None
         try:
             self.pidfile.write(pid)
         except OSError as e:
+            again = pid == self.pid
             self.log.error(
-                "{pid}: cannot write pidfile {path}: {error}",
+                "{pid}: cannot write pidfile {path}: {error}"
+                + ("; trying again in {retry:g}s" if again else ""),
                 pid=self.pid,
                 path=str(self.pidfile),
                 error=e.strerror or str(e),
+                retry=retry,
             )
+            if again:
+                self._pidfile_retry = self.reactor.callLater(
+                    retry, self.write_pidfile, pid, min(PIDFILE_RETRY_MAX, retry * 2)
+                )
+            return
+        if retry > PIDFILE_RETRY_FIRST:
+            self.log.info(
+                "{pid}: pidfile {path} names {named} now",
+                pid=self.pid,
+                path=str(self.pidfile),
+                named=pid,
+            )
+
+    def claim_pidfile(self) -> None:
+        """
+        The old process handed over, and should have named us in the
+        pidfile: if it could not (a full disk), name ourselves.
+        """
+        if not str(self.pidfile) or self.pidfile.read() == self.pid:
+            return
+        self.log.warn(
+            "{pid}: pidfile {path} does not name this process; writing it",
+            pid=self.pid,
+            path=str(self.pidfile),
+        )
+        self.write_pidfile(self.pid)
 
     def announce_serving(self, pid: int) -> None:
         """
@@ -344,6 +385,8 @@ class ProcessCore:
         """
         if self._exited.happened:
             return
+        if self._pidfile_retry is not None and self._pidfile_retry.active():
+            self._pidfile_retry.cancel()
         if not handed_over:
             self.pidfile.remove_if(self.pid)
             if final:

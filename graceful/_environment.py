@@ -49,7 +49,8 @@ class Environment(Protocol):
 
     def dump_stacks_on(self, signum: int) -> None:
         """
-        Have C{signum} write every thread's stack to stderr.
+        Have C{signum} write every thread's stack to a copy of fd 2 as it is
+        now.
         """
 
     def ignore_signal(self, signum: int) -> None:
@@ -111,10 +112,17 @@ class OSEnvironment:
         signal.signal(signum, lambda number, frame: handler())
 
     def dump_stacks_on(self, signum: int) -> None:
+        # A descriptor of our own, not sys.stderr: under twistd that is a log
+        # file object whose fileno() is -1, faulthandler refused it, and the
+        # signal killed the process with no stack written.
         try:
-            faulthandler.register(signum, all_threads=True)
+            fd = os.dup(2)
+        except OSError:
+            return  # no stderr at all: killed without its stacks
+        try:
+            faulthandler.register(signum, file=fd, all_threads=True)
         except (ValueError, OSError, RuntimeError, AttributeError):
-            pass  # no usable stderr: the process is killed without its stacks
+            os.close(fd)
 
     def ignore_signal(self, signum: int) -> None:
         try:

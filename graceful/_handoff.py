@@ -9,8 +9,11 @@ C{LISTEN_FDS} layout) and adds three pipes:
 - C{control}: the old process writes C{released} once its background services
   have stopped, so the new one may start its own;
 - C{stderr}: the old process's own stderr, which the new process takes back as
-  fd 2 once ready.  Until then the new process's stderr is a pipe to the old
-  process, which forwards it and keeps its tail to explain a failed start.
+  fd 2 once ready, or as soon as the old process is gone.  Until then the new
+  process's stderr is a pipe to the old process, which forwards it and keeps
+  its tail to explain a failed start.  A process it starts meanwhile (a new
+  master's worker) gets that real stderr to take back, never the pipe, which
+  dies with the old process.
 
 Either side learns that the other died from the end of its pipes: a pipe
 whose writer is gone reads as end of file, which the reactor reports through
@@ -123,8 +126,14 @@ class NewProcess(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == 2:
-            self.forward_stderr(data)
             self._keep_tail(data)
+            try:
+                self.forward_stderr(data)
+            except Exception:
+                # Our own stderr is broken (a pipe to a dead old process):
+                # raised here, it would close this pipe, and the child's
+                # next write to its stderr would fail (an app's import).
+                pass
         elif childFD == self.ready_fd:
             self._messages += data
             while b"\n" in self._messages:
@@ -297,9 +306,13 @@ def spawn_new_process(
     extra_environ: Mapping[str, str],
     ready_timeout: float,
     forward_stderr: Callable[[bytes], None],
+    stderr_target: int = 2,
 ) -> NewProcess:
     """
     Start the new process with every socket in C{sockets} placed from fd 3.
+
+    @param stderr_target: the stderr it takes back once ready (our own fd 2,
+        unless that is still a pipe to our own old process).
     """
     n = len(sockets)
     ready_fd = LISTEN_FDS_START + n
@@ -310,7 +323,7 @@ def spawn_new_process(
         child_fds[LISTEN_FDS_START + i] = passed.fd
     child_fds[ready_fd] = "r"
     child_fds[control_fd] = "w"
-    child_fds[stderr_fd] = 2
+    child_fds[stderr_fd] = stderr_target
     env = dict(environ)
     for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", HANDOFF_VARIABLE):
         env.pop(name, None)
@@ -342,6 +355,7 @@ class OldProcess:
     @ivar pid: the pid of the process that started us, as it said (so it is
         right even if that process died before we looked at our parent).
     @ivar released: whether it said that its services have stopped.
+    @ivar gone: whether its channel closed.
     """
 
     _log = Logger()
@@ -351,8 +365,10 @@ class OldProcess:
         self._control_fd = control_fd
         self._stderr_fd = stderr_fd
         self._upstream_open = True
+        self._stderr_taken = False
         self.pid = pid or os.getppid()
         self.released = False
+        self.gone = False
         for fd in (ready_fd, control_fd, stderr_fd):
             os.set_inheritable(fd, False)
 
@@ -378,14 +394,42 @@ class OldProcess:
         Take stderr back from the old process, then say we serve; a worker
         keeps the channel open to talk to its master.
         """
-        os.dup2(self._stderr_fd, 2)
-        os.close(self._stderr_fd)
+        self.take_stderr()
         self.send(facts)
         if not keep_open:
             self._upstream_open = False
             os.close(self._ready_fd)
         else:
             os.set_blocking(self._ready_fd, False)
+
+    def take_stderr(self) -> None:
+        """
+        Make the old process's own stderr our fd 2, in place of the pipe to
+        it (once only).
+        """
+        if self._stderr_taken:
+            return
+        self._stderr_taken = True
+        try:
+            os.dup2(self._stderr_fd, 2)
+        except OSError:
+            pass  # no such descriptor: keep the pipe, whose writes never raise
+        _close_quietly(self._stderr_fd)
+
+    def stderr_target(self) -> int:
+        """
+        The stderr a process we start should take back once ready: the one
+        we take back ourselves, while our fd 2 is still the pipe.
+        """
+        return 2 if self._stderr_taken else self._stderr_fd
+
+    def alive(self) -> bool:
+        """
+        Whether it still lives, as far as we can tell now: its channel is
+        open and it is still our parent (it may have died before the
+        reactor read the end of its pipe).
+        """
+        return not self.gone and os.getppid() == self.pid
 
     def send(self, message: Message) -> None:
         """
@@ -449,6 +493,10 @@ class OldProcess:
             reactor.removeReader(reader)
             _close_quietly(fd)
             self._upstream_open = False
+            self.gone = True
+            if not self.released:
+                # It died: the pipe that is our stderr has nobody reading.
+                self.take_stderr()
             on_gone(self.released)
             if not d.called:
                 d.callback(Released())
@@ -466,9 +514,19 @@ class NoOldProcess:
 
     pid = 0
     released = False
+    gone = False
 
     @property
     def is_handoff(self) -> bool:
+        return False
+
+    def take_stderr(self) -> None:
+        pass
+
+    def stderr_target(self) -> int:
+        return 2
+
+    def alive(self) -> bool:
         return False
 
     def report_error(self, reason: str) -> None:

@@ -124,6 +124,7 @@ class MasterRole(HandoffRole):
         self.workers = Workers(process)
         super().__init__(process, self.workers)
         self.serve_admin_socket = serve_admin_socket
+        self._listening = False
 
     @property
     def group(self) -> WorkerGroup | None:
@@ -156,6 +157,8 @@ class MasterRole(HandoffRole):
             # A new master's slot 0 waits for the old master's services.
             hold_services=process.old_process.is_handoff,
         )
+        if process.old_process.is_handoff:
+            group.predecessor_alive = process.old_process.alive
 
         def ready(_: object) -> None:
             process.log.info(
@@ -177,12 +180,30 @@ class MasterRole(HandoffRole):
             # One slot at a time, each new worker serving before the old
             # master's worker of that slot drains.
             old = process.old_process
+            # Heard from the start: should the old master die before all our
+            # workers serve, we are all that is left, and take over at once.
+            old.listen(
+                process.reactor, self._took_over, on_gone=self._old_master_gone
+            ).addCallback(self._released)
+            self._listening = True
             old.send(Started())
             serving = group.serve(in_turn=lambda slot: old.send(SlotServes(slot)))
         else:
             serving = group.serve()
         self.workers.serving = serving
         serving.addCallbacks(ready, failed)
+
+    def serve(self) -> None:
+        if not self._listening:
+            super().serve()
+            return
+        # Dropped if the old master is gone: we named ourselves then.
+        self.process.old_process.report_ready()
+
+    def _old_master_gone(self, released: bool) -> None:
+        if not released and self.group is not None:
+            self.group.predecessor_gone()
+        self._old_generation_gone(released)
 
     @property
     def starting(self) -> bool:

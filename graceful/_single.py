@@ -448,6 +448,7 @@ class HandoffRole:
 
     def _took_over(self, accepted: Accepted) -> None:
         self.process.history.took_over(accepted, self.process.environment.now())
+        self.process.claim_pidfile()
 
     def _released(self, released: Released) -> None:
         if not self.draining:

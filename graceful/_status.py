@@ -414,8 +414,8 @@ class ProcessStatus:
         generations.
     @ivar workers: for a master, its workers in slot order (a slot being
         replaced shows both); L{None} for a process serving alone.
-    @ivar worker_deaths: for a master: workers that died (or were killed by
-        the watchdog) and were replaced.
+    @ivar worker_deaths: for a master: workers that died on their own and
+        were replaced (the watchdog's kills count as timeouts only).
     @ivar worker_recycles: for a master: workers replaced for their
         requests or their memory.
     @ivar worker_timeouts: for a master: workers killed for missing their

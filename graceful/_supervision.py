@@ -12,9 +12,42 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
+
+
+class PidfileFiles(Protocol):
+    """
+    The file operations a pidfile needs (so that a full disk can be tested).
+    """
+
+    def write_text(self, path: Path, text: str) -> None: ...
+
+    def read_text(self, path: Path) -> str: ...
+
+    def replace(self, source: Path, target: Path) -> None: ...
+
+    def unlink(self, path: Path) -> None: ...
+
+
+@frozen
+class OSFiles:
+    """
+    The real file system.
+    """
+
+    def write_text(self, path: Path, text: str) -> None:
+        path.write_text(text)
+
+    def read_text(self, path: Path) -> str:
+        return path.read_text()
+
+    def replace(self, source: Path, target: Path) -> None:
+        os.replace(source, target)
+
+    def unlink(self, path: Path) -> None:
+        path.unlink()
 
 
 @frozen
@@ -22,19 +55,34 @@ class Pidfile:
     """
     A pidfile that graceful keeps itself, since twistd's own would name the
     old process, refuse to start the new one, and be deleted by the old one.
+
+    @ivar files: the file operations.
     """
 
     path: Path
+    files: PidfileFiles = field(factory=OSFiles, eq=False, repr=False)
 
     def write(self, pid: int) -> None:
+        """
+        Name C{pid}, or raise L{OSError} and leave the file as it was, with
+        no temporary file behind (a full disk creates it, then fails the
+        write).
+        """
         # Write then rename, so a reader never sees an empty file.
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(f"{pid}\n")
-        os.replace(temporary, self.path)
+        try:
+            self.files.write_text(temporary, f"{pid}\n")
+            self.files.replace(temporary, self.path)
+        except OSError:
+            try:
+                self.files.unlink(temporary)
+            except OSError:
+                pass
+            raise
 
     def read(self) -> int | None:
         try:
-            return int(self.path.read_text().strip())
+            return int(self.files.read_text(self.path).strip())
         except (OSError, ValueError):
             return None
 
@@ -44,7 +92,7 @@ class Pidfile:
         """
         if self.read() == pid:
             try:
-                self.path.unlink()
+                self.files.unlink(self.path)
             except OSError:
                 pass
 

@@ -191,6 +191,96 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
 
 
 @define(eq=False)
+class Startup:
+    """
+    The first worker of every slot: all at once, or one slot after the other
+    (C{in_turn}).  A worker that does not come up fails it (the master
+    exits, and a first one reports the error; an older one takes its
+    slots back), unless the group is C{alone}: then that slot is started
+    again after a back-off.
+
+    @ivar group: the group.
+    @ivar in_turn: told of each slot as its worker serves, if one at a time.
+    @ivar done: fires once every slot's worker serves.
+    """
+
+    group: WorkerGroup
+    in_turn: Callable[[int], None] | None
+    done: Deferred[None] = field(factory=Deferred)
+    _remaining: set[int] = field(factory=set)
+    _launched: set[int] = field(factory=set)
+
+    def begin(self) -> None:
+        self._remaining = set(range(self.group.size))
+        for slot in range(1 if self.in_turn is not None else self.group.size):
+            self._start(slot)
+
+    def start_the_rest(self) -> None:
+        """
+        Start every slot still waiting its turn (not those waiting a retry).
+        """
+        if self.done.called:
+            return
+        for slot in range(self.group.size):
+            if slot not in self._launched and slot not in self.group._refills:
+                self._start(slot)
+
+    def _start(self, slot: int) -> None:
+        if slot >= self.group.size or slot in self._launched:
+            return
+        self._launched.add(slot)
+        self.group.start(slot, self.group.generation).addCallbacks(
+            self._ready, lambda failure: self._failed(slot, failure)
+        )
+
+    def _ready(self, worker: Worker) -> None:
+        group = self.group
+        group._slots[worker.slot] = worker
+        self._remaining.discard(worker.slot)
+        if self.in_turn is not None:
+            self.in_turn(worker.slot)
+            if group.alone:
+                self.start_the_rest()
+            else:
+                waiting = [s for s in range(group.size) if s not in self._launched]
+                if waiting:
+                    self._start(waiting[0])
+        if not self._remaining and not self.done.called:
+            group._release_services()
+            self.done.callback(None)
+
+    def _failed(self, slot: int, failure: Failure) -> None:
+        if self.done.called:
+            return
+        group = self.group
+        if not group.alone and not group.predecessor_alive():
+            # It died just now, and we had not heard yet.
+            group.predecessor_gone()
+        if not group.alone:
+            self.done.errback(failure)
+            return
+        core = group.process
+        in_row = group._deaths_in_row.get(slot, 0)
+        group._deaths_in_row[slot] = in_row + 1
+        delay = backoff(in_row)
+        core.log.error(
+            "{pid}: the worker for slot {slot} did not come up: {why}; with no older "
+            "master to roll back to, trying again in {delay:g}s",
+            pid=core.pid,
+            slot=slot,
+            why=getattr(failure.value, "reason", None) or failure.getErrorMessage(),
+            delay=delay,
+        )
+        self._launched.discard(slot)
+        group._refills[slot] = core.reactor.callLater(delay, self._again, slot)
+
+    def _again(self, slot: int) -> None:
+        self.group._refills.pop(slot, None)
+        if not self.group.leaving:
+            self._start(slot)
+
+
+@define(eq=False)
 class WorkerGroup:
     """
     The master's workers.
@@ -203,11 +293,16 @@ class WorkerGroup:
     @ivar on_shutdown: what a worker's shutdown request does.
     @ivar report: the status the workers show: the master's (which knows
         of its own restart), or the group's alone.
-    @ivar deaths: workers that died on their own (or were killed).
+    @ivar deaths: workers that died on their own (the watchdog's kills are
+        counted as timeouts).
     @ivar generation: the generation of the newest workers' code.
     @ivar hold_services: whether slot 0 waits before it runs the services
         (a new master's, until the old master's stopped).
     @ivar services_stopped: happens once, leaving, the services stopped.
+    @ivar alone: whether no older master serves any more (a new master's
+        died): a worker that does not come up is started again, since
+        nobody is left to roll back to.
+    @ivar predecessor_alive: whether the older master (if any) lives.
     """
 
     process: ProcessCore
@@ -220,6 +315,8 @@ class WorkerGroup:
     generation: int = 0
     hold_services: bool = False
     services_stopped: Event = field(factory=Event)
+    alone: bool = False
+    predecessor_alive: Callable[[], bool] = lambda: True
     feeder: Feeder[GroupInputs] = field(factory=Feeder)
     starter: WorkerStarter = field(init=False)
     recycler: Recycler = field(init=False)
@@ -232,6 +329,7 @@ class WorkerGroup:
     _handed_over: set[int] = field(factory=set)
     _gone: Event = field(factory=Event)
     _push: LoopingCall | None = None
+    _startup: Startup | None = None
 
     def __attrs_post_init__(self) -> None:
         self.generation = self.generation or self.process.generation
@@ -287,38 +385,27 @@ class WorkerGroup:
         Start a worker in every slot; fires once all serve.  With
         C{in_turn}, one slot after the other, each told to C{in_turn} as
         its worker serves (a new master replacing an old one's workers one
-        at a time).
+        at a time).  A worker that does not come up fails it, unless the
+        group is L{alone}: then that slot is started again after a back-off.
         """
         core = self.process
         self._push = LoopingCall(self._push_status)
         self._push.clock = core.reactor
         self._push.start(STATUS_INTERVAL, now=False)
         self.watchdog.start()
-        done: Deferred[None] = Deferred()
-        remaining = self.size
+        startup = self._startup = Startup(self, in_turn)
+        startup.begin()
+        return startup.done
 
-        def one_ready(worker: Worker) -> None:
-            nonlocal remaining
-            self._slots[worker.slot] = worker
-            remaining -= 1
-            if in_turn is not None:
-                in_turn(worker.slot)
-                if remaining:
-                    start(worker.slot + 1)
-            if remaining == 0 and not done.called:
-                self._release_services()
-                done.callback(None)
-
-        def one_failed(failure: Failure) -> None:
-            if not done.called:
-                done.errback(failure)
-
-        def start(slot: int) -> None:
-            self.start(slot, self.generation).addCallbacks(one_ready, one_failed)
-
-        for slot in range(1 if in_turn is not None else self.size):
-            start(slot)
-        return done
+    def predecessor_gone(self) -> None:
+        """
+        The older master died before our workers all served: nobody is left
+        to roll back to, nor whose workers to replace one at a time.  Start
+        every slot still waiting now, and retry a worker that fails.
+        """
+        self.alone = True
+        if self._startup is not None:
+            self._startup.start_the_rest()
 
     def hand_slot_over(self, slot: int) -> None:
         """
@@ -406,7 +493,8 @@ class WorkerGroup:
         core = self.process
         del self._slots[worker.slot]
         self._note_replaced(worker.slot, worker.killed_for or "died")
-        self.deaths += 1
+        if worker.killed_for is None:
+            self.deaths += 1  # a kill is counted once, as what the master killed it for
         lived = core.reactor.seconds() - worker.started
         in_row = 0 if lived > HEALTHY_AFTER else self._deaths_in_row.get(worker.slot, 0)
         self._deaths_in_row[worker.slot] = in_row + 1

@@ -173,10 +173,11 @@ class WorkerRole:
             return  # told to leave while the apps started
         process = self.process
         process.start_accepting(last_holder=False)
-        process.old_process.report_ready(ready, keep_open=True)
         # A master that finds us stuck sends SIGUSR2 before SIGKILL: the
-        # stacks go to stderr, which it relays.
+        # stacks go to a copy of fd 2 taken while that is still the pipe the
+        # master reads, which logs them (report_ready makes fd 2 our own).
         process.environment.dump_stacks_on(signal.SIGUSR2)
+        process.old_process.report_ready(ready, keep_open=True)
         self._reports = LoopingCall(self._report)
         self._reports.clock = process.reactor
         self._reports.start(STATUS_INTERVAL, now=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from ._core import ProcessCore
@@ -32,6 +32,10 @@ from ._worker_role import GROUP_VARIABLE, WORKER_VARIABLE
 #: Seconds a worker asked to retire may take to hear it before it is sent
 #: SIGTERM (a worker of an older release may not know the message).
 RETIRE_FALLBACK = 2.0
+
+#: Seconds of quiet on a ready worker's pipe after which what came (its
+#: stacks, written in many small pieces) is logged as one entry.
+STACKS_SETTLE = 0.2
 
 
 @define(eq=False)
@@ -50,6 +54,8 @@ class Worker:
     @ivar limit: requests after which it is recycled (0: never).
     @ivar last_heartbeat: the reactor's time of its last report.
     @ivar killed_for: why the master killed it, if it did (C{"timeout"}).
+    @ivar stacks: what it wrote on its pipe since it was ready (its
+        threads' stacks), not yet logged.
     """
 
     slot: int
@@ -63,6 +69,8 @@ class Worker:
     limit: int = 0
     last_heartbeat: float = 0.0
     killed_for: str | None = None
+    stacks: bytes = b""
+    stacks_logged: IDelayedCall | None = None
 
     @property
     def requests(self) -> int:
@@ -168,7 +176,14 @@ class WorkerStarter:
 
         def exited(reason: Failure) -> None:
             if box:
+                self._log_stacks(box[0])
                 self.on_exit(box[0], reason)
+
+        def stderr(data: bytes) -> None:
+            if box and box[0].ready:
+                self._stacks(box[0], data)
+            else:
+                core.forward_stderr(data)
 
         try:
             process = core.environment.spawn(
@@ -184,7 +199,10 @@ class WorkerStarter:
                     GROUP_VARIABLE: json.dumps(self.status().to_json(), separators=(",", ":")),
                 },
                 ready_timeout=core.settings.ready_timeout,
-                forward_stderr=core.forward_stderr,
+                forward_stderr=stderr,
+                # Never our own fd 2 while that is a pipe to an older master,
+                # which may die and leave the worker a stderr nobody reads.
+                stderr_target=core.old_process.stderr_target(),
             )
         except Exception as e:
             result.errback(Failure(RestartFailed(f"cannot start worker: {e}")))
@@ -228,6 +246,36 @@ class WorkerStarter:
             result.errback(failure)
 
         process.ready.addCallbacks(ready, failed)
+
+    def _stacks(self, worker: Worker, data: bytes) -> None:
+        """
+        A ready worker's own stderr is fd 2; its pipe to us carries only
+        what its faulthandler writes (the stacks the watchdog asks for):
+        they go to the log, which under twistd is not stderr.
+        """
+        worker.stacks = (worker.stacks + data)[-65536:]
+        call = worker.stacks_logged
+        if call is not None and call.active():
+            call.reset(STACKS_SETTLE)
+        else:
+            worker.stacks_logged = self.process.reactor.callLater(
+                STACKS_SETTLE, self._log_stacks, worker
+            )
+
+    def _log_stacks(self, worker: Worker) -> None:
+        call, worker.stacks_logged = worker.stacks_logged, None
+        if call is not None and call.active():
+            call.cancel()
+        if not worker.stacks.strip():
+            return
+        stacks, worker.stacks = worker.stacks, b""
+        self.process.log.error(
+            "{pid}: worker {worker} (slot {slot}) stacks:\n{stacks}",
+            pid=self.process.pid,
+            worker=worker.pid,
+            slot=worker.slot,
+            stacks=stacks.decode("utf-8", "replace").rstrip(),
+        )
 
     def _hold(self, specs: list[ListenSpec]) -> None:
         """

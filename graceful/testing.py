@@ -21,6 +21,9 @@ same signatures (graceful's own tests check that they cannot drift).
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
 from attrs import define, field
@@ -41,6 +44,7 @@ __all__ = [
     "FakePort",
     "FakeSpawner",
     "MemoryEnvironment",
+    "MemoryFiles",
     "memory_runtime",
 ]
 
@@ -255,6 +259,10 @@ class FakeOldProcess:
     @ivar ready_facts: the facts it reported ready with.
     @ivar sent: the messages this process sent it.
     @ivar released: fires once it says its services stopped.
+    @ivar gone: whether its pipe closed.
+    @ivar died: whether it died (its pipe may not have told yet).
+    @ivar stderr_fd: where the old process passed its own stderr.
+    @ivar stderr_taken: whether this process took its stderr back.
     """
 
     pid: int = 77
@@ -262,6 +270,10 @@ class FakeOldProcess:
     ready_facts: Ready | None = None
     sent: list[Message] = field(factory=list)
     released: Deferred[Released] = field(factory=Deferred)
+    gone: bool = False
+    died: bool = False
+    stderr_fd: int = 9
+    stderr_taken: bool = False
     _accepted: Callable[[Accepted], None] | None = None
     _on_message: Callable[[Message], None] = lambda message: None
     _on_gone: Callable[[bool], None] | None = None
@@ -274,8 +286,20 @@ class FakeOldProcess:
         self.reported.append(f"error {reason}")
 
     def report_ready(self, facts: Ready = Ready(), keep_open: bool = False) -> None:
+        self.take_stderr()
+        if self.gone:
+            return  # nobody reads the pipe
         self.reported.append("ready")
         self.ready_facts = facts
+
+    def take_stderr(self) -> None:
+        self.stderr_taken = True
+
+    def stderr_target(self) -> int:
+        return 2 if self.stderr_taken else self.stderr_fd
+
+    def alive(self) -> bool:
+        return not self.gone and not self.died
 
     def send(self, message: Message) -> None:
         self.sent.append(message)
@@ -304,14 +328,58 @@ class FakeOldProcess:
     def release(self, at: float = 1.0) -> None:
         self.released.callback(Released(at))
 
+    def die(self) -> None:
+        """
+        It dies; this process has not read the end of its pipe yet.
+        """
+        self.died = True
+
     def close(self) -> None:
         """
         The pipe closed: after a release, or because the old process died.
         """
         assert self._on_gone is not None, "not listening yet"
+        self.gone = True
+        if not self.released.called:
+            self.take_stderr()
         self._on_gone(self.released.called)
         if not self.released.called:
             self.released.callback(Released())
+
+
+@define
+class MemoryFiles:
+    """
+    Stands for L{graceful._supervision.OSFiles}, the pidfile's file
+    operations: files in memory.  A C{full} disk creates a file, then fails
+    to write it, as a real one does.
+
+    @ivar files: the content of every file, by path.
+    @ivar full: whether writes fail with C{ENOSPC}.
+    """
+
+    files: dict[str, str] = field(factory=dict)
+    full: bool = False
+
+    def write_text(self, path: Path, text: str) -> None:
+        self.files[str(path)] = ""
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.files[str(path)] = text
+
+    def read_text(self, path: Path) -> str:
+        try:
+            return self.files[str(path)]
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+
+    def replace(self, source: Path, target: Path) -> None:
+        self.files[str(target)] = self.read_text(source)
+        del self.files[str(source)]
+
+    def unlink(self, path: Path) -> None:
+        self.read_text(path)
+        del self.files[str(path)]
 
 
 @implementer(IListeningPort)

@@ -1,7 +1,7 @@
 """
 Recycling and the watchdog with real workers: a worker past max_requests is
-replaced without a failed request; a SIGSTOPped worker is killed, logged and
-replaced.
+replaced without a failed request; a SIGSTOPped worker is killed, logged
+(with its stacks, under twistd and twist too) and replaced.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Callable
+
+from twisted.trial.unittest import SynchronousTestCase
 
 from harness.wrk import Wrk
-from tests.support import Load, process_alive, wait_until
+from tests.support import Load, ServerProcess, free_ports, process_alive, wait_until
 from tests.integration.test_workers import WorkerTestCase, status
 
 
@@ -88,3 +91,61 @@ class RecycleIntegrationTests(WorkerTestCase):
     def kill_if_alive(self, pid: int) -> None:
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+WATCHDOG_CONFIG = """\
+[graceful]
+workers = 2
+worker_timeout = 2
+
+[servers.web]
+app = "tests.integration.programs.pages:root"
+host = "127.0.0.1"
+ports = [{port}]
+admin = "/debug/admin"
+"""
+
+
+class WatchdogUnderTwistdTests(SynchronousTestCase):
+    """
+    Under twistd and twist sys.stderr has no descriptor: the stuck worker's
+    stacks must still reach the log, and its kill count once.
+    """
+
+    def stuck_worker(self, launcher: Callable[..., ServerProcess], *options: str) -> str:
+        folder = Path(tempfile.mkdtemp(prefix="graceful-watchdog-"))
+        (port,) = free_ports(1)
+        (folder / "graceful.toml").write_text(WATCHDOG_CONFIG.format(port=port))
+        proc = launcher(*options, "graceful", "--config", str(folder / "graceful.toml"), cwd=folder)
+        proc.start()
+        self.addCleanup(proc.stop)
+        wait_until(
+            lambda: [w["ready"] for w in status(port)["workers"]] == [True, True],
+            what="2 workers",
+        )
+        stuck = [w for w in status(port)["workers"] if w["slot"] == 0][0]["pid"]
+        os.kill(stuck, signal.SIGSTOP)
+        self.addCleanup(self.kill_if_alive, stuck)
+        wait_until(lambda: not process_alive(stuck), timeout=10, what="the stopped worker to die")
+        group = wait_until(
+            lambda: (lambda s: s if s["worker_timeouts"] == 1 and [w["ready"] for w in s["workers"]]
+                     == [True, True] else None)(status(port)),
+            timeout=10,
+            what="slot 0 to serve again",
+        )
+        self.assertEqual((group["worker_timeouts"], group["worker_deaths"]), (1, 0))
+        log = wait_until(lambda: (lambda t: t if "most recent call first" in t else None)(proc.log()),
+                         timeout=5, what=f"the stacks in the log\n{proc.log()[-2000:]}")
+        self.assertIn(f"worker {stuck} (slot 0) stacks:", log)
+        return log
+
+    def kill_if_alive(self, pid: int) -> None:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def test_twistd(self) -> None:
+        self.stuck_worker(ServerProcess.twistd, "-n", "--pidfile=")
+
+    def test_twist(self) -> None:
+        self.stuck_worker(ServerProcess.twist, "--log-format=text")
+
