@@ -412,6 +412,37 @@ class ExecutableTests(_RuntimeCase):
         error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(link))
         self.assertIn(f"folder {shared} is writable", str(error))
 
+    def test_same_name_elsewhere_refused(self) -> None:
+        """
+        A file named like the allowed one in another folder is not it.
+        """
+        other = self.folder / "release-3" / "app"
+        other.parent.mkdir()
+        other.write_text("#!/bin/sh\n")
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(other))
+        self.assertEqual(str(error), f"executable {str(other)!r} is not in allowed_executables")
+
+    def test_name_the_allowed_one_begins_is_refused(self) -> None:
+        """
+        C{app-evil} beside the allowed C{app}: a longer name, not the same
+        file.
+        """
+        evil = self.allowed.parent / "app-evil"
+        evil.write_text("#!/bin/sh\n")
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(evil))
+        self.assertEqual(str(error), f"executable {str(evil)!r} is not in allowed_executables")
+
+    def test_allowed_link_to_a_file_others_may_write(self) -> None:
+        """
+        An allowed entry that is a link, in a folder only we may write, is
+        refused when the file it names may be written by others.
+        """
+        self.runtime.settings.allowed_executables = [str(self.link)]
+        self.assertEqual(self.runtime.check_executable(str(self.link)), str(self.link))
+        self.allowed.chmod(0o777)
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(self.link))
+        self.assertIn(f"file {self.allowed} is writable by group or others", str(error))
+
     def test_allowed_file_of_another_user(self) -> None:
         real_stat = os.stat
 
