@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._drain import IDLE_GRACE, handover_idle_grace
-from graceful._errors import ExecutableNotAllowed, RestartRefused
+from graceful._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from graceful._handoff import PassedSocket, RestartFailed
 from graceful._messages import Accepted, Released, Retire
 from graceful._runtime import PIDFILE_VARIABLE, Runtime
@@ -742,6 +742,19 @@ class ServingStartedTests(_RuntimeCase):
         self.runtime.serving_started()
         self.assertRaises(OSError, os.fstat, write)
         self.assertLogged(f"{PID}: closed inherited socket old/http/8100/0: no server asks for it")
+
+    def test_config_error_reported_to_the_old_process(self) -> None:
+        """
+        A new generation that cannot serve its config tells the old
+        process why: the reason its failed restart is reported with.
+        """
+        old = FakeOldProcess()
+        self.runtime.old_process = old
+        server = self.runtime.server("s1")
+        server.set_https_port(8443)
+        error = self.assertRaises(ConfigError, self.runtime.start_server, server)
+        self.assertEqual(old.reported, [f"error {error}"])
+        self.assertIn("no certificate", str(error))
 
     def test_new_generation(self) -> None:
         old = FakeOldProcess()
