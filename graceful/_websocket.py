@@ -27,6 +27,7 @@ is cut.  Nothing here imports autobahn: the protocol is used by duck typing.
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any, Callable, Sequence
 
@@ -102,10 +103,13 @@ class TakenConnection:
         opened, the refusal's status if it was refused, else C{None}.
     @ivar request: the upgrade request, for the access log.
     @ivar opened_at: when the connection was taken (reactor seconds).
+    @ivar sequence: the order connections were taken in, which the drain's
+        shuffle starts from.
     """
 
     request: Any = None
     opened_at: float = 0.0
+    _taken = itertools.count()
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class TakenConnection:
     ) -> None:
         self.protocol = protocol
         self.transport = transport
+        self.sequence = next(TakenConnection._taken)
         self.kind = "websocket" if hasattr(protocol, "sendCloseFrame") else "upgraded"
         self.closed = False
         self.status: int | None = None if self.kind == "websocket" else 101
@@ -235,7 +240,10 @@ class UpgradeDrain:
         self.reason = reason
         self._started = self._reactor.seconds()
         self._deadline = None if timeout is None else self._started + timeout
-        order = list(connections)
+        # The site keeps its connections in a set, which iterates in memory
+        # order: started from the order they were taken in, a seeded rng
+        # closes them in the same order every run.
+        order = sorted(connections, key=lambda c: c.sequence)
         self._rng.shuffle(order)
         count = len(order)
         for index, connection in enumerate(order):

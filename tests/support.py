@@ -35,6 +35,7 @@ from harness.processes import (
     free_ports,
     group_members,
     listening_pids,
+    settled_descriptors,
     wait_until,
     zombies,
 )
@@ -43,7 +44,8 @@ from harness.processes import alive as process_alive
 __all__ = [
     "CERT", "EXAMPLES", "KEY", "PROGRAMS", "ROOT", "WAIT", "accepting_pids", "answers",
     "connection", "fd_count", "free_port", "free_ports", "get", "group_members",
-    "listening_pids", "pid_of", "process_alive", "refuses", "tls_context", "wait_until", "zombies",
+    "listening_pids", "pid_of", "process_alive", "refuses", "settled_descriptors", "tls_context",
+    "wait_until", "zombies",
     "ADMIN_TOKEN_FILE", "ADMIN_TOKEN_VARIABLE", "Load", "ServerProcess", "admin_auth",
     "admin_token", "child_environment",
 ]

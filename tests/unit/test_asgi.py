@@ -30,6 +30,8 @@ from graceful._drain import DrainingSite
 from graceful._errors import ConfigError
 from graceful._routing import Router
 
+from graceful.testing import FakeOldProcess
+
 from .test_lifecycle import _RuntimeCase
 
 
@@ -841,6 +843,18 @@ class LifespanRuntimeTests(_RuntimeCase):
         self.assertEqual(
             self.stderr.getvalue(), "graceful: error: ASGI lifespan startup failed: no database\n"
         )
+
+    def test_startup_failure_reported_to_the_old_process(self) -> None:
+        """
+        A new generation whose app fails to start tells the old process
+        why: the reason its failed restart is reported with.
+        """
+        old = FakeOldProcess()
+        self.runtime.old_process = old
+        self.runtime.serving_started()
+        self.lifespan.started.errback(LifespanFailed("no database"))
+        self.assertEqual(old.reported, ["error ASGI lifespan startup failed: no database"])
+        self.assertEqual(self.exits, [1])
 
     def test_startup_timeout(self) -> None:
         self.runtime.settings.ready_timeout = 5

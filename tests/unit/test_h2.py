@@ -352,6 +352,33 @@ class H2DrainTests(SynchronousTestCase):
         self.assertTrue(client.closing)
         self.assertEqual(self.site.requests_served, 2)
 
+    def test_body_after_the_final_goaway_is_served(self) -> None:
+        """
+        The stream the final GOAWAY names as the last one is processed to
+        its end: its body, sent after the PING's ACK brought that GOAWAY,
+        is read and the request answered.
+        """
+        client = self.connect()
+        client.request("/slow")
+        self.site.drain()
+        self.clock.advance(GRACE)
+        client.server_frames()  # GOAWAY 2^31-1 and the PING
+        # A POST racing the first GOAWAY: its headers now, its body later.
+        block = client.h2.encoder.encode(
+            [(":method", "POST"), (":path", "/fast"), (":scheme", "https"), (":authority", "t")]
+        )
+        client.send(HeadersFrame(3, block, flags=["END_HEADERS"]).serialize())
+        client.ack_ping()
+        self.assertEqual(client.server_frames(), [("GOAWAY", 3, 0)])
+        client.send(DataFrame(3, b"a=1", flags=["END_STREAM"]).serialize())
+        self.assertEqual(
+            client.server_frames(), [("HEADERS", 3), ("DATA", 3, False), ("DATA", 3, True)]
+        )
+        self.assertEqual(self.site.requests_served, 2)
+        self.app.answer()
+        client.server_frames()
+        self.assertTrue(client.closing)
+
     def test_multiplexing_client(self) -> None:
         """
         A client seen with two streams open at once gets the two steps at

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from graceful._drain import IDLE_GRACE, handover_idle_grace
-from graceful._errors import ExecutableNotAllowed, RestartRefused
+from graceful._errors import ConfigError, ExecutableNotAllowed, RestartRefused
 from graceful._handoff import PassedSocket, RestartFailed
 from graceful._messages import Accepted, Released, Retire
 from graceful._runtime import PIDFILE_VARIABLE, Runtime
@@ -412,6 +412,37 @@ class ExecutableTests(_RuntimeCase):
         error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(link))
         self.assertIn(f"folder {shared} is writable", str(error))
 
+    def test_same_name_elsewhere_refused(self) -> None:
+        """
+        A file named like the allowed one in another folder is not it.
+        """
+        other = self.folder / "release-3" / "app"
+        other.parent.mkdir()
+        other.write_text("#!/bin/sh\n")
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(other))
+        self.assertEqual(str(error), f"executable {str(other)!r} is not in allowed_executables")
+
+    def test_name_the_allowed_one_begins_is_refused(self) -> None:
+        """
+        C{app-evil} beside the allowed C{app}: a longer name, not the same
+        file.
+        """
+        evil = self.allowed.parent / "app-evil"
+        evil.write_text("#!/bin/sh\n")
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(evil))
+        self.assertEqual(str(error), f"executable {str(evil)!r} is not in allowed_executables")
+
+    def test_allowed_link_to_a_file_others_may_write(self) -> None:
+        """
+        An allowed entry that is a link, in a folder only we may write, is
+        refused when the file it names may be written by others.
+        """
+        self.runtime.settings.allowed_executables = [str(self.link)]
+        self.assertEqual(self.runtime.check_executable(str(self.link)), str(self.link))
+        self.allowed.chmod(0o777)
+        error = self.assertRaises(ExecutableNotAllowed, self.runtime.check_executable, str(self.link))
+        self.assertIn(f"file {self.allowed} is writable by group or others", str(error))
+
     def test_allowed_file_of_another_user(self) -> None:
         real_stat = os.stat
 
@@ -711,6 +742,19 @@ class ServingStartedTests(_RuntimeCase):
         self.runtime.serving_started()
         self.assertRaises(OSError, os.fstat, write)
         self.assertLogged(f"{PID}: closed inherited socket old/http/8100/0: no server asks for it")
+
+    def test_config_error_reported_to_the_old_process(self) -> None:
+        """
+        A new generation that cannot serve its config tells the old
+        process why: the reason its failed restart is reported with.
+        """
+        old = FakeOldProcess()
+        self.runtime.old_process = old
+        server = self.runtime.server("s1")
+        server.set_https_port(8443)
+        error = self.assertRaises(ConfigError, self.runtime.start_server, server)
+        self.assertEqual(old.reported, [f"error {error}"])
+        self.assertIn("no certificate", str(error))
 
     def test_new_generation(self) -> None:
         old = FakeOldProcess()

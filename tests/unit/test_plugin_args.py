@@ -29,6 +29,7 @@ from graceful._plugin import (
 from graceful._process import reset_for_tests
 from graceful._runtime import PIDFILE_VARIABLE, Runtime
 from graceful._supervision import NoPidfile, Pidfile
+from graceful.testing import FakeOldProcess
 
 SUBCOMMAND = ["graceful", "--config", "graceful.toml"]
 
@@ -260,6 +261,23 @@ class MakeServiceTests(SynchronousTestCase):
             self.stderr.getvalue(),
             f"graceful: error: {config}: unknown key 'servers.s1.colour'\n",
         )
+
+    def test_bad_config_reported_to_the_old_process(self) -> None:
+        """
+        In a new generation, the same line goes to the old process: the
+        reason its failed restart is reported with.
+        """
+        old = FakeOldProcess()
+        runtime = Runtime(
+            reactor=MemoryReactorClock(), environ={}, pid=123, cwd=str(self.folder), old_process=old
+        )
+        reset_for_tests(runtime)
+        config = self.folder / "graceful.toml"
+        config.write_text('[servers.s1]\napp = "m:a"\nports = [8100]\ncolour = 1\n')
+        options = Options()
+        options.parseOptions(["--config", str(config)])
+        self.assertRaises(SystemExit, makeService, options)
+        self.assertEqual(old.reported, [f"error {config}: unknown key 'servers.s1.colour'"])
 
     def test_config_required(self) -> None:
         from twisted.python.usage import UsageError

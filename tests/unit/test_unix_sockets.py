@@ -36,6 +36,7 @@ from graceful._sockets import (
     socket_inode,
 )
 from graceful._status import PortStatus
+from graceful.testing import FakeOldProcess, MemoryEnvironment, memory_runtime
 
 
 class TempDir(SynchronousTestCase):
@@ -300,6 +301,103 @@ class CtlNodeTests(SynchronousTestCase):
             status.servers[0].ports, (PortStatus(port=8100), PortStatus(unix="/run/s1.sock"))
         )
         self.assertIn("8100, unix:/run/s1.sock", list_table([status]))
+
+
+class SocketFileOwnerTests(TempDir):
+    """
+    Who removes a UNIX socket file: the last process holding its socket, at
+    its final shutdown.  A worker never does (its master holds the socket),
+    nor a process that handed the socket over.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.reactor.running = True
+        self.path = self.tempdir() / "s1.sock"
+
+    def runtime(self, **kwargs: Any) -> Runtime:
+        runtime = memory_runtime(self.reactor, **kwargs)
+
+        def release() -> None:
+            for server in runtime.servers.values():
+                server.release_prepared()
+
+        self.addCleanup(release)
+        return runtime
+
+    def handed(self) -> InheritedSockets:
+        """
+        The socket at C{self.path} as an older generation (or the master)
+        passes it: bound there, handed over as C{s1/unix/0}.
+        """
+        sock = self.bind(self.path)
+        return InheritedSockets([InheritedSocket(os.dup(sock.fileno()), "s1/unix/0")])
+
+    def worker(self, inherited: InheritedSockets) -> Runtime:
+        environment = MemoryEnvironment(parent=77)
+        return self.runtime(
+            environment=environment,
+            old_process=FakeOldProcess(pid=77),
+            inherited=inherited,
+            worker_slot=0,
+        )
+
+    def test_worker_keeps_the_file_it_serves(self) -> None:
+        runtime = self.worker(self.handed())
+        server = runtime.server("s1")
+        server.set_unix_socket(str(self.path))
+        server.prepare()
+        self.assertEqual(runtime.unix_files, {})
+        self.successResultOf(runtime.leave())
+        self.assertTrue(self.path.exists())
+
+    def test_worker_keeps_a_file_no_server_asks_for(self) -> None:
+        """
+        A worker closes an inherited UNIX socket its config no longer
+        names, but the file stays: its master still holds the socket.
+        """
+        inherited = self.handed()
+        [handed] = inherited.sockets
+        runtime = self.worker(inherited)
+        runtime.serving_started()
+        self.assertRaises(OSError, os.fstat, handed.fd)
+        self.assertTrue(self.path.exists())
+
+    def test_last_holder_removes_a_file_no_server_asks_for(self) -> None:
+        """
+        A new generation serving alone that no longer names an inherited
+        UNIX socket is its last holder once it serves: the file goes.
+        """
+        runtime = self.runtime(old_process=FakeOldProcess(), inherited=self.handed())
+        runtime.serving_started()
+        self.assertFalse(self.path.exists())
+
+    def test_new_master_removes_a_file_no_server_asks_for(self) -> None:
+        """
+        With workers, the master is that last holder: it removes the file
+        of an inherited UNIX socket its config dropped.
+        """
+        runtime = self.runtime(old_process=FakeOldProcess(), inherited=self.handed())
+        runtime.settings.workers = 2
+        runtime.serving_started()
+        self.assertEqual(runtime._the_role().name, "master")
+        self.assertFalse(self.path.exists())
+
+    def test_kept_at_a_handover(self) -> None:
+        runtime = self.runtime()
+        runtime.server("s1").set_unix_socket(str(self.path))
+        runtime.server("s1").prepare()
+        runtime.restart()
+        runtime.core.environment.spawner.last.report_ready()  # type: ignore[attr-defined]
+        self.successResultOf(runtime.core.when_exited())
+        self.assertTrue(self.path.exists())
+
+    def test_removed_at_the_final_shutdown(self) -> None:
+        runtime = self.runtime()
+        runtime.server("s1").set_unix_socket(str(self.path))
+        runtime.server("s1").prepare()
+        self.successResultOf(runtime.shutdown())
+        self.assertFalse(self.path.exists())
 
 
 class MasterHoldTests(TempDir):

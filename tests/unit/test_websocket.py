@@ -185,6 +185,23 @@ class WebSocketDrainTests(_WebSockets):
         self.lose(connection)
         self.successResultOf(drained)
 
+    def test_drain_waits_for_websockets_after_the_last_request(self) -> None:
+        """
+        The drain is not over when the last HTTP connection goes while a
+        WebSocket is still open: only once that one is gone too.
+        """
+        connection = self.websocket("/plain")
+        slow = HTTPConnection(self.site)
+        slow.request("/slow")
+        self.addCleanup(slow.lose)
+        drained = self.site.drain("restart", spread=5.0, timeout=30.0)
+        self.clock.advance(0)
+        slow.lose()
+        self.assertEqual(self.site.connections_by_kind(), {"websocket": 1})
+        self.assertNoResult(drained)
+        self.lose(connection)
+        self.successResultOf(drained)
+
     def test_shutdown_closes_with_1001(self) -> None:
         connection = self.websocket("/plain")
         self.site.drain("shutdown", spread=5.0, timeout=30.0)
@@ -211,6 +228,25 @@ class WebSocketDrainTests(_WebSockets):
         # In a random order, not the order they connected in.
         order = sorted(closed_at, key=closed_at.__getitem__)
         self.assertNotEqual(order, list(range(10)))
+
+    def test_close_order_is_the_seeded_shuffle(self) -> None:
+        """
+        The closes go out in the order the site's seeded rng (C{Random(7)})
+        shuffles the connections into, taken in the order they connected:
+        the same order every run, whatever the memory layout.
+        """
+        connections = [self.websocket("/plain") for _ in range(10)]
+        self.site.drain("restart", spread=5.0, timeout=30.0)
+        order = []
+        for step in range(11):
+            self.clock.advance(0 if step == 0 else 0.5)
+            order += [
+                i
+                for i, c in enumerate(connections)
+                if i not in order and close_code(c.transport.value()) is not None
+            ]
+        # random.Random(7).shuffle(list(range(10)))
+        self.assertEqual(order, [8, 3, 1, 4, 7, 0, 9, 6, 2, 5])
 
     def test_on_drain_hears_first(self) -> None:
         connection = self.websocket(answer="reconnect")
@@ -264,6 +300,24 @@ class WebSocketDrainTests(_WebSockets):
         connection = self.websocket("/plain")
         self.clock.advance(0)
         self.assertEqual(close_code(connection.transport.value()), 1012)
+
+    def test_process_exits_once_its_websockets_are_gone(self) -> None:
+        """
+        A process shutting down with a WebSocket open sends the close and
+        exits when the connection goes, not before, and not only at
+        drain_timeout.
+        """
+        connection = self.websocket("/plain")
+        runtime = Runtime(self.clock, {}, 4242, environment=MemoryEnvironment())
+        runtime.server("s1").site = self.site
+        exited = runtime.shutdown()
+        self.clock.advance(0)
+        self.assertEqual(close_code(connection.transport.value()), CLOSE_GOING_AWAY)
+        self.clock.advance(runtime.settings.drain_timeout / 2)
+        self.assertNoResult(exited)
+        self.lose(connection)
+        self.clock.advance(0)
+        self.successResultOf(exited)
 
     def test_abort_counts_by_kind(self) -> None:
         """
