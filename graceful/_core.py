@@ -116,6 +116,8 @@ class ProcessCore:
         their inodes: removed at the final shutdown if still the same file.
     @ivar admin_port: the private admin socket's port, once served.
     @ivar forward_stderr: writes a new process's stderr as it comes.
+    @ivar succeeded: happens once the older generation that started us has
+        released (or died): from then on we alone speak for the process.
     """
 
     _reactor: Any
@@ -141,6 +143,7 @@ class ProcessCore:
     unix_files: dict[str, int] = field(factory=dict)
     admin_port: Any = None
     forward_stderr: Callable[[bytes], None] = lambda data: None
+    succeeded: Event = field(factory=Event)
     _exited: Event = field(factory=Event)
     log = Logger(namespace="graceful")
 

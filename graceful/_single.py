@@ -451,6 +451,7 @@ class HandoffRole:
 
     def _released(self, released: Released) -> None:
         if not self.draining:
+            self.process.succeeded.happen()
             self.generation.released(released)
 
     def _old_generation_gone(self, released: bool) -> None:
