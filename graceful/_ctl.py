@@ -368,21 +368,26 @@ def judge(before: NodeStatus, now: NodeStatus) -> tuple[Verdict, str]:
     Where a node's restart stands, from its status before the restart was
     asked for and its status now.
 
-    Done: the generation moved (a new process serves) and reports no failed
-    restart.  Failed: the same process still serves and records a failed
-    restart newer than the one it had, or it began shutting down.
+    Done: the generation moved and the process that answers reports the
+    good restart that made it (a new process that has not been told it took
+    over yet, and may still fail its start, means: wait).  Failed: the same
+    process still serves and records a failed restart newer than the one it
+    had, or it began shutting down.  Only the status is read, so the verdict
+    is the same whichever way the node is reached.
     """
+    last = now.last_restart
+    newer = last is not None and last != before.last_restart
     if now.generation > before.generation:
-        last = now.last_restart
-        if last is not None and not last.ok and last != before.last_restart:
+        if newer and last is not None and not last.ok:
             return Verdict.FAILED, f"generation {now.generation} reports a failed restart: {last.error}"
-        return Verdict.DONE, ""
+        if newer and last is not None and last.ok:
+            return Verdict.DONE, ""
+        return Verdict.WAITING, ""
     if now.pid != before.pid or now.generation < before.generation:
         return Verdict.FAILED, (
             f"the node changed under us (pid {before.pid} generation {before.generation} -> "
             f"pid {now.pid} generation {now.generation}): restarted by something else?"
         )
-    last = now.last_restart
     newer_failure = (
         last is not None and not last.ok and last != before.last_restart
     ) or (
