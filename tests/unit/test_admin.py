@@ -41,10 +41,12 @@ from graceful._handoff import RestartFailed
 from graceful._metrics import registry_for
 from graceful._pages import add_operational_pages
 from graceful._runtime import Runtime
-from graceful._server import Listener, Server
+from graceful._server import Listener, Server, access_log_writer, redact_tokens
 from graceful._sockets import ListenSpec
 from graceful._status import LastRestart, ProcessStatus
 from graceful.testing import FakePort, FakeSpawner, MemoryEnvironment
+
+from .test_routing import HTTPConnection
 
 TOKEN = "s3cret-token"
 #: The token graceful made, for servers that configure none.
@@ -361,6 +363,45 @@ class SignInTests(SynchronousTestCase):
         self.assertNotIn("Secure", ask(server, "GET", url, auth=False).header("set-cookie") or "")
         answer = ask(server, "GET", url, auth=False, secure=True)
         self.assertIn("; Secure", answer.header("set-cookie") or "")
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_sign_in_url_redacted(self) -> None:
+        """
+        The access log (a file, or the process log) shows the sign-in URL,
+        and a Referer carrying it, with C{token=REDACTED}; the rest of the
+        query stays.
+        """
+        path = self.mktemp()
+        runtime, server = build()
+        with capturedLogs() as events:
+            for target in (path, "-"):
+                server.site = DrainingSite(
+                    server.router, server_name="s1", reactor=runtime.reactor,
+                    access_log=access_log_writer(target),
+                )
+                connection = HTTPConnection(server.site)
+                connection.request(
+                    f"{PREFIX}/?restarted_from=3&token={GENERATED}",
+                    headers={"Referer": f"http://127.0.0.1:8100{PREFIX}/?token={GENERATED}&a=1"},
+                )
+                self.assertEqual(connection.only_response().status, 303)
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        [logged] = [formatEvent(e) for e in events if e.get("log_namespace") == "graceful.access"]
+        for text in (line, logged):
+            self.assertNotIn(GENERATED, text)
+            self.assertIn(f'"GET {PREFIX}/?restarted_from=3&token=REDACTED HTTP/1.1" 303', text)
+            self.assertIn(f'"http://127.0.0.1:8100{PREFIX}/?token=REDACTED&a=1"', text)
+
+    def test_only_token_values(self) -> None:
+        for line, redacted in (
+            ('"GET /?token=a&b=c HTTP/1.1"', '"GET /?token=REDACTED&b=c HTTP/1.1"'),
+            ('"GET /x?a=1&token= HTTP/1.1"', '"GET /x?a=1&token=REDACTED HTTP/1.1"'),
+            ('"GET /x?csrf_token=a HTTP/1.1"', '"GET /x?csrf_token=a HTTP/1.1"'),
+            ('"GET /token=a HTTP/1.1"', '"GET /token=a HTTP/1.1"'),
+        ):
+            self.assertEqual(redact_tokens(line), redacted)
 
 
 class AccessWithTokenTests(SynchronousTestCase):
