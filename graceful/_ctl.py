@@ -152,7 +152,8 @@ class AdminClient(Protocol):
 
     def status(self, node: str) -> NodeStatus: ...
 
-    def restart(self, node: str) -> None: ...
+    def restart(self, node: str) -> Any:
+        "The answer: what the node says of the restart it started (or did not need)."
 
     def shutdown(self, node: str) -> None: ...
 
@@ -180,8 +181,8 @@ class HttpAdminClient:
     def status(self, node: str) -> NodeStatus:
         return NodeStatus.from_json(node, self._request(node, "GET", "status"))
 
-    def restart(self, node: str) -> None:
-        self._request(node, "POST", "restart")
+    def restart(self, node: str) -> Any:
+        return self._request(node, "POST", "restart")
 
     def shutdown(self, node: str) -> None:
         self._request(node, "POST", "shutdown")
@@ -435,7 +436,12 @@ def restart_node(
         raise NodeError(node, "a restart is already running there")
     progress.begin(index, total, node, before)
     started = clock()
-    client.restart(node)
+    answer = client.restart(node)
+    if isinstance(answer, dict) and answer.get("coalesced"):
+        # A restart of the same release ended a moment ago: the node
+        # started none (see the admin's RESTART_COALESCE_SECONDS).
+        progress.done(index, total, node, before, before, clock() - started)
+        return before
     deadline = started + options.restart_timeout
     last_problem = ""
     for _ in range(1 + int(options.restart_timeout / max(options.poll_interval, 0.001)) + 1):
@@ -575,6 +581,11 @@ class BarProgress(PlainProgress):
 
 
 def _done_text(before: NodeStatus, after: NodeStatus, elapsed: float) -> str:
+    if after is before:
+        return (
+            f"ok: generation {before.generation} (pid {before.pid}) was restarted "
+            "a moment ago; not restarted again"
+        )
     return (
         f"ok: generation {before.generation} -> {after.generation}, "
         f"pid {before.pid} -> {after.pid}, {elapsed:.1f}s"

@@ -83,10 +83,13 @@ class FakeNode:
             self.last_restart = {"ok": True, "error": None, "at": 6.0, "handoff_seconds": 0.2}
         return status_json(self.pid, self.generation, self.last_restart, failed_restarts=self.failed_restarts)
 
-    def restart(self) -> None:
+    def restart(self) -> dict[str, Any]:
         if self.outcome == "refuse":
             raise NodeError(self.name, "a restart is already running there (409 Conflict)")
+        if self.outcome == "coalesced":
+            return {"restarting": False, "coalesced": True, "generation": self.generation}
         self.pending = self.polls + (1 if self.outcome == "unreachable-then-ok" else 0)
+        return {"restarting": True, "generation": self.generation}
 
 
 class FakeClient:
@@ -98,9 +101,9 @@ class FakeClient:
         self.calls.append(("status", node))
         return NodeStatus.from_json(node, self.nodes[node].status())
 
-    def restart(self, node: str) -> None:
+    def restart(self, node: str) -> dict[str, Any]:
         self.calls.append(("restart", node))
-        self.nodes[node].restart()
+        return self.nodes[node].restart()
 
     def shutdown(self, node: str) -> None:
         self.calls.append(("shutdown", node))
@@ -259,6 +262,21 @@ class RollingRestartTests(SynchronousTestCase):
         error = self.assertRaises(NodeError, go)
         self.assertIn("restart failed, the old process still serves", error.reason)
         self.assertEqual(progress.events, [("begin", "a"), ("failed", "a"), ("finish", "")])
+
+    def test_coalesced(self) -> None:
+        """
+        A node that answers that its restart of a moment ago covers this
+        one is done at once, and the roll goes on.
+        """
+        client = FakeClient(FakeNode("a", "coalesced"), FakeNode("b"))
+        progress, clock, go = roll(client, ["a", "b"])
+        results = go()
+        self.assertEqual([r.generation for r in results], [1, 2])
+        self.assertEqual(clock.sleeps, 2)  # b's polls only
+        out = io.StringIO()
+        status = NodeStatus.from_json("a", status_json())
+        ctl.PlainProgress(out).done(0, 1, "a", status, status, 0.0)
+        self.assertIn("a: ok: generation 1 (pid 100) was restarted a moment ago", out.getvalue())
 
     def test_refused(self) -> None:
         """
