@@ -9,7 +9,12 @@ C{GET  prefix}              the HTML page (JSON status if the client asks
 C{GET  prefix/status}       JSON: pid, generation, started_at, uptime,
                             servers, last_restart, draining, restarting...
 C{POST prefix/restart}      202 JSON; alias C{/reload}; optional field
-                            C{executable}; 409 while a restart runs
+                            C{executable}; 409 while a restart runs (in a
+                            new process: until the old one released it);
+                            200 C{coalesced} for a plain restart within
+                            L{RESTART_COALESCE_SECONDS} after a good one,
+                            the release directory unchanged: a burst gives
+                            one restart
 C{POST prefix/shutdown}     202 JSON
 C{GET  prefix/metrics}      Prometheus text (see L{graceful._metrics})
 other methods on those      405 with C{Allow}
@@ -67,6 +72,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -79,6 +85,7 @@ from twisted.web.server import Request
 from ._admin_page import admin_page, message_page
 from ._errors import ExecutableNotAllowed, RestartRefused
 from ._refusals import refusals_of
+from ._status import ProcessStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -98,6 +105,47 @@ COOKIE = "graceful_admin"
 
 #: Headers a proxy adds; a request with any of them is never local.
 FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+#: A plain restart asked for this soon after a good restart ended, with the
+#: release directory unchanged, starts nothing: it belongs to the burst
+#: that restart answered (100 POSTs in 1 s gave three restarts in a row,
+#: each taking ~0.3 s here, the later ones for nothing).
+RESTART_COALESCE_SECONDS = 1.0
+
+
+def _serving_directory() -> str:
+    # Where this process runs: the release directory as resolved when it
+    # was started (a later symlink flip does not move it).
+    return os.path.realpath(os.getcwd())
+
+
+def still_taking_over(runtime: Runtime) -> bool:
+    """
+    Whether this process is a new generation that has not taken over yet:
+    the restart that made it still runs (its older generation has not
+    released), so another one is refused.  A worker's restarts go to its
+    master, which decides.
+    """
+    core = runtime.core
+    return not runtime.is_worker and runtime.is_handoff and not core.succeeded.happened
+
+
+def just_restarted(runtime: Runtime, status: ProcessStatus) -> float | None:
+    """
+    Seconds since the good restart that ended less than
+    L{RESTART_COALESCE_SECONDS} ago, for the release this process serves;
+    L{None} if there was none (or the release directory now names another).
+    """
+    last = status.last_restart
+    if last is None or not last.ok or last.at is None or status.restarting or status.draining:
+        return None
+    ago = runtime.core.environment.now() - last.at
+    if not 0 <= ago < RESTART_COALESCE_SECONDS:
+        return None
+    directory = runtime.settings.directory
+    if directory and os.path.realpath(directory) != _serving_directory():
+        return None  # a new release was put in place meanwhile
+    return ago
 
 
 def peer_address(request: Request) -> str:
@@ -335,6 +383,16 @@ class AdminResource(Resource):
         # With workers, the group's generation and its master's pid.
         group = self._runtime.status()
         generation = group.generation
+        if still_taking_over(self._runtime):
+            return self._error(request, 409, "restart refused: a restart is already running")
+        ago = None if executable else just_restarted(self._runtime, group)
+        if ago is not None:
+            self._log.info(
+                "{pid}: admin {action} for {peer} coalesced with the restart that ended "
+                "{ago:.2f}s ago: nothing started",
+                pid=self._runtime.pid, action=page, peer=peer, ago=ago,
+            )
+            return self._coalesced(request, group, ago)
         refusals: list[Failure] = []
         # Untrusted: the runtime checks the executable against
         # allowed_executables and refuses a second restart (and logs that).
@@ -377,6 +435,15 @@ class AdminResource(Resource):
                 "executable": executable,
             },
         )
+
+    def _coalesced(self, request: Request, group: ProcessStatus, ago: float) -> bytes:
+        if wants_html(request):
+            request.setResponseCode(303)
+            request.setHeader(b"location", self.prefix.encode("utf-8"))
+            return message_page("Restarted just now", "Nothing more to do.", self.prefix)
+        body = {"restarting": False, "coalesced": True, "pid": group.pid,
+                "generation": group.generation, "restarted_seconds_ago": round(ago, 3)}
+        return _json(request, 200, body)
 
     def _shutdown(self, request: Request) -> bytes:
         peer = peer_address(request)

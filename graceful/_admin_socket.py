@@ -58,6 +58,14 @@ class AdminSocket:
         process.own_unix_file(path)
 
     def serve(self) -> None:
+        """
+        Serve it: at once in the first generation; in a later one, listen
+        now (so that it is handed on if we restart) but accept only once the
+        older generation has released.  Until then that one answers, and a
+        process that may still fail its start (an ASGI startup, a bad
+        config) must not report its status there: C{graceful ctl} would
+        take its moved generation for a good restart.
+        """
         site = self.site() if self.site is not None else None
         if site is None:
             return  # no admin pages wired in (a bare runtime, as in tests)
@@ -67,9 +75,22 @@ class AdminSocket:
         process = self.process
         fd = prepared.fd if isinstance(prepared, InheritedSocket) else prepared.fileno()
         try:
-            process.admin_port = adopt_unix_port(process.reactor, fd, site, ADMIN_SOCKET_MODE)
+            port = process.admin_port = adopt_unix_port(
+                process.reactor, fd, site, ADMIN_SOCKET_MODE
+            )
         finally:
             prepared.close()
+        if process.old_process.is_handoff and not process.succeeded.happened:
+            port.stopReading()
+            process.succeeded.wait().addCallback(lambda _: self._accept(port))
+        else:
+            self._accept(port)
+
+    def _accept(self, port: Any) -> None:
+        process = self.process
+        if process.admin_port is not port:
+            return  # stopped meanwhile
+        port.startReading()
         self._log.info(
             "{pid}: admin server started listening on [unix:{path}]",
             pid=process.pid,

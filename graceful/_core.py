@@ -120,6 +120,8 @@ class ProcessCore:
         their inodes: removed at the final shutdown if still the same file.
     @ivar admin_port: the private admin socket's port, once served.
     @ivar forward_stderr: writes a new process's stderr as it comes.
+    @ivar succeeded: happens once the older generation that started us has
+        released (or died): from then on we alone speak for the process.
     """
 
     _reactor: Any
@@ -145,6 +147,7 @@ class ProcessCore:
     unix_files: dict[str, int] = field(factory=dict)
     admin_port: Any = None
     forward_stderr: Callable[[bytes], None] = lambda data: None
+    succeeded: Event = field(factory=Event)
     _exited: Event = field(factory=Event)
     _pidfile_retry: Any = None
     log = Logger(namespace="graceful")

@@ -152,7 +152,8 @@ class AdminClient(Protocol):
 
     def status(self, node: str) -> NodeStatus: ...
 
-    def restart(self, node: str) -> None: ...
+    def restart(self, node: str) -> Any:
+        "The answer: what the node says of the restart it started (or did not need)."
 
     def shutdown(self, node: str) -> None: ...
 
@@ -180,8 +181,8 @@ class HttpAdminClient:
     def status(self, node: str) -> NodeStatus:
         return NodeStatus.from_json(node, self._request(node, "GET", "status"))
 
-    def restart(self, node: str) -> None:
-        self._request(node, "POST", "restart")
+    def restart(self, node: str) -> Any:
+        return self._request(node, "POST", "restart")
 
     def shutdown(self, node: str) -> None:
         self._request(node, "POST", "shutdown")
@@ -368,21 +369,26 @@ def judge(before: NodeStatus, now: NodeStatus) -> tuple[Verdict, str]:
     Where a node's restart stands, from its status before the restart was
     asked for and its status now.
 
-    Done: the generation moved (a new process serves) and reports no failed
-    restart.  Failed: the same process still serves and records a failed
-    restart newer than the one it had, or it began shutting down.
+    Done: the generation moved and the process that answers reports the
+    good restart that made it (a new process that has not been told it took
+    over yet, and may still fail its start, means: wait).  Failed: the same
+    process still serves and records a failed restart newer than the one it
+    had, or it began shutting down.  Only the status is read, so the verdict
+    is the same whichever way the node is reached.
     """
+    last = now.last_restart
+    newer = last is not None and last != before.last_restart
     if now.generation > before.generation:
-        last = now.last_restart
-        if last is not None and not last.ok and last != before.last_restart:
+        if newer and last is not None and not last.ok:
             return Verdict.FAILED, f"generation {now.generation} reports a failed restart: {last.error}"
-        return Verdict.DONE, ""
+        if newer and last is not None and last.ok:
+            return Verdict.DONE, ""
+        return Verdict.WAITING, ""
     if now.pid != before.pid or now.generation < before.generation:
         return Verdict.FAILED, (
             f"the node changed under us (pid {before.pid} generation {before.generation} -> "
             f"pid {now.pid} generation {now.generation}): restarted by something else?"
         )
-    last = now.last_restart
     newer_failure = (
         last is not None and not last.ok and last != before.last_restart
     ) or (
@@ -430,7 +436,12 @@ def restart_node(
         raise NodeError(node, "a restart is already running there")
     progress.begin(index, total, node, before)
     started = clock()
-    client.restart(node)
+    answer = client.restart(node)
+    if isinstance(answer, dict) and answer.get("coalesced"):
+        # A restart of the same release ended a moment ago: the node
+        # started none (see the admin's RESTART_COALESCE_SECONDS).
+        progress.done(index, total, node, before, before, clock() - started)
+        return before
     deadline = started + options.restart_timeout
     last_problem = ""
     for _ in range(1 + int(options.restart_timeout / max(options.poll_interval, 0.001)) + 1):
@@ -570,6 +581,11 @@ class BarProgress(PlainProgress):
 
 
 def _done_text(before: NodeStatus, after: NodeStatus, elapsed: float) -> str:
+    if after is before:
+        return (
+            f"ok: generation {before.generation} (pid {before.pid}) was restarted "
+            "a moment ago; not restarted again"
+        )
     return (
         f"ok: generation {before.generation} -> {after.generation}, "
         f"pid {before.pid} -> {after.pid}, {elapsed:.1f}s"

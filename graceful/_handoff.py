@@ -46,6 +46,12 @@ GENERATION_VARIABLE = "GRACEFUL_GENERATION"
 #: How much of a failed new process's stderr is kept to explain the failure.
 STDERR_TAIL_LINES = 12
 
+#: How much of a starting process's stderr is held back, to be forwarded
+#: once it is ready or, if it fails, logged once with the reason instead of
+#: twice (forwarded, then as the failure's tail).  Past this, a chatty
+#: process's stderr is forwarded as it comes.
+STDERR_HOLD_BYTES = 64 * 1024
+
 
 class RestartFailed(Exception):
     """
@@ -56,6 +62,20 @@ class RestartFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.stderr_tail = stderr_tail
+
+    def tail_beyond_reason(self) -> str:
+        """
+        The stderr tail without the lines that only say the reason again
+        (C{graceful: error: REASON}, or the last line, which the reason
+        quotes when the process gave no other).
+        """
+        kept = []
+        for line in self.stderr_tail.splitlines():
+            said = line.strip().removeprefix("graceful: error:").strip()
+            if said and self.reason.endswith(said):
+                continue
+            kept.append(line)
+        return "\n".join(kept) if any(line.strip() for line in kept) else ""
 
 
 class ChildProcess(Protocol):
@@ -112,6 +132,8 @@ class NewProcess(ProcessProtocol):
     _control_closed: Event = field(factory=Event)
     _tail: deque[bytes] = field(factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     _partial: bytes = b""
+    _held: list[bytes] | None = field(factory=list)
+    _held_bytes: int = 0
     _messages: bytes = b""
     _timeout: IDelayedCall | None = None
     _error: str | None = None
@@ -127,13 +149,13 @@ class NewProcess(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == 2:
             self._keep_tail(data)
-            try:
-                self.forward_stderr(data)
-            except Exception:
-                # Our own stderr is broken (a pipe to a dead old process):
-                # raised here, it would close this pipe, and the child's
-                # next write to its stderr would fail (an app's import).
-                pass
+            if self._held is None:
+                self._forward(data)
+                return
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > STDERR_HOLD_BYTES:
+                self._forward_held()
         elif childFD == self.ready_fd:
             self._messages += data
             while b"\n" in self._messages:
@@ -144,6 +166,34 @@ class NewProcess(ProcessProtocol):
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-4096:]
         self._tail.extend(line[-512:] for line in lines if line.strip())
+
+    def _forward_held(self, keep_tail: bool = False) -> None:
+        """
+        Forward the stderr held so far and what comes from now on; with
+        C{keep_tail}, all but the lines the failure's report will show.
+        """
+        held, self._held = self._held, None
+        if not held:
+            return
+        data = b"".join(held)
+        if keep_tail:
+            lines = data.split(b"\n")
+            shown, cut = 0, len(lines)
+            while cut > 0 and shown < STDERR_TAIL_LINES:
+                cut -= 1
+                shown += 1 if lines[cut].strip() else 0
+            data = b"\n".join(lines[:cut]) + b"\n" if cut else b""
+        if data:
+            self._forward(data)
+
+    def _forward(self, data: bytes) -> None:
+        try:
+            self.forward_stderr(data)
+        except Exception:
+            # Our own stderr is broken (a pipe to a dead old process): raised
+            # here, it would close this pipe, and the child's next write to
+            # its stderr would fail (an app's import).
+            pass
 
     def stderr_tail(self) -> str:
         lines = list(self._tail) + ([self._partial] if self._partial.strip() else [])
@@ -167,6 +217,7 @@ class NewProcess(ProcessProtocol):
         if self.ready.called:
             return
         self._cancel_timeout()
+        self._forward_held()
         self.ready.callback(self.pid)
 
     def abandon(self, reason: str) -> None:
@@ -181,7 +232,11 @@ class NewProcess(ProcessProtocol):
             return
         self._cancel_timeout()
         self.kill()
-        self.ready.errback(RestartFailed(reason, self.stderr_tail()))
+        # What the failure's report will not show goes out first.
+        holding = self._held is not None
+        self._forward_held(keep_tail=True)
+        tail = self.stderr_tail() if holding else ""
+        self.ready.errback(RestartFailed(reason, tail))
 
     def _too_slow(self) -> None:
         self._timeout = None

@@ -5,6 +5,7 @@ serves once started.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
@@ -609,17 +610,18 @@ def check_listeners_unique(
 
 def access_log_writer(target: str | None) -> Callable[[str], None] | None:
     """
-    Where access-log lines go: C{"-"} for the log, a file path, or nowhere.
+    Where access-log lines go: C{"-"} for the log, a file path, or nowhere;
+    every line with its query tokens redacted.
     """
     if not target:
         return None
     if target == "-":
         log = Logger(namespace="graceful.access")
-        return lambda line: log.info("{line}", line=line)
+        return lambda line: log.info("{line}", line=redact_tokens(line))
     handle = open(target, "a", buffering=1, encoding="utf-8")
 
     def write(line: str) -> None:
-        handle.write(line + "\n")
+        handle.write(redact_tokens(line) + "\n")
 
     return write
 
@@ -641,3 +643,18 @@ def _mount_asgi_apps(router: Router, mounts: list[tuple[str, Any]], runtime: Ser
             runtime.add_lifespan(resource.lifespan)
         router.mount(prefix, resource)
     return True
+
+
+#: A C{token} in a query string: the admin's sign-in URL (C{prefix/?token=}),
+#: in the request line or in the Referer of the requests its page makes.
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"#]*")
+
+
+def redact_tokens(line: str) -> str:
+    """
+    C{GET /debug/admin/?token=s3cret} -> C{GET /debug/admin/?token=REDACTED}:
+    access logs are kept longer and read by more people than the token.
+    """
+    if "token=" not in line:  # the common line pays for one scan
+        return line
+    return _QUERY_TOKEN.sub(r"\1REDACTED", line)

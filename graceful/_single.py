@@ -330,7 +330,9 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
         process.log.error(
             "{pid}: restart failed, still serving: {reason}", pid=process.pid, reason=reason
         )
-        tail = getattr(error, "stderr_tail", "")
+        # Once: the stderr was held back meanwhile, and a line that only
+        # repeats the reason is left out.
+        tail = error.tail_beyond_reason() if isinstance(error, RestartFailed) else ""
         if tail:
             process.log.error("{pid}: new process stderr:\n{tail}", pid=process.pid, tail=tail)
         process.notifier.notify(ready=1, status="restart failed: " + reason)
@@ -452,6 +454,7 @@ class HandoffRole:
 
     def _released(self, released: Released) -> None:
         if not self.draining:
+            self.process.succeeded.happen()
             self.generation.released(released)
 
     def _old_generation_gone(self, released: bool) -> None:

@@ -442,6 +442,51 @@ class GeneratedTokenIntegrationTests(TestCase):
         proc.wait_exit()
 
 
+class AccessLogIntegrationTests(TestCase):
+    def test_sign_in_url_redacted(self) -> None:
+        """
+        A browser (curl here) opens the sign-in URL graceful logged: the
+        access log records it, and the Referer that carries it, with
+        C{token=REDACTED}; the process log has the token once, where it was
+        made.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="graceful-access-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        (directory / "admin_app.py").write_text(APP)
+        [port] = free_ports(1)
+        config = directory / "graceful.toml"
+        config.write_text(
+            NO_TOKEN_CONFIG.format(port=port).replace(
+                "[graceful]\n", '[graceful]\naccess_log = "access.log"\n'
+            )
+        )
+        env = child_environment()
+        env.pop(ADMIN_TOKEN_VARIABLE)
+        proc = ServerProcess.twistd(
+            "-n", "--pidfile", "app.pid", "graceful", "--config", str(config),
+            cwd=directory, env=env,
+        )
+        proc.pidfiles.append(directory / "app.pid")
+        self.addCleanup(proc.stop)
+        proc.start()
+        wait_until(lambda: answers(port, "/pid"), what="twistd to serve")
+        token = (directory / "app.admin-token").read_text().strip()
+        url = f"http://127.0.0.1:{port}/debug/admin/?token={token}"
+        curl = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+             "-e", url, url],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(curl.stdout, "303", curl.stderr)
+        access = directory / "access.log"
+        wait_until(lambda: "/debug/admin/" in access.read_text(), what="the access-log line")
+        line = access.read_text()
+        self.assertNotIn(token, line)
+        self.assertIn('"GET /debug/admin/?token=REDACTED HTTP/1.1" 303', line)
+        self.assertIn(f'"http://127.0.0.1:{port}/debug/admin/?token=REDACTED"', line)
+        self.assertEqual(proc.log().count(token), 1)
+
+
 class _Any:
     def __eq__(self, other: object) -> bool:
         return True

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -345,3 +347,52 @@ class FleetTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 1, (options, command, result.stdout, result.stderr))
             self.assertIn(message, result.stderr, (options, command))
         self.assertEqual(fleet.processes[0].wait_exit(), 0)  # the last case shut it down
+
+
+# -- over a private admin socket -----------------------------------------------------
+
+
+class AdminSocketTests(SynchronousTestCase):
+    def test_restart_whose_lifespan_startup_fails(self) -> None:
+        """
+        C{graceful ctl --node unix:PATH restart} for a release whose ASGI
+        lifespan startup fails (after a pause, holding the inherited admin
+        socket meanwhile): FAILED with the reason and a non-zero exit, every
+        time (it was a race), and the old process serves on.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="gx-", dir="/tmp"))  # a short socket path
+        self.addCleanup(shutil.rmtree, directory, True)
+        port = free_port()
+        admin_socket = directory / "admin.sock"
+        (directory / "graceful.toml").write_text(
+            "[graceful]\nready_timeout = 10\ndrain_timeout = 5\n"
+            f'admin_socket = "{admin_socket}"\n\n'
+            "[servers.web]\n"
+            'app = "tests.integration.programs.slow_failing_lifespan:app"\n'
+            f"ports = [{port}]\n"
+        )
+        env = child_environment()
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        process = ServerProcess.twistd(
+            "--nodaemon", "--pidfile=", "graceful", "--config", "graceful.toml",
+            cwd=directory, env=env,
+        )
+        self.addCleanup(process.stop)
+        process.start()
+        wait_until(lambda: get(port, "/", timeout=2)[0] == 200, what="the ASGI app to serve")
+        first = get(port, "/")[2].strip()
+        (directory / "fail-startup").touch()
+        for attempt in range(3):
+            result = graceful_ctl(
+                "--node", f"unix:{admin_socket}", "--poll-interval", "0.05",
+                "--restart-timeout", "30", "restart",
+            )
+            said = result.stdout + result.stderr
+            self.assertEqual(result.returncode, 1, (attempt, said))
+            self.assertNotIn("ok: generation", result.stdout, (attempt, said))
+            self.assertIn("FAILED", result.stdout, (attempt, said))
+            self.assertIn("ASGI lifespan startup failed: told to fail", result.stderr, (attempt, said))
+        status = graceful_ctl("--node", f"unix:{admin_socket}", "--json", "status")
+        [node] = json.loads(status.stdout)
+        self.assertEqual((node["generation"], node["last_restart"]["ok"]), (1, False))
+        self.assertEqual(get(port, "/")[2].strip(), first)

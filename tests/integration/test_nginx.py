@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,10 @@ class BehindNginxTests(Base):
         )
         old = status["pid"]
         code, answer = admin_socket_request(admin_socket, "POST", "restart")
+        if code == 200:  # within a second of the last restart: coalesced with it
+            self.assertEqual(answer["coalesced"], True)
+            time.sleep(max(0.0, 1.1 - answer["restarted_seconds_ago"]))
+            code, answer = admin_socket_request(admin_socket, "POST", "restart")
         self.assertEqual((code, answer["next_generation"]), (202, RESTARTS + 2))
         wait_until(
             lambda: admin_socket_request(admin_socket, "GET", "status")[1]["generation"]

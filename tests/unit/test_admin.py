@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,14 +38,18 @@ from graceful._refusals import Refusals, refusals_of
 from graceful._admin_token import GeneratedToken, set_generated_token
 from graceful._admin_page import admin_page, duration, restart_notice
 from graceful._drain import DrainingSite
+from graceful import _admin
 from graceful._handoff import RestartFailed
+from graceful._messages import Accepted
 from graceful._metrics import registry_for
 from graceful._pages import add_operational_pages
 from graceful._runtime import Runtime
-from graceful._server import Listener, Server
+from graceful._server import Listener, Server, access_log_writer, redact_tokens
 from graceful._sockets import ListenSpec
 from graceful._status import LastRestart, ProcessStatus
-from graceful.testing import FakePort, FakeSpawner, MemoryEnvironment
+from graceful.testing import FakeOldProcess, FakePort, FakeSpawner, MemoryEnvironment
+
+from .test_routing import HTTPConnection
 
 TOKEN = "s3cret-token"
 #: The token graceful made, for servers that configure none.
@@ -363,6 +368,45 @@ class SignInTests(SynchronousTestCase):
         self.assertIn("; Secure", answer.header("set-cookie") or "")
 
 
+class AccessLogTests(SynchronousTestCase):
+    def test_sign_in_url_redacted(self) -> None:
+        """
+        The access log (a file, or the process log) shows the sign-in URL,
+        and a Referer carrying it, with C{token=REDACTED}; the rest of the
+        query stays.
+        """
+        path = self.mktemp()
+        runtime, server = build()
+        with capturedLogs() as events:
+            for target in (path, "-"):
+                server.site = DrainingSite(
+                    server.router, server_name="s1", reactor=runtime.reactor,
+                    access_log=access_log_writer(target),
+                )
+                connection = HTTPConnection(server.site)
+                connection.request(
+                    f"{PREFIX}/?restarted_from=3&token={GENERATED}",
+                    headers={"Referer": f"http://127.0.0.1:8100{PREFIX}/?token={GENERATED}&a=1"},
+                )
+                self.assertEqual(connection.only_response().status, 303)
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        [logged] = [formatEvent(e) for e in events if e.get("log_namespace") == "graceful.access"]
+        for text in (line, logged):
+            self.assertNotIn(GENERATED, text)
+            self.assertIn(f'"GET {PREFIX}/?restarted_from=3&token=REDACTED HTTP/1.1" 303', text)
+            self.assertIn(f'"http://127.0.0.1:8100{PREFIX}/?token=REDACTED&a=1"', text)
+
+    def test_only_token_values(self) -> None:
+        for line, redacted in (
+            ('"GET /?token=a&b=c HTTP/1.1"', '"GET /?token=REDACTED&b=c HTTP/1.1"'),
+            ('"GET /x?a=1&token= HTTP/1.1"', '"GET /x?a=1&token=REDACTED HTTP/1.1"'),
+            ('"GET /x?csrf_token=a HTTP/1.1"', '"GET /x?csrf_token=a HTTP/1.1"'),
+            ('"GET /token=a HTTP/1.1"', '"GET /token=a HTTP/1.1"'),
+        ):
+            self.assertEqual(redact_tokens(line), redacted)
+
+
 class AccessWithTokenTests(SynchronousTestCase):
     def test_missing_or_wrong(self) -> None:
         runtime, server = build(token=TOKEN)
@@ -550,6 +594,77 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual((last["ok"], last["error"]), (False, "port 8100 is taken"))
         self.assertEqual(ask(server, "POST", PREFIX + "/reload").code, 202)
         self.assertEqual(runtime.spawned, [None, None])
+
+    def new_generation(self) -> tuple[FakeRuntime, Server, FakeOldProcess]:
+        """
+        A process a restart started (generation 2), serving: ready, not yet
+        told by the old one that the handover is over.
+        """
+        runtime, server = build(generation=2)
+        old = FakeOldProcess()
+        runtime.old_process = old
+        runtime.serving_started()
+        self.assertEqual(old.reported, ["ready"])
+        return runtime, server, old
+
+    def take_over(self, runtime: FakeRuntime, old: FakeOldProcess) -> None:
+        wall = runtime.core.environment.now()
+        old.accept(Accepted(handoff_seconds=0.3, at=wall, restarts=1))
+        old.release(wall)
+
+    def test_burst_gives_one_restart(self) -> None:
+        """
+        A burst of restart requests: the ones that reach the new process
+        before it took over are 409, like those the old one gets while the
+        restart runs; the ones in the second after it are answered 200,
+        coalesced, and start nothing; a request after that restarts.
+        """
+        runtime, server, old = self.new_generation()
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 409)
+        self.take_over(runtime, old)
+        environment = runtime.core.environment
+        assert isinstance(environment, MemoryEnvironment)
+        with capturedLogs() as events:
+            for step in range(10):
+                environment.wall += 0.09
+                answer = ask(server, "POST", PREFIX + "/restart")
+                self.assertEqual(answer.code, 200, step)
+        body = answer.json()
+        self.assertEqual(
+            (body["coalesced"], body["restarting"], body["generation"]), (True, False, 2)
+        )
+        self.assertEqual(runtime.spawned, [])
+        self.assertIn("coalesced with the restart that ended 0.90s ago",
+                      " ".join(formatEvent(e) for e in events))
+        browser = ask(server, "POST", PREFIX + "/restart", headers=BROWSER)
+        self.assertEqual((browser.code, browser.header("location")), (303, PREFIX))
+        environment.wall += 0.2
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 202)
+        self.assertEqual(runtime.spawned, [None])
+
+    def test_burst_after_a_new_release_restarts(self) -> None:
+        """
+        Not coalesced: a release directory that names another release than
+        the one this process runs, or an executable asked for.
+        """
+        folder = Path(self.mktemp())
+        (folder / "1").mkdir(parents=True)
+        (folder / "2").mkdir()
+        (folder / "current").symlink_to("1")
+        self.patch(_admin, "_serving_directory", lambda: str((folder / "1").resolve()))
+        runtime, server, old = self.new_generation()
+        runtime.settings.directory = str(folder / "current")
+        self.take_over(runtime, old)
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 200)
+        (folder / "next").symlink_to("2")
+        (folder / "next").replace(folder / "current")  # ln -nsf 2 current
+        self.assertEqual(ask(server, "POST", PREFIX + "/restart").code, 202)
+
+        runtime, server, old = self.new_generation()
+        runtime.settings.allowed_executables = ["/usr/bin/true"]
+        self.take_over(runtime, old)
+        answer = ask(server, "POST", PREFIX + "/restart", form={"executable": "/usr/bin/true"})
+        self.assertEqual(answer.code, 202)
 
     def test_get_is_405(self) -> None:
         runtime, server = build(token=TOKEN)

@@ -46,7 +46,9 @@ class FakeNode:
     """
     A node whose restart takes C{polls} status requests to come out as
     C{outcome}: C{"ok"}, C{"fail"} (old process goes on, with the error),
-    C{"hang"} (never comes back) or C{"unreachable-then-ok"}.
+    C{"hang"} (never comes back), C{"unreachable-then-ok"}, or
+    C{"early-then-fail"} (the new process answers once, before it is ready,
+    then its start fails and the old process answers again).
     """
 
     def __init__(self, name: str, outcome: str = "ok", polls: int = 2) -> None:
@@ -65,22 +67,29 @@ class FakeNode:
         self.pending -= 1
         if self.outcome == "unreachable-then-ok" and self.pending == 0:
             raise NodeError(self.name, "unreachable: connection refused", transient=True)
+        if self.outcome == "early-then-fail" and self.pending == 1:
+            # The new process, not yet told it took over: no record of it.
+            return status_json(self.pid + 1, self.generation + 1, None)
         if self.pending > 0 or self.outcome == "hang":
             return status_json(self.pid, self.generation, self.last_restart, restarting=True)
         self.pending = None
-        if self.outcome == "fail":
+        if self.outcome in ("fail", "early-then-fail"):
             self.failed_restarts += 1
             self.last_restart = {"ok": False, "error": "unknown key 'graceful.bogus'", "at": 5.0}
         else:
             self.pid += 1
             self.generation += 1
-            self.last_restart = None  # the new process's own record
+            # The new process's record of the handoff that made it.
+            self.last_restart = {"ok": True, "error": None, "at": 6.0, "handoff_seconds": 0.2}
         return status_json(self.pid, self.generation, self.last_restart, failed_restarts=self.failed_restarts)
 
-    def restart(self) -> None:
+    def restart(self) -> dict[str, Any]:
         if self.outcome == "refuse":
             raise NodeError(self.name, "a restart is already running there (409 Conflict)")
+        if self.outcome == "coalesced":
+            return {"restarting": False, "coalesced": True, "generation": self.generation}
         self.pending = self.polls + (1 if self.outcome == "unreachable-then-ok" else 0)
+        return {"restarting": True, "generation": self.generation}
 
 
 class FakeClient:
@@ -92,9 +101,9 @@ class FakeClient:
         self.calls.append(("status", node))
         return NodeStatus.from_json(node, self.nodes[node].status())
 
-    def restart(self, node: str) -> None:
+    def restart(self, node: str) -> dict[str, Any]:
         self.calls.append(("restart", node))
-        self.nodes[node].restart()
+        return self.nodes[node].restart()
 
     def shutdown(self, node: str) -> None:
         self.calls.append(("shutdown", node))
@@ -243,6 +252,32 @@ class RollingRestartTests(SynchronousTestCase):
             else:
                 self.assertEqual(go()[0].generation, 2)
 
+    def test_new_process_answers_before_it_is_ready(self) -> None:
+        """
+        A new process that answers before it was told it took over, and
+        then fails its start: the restart is a failure, not a success.
+        """
+        client = FakeClient(FakeNode("a", "early-then-fail", polls=3))
+        progress, clock, go = roll(client, ["a"])
+        error = self.assertRaises(NodeError, go)
+        self.assertIn("restart failed, the old process still serves", error.reason)
+        self.assertEqual(progress.events, [("begin", "a"), ("failed", "a"), ("finish", "")])
+
+    def test_coalesced(self) -> None:
+        """
+        A node that answers that its restart of a moment ago covers this
+        one is done at once, and the roll goes on.
+        """
+        client = FakeClient(FakeNode("a", "coalesced"), FakeNode("b"))
+        progress, clock, go = roll(client, ["a", "b"])
+        results = go()
+        self.assertEqual([r.generation for r in results], [1, 2])
+        self.assertEqual(clock.sleeps, 2)  # b's polls only
+        out = io.StringIO()
+        status = NodeStatus.from_json("a", status_json())
+        ctl.PlainProgress(out).done(0, 1, "a", status, status, 0.0)
+        self.assertIn("a: ok: generation 1 (pid 100) was restarted a moment ago", out.getvalue())
+
     def test_refused(self) -> None:
         """
         A 409 on the restart request fails the node at once.
@@ -273,13 +308,17 @@ class JudgeTests(SynchronousTestCase):
 
     def test_new_generation(self) -> None:
         """
-        A moved generation is done, whether the new process reports no
-        restart yet or the one that made it.
+        A moved generation is done once the process answering reports the
+        good restart that made it; before that it may still fail its start.
         """
         before = status_json(100, 1)
-        self.assertEqual(self.judge(before, status_json(101, 2))[0], Verdict.DONE)
+        self.assertEqual(self.judge(before, status_json(101, 2))[0], Verdict.WAITING)
         ok = {"ok": True, "error": None, "at": 9.0, "handoff_seconds": 0.3}
         self.assertEqual(self.judge(before, status_json(101, 2, ok))[0], Verdict.DONE)
+        before = status_json(100, 1, ok)
+        self.assertEqual(self.judge(before, status_json(101, 2, ok))[0], Verdict.WAITING)
+        later = {**ok, "at": 12.0}
+        self.assertEqual(self.judge(before, status_json(101, 2, later))[0], Verdict.DONE)
 
     def test_old_process_still_answering(self) -> None:
         """

@@ -29,6 +29,7 @@ from graceful._messages import Accepted, Released
 from graceful._handoff import (
     GENERATION_VARIABLE,
     HANDOFF_VARIABLE,
+    STDERR_HOLD_BYTES,
     STDERR_TAIL_LINES,
     NewProcess,
     NoOldProcess,
@@ -215,11 +216,55 @@ class NewProcessTests(SynchronousTestCase):
         self.process.kill()
         self.assertEqual(self.transport.signals, [])
 
-    def test_stderr_forwarded(self) -> None:
+    def test_stderr_forwarded_once_ready(self) -> None:
+        """
+        A starting process's stderr is held back until it is ready, then
+        forwarded, and from then on as it comes.
+        """
         self.stderr(b"one\ntw")
         self.stderr(b"o\n")
-        self.assertEqual(self.forwarded, [b"one\ntw", b"o\n"])
+        self.assertEqual(self.forwarded, [])
         self.assertEqual(self.process.stderr_tail(), "one\ntwo")
+        self.say(b"ready\n")
+        self.assertEqual(self.forwarded, [b"one\ntwo\n"])
+        self.stderr(b"three\n")
+        self.assertEqual(self.forwarded, [b"one\ntwo\n", b"three\n"])
+
+    def test_stderr_of_a_failure_told_once(self) -> None:
+        """
+        A process that fails: what its tail shows is not forwarded too, the
+        lines before it are; a line that only repeats the reason is left
+        out of the tail the report shows.
+        """
+        self.stderr(b"".join(b"line %d\n" % i for i in range(20)))
+        self.stderr(b"graceful: error: bad config\n")
+        self.say(b"error bad config\n")
+        self.exit(ProcessTerminated(exitCode=1))
+        error = self.failure()
+        self.assertEqual(self.forwarded, [b"".join(b"line %d\n" % i for i in range(9))])
+        self.assertEqual(
+            error.stderr_tail.splitlines(),
+            [f"line {i}" for i in range(9, 20)] + ["graceful: error: bad config"],
+        )
+        self.assertEqual(
+            error.tail_beyond_reason().splitlines(), [f"line {i}" for i in range(9, 20)]
+        )
+
+    def test_reason_from_the_last_line_not_repeated(self) -> None:
+        self.stderr(b"Traceback (most recent call last):\nImportError: no mypkg\n")
+        self.exit(ProcessTerminated(exitCode=1))
+        error = self.failure()
+        self.assertEqual(self.forwarded, [])
+        self.assertEqual(error.tail_beyond_reason(), "Traceback (most recent call last):")
+        self.assertEqual(RestartFailed("x: boom", "graceful: error: boom").tail_beyond_reason(), "")
+
+    def test_chatty_stderr_forwarded_as_it_comes(self) -> None:
+        self.stderr(b"x" * (STDERR_HOLD_BYTES + 1) + b"\n")
+        self.assertEqual(len(self.forwarded), 1)
+        self.stderr(b"more\n")
+        self.assertEqual(self.forwarded[-1], b"more\n")
+        self.exit(ProcessTerminated(exitCode=1))
+        self.assertEqual(self.failure().stderr_tail, "")  # forwarded already
 
     def test_tail_bounded(self) -> None:
         self.stderr(b"".join(b"line %d\n" % i for i in range(100)))

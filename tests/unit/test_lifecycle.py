@@ -266,6 +266,20 @@ class RestartTests(_RuntimeCase):
         self.assertLogged(f"{PID}: restart failed, still serving: {reason}")
         self.assertLogged(f"{PID}: new process stderr:\nTraceback\nValueError: boom")
 
+    def test_failed_restart_reason_logged_once(self) -> None:
+        """
+        A stderr that only says the reason again is not logged a second
+        time under it.
+        """
+        result = self.runtime.restart()
+        reason = f"new process {NEW_PID} exited with status 1: ASGI lifespan startup failed: no"
+        self.spawner.last.report_failure(reason, "graceful: error: ASGI lifespan startup failed: no")
+        self.failureResultOf(result, RestartFailed)
+        self.assertEqual(
+            [line for line in self.log if "ASGI lifespan startup failed" in line],
+            [f"{PID}: restart failed, still serving: {reason}"],
+        )
+
     def test_restart_after_failure(self) -> None:
         self.restart_and_fail()
         result = self.runtime.restart()

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
-from twisted.web.resource import getChildForRequest
+from twisted.web.resource import Resource, getChildForRequest
+from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from graceful._admin import AdminResource
 from graceful._config import parse_config
 from graceful._ctl import NodeStatus, UsageError, list_table, normalize_node, split_unix_node
 from graceful._errors import ConfigError
+from graceful._messages import Accepted
 from graceful._routing import Router
 from graceful._runtime import Runtime
 from graceful._sockets import (
@@ -634,3 +637,83 @@ class GroupTests(TempDir):
                 ), path)
             self.assertIn(f"{path}: servers.s1.unix_socket_group", str(caught.exception))
             self.assertTrue(str(caught.exception).endswith(message), str(caught.exception))
+
+
+class AdminSocketGenerationTests(TempDir):
+    """
+    Who accepts on the private admin socket: the first generation at once;
+    a later one only once the older generation has released, so that a new
+    process which may still fail its start never answers there.
+    """
+
+    def runtime(self, old: FakeOldProcess | None) -> tuple[Runtime, MemoryReactorClock]:
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        runtime = memory_runtime(reactor, old_process=old) if old else memory_runtime(reactor)
+        runtime.set_admin_socket(str(self.tempdir() / "admin.sock"))
+        runtime.admin_site = lambda r: Site(Resource())
+        runtime.admin_socket.prepare()
+        self.addCleanup(lambda: runtime.core.admin_port and runtime.core.admin_port.stopListening())
+        return runtime, reactor
+
+    def accepting(self, runtime: Runtime, reactor: MemoryReactorClock) -> bool:
+        port = runtime.core.admin_port
+        return port is not None and port in reactor.getReaders()
+
+    def test_first_generation_at_once(self) -> None:
+        runtime, reactor = self.runtime(None)
+        runtime.admin_socket.serve()
+        self.assertTrue(self.accepting(runtime, reactor))
+
+    def test_new_generation_after_the_release(self) -> None:
+        """
+        Listening (so that a restart would hand it on) but not accepting
+        while starting, nor once ready and accepted; accepting once released.
+        """
+        old = FakeOldProcess()
+        runtime, reactor = self.runtime(old)
+        runtime.admin_socket.serve()
+        self.assertIsNotNone(runtime.core.admin_port)
+        self.assertIn("graceful-admin", [s.name for s in runtime.core.passed_sockets()])
+        self.assertFalse(self.accepting(runtime, reactor))
+        runtime.serving_started()  # no ASGI app: reports ready at once
+        self.assertEqual(old.reported, ["ready"])
+        old.accept(Accepted(restarts=1, at=2.0))
+        self.assertFalse(self.accepting(runtime, reactor))
+        old.release(3.0)
+        self.assertTrue(self.accepting(runtime, reactor))
+
+    def test_new_generation_whose_start_fails(self) -> None:
+        """
+        An ASGI startup that fails: the process reports the error and
+        exits, never having accepted on the admin socket.
+        """
+        old = FakeOldProcess()
+        runtime, reactor = self.runtime(old)
+        lifespan = FailingLifespan()
+        runtime.add_lifespan(lifespan)
+        runtime.admin_socket.serve()
+        runtime.serving_started()
+        self.assertEqual(old.reported, ["error ASGI lifespan startup failed: told to fail"])
+        self.assertEqual(runtime.core.environment.exits, [1])  # type: ignore[attr-defined]
+        self.assertFalse(self.accepting(runtime, reactor))
+
+    def test_old_generation_died(self) -> None:
+        """
+        An older generation that dies before it releases leaves us the
+        speaker: accept.
+        """
+        old = FakeOldProcess()
+        runtime, reactor = self.runtime(old)
+        runtime.admin_socket.serve()
+        runtime.serving_started()
+        old.close()
+        self.assertTrue(self.accepting(runtime, reactor))
+
+
+class FailingLifespan:
+    def startup(self) -> Deferred[None]:
+        return fail(RuntimeError("told to fail"))
+
+    def shutdown(self) -> Deferred[None]:
+        return succeed(None)
