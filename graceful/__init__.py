@@ -18,12 +18,12 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
-from ._handoff import RestartFailed
+from .handoff.pipes import RestartFailed
 from ._process import runtime as _process_runtime
-from ._routing import Router
-from ._server import Server
-from ._streams import EventStream, draining
-from ._websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
+from .http.routing import Router
+from .http.server import Server
+from .http.streams import EventStream, draining
+from .http.websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
 
 __all__ = [
     "CLOSE_GOING_AWAY",

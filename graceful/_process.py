@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
-from ._pages import add_operational_pages, admin_socket_site, prepare_admin_token
-from ._runtime import Runtime
+from .admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
+from .process.runtime import Runtime
 
 
 class LazyReactor:

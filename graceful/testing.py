@@ -31,9 +31,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 
-from ._handoff import RestartFailed
-from ._messages import Accepted, Message, Ready, Released
-from ._runtime import Runtime
+from .handoff.pipes import RestartFailed
+from .handoff.messages import Accepted, Message, Ready, Released
+from .process.runtime import Runtime
 
 __all__ = [
     "FakeNewProcess",
@@ -48,7 +48,7 @@ __all__ = [
 @define(eq=False)
 class FakeNewProcess:
     """
-    Stands for L{graceful._handoff.NewProcess}: a process this one started
+    Stands for L{graceful.handoff.pipes.NewProcess}: a process this one started
     (a new generation, or a worker), which the test makes ready or fail.
 
     @ivar pid: its pid.
@@ -135,7 +135,7 @@ class FakeNewProcess:
 @define
 class FakeSpawner:
     """
-    Stands for L{graceful._handoff.spawn_new_process}: records what would
+    Stands for L{graceful.handoff.pipes.spawn_new_process}: records what would
     have been started and returns a L{FakeNewProcess}.
 
     @ivar calls: the keyword arguments of every start.
@@ -166,7 +166,7 @@ class FakeSpawner:
 @define
 class MemoryEnvironment:
     """
-    Stands for L{graceful._environment.OSEnvironment}: nothing reaches the
+    Stands for L{graceful.handoff.environment.OSEnvironment}: nothing reaches the
     operating system.
 
     @ivar spawner: starts fake processes.
@@ -247,7 +247,7 @@ class MemoryEnvironment:
 @define(eq=False)
 class FakeOldProcess:
     """
-    Stands for L{graceful._handoff.OldProcess}: the process that started
+    Stands for L{graceful.handoff.pipes.OldProcess}: the process that started
     this one (an older generation, or a worker's master).
 
     @ivar pid: its pid.

@@ -10,7 +10,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful import _single, _worker_group, _worker_role
+from graceful.lifecycle import handover as _single
+from graceful.workers import group as _worker_group
+from graceful.workers import worker as _worker_role
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.rst"
 

@@ -19,12 +19,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from graceful._admin import AdminResource
+from graceful.admin.resource import AdminResource
 from graceful._config import parse_config
-from graceful._ctl import NodeStatus, UsageError, list_table, normalize_node, split_unix_node
+from graceful.ctl.cli import NodeStatus, UsageError, list_table, normalize_node, split_unix_node
 from graceful._errors import ConfigError
-from graceful._routing import Router
-from graceful._runtime import Runtime
+from graceful.http.routing import Router
+from graceful.process.runtime import Runtime
 from graceful._sockets import (
     InheritedSocket,
     InheritedSockets,
@@ -308,7 +308,7 @@ class MasterHoldTests(TempDir):
         (the spec travels as JSON, path included): the master binds it with
         the server's mode and will remove it at its final shutdown.
         """
-        from graceful._worker_group import WorkerGroup
+        from graceful.workers.group import WorkerGroup
 
         directory = self.tempdir()
         path = str(directory / "new.sock")

@@ -1,0 +1,77 @@
+"""
+The private admin socket: a UNIX socket (mode 0600) that serves the whole
+process's admin pages without a token, handed over across restarts like
+every listening socket, served by the process that speaks for the others
+(the one serving alone, or the master).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from .core import ProcessCore
+from .._errors import ConfigError
+from ..http.server import adopt_unix_port
+from .._sockets import ADMIN_SOCKET_MODE, InheritedSocket, bind_unix_socket
+
+
+class AdminSocket:
+    """
+    The admin socket of one process.
+
+    @ivar process: the process.
+    @ivar site: builds the site it serves (L{None} from it: nothing to serve).
+    """
+
+    _log = Logger()
+
+    def __init__(self, process: ProcessCore) -> None:
+        self.process = process
+        self.site: Callable[[], Any] | None = None
+        self._prepared: Any = None
+
+    @property
+    def taken(self) -> bool:
+        """
+        Whether it is prepared or served already.
+        """
+        return self._prepared is not None or self.process.admin_port is not None
+
+    def prepare(self) -> None:
+        """
+        Take it from the old process, or bind it; once.
+        """
+        process = self.process
+        path = process.settings.admin_socket
+        if not path or self.taken:
+            return
+        inherited = process.inherited.claim_path(path)
+        if inherited is not None:
+            self._prepared = inherited
+        else:
+            try:
+                self._prepared = bind_unix_socket(path, ADMIN_SOCKET_MODE)
+            except ConfigError as e:
+                raise ConfigError(f"graceful.admin_socket: {e}") from None
+        process.own_unix_file(path)
+
+    def serve(self) -> None:
+        site = self.site() if self.site is not None else None
+        if site is None:
+            return  # no admin pages wired in (a bare runtime, as in tests)
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return
+        process = self.process
+        fd = prepared.fd if isinstance(prepared, InheritedSocket) else prepared.fileno()
+        try:
+            process.admin_port = adopt_unix_port(process.reactor, fd, site, ADMIN_SOCKET_MODE)
+        finally:
+            prepared.close()
+        self._log.info(
+            "{pid}: admin server started listening on [unix:{path}]",
+            pid=process.pid,
+            path=process.settings.admin_socket,
+        )
