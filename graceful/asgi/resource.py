@@ -83,12 +83,20 @@ def ensure_asyncio_reactor() -> None:
         asyncioreactor.install()
 
 
+def global_reactor() -> Any:
+    """
+    The global reactor: this module is the one of asgi/ that names it.
+    """
+    from twisted.internet import reactor
+
+    return reactor
+
+
 def reactor_loop() -> asyncio.AbstractEventLoop:
     """
     The asyncio loop the global (asyncio) reactor runs.
     """
-    from twisted.internet import reactor
-
+    reactor = global_reactor()
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None:
         raise RuntimeError("ASGI apps need Twisted's asyncio reactor")
@@ -132,7 +140,9 @@ class ASGIResource(Resource):
             from . import websocket as ws
 
             if self._websocket is None:
-                self._websocket = ws.websocket_factory(self.app, lambda: self._loop) or False
+                self._websocket = (
+                    ws.websocket_factory(self.app, lambda: self._loop, global_reactor()) or False
+                )
             if not self._websocket:
                 return ws.not_implemented(request)
             scope = ws.build_websocket_scope(request, self.root_path, self.lifespan.state)

@@ -49,6 +49,8 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
     once) when autobahn is not installed.
 
     @param loop_of: a callable returning the loop to run the app on.
+    @param reactor: the reactor its connections run on; the caller names
+        it (L{graceful.asgi.resource} passes the global one).
     """
     global _missing_logged
     try:
@@ -171,8 +173,6 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
             protocol.scope = self.pending  # type: ignore[union-attr]
             return protocol
 
-    if reactor is None:
-        from twisted.internet import reactor
     factory = ASGIWebSocketFactory(reactor=reactor)
     resource = WebSocketResource(factory)
 

@@ -265,6 +265,11 @@ class LayerTests(SynchronousTestCase):
         )
 
 
+class GlobalReactorTests(SynchronousTestCase):
+    def test_only_the_entry_points_pick_the_reactor(self) -> None:
+        self.assertEqual(global_reactor_users(), GLOBAL_REACTOR)
+
+
 class ClassSizeTests(SynchronousTestCase):
     def test_no_class_is_longer_than_a_job(self) -> None:
         long = long_classes()
