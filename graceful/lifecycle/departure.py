@@ -12,7 +12,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 
-from ..http import site as _drain
+from ..http.site import handover_idle_grace
 from .core import ProcessCore, connections_by_kind
 from .._status import DrainStatus
 
@@ -55,7 +55,7 @@ class Departure:
         self._sites = core.sites()
         self.began = core.reactor.seconds()
         timeout_s = core.settings.drain_timeout
-        idle_grace = _drain.handover_idle_grace(timeout_s) if self.reason == "restart" else None
+        idle_grace = handover_idle_grace(timeout_s) if self.reason == "restart" else None
         drained = DeferredList(
             [
                 site.drain(

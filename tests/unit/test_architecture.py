@@ -10,9 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful.lifecycle import handover as _single
-from graceful.workers import group as _worker_group
-from graceful.workers import worker as _worker_role
+from graceful.lifecycle import handover
+from graceful.workers import group, worker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.rst"
 
@@ -48,14 +47,14 @@ def listed(heading: str) -> set[str]:
 
 class ArchitecturePageTests(SynchronousTestCase):
     def test_handoff(self) -> None:
-        self.assertEqual(listed("A process that hands over"), state_changes(_single._machine))
+        self.assertEqual(listed("A process that hands over"), state_changes(handover._machine))
 
     def test_worker(self) -> None:
-        self.assertEqual(listed("A worker ("), state_changes(_worker_role._machine))
+        self.assertEqual(listed("A worker ("), state_changes(worker._machine))
 
     def test_group(self) -> None:
         self.assertEqual(
-            listed("A master's workers"), state_changes(_worker_group._machine)
+            listed("A master's workers"), state_changes(group._machine)
         )
 
     def test_linked_from_the_readme(self) -> None:

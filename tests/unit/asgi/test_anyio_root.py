@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful.asgi import anyio_root as _anyio_root
+from graceful.asgi import anyio_root
 
 
 class FakeReactor:
@@ -44,15 +44,15 @@ class KeepWorkerThreadsTests(SynchronousTestCase):
         return self.loop.run_until_complete(look())
 
     def test_anyio_takes_the_long_lived_root(self) -> None:
-        _anyio_root.keep_worker_threads(self.loop, self.reactor)
-        _anyio_root.keep_worker_threads(self.loop, self.reactor)  # once per loop
+        anyio_root.keep_worker_threads(self.loop, self.reactor)
+        anyio_root.keep_worker_threads(self.loop, self.reactor)  # once per loop
         root = self.root_seen_by_anyio()
         self.assertEqual(root.get_name(), "graceful: anyio root")
         self.assertFalse(root.done())
         self.assertEqual([t[:2] for t in self.reactor.triggers], [("before", "shutdown")])
 
     def test_shutdown_waits_for_the_root_to_end(self) -> None:
-        _anyio_root.keep_worker_threads(self.loop, self.reactor)
+        anyio_root.keep_worker_threads(self.loop, self.reactor)
         root = self.root_seen_by_anyio()
         stopped = []
         root.add_done_callback(lambda task: stopped.append(task.cancelled()))

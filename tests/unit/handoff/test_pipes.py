@@ -24,7 +24,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful.handoff import pipes as _handoff
+from graceful.handoff import pipes
 from graceful.handoff.messages import Accepted, Released
 from graceful.handoff.pipes import (
     GENERATION_VARIABLE,
@@ -442,7 +442,7 @@ class OldProcessTests(SynchronousTestCase):
 
     def test_report_ready(self) -> None:
         dup2_calls: list[tuple[int, int]] = []
-        self.patch(_handoff.os, "dup2", lambda fd, fd2: dup2_calls.append((fd, fd2)))
+        self.patch(pipes.os, "dup2", lambda fd, fd2: dup2_calls.append((fd, fd2)))
         old, ends = self.old_process()
         old.report_ready()
         self.assertEqual(dup2_calls, [(ends["stderr"], 2)])
