@@ -60,3 +60,21 @@ class ArchitecturePageTests(SynchronousTestCase):
     def test_linked_from_the_readme(self) -> None:
         readme = (DOC.parents[1] / "README.rst").read_text()
         self.assertIn("docs/architecture.rst", readme)
+
+    def test_every_path_named_exists(self) -> None:
+        """
+        Every module the page names by its path (C{``http/site.py``}) is
+        there, in graceful/ or from the repository's root.
+        """
+        import re
+
+        named = set(re.findall(r"``([\w/]+/[\w]+\.py)``", DOC.read_text()))
+        root = DOC.parents[1]
+        missing = sorted(
+            path
+            for path in named
+            if not (root / "graceful" / path).exists() and not (root / path).exists()
+            and not path.startswith("application/")  # Twisted's, named as an example
+        )
+        self.assertNotEqual(named, set())
+        self.assertEqual(missing, [])
