@@ -17,13 +17,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 if TYPE_CHECKING:
-    from ..process.runtime import Runtime
+    from .host import AdminHost
 
 
 class HealthResource(Resource):
     isLeaf = True
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AdminHost) -> None:
         super().__init__()
         self._runtime = runtime
 

@@ -87,7 +87,7 @@ from .._status import REPLACEMENT_REASONS, ProcessStatus, WorkerStatus
 MIB = 1024 * 1024
 
 if TYPE_CHECKING:
-    from ..process.runtime import Runtime
+    from .host import AdminHost
 
 
 class RuntimeCollector(Collector):
@@ -95,7 +95,7 @@ class RuntimeCollector(Collector):
     The graceful metrics of one runtime, read from it at every scrape.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AdminHost) -> None:
         self._runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
@@ -302,12 +302,12 @@ def worker_metrics(status: ProcessStatus) -> Iterator[Metric]:
     yield replaced
 
 
-_registries: weakref.WeakKeyDictionary[Runtime, CollectorRegistry] = (
+_registries: weakref.WeakKeyDictionary[AdminHost, CollectorRegistry] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def registry_for(runtime: Runtime) -> CollectorRegistry:
+def registry_for(runtime: AdminHost) -> CollectorRegistry:
     """
     The metrics registry of C{runtime}, made on first use.
     """
@@ -320,7 +320,7 @@ def registry_for(runtime: Runtime) -> CollectorRegistry:
     return registry
 
 
-def exposition(runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
+def exposition(runtime: AdminHost, accept: str | None) -> tuple[bytes, str]:
     """
     The metrics of C{runtime} in the format C{accept} asks for: Prometheus
     text by default, OpenMetrics when the scraper prefers it.

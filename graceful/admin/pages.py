@@ -11,11 +11,11 @@ from .health import HealthResource
 if TYPE_CHECKING:
     from twisted.web.server import Site
 
-    from ..process.runtime import Runtime
+    from .host import AdminHost
     from ..http.server import Server
 
 
-def add_operational_pages(runtime: Runtime, server: Server) -> None:
+def add_operational_pages(runtime: AdminHost, server: Server) -> None:
     if server.health_path:
         server.router.add_resource(server.health_path, HealthResource(runtime))
     if server.admin_prefix:
@@ -30,7 +30,7 @@ def add_operational_pages(runtime: Runtime, server: Server) -> None:
         server.router.mount(server.admin_prefix, AdminResource(runtime, server))
 
 
-def prepare_admin_token(runtime: Runtime) -> None:
+def prepare_admin_token(runtime: AdminHost) -> None:
     """
     Make (or read) the generated admin token before serving, and before
     any worker starts, so that every worker reads the same one.
@@ -41,7 +41,7 @@ def prepare_admin_token(runtime: Runtime) -> None:
         generated_token(runtime)
 
 
-def admin_socket_site(runtime: Runtime) -> Site:
+def admin_socket_site(runtime: AdminHost) -> Site:
     """
     The site of the private admin socket: the admin pages of the whole
     process, without a token.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
-    from ..process.runtime import Runtime
+    from .host import AdminHost
 
 #: Seconds between two log lines about refused admin requests.
 REFUSAL_LOG_INTERVAL = 10.0
@@ -86,10 +86,10 @@ class Refusals:
         self._window = self._clock.callLater(self._interval, self._flush)
 
 
-_refusals: weakref.WeakKeyDictionary[Runtime, Refusals] = weakref.WeakKeyDictionary()
+_refusals: weakref.WeakKeyDictionary[AdminHost, Refusals] = weakref.WeakKeyDictionary()
 
 
-def refusals_of(runtime: Runtime) -> Refusals:
+def refusals_of(runtime: AdminHost) -> Refusals:
     """
     The refusal counts of C{runtime} (every server of it shares them).
     """

@@ -81,7 +81,7 @@ from .._errors import ExecutableNotAllowed, RestartRefused
 from .refusals import refusals_of
 
 if TYPE_CHECKING:
-    from ..process.runtime import Runtime
+    from .host import AdminHost
     from ..http.server import Server
 
 ACTIONS = ("restart", "reload", "shutdown")
@@ -206,7 +206,7 @@ class AdminResource(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, runtime: Runtime, server: Server, private: bool = False) -> None:
+    def __init__(self, runtime: AdminHost, server: Server, private: bool = False) -> None:
         """
         @param private: served where only the owner can connect (the private
             admin socket): no token is asked for, unless the request was

@@ -35,7 +35,7 @@ from attrs import frozen
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
-    from ..process.runtime import Runtime
+    from .host import AdminHost
 
 TOKEN_FILE_VARIABLE = "GRACEFUL_ADMIN_TOKEN_FILE"
 
@@ -203,14 +203,14 @@ def load_or_create(
 
 # -- per runtime ----------------------------------------------------------------
 
-_tokens: weakref.WeakKeyDictionary[Runtime, GeneratedToken] = weakref.WeakKeyDictionary()
+_tokens: weakref.WeakKeyDictionary[AdminHost, GeneratedToken] = weakref.WeakKeyDictionary()
 
 
-def needs_generated_token(runtime: Runtime) -> bool:
+def needs_generated_token(runtime: AdminHost) -> bool:
     return any(s.admin_prefix and not s.admin_token for s in runtime.servers.values())
 
 
-def _first_admin(runtime: Runtime) -> tuple[str, int, bool, str] | None:
+def _first_admin(runtime: AdminHost) -> tuple[str, int, bool, str] | None:
     """
     (host, port, tls, prefix) of the first admin pages that need the
     generated token, for the file's name and the URL.
@@ -226,14 +226,14 @@ def _first_admin(runtime: Runtime) -> tuple[str, int, bool, str] | None:
     return None
 
 
-def set_generated_token(runtime: Runtime, token: GeneratedToken) -> None:
+def set_generated_token(runtime: AdminHost, token: GeneratedToken) -> None:
     """
     Use C{token} as C{runtime}'s generated token (tests inject theirs).
     """
     _tokens[runtime] = token
 
 
-def generated_token(runtime: Runtime) -> str:
+def generated_token(runtime: AdminHost) -> str:
     """
     The token for C{runtime}'s admin pages that configure none: read or
     made once, then kept.  A worker only reads what its master made.  When
@@ -264,7 +264,7 @@ def generated_token(runtime: Runtime) -> str:
 
 
 def _announce(
-    runtime: Runtime, made: GeneratedToken, first: tuple[str, int, bool, str] | None
+    runtime: AdminHost, made: GeneratedToken, first: tuple[str, int, bool, str] | None
 ) -> None:
     # The token itself is logged only by the process that made it: logs
     # are often kept longer, and read by more people, than an owner-only
