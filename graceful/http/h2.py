@@ -82,7 +82,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 
-class DrainingSite(Protocol):
+class H2Site(Protocol):
     """
     What an HTTP/2 connection needs of graceful's site (L{graceful.http.site}
     builds on this module, not the other way round).
@@ -127,7 +127,7 @@ def alpn_protocols() -> list[bytes]:
     return [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
 
 
-def negotiating(channel: DrainableChannel, site: DrainingSite) -> IProtocol:
+def negotiating(channel: DrainableChannel, site: H2Site) -> IProtocol:
     """
     Wrap C{channel} (set up by the site) so that a connection which
     negotiated C{h2} becomes a L{DrainableH2Connection}; without C{h2}
@@ -155,7 +155,7 @@ class NegotiatingFactory(Factory):
     @ivar site: the site whose channels these are.
     """
 
-    def __init__(self, site: DrainingSite) -> None:
+    def __init__(self, site: H2Site) -> None:
         self.site = site
 
     def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
@@ -198,7 +198,7 @@ class NegotiatingChannel(_GenericHTTPChannelProtocol):
 
     def _switch_to_h2(self) -> None:
         old = self._channel
-        site = cast("DrainingSite", self._site)
+        site = cast("H2Site", self._site)
         # The HTTP/1.1 channel is the transport's producer: hand that role
         # over, so the transport applies back pressure to the new one.
         producer = old._networkProducer
@@ -270,7 +270,7 @@ if H2_ENABLED:
         """
 
         kind = "h2"
-        site: DrainingSite  # type: ignore[assignment]
+        site: H2Site  # type: ignore[assignment]
         requestFactory: Any
 
         def __init__(self, reactor: Any = None) -> None:

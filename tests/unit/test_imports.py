@@ -289,3 +289,18 @@ class ClassSizeTests(SynchronousTestCase):
         only ever shrinks.
         """
         self.assertEqual(sorted(set(LONG_CLASSES) - set(long_classes())), [])
+
+
+class NamingTests(SynchronousTestCase):
+    def test_one_class_per_name(self) -> None:
+        """
+        No two classes of graceful share a name (a protocol of what one
+        module needs of a class elsewhere is named for that need), so that
+        a name found in a traceback or a docstring means one thing.
+        """
+        where: dict[str, list[str]] = {}
+        for path in sorted(PACKAGE.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    where.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+        self.assertEqual({name: paths for name, paths in where.items() if len(paths) > 1}, {})
