@@ -7,7 +7,7 @@ socket over to it: one that serves alone, or a master with its workers.
     Serving | Restarting --shutdown--> Leaving(departure)
 
 What the process serves with (its own sites, or its workers) is a
-L{Generation}: what it passes on, and how it leaves.
+L{ServedBy}: what it passes on, and how it leaves.
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ class Departing(Protocol):
         "The status's C{drain}, once begun."
 
 
-class Generation(Protocol):
+class ServedBy(Protocol):
     """
-    What a generation serves with, as its handoff sees it.
+    What a process serves with (its own sites, or a master's workers), as
+    its hand-over sees it.
     """
 
     def passed_sockets(self) -> list[PassedSocket]:
@@ -95,7 +96,7 @@ class Sites:
         self.process.start_services(released)
 
 
-class SingleInputs(Protocol):
+class HandoverInputs(Protocol):
     """
     The inputs of a process serving alone.  Results go to the Deferreds
     the callers pass, so that an input fed while another runs waits its
@@ -119,21 +120,21 @@ class SingleInputs(Protocol):
 
 
 @define(eq=False)
-class SingleCore:
+class Handover:
     """
     What the machine acts on.
 
     @ivar process: the process.
-    @ivar generation: what it serves with.
+    @ivar served_by: what it serves with.
     @ivar feeder: feeds inputs from outside (a Deferred's callback) and runs
         the effects the outside sees once a transition is over.
     """
 
     process: ProcessCore
-    generation: Generation
-    feeder: Feeder[SingleInputs] = field(factory=Feeder)
+    served_by: ServedBy
+    feeder: Feeder[HandoverInputs] = field(factory=Feeder)
 
-    def feed(self, fire: Callable[[SingleInputs], None]) -> None:
+    def feed(self, fire: Callable[[HandoverInputs], None]) -> None:
         self.feeder.feed(fire)
 
     @property
@@ -161,13 +162,13 @@ class Restart:
 
 
 def _start_restart(
-    inputs: SingleInputs, core: SingleCore, executable: str | None, result: Deferred[int]
+    inputs: HandoverInputs, handover: Handover, executable: str | None, result: Deferred[int]
 ) -> Restart:
-    process = core.process
+    process = handover.process
     restart = Restart(result, process.reactor.seconds())
     process.notify_reloading()
-    sockets = core.generation.passed_sockets()
-    core.generation.spawning()
+    sockets = handover.served_by.passed_sockets()
+    handover.served_by.spawning()
     try:
         restart.new_process = process.environment.spawn(
             process.reactor,
@@ -183,12 +184,12 @@ def _start_restart(
         )
     except Exception as e:
         failure = Failure(RestartFailed(f"cannot start new process: {e}"))
-        process.reactor.callLater(0, core.feed, lambda i: i.failed(failure))
+        process.reactor.callLater(0, handover.feed, lambda i: i.failed(failure))
         return restart
-    restart.new_process.on_message = core.generation.successor_says
+    restart.new_process.on_message = handover.served_by.successor_says
     restart.new_process.ready.addCallbacks(
-        lambda pid: core.feed(lambda i: i.ready(pid)),
-        lambda failure: core.feed(lambda i: i.failed(failure)),
+        lambda pid: handover.feed(lambda i: i.ready(pid)),
+        lambda failure: handover.feed(lambda i: i.failed(failure)),
     )
     return restart
 
@@ -217,18 +218,18 @@ def _reopen_non_graceful_ports(process: ProcessCore) -> None:
             )
 
 
-def _shutdown_departure(inputs: SingleInputs, core: SingleCore) -> Departing:
-    process = core.process
+def _shutdown_departure(inputs: HandoverInputs, handover: Handover) -> Departing:
+    process = handover.process
     process.log.info("{pid}: server shutting down", pid=process.pid)
     process.notifier.notify(stopping=1)
-    departure = core.generation.departure("shutdown", final=True, handed_over=False)
-    core.after.append(departure.start)
+    departure = handover.served_by.departure("shutdown", final=True, handed_over=False)
+    handover.after.append(departure.start)
     return departure
 
 
-def _handover_departure(inputs: SingleInputs, core: SingleCore, new_pid: int) -> Departing:
+def _handover_departure(inputs: HandoverInputs, handover: Handover, new_pid: int) -> Departing:
     # The behaviour fills in the successor; the drain starts after it.
-    return core.generation.departure("restart", final=False, handed_over=True)
+    return handover.served_by.departure("restart", final=False, handed_over=True)
 
 
 def _successor_exited(process: ProcessCore, new_pid: int, reason: Failure) -> None:
@@ -247,42 +248,42 @@ def _successor_exited(process: ProcessCore, new_pid: int, reason: Failure) -> No
         )
 
 
-def _build() -> Callable[[SingleCore], SingleInputs]:
-    machine = TypeMachineBuilder(SingleInputs, SingleCore)
+def _build() -> Callable[[Handover], HandoverInputs]:
+    machine = TypeMachineBuilder(HandoverInputs, Handover)
     Serving = machine.state("Serving")
     Restarting = machine.state("Restarting", _start_restart)
     HandingOver = machine.state("HandingOver", _handover_departure)
     Leaving = machine.state("Leaving", _shutdown_departure)
 
-    Serving.upon(SingleInputs.restart).to(Restarting).returns(None)
-    Serving.upon(SingleInputs.shutdown).to(Leaving).returns(None)
-    HandingOver.upon(SingleInputs.shutdown).loop().returns(None)
-    Leaving.upon(SingleInputs.shutdown).loop().returns(None)
+    Serving.upon(HandoverInputs.restart).to(Restarting).returns(None)
+    Serving.upon(HandoverInputs.shutdown).to(Leaving).returns(None)
+    HandingOver.upon(HandoverInputs.shutdown).loop().returns(None)
+    Leaving.upon(HandoverInputs.shutdown).loop().returns(None)
 
-    @pep614(Restarting.upon(SingleInputs.restart).loop())
+    @pep614(Restarting.upon(HandoverInputs.restart).loop())
     def already(
-        inputs: SingleInputs,
-        core: SingleCore,
+        inputs: HandoverInputs,
+        handover: Handover,
         restart: Restart,
         executable: str | None,
         result: Deferred[int],
     ) -> None:
-        core.refuse(result, "a restart is already running")
+        handover.refuse(result, "a restart is already running")
 
-    @pep614(HandingOver.upon(SingleInputs.restart).loop())
-    @pep614(Leaving.upon(SingleInputs.restart).loop())
+    @pep614(HandingOver.upon(HandoverInputs.restart).loop())
+    @pep614(Leaving.upon(HandoverInputs.restart).loop())
     def leaving(
-        inputs: SingleInputs,
-        core: SingleCore,
+        inputs: HandoverInputs,
+        handover: Handover,
         departure: Departing,
         executable: str | None,
         result: Deferred[int],
     ) -> None:
-        core.refuse(result, "shutting down")
+        handover.refuse(result, "shutting down")
 
-    @pep614(Restarting.upon(SingleInputs.ready).to(HandingOver))
-    def hand_over(inputs: SingleInputs, core: SingleCore, restart: Restart, new_pid: int) -> None:
-        process = core.process
+    @pep614(Restarting.upon(HandoverInputs.ready).to(HandingOver))
+    def hand_over(inputs: HandoverInputs, handover: Handover, restart: Restart, new_pid: int) -> None:
+        process = handover.process
         seconds = process.reactor.seconds() - restart.began
         process.history.record(True, None, process.environment.now(), seconds)
         process.write_pidfile(new_pid)
@@ -316,14 +317,14 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
             assert departure is not None and not isinstance(departure, Restart)
             departure.start(lambda: successor.release(now()))
 
-        core.after.append(depart)
-        core.after.append(lambda: restart.result.callback(new_pid))
+        handover.after.append(depart)
+        handover.after.append(lambda: restart.result.callback(new_pid))
 
-    @pep614(Restarting.upon(SingleInputs.failed).to(Serving))
+    @pep614(Restarting.upon(HandoverInputs.failed).to(Serving))
     def restart_failed(
-        inputs: SingleInputs, core: SingleCore, restart: Restart, failure: Failure
+        inputs: HandoverInputs, handover: Handover, restart: Restart, failure: Failure
     ) -> None:
-        process = core.process
+        process = handover.process
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
         process.history.record(False, reason, process.environment.now(), None)
@@ -336,47 +337,47 @@ def _build() -> Callable[[SingleCore], SingleInputs]:
         process.notifier.notify(ready=1, status="restart failed: " + reason)
         if restart.new_process is not None:
             restart.new_process.kill()
-        core.after.append(core.generation.restart_failed)
-        core.after.append(lambda: restart.result.errback(failure))
+        handover.after.append(handover.served_by.restart_failed)
+        handover.after.append(lambda: restart.result.errback(failure))
 
-    @pep614(Restarting.upon(SingleInputs.shutdown).to(Leaving))
-    def abandon(inputs: SingleInputs, core: SingleCore, restart: Restart) -> None:
+    @pep614(Restarting.upon(HandoverInputs.shutdown).to(Leaving))
+    def abandon(inputs: HandoverInputs, handover: Handover, restart: Restart) -> None:
         if restart.new_process is not None:
             # Its failure arrives as an input, in the Leaving state.
             restart.new_process.abandon("shutdown asked for while the new process started")
-        core.after.append(
+        handover.after.append(
             lambda: None
             if restart.result.called
             else restart.result.errback(RestartFailed("shutdown asked for while the new process started"))
         )
 
-    @pep614(Leaving.upon(SingleInputs.failed).loop())
-    @pep614(HandingOver.upon(SingleInputs.failed).loop())
+    @pep614(Leaving.upon(HandoverInputs.failed).loop())
+    @pep614(HandingOver.upon(HandoverInputs.failed).loop())
     def failed_while_leaving(
-        inputs: SingleInputs, core: SingleCore, departure: Departing, failure: Failure
+        inputs: HandoverInputs, handover: Handover, departure: Departing, failure: Failure
     ) -> None:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
-        core.process.history.record(False, reason, core.process.environment.now(), None)
+        handover.process.history.record(False, reason, handover.process.environment.now(), None)
 
-    @pep614(Leaving.upon(SingleInputs.ready).loop())
-    @pep614(HandingOver.upon(SingleInputs.ready).loop())
+    @pep614(Leaving.upon(HandoverInputs.ready).loop())
+    @pep614(HandingOver.upon(HandoverInputs.ready).loop())
     def ready_while_leaving(
-        inputs: SingleInputs, core: SingleCore, departure: Departing, new_pid: int
+        inputs: HandoverInputs, handover: Handover, departure: Departing, new_pid: int
     ) -> None:
         pass
 
-    @pep614(Serving.upon(SingleInputs.state).loop())
-    def nothing(inputs: SingleInputs, core: SingleCore) -> None:
+    @pep614(Serving.upon(HandoverInputs.state).loop())
+    def nothing(inputs: HandoverInputs, handover: Handover) -> None:
         return None
 
-    @pep614(Restarting.upon(SingleInputs.state).loop())
-    def restarting(inputs: SingleInputs, core: SingleCore, restart: Restart) -> Restart:
+    @pep614(Restarting.upon(HandoverInputs.state).loop())
+    def restarting(inputs: HandoverInputs, handover: Handover, restart: Restart) -> Restart:
         return restart
 
-    @pep614(HandingOver.upon(SingleInputs.state).loop())
-    @pep614(Leaving.upon(SingleInputs.state).loop())
-    def departing(inputs: SingleInputs, core: SingleCore, departure: Departing) -> Departing:
+    @pep614(HandingOver.upon(HandoverInputs.state).loop())
+    @pep614(Leaving.upon(HandoverInputs.state).loop())
+    def departing(inputs: HandoverInputs, handover: Handover, departure: Departing) -> Departing:
         return departure
 
     return machine.build()
@@ -390,17 +391,18 @@ class HandoffRole:
     The role of a process that restarts by handing over to a new one.
 
     @ivar process: the process.
-    @ivar generation: what it serves with.
+    @ivar served_by: what it serves with.
+    @ivar name: what its status calls the role (C{"single"}, C{"master"}).
     """
 
-    name = "single"
+    name: str
 
-    def __init__(self, process: ProcessCore, generation: Generation) -> None:
+    def __init__(self, process: ProcessCore, served_by: ServedBy) -> None:
         self.process = process
-        self.generation = generation
-        self._core = SingleCore(process, generation)
-        self._inputs = self._core.feeder.inputs = _machine(self._core)
-        self._feed = self._core.feed
+        self.served_by = served_by
+        self._handover = Handover(process, served_by)
+        self._inputs = self._handover.feeder.inputs = _machine(self._handover)
+        self._feed = self._handover.feed
 
     def serve(self) -> None:
         """
@@ -451,7 +453,7 @@ class HandoffRole:
 
     def _released(self, released: Released) -> None:
         if not self.draining:
-            self.generation.released(released)
+            self.served_by.released(released)
 
     def _old_generation_gone(self, released: bool) -> None:
         """

@@ -70,7 +70,7 @@ class GroupDeparture:
 @define(eq=False)
 class Workers:
     """
-    A master's generation: its workers.
+    What a master serves with: its workers.
 
     @ivar process: the master.
     @ivar group: the workers, once started.
