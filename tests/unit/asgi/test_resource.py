@@ -27,7 +27,7 @@ from graceful.http.site import DrainingSite
 from graceful._errors import ConfigError
 from graceful.http.routing import Router
 
-from ..process.test_runtime import _RuntimeCase
+from ..runtime_case import _RuntimeCase
 
 
 class TLSStringTransport(StringTransport):
