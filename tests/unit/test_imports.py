@@ -21,6 +21,7 @@ L{LONGEST_CLASS} lines.
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ LONG_CLASSES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def modules(package: Path = PACKAGE) -> list[str]:
     """
     Every module of graceful, dotted from inside the package
@@ -94,7 +96,15 @@ def part_of(module: str) -> str:
 
 
 def _tree(module: str, package: Path) -> ast.Module:
-    return ast.parse((package / (module.replace(".", "/") + ".py")).read_text())
+    return _parse(package / (module.replace(".", "/") + ".py"))
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(path: Path) -> ast.Module:
+    """
+    Each file parsed once per run: every check reads every module.
+    """
+    return ast.parse(path.read_text())
 
 
 def _resolve(module: str, level: int, name: str | None) -> str:
@@ -107,7 +117,8 @@ def _resolve(module: str, level: int, name: str | None) -> str:
     return ".".join(base + (name.split(".") if name else []))
 
 
-def imports(module: str, package: Path = PACKAGE) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def imports(module: str, package: Path = PACKAGE) -> frozenset[str]:
     """
     The graceful modules C{module} imports (dotted from inside the
     package; a subpackage itself as C{"http.__init__"}).
@@ -139,7 +150,7 @@ def imports(module: str, package: Path = PACKAGE) -> set[str]:
                 if parts[0] == "graceful":
                     found.add(named(".".join(parts[1:])))
     found.discard(module)
-    return found
+    return frozenset(found)
 
 
 def floor_of(part: str) -> int:
@@ -183,7 +194,7 @@ def global_reactor_users(package: Path = PACKAGE) -> set[str]:
 def long_classes(package: Path = PACKAGE) -> dict[str, int]:
     long = {}
     for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_parse(path)):
             if isinstance(node, ast.ClassDef):
                 size = (node.end_lineno or node.lineno) - node.lineno + 1
                 if size > LONGEST_CLASS:
@@ -300,7 +311,7 @@ class NamingTests(SynchronousTestCase):
         """
         where: dict[str, list[str]] = {}
         for path in sorted(PACKAGE.rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(_parse(path)):
                 if isinstance(node, ast.ClassDef):
                     where.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
         self.assertEqual({name: paths for name, paths in where.items() if len(paths) > 1}, {})
