@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 
 from .._event import Event
 from .messages import Accepted, Error, Message, Ready, Released, decode, encode
-from .._sockets import LISTEN_FDS_START, listen_environment
+from .._sockets import LISTEN_FDS_START, ListeningSocket, listen_environment
 
 HANDOFF_VARIABLE = "GRACEFUL_HANDOFF"
 GENERATION_VARIABLE = "GRACEFUL_GENERATION"
@@ -79,12 +79,6 @@ class ChildProcess(Protocol):
     def send(self, message: Message) -> None: ...
 
     def abandon(self, reason: str) -> None: ...
-
-
-@frozen
-class PassedSocket:
-    fd: int
-    name: str
 
 
 @define(eq=False)
@@ -292,7 +286,7 @@ def spawn_new_process(
     command: Sequence[str],
     environ: Mapping[str, str],
     cwd: str,
-    sockets: Sequence[PassedSocket],
+    sockets: Sequence[ListeningSocket],
     generation: int,
     extra_environ: Mapping[str, str],
     ready_timeout: float,

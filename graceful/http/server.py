@@ -21,7 +21,8 @@ from .routing import Handler, Router
 from .._status import PortStatus
 from .._sockets import (
     DEFAULT_UNIX_MODE,
-    InheritedSocket,
+    HeldSocket,
+    ListeningSocket,
     ListenSpec,
     bind_socket,
     bind_unix_socket,
@@ -116,22 +117,6 @@ class Listener:
 
 
 @define(eq=False)
-class _Prepared:
-    """
-    A socket ready to be adopted: inherited from the old process or bound now.
-    """
-
-    spec: ListenSpec
-    fd: int
-    family: int
-    inherited: bool
-    owner: socket.socket | InheritedSocket
-
-    def close(self) -> None:
-        self.owner.close()
-
-
-@define(eq=False)
 class Server:
     """
     One named HTTP/HTTPS server of the process; get it with
@@ -156,7 +141,7 @@ class Server:
     _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
     #: Ports adopted but not read from until the ASGI apps have started.
     _held: list[Any] = field(factory=list)
-    _prepared: list[_Prepared] = field(factory=list)
+    _prepared: list[HeldSocket] = field(factory=list)
     _tls_options: CertificateOptions | None = None
     listeners: list[Listener] = field(factory=list)
     site: DrainingSite | None = None
@@ -310,10 +295,10 @@ class Server:
             self.release_prepared()
             raise
 
-    def _socket_for(self, spec: ListenSpec) -> _Prepared | None:
+    def _socket_for(self, spec: ListenSpec) -> HeldSocket | None:
         inherited = self.runtime.inherited.claim(spec) if self.graceful else None
         if inherited is not None:
-            return _Prepared(spec, inherited.fd, inherited.family(), True, inherited)
+            return HeldSocket(spec, inherited.fd, inherited, inherited.family(), inherited=True)
         if self.runtime.is_worker:
             # Only the master binds, so that every worker shares the socket.
             self.runtime.socket_missing(spec)
@@ -329,7 +314,7 @@ class Server:
             else:
                 key = "https_ports" if spec.tls and self.https_ports else "ports"
             raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
-        return _Prepared(spec, sock.fileno(), sock.family, False, sock)
+        return HeldSocket(spec, sock.fileno(), sock, sock.family)
 
     def has_prepared(self) -> bool:
         """
@@ -340,7 +325,7 @@ class Server:
     def prepared_specs(self) -> list[ListenSpec]:
         return [prepared.spec for prepared in self._prepared]
 
-    def take_prepared(self) -> list[_Prepared]:
+    def take_prepared(self) -> list[HeldSocket]:
         """
         Hand the prepared sockets over (to a master, which holds them for
         its workers and serves nothing).

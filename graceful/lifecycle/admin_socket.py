@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from .core import ProcessCore
 from .._errors import ConfigError
 from ..http.server import adopt_unix_port
-from .._sockets import ADMIN_SOCKET_MODE, InheritedSocket, bind_unix_socket
+from .._sockets import ADMIN_SOCKET_MODE, ListeningSocket, bind_unix_socket
 
 
 class AdminSocket:
@@ -65,7 +65,7 @@ class AdminSocket:
         if prepared is None:
             return
         process = self.process
-        fd = prepared.fd if isinstance(prepared, InheritedSocket) else prepared.fileno()
+        fd = prepared.fd if isinstance(prepared, ListeningSocket) else prepared.fileno()
         try:
             process.admin_port = adopt_unix_port(process.reactor, fd, site, ADMIN_SOCKET_MODE)
         finally:

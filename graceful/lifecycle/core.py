@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from ..handoff.environment import Environment, OSEnvironment
 from .._event import Event
-from ..handoff.pipes import NoOldProcess, OldProcess, PassedSocket
+from ..handoff.pipes import NoOldProcess, OldProcess, ListeningSocket
 from ..handoff.messages import Accepted
 from ..http.server import Server
 from .._settings import Settings
@@ -163,16 +163,16 @@ class ProcessCore:
             return [sys.executable, executable, *self.arguments]
         return [executable, *self.arguments]
 
-    def passed_sockets(self, held: Iterable[tuple[ListenSpec, int]] | None = None) -> list[PassedSocket]:
+    def passed_sockets(self, held: Iterable[tuple[ListenSpec, int]] | None = None) -> list[ListeningSocket]:
         """
         Every socket a new generation inherits: the servers' own (or, for a
         master, the C{held} ones) and the admin socket.
         """
         if held is None:
             held = [spec_fd for server in self.servers.values() for spec_fd in server.passed_sockets()]
-        sockets = [PassedSocket(fd, spec.fd_name) for spec, fd in held]
+        sockets = [ListeningSocket(fd, spec.fd_name) for spec, fd in held]
         if self.admin_port is not None:
-            sockets.append(PassedSocket(self.admin_port.fileno(), ADMIN_SOCKET_NAME))
+            sockets.append(ListeningSocket(self.admin_port.fileno(), ADMIN_SOCKET_NAME))
         return sockets
 
     def sites(self) -> list[Any]:

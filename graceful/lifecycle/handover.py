@@ -24,7 +24,7 @@ from .departure import Departure
 from .._errors import ConfigError, RestartRefused
 from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
-from ..handoff.pipes import PassedSocket
+from ..handoff.pipes import ListeningSocket
 from ..handoff.messages import Accepted, Message, Released
 from .._status import DrainStatus, ProcessStatus
 
@@ -48,7 +48,7 @@ class ServedBy(Protocol):
     its hand-over sees it.
     """
 
-    def passed_sockets(self) -> list[PassedSocket]:
+    def passed_sockets(self) -> list[ListeningSocket]:
         "Every socket the next generation inherits."
 
     def spawning(self) -> None:
@@ -77,7 +77,7 @@ class Sites:
 
     process: ProcessCore
 
-    def passed_sockets(self) -> list[PassedSocket]:
+    def passed_sockets(self) -> list[ListeningSocket]:
         return self.process.passed_sockets()
 
     def spawning(self) -> None:

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from ..lifecycle.core import ProcessCore
 from ..lifecycle.departure import Departure
 from .._errors import RestartRefused
-from ..handoff.pipes import PassedSocket
+from ..handoff.pipes import ListeningSocket
 from ..handoff.messages import Message, Released, SlotServes, Started
 from ..lifecycle.handover import Departing, HandoffRole
 from .._status import DrainStatus, ProcessStatus
@@ -82,7 +82,7 @@ class Workers:
     group: WorkerGroup | None = None
     serving: Deferred[None] | None = None
 
-    def passed_sockets(self) -> list[PassedSocket]:
+    def passed_sockets(self) -> list[ListeningSocket]:
         held = self.group.sockets if self.group is not None else []
         return self.process.passed_sockets([(h.spec, h.fd) for h in held])
 

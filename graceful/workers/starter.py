@@ -23,9 +23,9 @@ from twisted.python.failure import Failure
 
 from ..lifecycle.core import ProcessCore
 from .._errors import ConfigError
-from ..handoff.pipes import ChildProcess, PassedSocket, RestartFailed
+from ..handoff.pipes import ChildProcess, ListeningSocket, RestartFailed
 from ..handoff.messages import Message, Need, Ready, Retire, Status
-from .._sockets import DEFAULT_UNIX_MODE, ListenSpec, bind_socket, bind_unix_socket
+from .._sockets import DEFAULT_UNIX_MODE, HeldSocket, ListenSpec, bind_socket, bind_unix_socket
 from .._status import ProcessStatus
 from .worker import GROUP_VARIABLE, WORKER_VARIABLE
 
@@ -100,24 +100,6 @@ class Worker:
 
 
 @define(eq=False)
-class HeldSocket:
-    """
-    A listening socket the master holds for its workers.
-
-    @ivar spec: what it listens on.
-    @ivar fd: its descriptor.
-    @ivar owner: what closes it.
-    """
-
-    spec: ListenSpec
-    fd: int
-    owner: socket.socket | Any
-
-    def close(self) -> None:
-        self.owner.close()
-
-
-@define(eq=False)
 class WorkerStarter:
     """
     Starts workers that inherit every held socket.
@@ -177,7 +159,7 @@ class WorkerStarter:
                 command=core.command_for(executable),
                 environ=core.environ,
                 cwd=core.settings.directory or core.cwd,
-                sockets=[PassedSocket(held.fd, held.spec.fd_name) for held in self.sockets],
+                sockets=[ListeningSocket(held.fd, held.spec.fd_name) for held in self.sockets],
                 generation=generation,
                 extra_environ={
                     WORKER_VARIABLE: str(slot),

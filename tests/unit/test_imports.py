@@ -315,3 +315,23 @@ class NamingTests(SynchronousTestCase):
                 if isinstance(node, ast.ClassDef):
                     where.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
         self.assertEqual({name: paths for name, paths in where.items() if len(paths) > 1}, {})
+
+    def test_one_kind_of_listening_socket(self) -> None:
+        """
+        A listening socket's descriptor is held by the classes of
+        C{_sockets.py} alone (L{ListeningSocket} as it is passed and
+        inherited, L{HeldSocket} while this process holds it open), not by a
+        wrapper of its own in each module that touches one.
+        """
+        holders = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            if path.name == "testing.py":
+                continue  # the fakes of Twisted's ports have a descriptor too
+            for node in ast.walk(_parse(path)):
+                if isinstance(node, ast.ClassDef):
+                    for item in node.body:
+                        target = getattr(item, "target", None)
+                        if isinstance(item, ast.AnnAssign) and isinstance(target, ast.Name):
+                            if target.id == "fd":
+                                holders.append(f"{path.relative_to(PACKAGE)}: {node.name}")
+        self.assertEqual(holders, ["_sockets.py: ListeningSocket", "_sockets.py: HeldSocket"])

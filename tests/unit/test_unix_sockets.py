@@ -26,7 +26,7 @@ from graceful._errors import ConfigError
 from graceful.http.routing import Router
 from graceful.process.runtime import Runtime
 from graceful._sockets import (
-    InheritedSocket,
+    ListeningSocket,
     InheritedSockets,
     ListenSpec,
     bind_unix_socket,
@@ -178,7 +178,7 @@ class NamingTests(TempDir):
         directory = self.tempdir()
         sock = self.bind(directory / "b.sock")
         fd = os.dup(sock.fileno())
-        inherited = InheritedSockets([InheritedSocket(fd, "s1/unix/0")])
+        inherited = InheritedSockets([ListeningSocket(fd, "s1/unix/0")])
         self.assertIsNone(inherited.claim(ListenSpec("s1", False, 0)))
         self.assertIsNone(inherited.claim(ListenSpec("s1", False, 0, "", 0, str(directory / "a.sock"))))
         claimed = inherited.claim(ListenSpec("s1", False, 0, "", 1, str(directory / "b.sock")))

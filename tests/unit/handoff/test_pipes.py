@@ -33,7 +33,7 @@ from graceful.handoff.pipes import (
     NewProcess,
     NoOldProcess,
     OldProcess,
-    PassedSocket,
+    ListeningSocket,
     RestartFailed,
     spawn_new_process,
 )
@@ -313,7 +313,7 @@ class SpawnTests(SynchronousTestCase):
     ready, control and stderr pipes, named in the environment.
     """
 
-    def spawn(self, sockets: list[PassedSocket], environ: dict[str, str]) -> dict[str, Any]:
+    def spawn(self, sockets: list[ListeningSocket], environ: dict[str, str]) -> dict[str, Any]:
         reactor = SpawningReactor()
         clock = Clock()
         forward: Callable[[bytes], None] = lambda data: None
@@ -337,7 +337,7 @@ class SpawnTests(SynchronousTestCase):
     def test_layout(self) -> None:
         environ = {"PATH": "/bin", "LISTEN_PID": "1", "LISTEN_FDS": "9", HANDOFF_VARIABLE: "old"}
         call = self.spawn(
-            [PassedSocket(11, "s1/http/8100/0"), PassedSocket(12, "s2/https/8443/0")], environ
+            [ListeningSocket(11, "s1/http/8100/0"), ListeningSocket(12, "s2/https/8443/0")], environ
         )
         self.assertEqual(call["executable"], "/usr/bin/python3")
         self.assertEqual(call["args"], ["/usr/bin/python3", "-m", "app"])

@@ -6,7 +6,7 @@ through a runtime.
 from __future__ import annotations
 
 from graceful.http.site import IDLE_GRACE, handover_idle_grace
-from graceful.handoff.pipes import PassedSocket
+from graceful.handoff.pipes import ListeningSocket
 
 from ..http.test_routing import HTTPConnection
 from ..runtime_case import PID, StoppableService, _RuntimeCase
@@ -23,7 +23,7 @@ class DrainTests(_RuntimeCase):
         _, _, port2 = self.serve("s2", 8300, 42, graceful=False)
         self.runtime.restart()
         self.assertEqual(
-            self.spawner.calls[0]["sockets"], [PassedSocket(41, "s1/http/8100/0")]
+            self.spawner.calls[0]["sockets"], [ListeningSocket(41, "s1/http/8100/0")]
         )
         self.assertTrue(port1.listening)
         self.assertFalse(port2.listening)

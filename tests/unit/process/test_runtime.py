@@ -12,7 +12,7 @@ import socket
 from twisted.application.service import Service
 
 from graceful.handoff.messages import Accepted, Released
-from graceful._sockets import InheritedSocket, InheritedSockets
+from graceful._sockets import ListeningSocket, InheritedSockets
 from graceful.testing import FakeOldProcess, MemoryEnvironment
 
 from ..runtime_case import _runtime, PID, ThreadedMemoryReactor, _RuntimeCase
@@ -35,7 +35,7 @@ class ServingStartedTests(_RuntimeCase):
     def test_unclaimed_sockets_closed(self) -> None:
         read, write = os.pipe()
         self.addCleanup(os.close, read)
-        self.runtime.inherited = InheritedSockets([InheritedSocket(write, "old/http/8100/0")])
+        self.runtime.inherited = InheritedSockets([ListeningSocket(write, "old/http/8100/0")])
         self.runtime.serving_started()
         self.assertRaises(OSError, os.fstat, write)
         self.assertLogged(f"{PID}: closed inherited socket old/http/8100/0: no server asks for it")

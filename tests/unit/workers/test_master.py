@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful.handoff.pipes import PassedSocket, RestartFailed
+from graceful.handoff.pipes import ListeningSocket, RestartFailed
 from graceful.workers.master import MasterRole
 from graceful.handoff.messages import Released, Retire
 from graceful.process.runtime import Runtime
@@ -69,10 +69,10 @@ class MasterCase(SynchronousTestCase):
         server = runtime.server("web")
         server.set_port(8100)
         # As prepare() would leave it: one socket bound, not served.
-        from graceful.http.server import _Prepared
+        from graceful.http.server import HeldSocket
 
         server._prepared.append(
-            _Prepared(ListenSpec("web", False, 8100), 41, 2, False, _Held(41))  # type: ignore[arg-type]
+            HeldSocket(ListenSpec("web", False, 8100), 41, _Held(41), 2)
         )
         runtime.serving_started()
         role = runtime._the_role()
@@ -114,7 +114,7 @@ class UpgradeTests(MasterCase):
         call = self.environment.spawner.calls[2]
         self.assertEqual(call["command"], ["python", "app.py"])
         self.assertEqual(call["generation"], 2)
-        self.assertEqual(call["sockets"], [PassedSocket(41, "web/http/8100/0")])
+        self.assertEqual(call["sockets"], [ListeningSocket(41, "web/http/8100/0")])
         self.assertNotIn("GRACEFUL_WORKER", call["extra_environ"])
         self.assertTrue(runtime.restarting)
         self.assertNotIn(Retire(), old0.sent)
@@ -176,10 +176,10 @@ class UpgradeTests(MasterCase):
         )
         runtime.settings.worker_timeout = 0
         runtime.server("web").set_port(8100)
-        from graceful.http.server import _Prepared
+        from graceful.http.server import HeldSocket
 
         runtime.server("web")._prepared.append(
-            _Prepared(ListenSpec("web", False, 8100), 41, 2, False, _Held(41))  # type: ignore[arg-type]
+            HeldSocket(ListenSpec("web", False, 8100), 41, _Held(41), 2)
         )
         runtime.serving_started()
         self.assertEqual(runtime.role, "master")
