@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
+from .._logging import NamedLogger
 
 if TYPE_CHECKING:
     from .host import AdminHost
@@ -31,7 +31,7 @@ class Refusals:
         C{"cross_origin"}) since the process started, for the metrics.
     """
 
-    _log = Logger(namespace="graceful.admin")
+    _log = NamedLogger("graceful._refusals.Refusals")
 
     def __init__(
         self,

@@ -71,11 +71,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from .._logging import NamedLogger
 from .page import admin_page, message_page
 from .._errors import ExecutableNotAllowed, RestartRefused
 from .refusals import refusals_of
@@ -204,7 +204,7 @@ class AdminResource(Resource):
     """
 
     isLeaf = True
-    _log = Logger()
+    _log = NamedLogger("graceful._admin.AdminResource")
 
     def __init__(self, runtime: AdminHost, server: Server, private: bool = False) -> None:
         """

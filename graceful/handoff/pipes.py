@@ -30,9 +30,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._logging import NamedLogger
 from .._event import Event
 from .messages import Accepted, Error, Message, Ready, Released, decode, encode
 from .._sockets import LISTEN_FDS_START, ListeningSocket, listen_environment
@@ -108,7 +108,7 @@ class NewProcess(ProcessProtocol):
     _error: str | None = None
     pid: int = 0
     exited: bool = False
-    _log = Logger()
+    _log = NamedLogger("graceful._handoff.NewProcess")
 
     def connectionMade(self) -> None:
         # The transport forgets the pid once the process has exited.
@@ -338,7 +338,7 @@ class OldProcess:
     @ivar released: whether it said that its services have stopped.
     """
 
-    _log = Logger()
+    _log = NamedLogger("graceful._handoff.OldProcess")
 
     def __init__(self, ready_fd: int, control_fd: int, stderr_fd: int, pid: int = 0) -> None:
         self._ready_fd = ready_fd

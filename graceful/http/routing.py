@@ -8,11 +8,12 @@ import inspect
 from typing import Any, Awaitable, Callable, Coroutine, Union, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+
+from .._logging import NamedLogger
 
 HandlerResult = Union[bytes, str, "Deferred[Any]", Awaitable[Any]]
 Handler = Callable[[Request], HandlerResult]
@@ -34,7 +35,7 @@ class HandlerResource(Resource):
     """
 
     isLeaf = True
-    _log = Logger()
+    _log = NamedLogger("graceful._routing.HandlerResource")
 
     def __init__(self, handler: Handler) -> None:
         super().__init__()

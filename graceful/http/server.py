@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from .._logging import NamedLogger
 from .site import DrainingSite
 from .._errors import ConfigError
 from .routing import Handler, Router
@@ -146,7 +147,7 @@ class Server:
     listeners: list[Listener] = field(factory=list)
     site: DrainingSite | None = None
     _asgi_mounts_built: bool = False
-    _log = Logger()
+    _log = NamedLogger("graceful._server.Server")
 
     # -- building -----------------------------------------------------------
 

@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from .._logging import NamedLogger
 from .h2 import NegotiatingFactory
 from .streams import StreamRegistry
 from .websocket import TakenConnection, UpgradeDrain, taken_over_by
@@ -287,7 +287,7 @@ class DrainingSite(Site):
     # wrapper; a Site's channel is any HTTPChannel, as here.
     protocol = DrainableChannel  # type: ignore[assignment]
     noisy = False
-    _log = Logger()
+    _log = NamedLogger("graceful._drain.DrainingSite")
 
     def __init__(
         self,

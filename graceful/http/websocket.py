@@ -33,9 +33,10 @@ from typing import Any, Callable, Sequence
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+
+from .._logging import NamedLogger
 
 #: The close codes of RFC 6455 section 7.4 (1012: IANA's registry).
 CLOSE_GOING_AWAY = 1001
@@ -209,7 +210,7 @@ class UpgradeDrain:
     @ivar reason: C{"restart"} or C{"shutdown"} once started.
     """
 
-    _log = Logger()
+    _log = NamedLogger("graceful._websocket.UpgradeDrain")
 
     def __init__(self, reactor: IReactorTime, rng: random.Random) -> None:
         self._reactor = reactor

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.logger import Logger
 
+from .._logging import NamedLogger
 from .core import ProcessCore
 from .._errors import ConfigError
 from ..http.server import adopt_unix_port
@@ -25,7 +25,7 @@ class AdminSocket:
     @ivar site: builds the site it serves (L{None} from it: nothing to serve).
     """
 
-    _log = Logger()
+    _log = NamedLogger("graceful._admin_socket.AdminSocket")
 
     def __init__(self, process: ProcessCore) -> None:
         self.process = process

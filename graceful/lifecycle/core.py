@@ -14,8 +14,8 @@ from attrs import define, field
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
 
+from .._logging import NamedLogger
 from ..handoff.environment import Environment, OSEnvironment
 from .._event import Event
 from ..handoff.pipes import NoOldProcess, OldProcess, ListeningSocket
@@ -142,7 +142,7 @@ class ProcessCore:
     admin_port: Any = None
     forward_stderr: Callable[[bytes], None] = lambda data: None
     _exited: Event = field(factory=Event)
-    log = Logger(namespace="graceful")
+    log = NamedLogger("graceful._core.ProcessCore")
 
     @property
     def reactor(self) -> Any:

@@ -13,8 +13,8 @@ from typing import Any, Callable, Generic, MutableMapping, TypeVar, overload
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
 
+from .._logging import NamedLogger
 from ..lifecycle.admin_socket import AdminSocket
 from ..lifecycle.core import ProcessCore
 from ..handoff.environment import Environment, OSEnvironment
@@ -108,7 +108,7 @@ class Runtime:
     @ivar admin_socket: the private admin socket.
     """
 
-    _log = Logger()
+    _log = NamedLogger("graceful._runtime.Runtime")
 
     def __init__(
         self,

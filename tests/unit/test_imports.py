@@ -11,7 +11,7 @@ itself and from lower floors, and never from a sibling on its own floor:
     lifecycle/       the core, the roles, the hand-over machine
     http/ | handoff/ serving HTTP (knows no process) | pipes, messages, OS (knows no HTTP)
     asgi/ | ctl/     ASGI on twisted.web | graceful ctl (no Twisted)
-    leaves           _errors, _event, _feeding, _settings, _sockets, _status
+    leaves           _errors, _event, _feeding, _logging, _settings, _sockets, _status
 
 Besides: C{graceful ctl} loads no Twisted; only the entry points and
 C{asgi/resource.py} import the global reactor; no class is longer than
@@ -33,7 +33,7 @@ import graceful
 PACKAGE = Path(graceful.__file__).parent
 
 #: The top-level modules everything stands on.
-LEAVES = {"_errors", "_event", "_feeding", "_settings", "_sockets", "_status"}
+LEAVES = {"_errors", "_event", "_feeding", "_logging", "_settings", "_sockets", "_status"}
 #: The top-level modules that stand on everything: how a user gets in.
 ENTRY_POINTS = {"__init__", "__main__", "_cli", "_config", "_plugin", "_process", "testing"}
 
