@@ -6,7 +6,6 @@ master of workers, or as a worker — chosen once, as it starts serving.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, MutableMapping, TypeVar, overload
@@ -30,9 +29,9 @@ from .._sockets import InheritedSockets, ListenSpec, check_names, check_unix_pat
 from .._status import ProcessStatus
 from ..handoff.supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ..workers.worker import WorkerRole, worker_slot
+from .signals import install_signal_handlers
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
-SHUTDOWN_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP")
 
 
 def original_command() -> tuple[list[str], list[str]]:
@@ -96,7 +95,7 @@ class Runtime:
     """
     One serving process: its servers and settings, and its role.
 
-    Build it with L{Runtime.from_environment}; C{graceful.server()} uses the
+    Build it with L{runtime_from_environment}; C{graceful.server()} uses the
     one for the global reactor.
 
     @ivar core: what the roles act on (servers, generation, services...).
@@ -158,40 +157,6 @@ class Runtime:
         self.admin_socket.site = lambda: self.admin_site(self) if self.admin_site else None
         self._role: Role | None = None
         self._log_to_stdout = True
-
-    @classmethod
-    def from_environment(cls, environ: MutableMapping[str, str], reactor: Any) -> Runtime:
-        """
-        Read what the process was handed: inherited sockets, the handoff
-        pipes, the generation, the pidfile and systemd's notify socket.
-        Handoff variables are removed so no process we start sees them.
-        """
-        pid = os.getpid()
-        old_process = OldProcess.from_environment(environ) or NoOldProcess()
-        inherited = InheritedSockets.from_environment(
-            environ, pid, handoff=old_process.is_handoff
-        )
-        generation = int(environ.pop(GENERATION_VARIABLE, "1") or 1)
-        interpreter, arguments = original_command()
-        slot, group_status = worker_slot(environ)
-        runtime = cls(
-            reactor,
-            environ,
-            pid,
-            generation=generation,
-            old_process=old_process,
-            inherited=inherited,
-            notifier=SystemdNotifier.from_environment(environ),
-            pidfile=pidfile_at(environ.get(PIDFILE_VARIABLE)),
-            interpreter=interpreter,
-            arguments=arguments,
-            cwd=working_directory(environ),
-            worker_slot=slot,
-            group_status=group_status,
-        )
-        if runtime.worker is not None:
-            runtime.worker.watch_master()
-        return runtime
 
     # -- what the rest of graceful reads ----------------------------------
 
@@ -382,25 +347,10 @@ class Runtime:
 
     def install_signal_handlers(self) -> None:
         """
-        SIGUSR1 restarts; SIGTERM, SIGINT, SIGQUIT and SIGHUP shut down
-        gracefully.  Handlers only schedule the work on the reactor.
+        SIGUSR1 restarts, the shutdown signals shut down; the handlers only
+        schedule the work on the reactor.
         """
-        environment = self.core.environment
-        environment.on_signal(
-            signal.SIGUSR1, lambda: self.reactor.callFromThread(self._restart_from_signal)
-        )
-        for name in SHUTDOWN_SIGNALS:
-            environment.on_signal(
-                getattr(signal, name),
-                lambda: self.reactor.callFromThread(self._shutdown_signalled),
-            )
-        # A process graceful started begins with SIGUSR1 blocked; one sent
-        # while it started was meant for the process it replaces.
-        if environment.release_signal(signal.SIGUSR1):
-            self.core.log.warn(
-                "{pid}: restart refused: SIGUSR1 arrived while this process was starting",
-                pid=self.core.pid,
-            )
+        install_signal_handlers(self.core, self._restart_from_signal, self._shutdown_signalled)
 
     def _restart_from_signal(self) -> None:
         self.restart().addErrback(lambda failure: None)
@@ -451,3 +401,37 @@ class Runtime:
         told it, with its own pid as C{worker}).
         """
         return self._the_role().status()
+
+
+def runtime_from_environment(environ: MutableMapping[str, str], reactor: Any) -> Runtime:
+    """
+    Read what the process was handed: inherited sockets, the handoff
+    pipes, the generation, the pidfile and systemd's notify socket.
+    Handoff variables are removed so no process we start sees them.
+    """
+    pid = os.getpid()
+    old_process = OldProcess.from_environment(environ) or NoOldProcess()
+    inherited = InheritedSockets.from_environment(
+        environ, pid, handoff=old_process.is_handoff
+    )
+    generation = int(environ.pop(GENERATION_VARIABLE, "1") or 1)
+    interpreter, arguments = original_command()
+    slot, group_status = worker_slot(environ)
+    runtime = Runtime(
+        reactor,
+        environ,
+        pid,
+        generation=generation,
+        old_process=old_process,
+        inherited=inherited,
+        notifier=SystemdNotifier.from_environment(environ),
+        pidfile=pidfile_at(environ.get(PIDFILE_VARIABLE)),
+        interpreter=interpreter,
+        arguments=arguments,
+        cwd=working_directory(environ),
+        worker_slot=slot,
+        group_status=group_status,
+    )
+    if runtime.worker is not None:
+        runtime.worker.watch_master()
+    return runtime

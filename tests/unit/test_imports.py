@@ -62,7 +62,7 @@ LONG_CLASSES = {
     "admin/resource.py: AdminResource": 340,
     "http/server.py: Server": 358,
     "lifecycle/core.py: ProcessCore": 309,
-    "process/runtime.py: Runtime": 359,
+    "process/runtime.py: Runtime": 310,
     "workers/group.py: WorkerGroup": 362,
 }
 

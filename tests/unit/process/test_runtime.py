@@ -13,9 +13,10 @@ from twisted.application.service import Service
 
 from graceful.handoff.messages import Accepted, Released
 from graceful._sockets import ListeningSocket, InheritedSockets
+from graceful.process.signals import SHUTDOWN_SIGNALS
 from graceful.testing import FakeOldProcess, MemoryEnvironment
 
-from ..runtime_case import _runtime, PID, ThreadedMemoryReactor, _RuntimeCase
+from ..runtime_case import PID, ThreadedMemoryReactor, _RuntimeCase
 
 
 class ServingStartedTests(_RuntimeCase):
@@ -156,7 +157,7 @@ class SignalTests(_RuntimeCase):
         self.assertFalse(any("SIGUSR1 arrived" in line for line in self.log), self.log)
 
     def test_shutdown_signals(self) -> None:
-        for name in _runtime.SHUTDOWN_SIGNALS:
+        for name in SHUTDOWN_SIGNALS:
             self.setUp_runtime_again()
             self.install()
             self.deliver(name)

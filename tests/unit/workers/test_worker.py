@@ -11,7 +11,7 @@ from typing import Any
 from twisted.application.service import Service
 
 from graceful.handoff.messages import Retire
-from graceful.process.runtime import Runtime
+from graceful.process.runtime import runtime_from_environment
 from graceful.testing import FakeOldProcess
 
 from ..runtime_case import _environment, PID, OLD_PID, FakeParentDeathSignal, _RuntimeCase
@@ -50,8 +50,8 @@ class WorkerMasterGoneTests(_RuntimeCase):
             return fakes[-1]
 
         self.patch(_environment, "parent_death_signal", make)
-        Runtime.from_environment({"GRACEFUL_WORKER": "1"}, self.reactor)
-        Runtime.from_environment({}, self.reactor)
+        runtime_from_environment({"GRACEFUL_WORKER": "1"}, self.reactor)
+        runtime_from_environment({}, self.reactor)
         self.assertEqual([fake.armed for fake in fakes], [[signal.SIGTERM], []])
 
     def test_serves_while_the_master_lives(self) -> None:
