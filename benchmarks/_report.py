@@ -184,8 +184,8 @@ def profile_lines(profiles: dict) -> list[str]:
             ((g_share.get(k, 0) - p_share.get(k, 0), k) for k in set(g_share) | set(p_share)),
             reverse=True,
         )
-        gaps = [(d, k) for d, k in gaps if d > 0.005 and "graceful/_runtime" not in k
-                and "graceful/_server" not in k and "<module>" not in k
+        gaps = [(d, k) for d, k in gaps if d > 0.005 and "graceful/process/runtime" not in k
+                and "graceful/http/server" not in k and "<module>" not in k
                 and "runpy" not in k and "main (" not in k][:12]
         if gaps:
             lines += [

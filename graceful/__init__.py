@@ -12,18 +12,54 @@ graceful: named HTTP/HTTPS servers on Twisted that restart with zero downtime.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from twisted.application.service import IService
-from twisted.internet.defer import Deferred
+import importlib
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
-from ._handoff import RestartFailed
-from ._process import runtime as _process_runtime
-from ._routing import Router
-from ._server import Server
-from ._streams import EventStream, draining
-from ._websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+    from twisted.internet.defer import Deferred
+
+    from .handoff.pipes import RestartFailed
+    from .http.routing import Router
+    from .http.server import Server
+    from .http.streams import EventStream, draining
+    from .http.websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
+    from .process.runtime import Runtime
+
+#: The public names that need Twisted, imported when first asked for (PEP
+#: 562), so that C{graceful ctl}, which imports this package too, loads no
+#: Twisted: 112 modules and 0.24 s before it asks a node anything.
+_LAZY = {
+    "CLOSE_GOING_AWAY": "http.websocket",
+    "CLOSE_SERVICE_RESTART": "http.websocket",
+    "DrainNotice": "http.websocket",
+    "EventStream": "http.streams",
+    "RestartFailed": "handoff.pipes",
+    "Router": "http.routing",
+    "Server": "http.server",
+    "draining": "http.streams",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graceful' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _process_runtime() -> Runtime:
+    from ._process import runtime
+
+    return runtime()
 
 __all__ = [
     "CLOSE_GOING_AWAY",

@@ -17,9 +17,9 @@ from attrs import frozen
 from twisted.application.service import IService
 from twisted.web.resource import IResource
 
-from ._asgi import ensure_asyncio_reactor, is_asgi_app
+from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
-from ._runtime import Runtime, Settings
+from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {

@@ -16,7 +16,7 @@ from twisted.python import usage
 from ._config import Apps, Config, apply_config, load_apps, load_config
 from ._errors import ConfigError
 from ._process import runtime as process_runtime
-from ._runtime import Runtime
+from .process.runtime import Runtime
 
 
 class Options(usage.Options):

@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
-from ._pages import add_operational_pages, admin_socket_site, prepare_admin_token
-from ._runtime import Runtime
+from .admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
+from .process.runtime import Runtime, runtime_from_environment
 
 
 class LazyReactor:
@@ -36,7 +36,7 @@ def runtime() -> Runtime:
     if _runtime is None:
         # Imported on first use: an ASGI app mounted before then gets
         # Twisted's asyncio reactor.
-        _runtime = Runtime.from_environment(os.environ, LazyReactor())
+        _runtime = runtime_from_environment(os.environ, LazyReactor())
         _runtime.operational_pages = add_operational_pages
         _runtime.prepare_admin = prepare_admin_token
         _runtime.admin_site = admin_socket_site

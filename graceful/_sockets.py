@@ -19,9 +19,9 @@ import grp
 import os
 import socket
 import stat
-from typing import Iterable, Mapping, MutableMapping, Sequence, cast
+from typing import Any, Iterable, Mapping, MutableMapping, Sequence, cast
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 
 from ._errors import ConfigError
 
@@ -92,9 +92,11 @@ class ListenSpec:
 
 
 @frozen
-class InheritedSocket:
+class ListeningSocket:
     """
-    A listening socket received from the process before us (or systemd).
+    A listening socket's descriptor and its name (C{LISTEN_FDNAMES}): one
+    class for both ends of a hand-over, as a process passes it to the next
+    one and as that one (or a process systemd started) inherits it.
     """
 
     fd: int
@@ -156,13 +158,36 @@ def _same_host(wanted: str, bound: str) -> bool:
     return bool(wanted_ip == bound)
 
 
+@define(eq=False)
+class HeldSocket:
+    """
+    A listening socket this process holds open: bound or inherited, to be
+    adopted by a server, or held by a master for its workers.
+
+    @ivar spec: what it listens on.
+    @ivar fd: its descriptor.
+    @ivar owner: what closes it (the socket object, or the inherited one).
+    @ivar family: its address family, for C{adoptStreamPort}.
+    @ivar inherited: it came from the process before us.
+    """
+
+    spec: ListenSpec
+    fd: int
+    owner: socket.socket | Any
+    family: int = socket.AF_INET
+    inherited: bool = False
+
+    def close(self) -> None:
+        self.owner.close()
+
+
 @frozen
 class InheritedSockets:
     """
     The listening sockets this process was started with, claimed one by one.
     """
 
-    sockets: list[InheritedSocket] = field(factory=list)
+    sockets: list[ListeningSocket] = field(factory=list)
 
     @classmethod
     def from_environment(
@@ -196,10 +221,10 @@ class InheritedSockets:
             # systemd passes blocking sockets unless NonBlocking=yes; a
             # blocking accept() would hang the reactor.
             os.set_blocking(fd, False)
-            sockets.append(InheritedSocket(fd, name))
+            sockets.append(ListeningSocket(fd, name))
         return cls(sockets)
 
-    def claim(self, spec: ListenSpec) -> InheritedSocket | None:
+    def claim(self, spec: ListenSpec) -> ListeningSocket | None:
         """
         Take the inherited socket for C{spec}, if there is one.
         """
@@ -209,13 +234,13 @@ class InheritedSockets:
                 return candidate
         return None
 
-    def claim_path(self, path: str) -> InheritedSocket | None:
+    def claim_path(self, path: str) -> ListeningSocket | None:
         """
         Take the inherited UNIX socket bound to C{path}, if there is one.
         """
         return self.claim(ListenSpec("", False, 0, path=path))
 
-    def close_unclaimed(self) -> list[InheritedSocket]:
+    def close_unclaimed(self) -> list[ListeningSocket]:
         """
         Close the sockets no server claimed: ports the new config dropped.
         """

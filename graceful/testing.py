@@ -34,9 +34,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 
-from ._handoff import RestartFailed
-from ._messages import Accepted, Message, Ready, Released
-from ._runtime import Runtime
+from .handoff.pipes import RestartFailed
+from .handoff.messages import Accepted, Message, Ready, Released
+from .process.runtime import Runtime
 
 __all__ = [
     "FakeNewProcess",
@@ -52,7 +52,7 @@ __all__ = [
 @define(eq=False)
 class FakeNewProcess:
     """
-    Stands for L{graceful._handoff.NewProcess}: a process this one started
+    Stands for L{graceful.handoff.pipes.NewProcess}: a process this one started
     (a new generation, or a worker), which the test makes ready or fail.
 
     @ivar pid: its pid.
@@ -139,7 +139,7 @@ class FakeNewProcess:
 @define
 class FakeSpawner:
     """
-    Stands for L{graceful._handoff.spawn_new_process}: records what would
+    Stands for L{graceful.handoff.pipes.spawn_new_process}: records what would
     have been started and returns a L{FakeNewProcess}.
 
     @ivar calls: the keyword arguments of every start.
@@ -170,7 +170,7 @@ class FakeSpawner:
 @define
 class MemoryEnvironment:
     """
-    Stands for L{graceful._environment.OSEnvironment}: nothing reaches the
+    Stands for L{graceful.handoff.environment.OSEnvironment}: nothing reaches the
     operating system.
 
     @ivar spawner: starts fake processes.
@@ -251,7 +251,7 @@ class MemoryEnvironment:
 @define(eq=False)
 class FakeOldProcess:
     """
-    Stands for L{graceful._handoff.OldProcess}: the process that started
+    Stands for L{graceful.handoff.pipes.OldProcess}: the process that started
     this one (an older generation, or a worker's master).
 
     @ivar pid: its pid.
@@ -350,7 +350,7 @@ class FakeOldProcess:
 @define
 class MemoryFiles:
     """
-    Stands for L{graceful._supervision.OSFiles}, the pidfile's file
+    Stands for L{graceful.handoff.supervision.OSFiles}, the pidfile's file
     operations: files in memory.  A C{full} disk creates a file, then fails
     to write it, as a real one does.
 

@@ -14,14 +14,14 @@ import os
 import sys
 
 import graceful as g
-import graceful._drain
+import graceful.http.site
 
 
 def main() -> None:
     grace = os.environ.get("GRACEFUL_BENCH_IDLE_GRACE")
     if grace is not None:
         seconds = float(grace)
-        graceful._drain.handover_idle_grace = lambda drain_timeout: seconds
+        graceful.http.site.handover_idle_grace = lambda drain_timeout: seconds
     s = g.server()
     s.route("/pid", lambda request: f"{os.getpid()}\n")
     s.set_host("127.0.0.1")

@@ -1,7 +1,7 @@
 """
 The admin pages and the health page on real processes, on 127.0.0.1: what
 section 5 of the contract promises, end to end.  The details (every refusal,
-escaping, metrics values) are unit tests in test_admin.py.
+escaping, metrics values) are unit tests in admin/test_resource.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """
 C{graceful ctl} on real sockets: the HTTP client's error messages against a
 fake server, and the whole command against three real graceful processes on
-loopback.  Its logic against fake nodes is in tests/unit/test_ctl.py.
+loopback.  Its logic against fake nodes is in tests/unit/ctl/test_cli.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful import _ctl as ctl
-from graceful._ctl import NodeError
+from graceful.ctl import cli as ctl
+from graceful.ctl.cli import NodeError
 
 from tests.support import (
     ROOT,
@@ -34,7 +34,7 @@ from tests.support import (
     get,
     wait_until,
 )
-from tests.unit.test_ctl import status_json
+from tests.unit.ctl.test_cli import status_json
 
 
 # -- the HTTP client's errors, against a fake server ------------------------------

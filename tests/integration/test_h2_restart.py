@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful._h2 import H2_ENABLED
+from graceful.http.h2 import H2_ENABLED
 from tests.support import CERT, ServerProcess, free_ports, get, pid_of, wait_until
 from tests.integration.test_restart import WEB, restart
 

@@ -14,7 +14,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from graceful._drain import IDLE_GRACE
+from graceful.http.site import IDLE_GRACE
 
 from tests.support import EXAMPLES, ServerProcess, free_port, pid_of, wait_until
 from .test_restart import restart

@@ -53,7 +53,7 @@ def children(pid: int) -> list[int]:
 # Asks the kernel back what graceful armed (prctl PR_GET_PDEATHSIG).
 READ_BACK = """
 import ctypes, signal
-from graceful._supervision import ParentDeathSignal
+from graceful.handoff.supervision import ParentDeathSignal
 armed = ParentDeathSignal().arm(signal.SIGTERM)
 value = ctypes.c_int()
 ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)

@@ -10,7 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful import _single, _worker_group, _worker_role
+from graceful.lifecycle import handover
+from graceful.workers import group, worker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.rst"
 
@@ -46,16 +47,34 @@ def listed(heading: str) -> set[str]:
 
 class ArchitecturePageTests(SynchronousTestCase):
     def test_handoff(self) -> None:
-        self.assertEqual(listed("A process that hands over"), state_changes(_single._machine))
+        self.assertEqual(listed("A process that hands over"), state_changes(handover._machine))
 
     def test_worker(self) -> None:
-        self.assertEqual(listed("A worker ("), state_changes(_worker_role._machine))
+        self.assertEqual(listed("A worker ("), state_changes(worker._machine))
 
     def test_group(self) -> None:
         self.assertEqual(
-            listed("A master's workers"), state_changes(_worker_group._machine)
+            listed("A master's workers"), state_changes(group._machine)
         )
 
     def test_linked_from_the_readme(self) -> None:
         readme = (DOC.parents[1] / "README.rst").read_text()
         self.assertIn("docs/architecture.rst", readme)
+
+    def test_every_path_named_exists(self) -> None:
+        """
+        Every module the page names by its path (C{``http/site.py``}) is
+        there, in graceful/ or from the repository's root.
+        """
+        import re
+
+        named = set(re.findall(r"``([\w/]+/[\w]+\.py)``", DOC.read_text()))
+        root = DOC.parents[1]
+        missing = sorted(
+            path
+            for path in named
+            if not (root / "graceful" / path).exists() and not (root / path).exists()
+            and not path.startswith("application/")  # Twisted's, named as an example
+        )
+        self.assertNotEqual(named, set())
+        self.assertEqual(missing, [])

@@ -27,7 +27,7 @@ from graceful._config import (
     parse_config,
 )
 from graceful._errors import ConfigError
-from graceful._runtime import Runtime
+from graceful.process.runtime import Runtime
 
 CONFIG_NAME = "graceful.toml"
 

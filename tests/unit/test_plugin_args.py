@@ -27,8 +27,8 @@ from graceful._plugin import (
     twistd_arguments_for_new_process,
 )
 from graceful._process import reset_for_tests
-from graceful._runtime import PIDFILE_VARIABLE, Runtime
-from graceful._supervision import NoPidfile, Pidfile
+from graceful.process.runtime import PIDFILE_VARIABLE, Runtime
+from graceful.handoff.supervision import NoPidfile, Pidfile
 from graceful.testing import FakeOldProcess
 
 SUBCOMMAND = ["graceful", "--config", "graceful.toml"]

@@ -28,8 +28,8 @@ import graceful
 import graceful.testing
 from graceful._config import _SERVER_KEYS, _SETTINGS_KEYS, ServerConfig, parse_config
 from graceful._errors import ConfigError
-from graceful._metrics import RuntimeCollector, status_metrics, worker_metrics
-from graceful._server import Server
+from graceful.admin.metrics import RuntimeCollector, status_metrics, worker_metrics
+from graceful.http.server import Server
 from graceful._sockets import DEFAULT_UNIX_MODE
 from graceful._status import (
     DrainStatus,

@@ -21,13 +21,13 @@ from twisted.web.resource import Resource
 import graceful as g
 from graceful._errors import ConfigError
 from graceful._process import reset_for_tests
-from graceful._runtime import Runtime
-from graceful._server import DEFAULT_ADMIN_PREFIX
-from graceful._supervision import NoPidfile, Pidfile
+from graceful.process.runtime import Runtime
+from graceful.http.server import DEFAULT_ADMIN_PREFIX
+from graceful.handoff.supervision import NoPidfile, Pidfile
 
 from graceful.testing import MemoryEnvironment
 
-_runtime_module = importlib.import_module("graceful._runtime")
+_runtime_module = importlib.import_module("graceful.process.runtime")
 
 
 class _Installed(SynchronousTestCase):
@@ -246,7 +246,7 @@ class ServerDeclarationTests(_Installed):
         self.assertFalse(s1.graceful)
 
     def test_routes_and_mounts_reach_the_router(self) -> None:
-        from .test_routing import get
+        from .http.test_routing import get
 
         s1 = g.server("s1")
 
@@ -278,7 +278,7 @@ class SamePathTwiceTests(_Installed):
         self.assertNotIn("\n", str(error))
 
     def test_mount_twice(self) -> None:
-        from .test_routing import get
+        from .http.test_routing import get
 
         s1 = g.server("s1")
         self.assertRefused(
@@ -372,7 +372,7 @@ class WorkersAfterStartTests(SynchronousTestCase):
     def test_set_workers_after_start_is_refused(self) -> None:
         import graceful
         from graceful._process import reset_for_tests
-        from graceful._runtime import Runtime
+        from graceful.process.runtime import Runtime
         from twisted.internet.testing import MemoryReactorClock
 
         runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=123)

@@ -18,7 +18,7 @@ from graceful import _sockets
 from graceful._errors import ConfigError
 from graceful._sockets import (
     LISTEN_FDS_START,
-    InheritedSocket,
+    ListeningSocket,
     InheritedSockets,
     ListenSpec,
     bind_socket,
@@ -48,13 +48,13 @@ class _Sockets(SynchronousTestCase):
         sock.listen(1)
         return sock
 
-    def inherited(self, sock: socket.socket, name: str) -> InheritedSocket:
+    def inherited(self, sock: socket.socket, name: str) -> ListeningSocket:
         """
         An inherited socket holding its own descriptor for C{sock}.
         """
         fd = os.dup(sock.fileno())
         self.addCleanup(_close_quietly, fd)
-        return InheritedSocket(fd, name)
+        return ListeningSocket(fd, name)
 
     def assertClosed(self, fd: int) -> None:
         error = self.assertRaises(OSError, os.fstat, fd)

@@ -14,9 +14,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful._drain import DrainingSite
-from graceful._runtime import Runtime
-from graceful._server import Listener
+from graceful.http.site import DrainingSite
+from graceful.process.runtime import Runtime
+from graceful.http.server import Listener
 from graceful._sockets import ListenSpec
 from graceful._status import (
     DrainStatus,

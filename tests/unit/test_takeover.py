@@ -18,16 +18,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful._environment import OSEnvironment
-from graceful._messages import Accepted, SlotServes
-from graceful._recycling import STACK_DUMP_WAIT
-from graceful._supervision import Pidfile
-from graceful._worker_group import BACKOFF_FIRST
-from graceful._workers import STACKS_SETTLE
+from graceful.handoff.environment import OSEnvironment
+from graceful.handoff.messages import Accepted, SlotServes
+from graceful.workers.recycling import STACK_DUMP_WAIT
+from graceful.handoff.supervision import Pidfile
+from graceful.workers.group import BACKOFF_FIRST
+from graceful.workers.starter import STACKS_SETTLE
 from graceful.testing import FakeOldProcess, FakeSpawner, MemoryEnvironment, MemoryFiles, memory_runtime
 
-from .test_master import MASTER, MasterCase
-from .test_worker_group import GroupTestCase, report
+from .workers.test_master import MASTER, MasterCase
+from .workers.test_group import GroupTestCase, report
 
 PIDFILE = Path("/run/app.pid")
 
@@ -261,7 +261,7 @@ class WatchdogKillTests(GroupTestCase):
 class WorkerGroupFactory:
     @staticmethod
     def one(case: GroupTestCase) -> Any:
-        from graceful._worker_group import WorkerGroup
+        from graceful.workers.group import WorkerGroup
 
         group = WorkerGroup(case.core, 1)
         group.serve()

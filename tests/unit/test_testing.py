@@ -14,8 +14,8 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from graceful._environment import OSEnvironment
-from graceful._handoff import NewProcess, OldProcess
+from graceful.handoff.environment import OSEnvironment
+from graceful.handoff.pipes import NewProcess, OldProcess
 from graceful.testing import (
     FakeNewProcess,
     FakeOldProcess,
@@ -93,7 +93,7 @@ class SameInterfaceTests(SynchronousTestCase):
         self.assertIs(signal.getsignal(signal.SIGUSR1), signal.SIG_IGN)
 
     def test_spawner(self) -> None:
-        from graceful._handoff import spawn_new_process
+        from graceful.handoff.pipes import spawn_new_process
 
         fake = [name for name, _ in parameters(FakeSpawner.__call__)][:2]
         real = [name for name, _ in parameters(spawn_new_process)][:2]

@@ -22,15 +22,15 @@ from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from graceful._admin import AdminResource
+from graceful.admin.resource import AdminResource
 from graceful._config import parse_config
-from graceful._ctl import NodeStatus, UsageError, list_table, normalize_node, split_unix_node
+from graceful.ctl.cli import NodeStatus, UsageError, list_table, normalize_node, split_unix_node
 from graceful._errors import ConfigError
-from graceful._messages import Accepted
-from graceful._routing import Router
-from graceful._runtime import Runtime
+from graceful.handoff.messages import Accepted
+from graceful.http.routing import Router
+from graceful.process.runtime import Runtime
 from graceful._sockets import (
-    InheritedSocket,
+    ListeningSocket,
     InheritedSockets,
     ListenSpec,
     bind_unix_socket,
@@ -183,7 +183,7 @@ class NamingTests(TempDir):
         directory = self.tempdir()
         sock = self.bind(directory / "b.sock")
         fd = os.dup(sock.fileno())
-        inherited = InheritedSockets([InheritedSocket(fd, "s1/unix/0")])
+        inherited = InheritedSockets([ListeningSocket(fd, "s1/unix/0")])
         self.assertIsNone(inherited.claim(ListenSpec("s1", False, 0)))
         self.assertIsNone(inherited.claim(ListenSpec("s1", False, 0, "", 0, str(directory / "a.sock"))))
         claimed = inherited.claim(ListenSpec("s1", False, 0, "", 1, str(directory / "b.sock")))
@@ -334,7 +334,7 @@ class SocketFileOwnerTests(TempDir):
         passes it: bound there, handed over as C{s1/unix/0}.
         """
         sock = self.bind(self.path)
-        return InheritedSockets([InheritedSocket(os.dup(sock.fileno()), "s1/unix/0")])
+        return InheritedSockets([ListeningSocket(os.dup(sock.fileno()), "s1/unix/0")])
 
     def worker(self, inherited: InheritedSockets) -> Runtime:
         environment = MemoryEnvironment(parent=77)
@@ -410,7 +410,7 @@ class MasterHoldTests(TempDir):
         (the spec travels as JSON, path included): the master binds it with
         the server's mode and will remove it at its final shutdown.
         """
-        from graceful._worker_group import WorkerGroup
+        from graceful.workers.group import WorkerGroup
 
         directory = self.tempdir()
         path = str(directory / "new.sock")
@@ -433,7 +433,7 @@ class _WSGIReactor(MemoryReactorClock):
     """
 
     def getThreadPool(self) -> Any:
-        from .test_routing import SyncThreadPool
+        from .http.test_routing import SyncThreadPool
 
         return SyncThreadPool()
 
@@ -459,7 +459,7 @@ class WSGIOnUnixSocketTests(TempDir):
         from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
 
-        from .test_routing import HTTPConnection
+        from .http.test_routing import HTTPConnection
 
         path = str(self.tempdir() / "wsgi.sock")
         runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)

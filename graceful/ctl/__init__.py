@@ -1,0 +1,3 @@
+"""
+C{graceful ctl}: reads nodes' status over HTTP; loads no Twisted.
+"""

@@ -1,0 +1,446 @@
+"""
+What every role of a process shares: its servers, its place in the line of
+generations, its services and apps, and how it reports itself.  The roles
+(serving alone, master, worker) act on it; the process object owns it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, Callable, Iterable, MutableMapping
+
+from attrs import define, field
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ReactorNotRunning
+
+from .._logging import NamedLogger
+from ..handoff.environment import Environment, OSEnvironment
+from .._event import Event
+from ..handoff.pipes import NoOldProcess, OldProcess, ListeningSocket
+from ..handoff.messages import Accepted
+from ..http.server import Server
+from .._settings import Settings
+from .._status import DrainStatus, LastRestart, ProcessStatus, ServerStatus
+from .._sockets import (
+    ADMIN_SOCKET_NAME,
+    InheritedSockets,
+    ListenSpec,
+    remove_unix_socket,
+    socket_inode,
+)
+from ..handoff.supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier
+
+#: Seconds before a failed write of our own pid to the pidfile is tried
+#: again; doubles up to the second value.
+PIDFILE_RETRY_FIRST, PIDFILE_RETRY_MAX = 1.0, 60.0
+
+#: The connection kinds the status always shows, even at 0.
+CONNECTION_KINDS = ("http/1.1", "h2", "websocket", "stream")
+
+
+@define
+class RestartHistory:
+    """
+    The restarts of the process across its generations.
+
+    @ivar restarts: the restarts that succeeded.
+    @ivar failed_restarts: the restarts that failed.
+    @ivar last: the last one, if any.
+    """
+
+    restarts: int = 0
+    failed_restarts: int = 0
+    last: LastRestart | None = None
+
+    def record(self, ok: bool, error: str | None, at: float, seconds: float | None) -> None:
+        if ok:
+            self.restarts += 1
+        else:
+            self.failed_restarts += 1
+        self.last = LastRestart(ok, error, at, seconds)
+
+    def took_over(self, accepted: Accepted, now: float) -> None:
+        """
+        The old process confirmed the handoff that made us: keep its counts.
+        """
+        self.restarts = accepted.restarts
+        self.failed_restarts = accepted.failed_restarts
+        self.last = LastRestart(
+            True, None, accepted.at if accepted.at is not None else now, accepted.handoff_seconds
+        )
+
+
+def connections_by_kind(site: Any) -> dict[str, int]:
+    by_kind = getattr(site, "connections_by_kind", None)
+    if by_kind is None:
+        return {}
+    counts: dict[str, int] = by_kind()
+    return counts
+
+
+def _connection_counts(site: Any) -> dict[str, int]:
+    counts = {kind: 0 for kind in CONNECTION_KINDS}
+    if site is not None:
+        counts.update(connections_by_kind(site))
+    return counts
+
+
+@define(eq=False)
+class ProcessCore:
+    """
+    The parts of one process that its role acts on.
+
+    @ivar reactor: the reactor, or a stand-in with C{resolve()} that imports
+        the global one on first use (so that an ASGI app mounted before then
+        gets Twisted's asyncio reactor).
+    @ivar environ: the environment every process we start inherits.
+    @ivar pid: our pid.
+    @ivar generation: our place in the line of processes (1: the first).
+    @ivar old_process: the process that started us (an older generation, or
+        our master), or the null object.
+    @ivar inherited: the sockets it passed us.
+    @ivar notifier: systemd's notify socket, or the null object.
+    @ivar pidfile: the pidfile that names the serving process, or the null
+        object.
+    @ivar environment: every other effect on the operating system.
+    @ivar settings: the C{[graceful]} settings.
+    @ivar interpreter: the interpreter and its options we were started with.
+    @ivar arguments: the program's arguments.
+    @ivar cwd: the directory we were started in, as typed.
+    @ivar servers: the named servers.
+    @ivar services: the background services; one generation runs them.
+    @ivar drain_callbacks: called as the process starts leaving.
+    @ivar started_at: wall-clock time we started.
+    @ivar history: the restarts so far.
+    @ivar lifespans: the lifespans of the ASGI apps we serve.
+    @ivar apps_started: whether their startups are done.
+    @ivar unix_files: UNIX socket files we (or our workers) listen on, with
+        their inodes: removed at the final shutdown if still the same file.
+    @ivar admin_port: the private admin socket's port, once served.
+    @ivar forward_stderr: writes a new process's stderr as it comes.
+    @ivar succeeded: happens once the older generation that started us has
+        released (or died): from then on we alone speak for the process.
+    """
+
+    _reactor: Any
+    environ: MutableMapping[str, str]
+    pid: int
+    generation: int = 1
+    old_process: OldProcess | NoOldProcess = field(factory=NoOldProcess)
+    inherited: InheritedSockets = field(factory=InheritedSockets)
+    notifier: SystemdNotifier | NoNotifier = field(factory=NoNotifier)
+    pidfile: Pidfile | NoPidfile = field(factory=NoPidfile)
+    environment: Environment = field(factory=OSEnvironment)
+    settings: Settings = field(factory=Settings)
+    interpreter: list[str] = field(factory=lambda: [sys.executable])
+    arguments: list[str] = field(factory=list)
+    cwd: str = "."
+    servers: dict[str, Server] = field(factory=dict)
+    services: MultiService = field(factory=MultiService)
+    drain_callbacks: list[Callable[[], Any]] = field(factory=list)
+    started_at: float = 0.0
+    history: RestartHistory = field(factory=RestartHistory)
+    lifespans: list[Any] = field(factory=list)
+    apps_started: bool = False
+    unix_files: dict[str, int] = field(factory=dict)
+    admin_port: Any = None
+    forward_stderr: Callable[[bytes], None] = lambda data: None
+    succeeded: Event = field(factory=Event)
+    _exited: Event = field(factory=Event)
+    _pidfile_retry: Any = None
+    log = NamedLogger("graceful._core.ProcessCore")
+
+    @property
+    def reactor(self) -> Any:
+        if getattr(self._reactor, "stands_for_global_reactor", False):
+            self._reactor = self._reactor.resolve()
+        return self._reactor
+
+    # -- starting processes -------------------------------------------------
+
+    def command_for(self, executable: str | None) -> list[str]:
+        """
+        How to start the next process: as we were started, or C{executable}
+        with our arguments.
+        """
+        if executable is None:
+            return [*self.interpreter, *self.arguments]
+        if executable.endswith(".py"):
+            return [sys.executable, executable, *self.arguments]
+        return [executable, *self.arguments]
+
+    def passed_sockets(self, held: Iterable[tuple[ListenSpec, int]] | None = None) -> list[ListeningSocket]:
+        """
+        Every socket a new generation inherits: the servers' own (or, for a
+        master, the C{held} ones) and the admin socket.
+        """
+        if held is None:
+            held = [spec_fd for server in self.servers.values() for spec_fd in server.passed_sockets()]
+        sockets = [ListeningSocket(fd, spec.fd_name) for spec, fd in held]
+        if self.admin_port is not None:
+            sockets.append(ListeningSocket(self.admin_port.fileno(), ADMIN_SOCKET_NAME))
+        return sockets
+
+    def sites(self) -> list[Any]:
+        return [server.site for server in self.servers.values() if server.site is not None]
+
+    def write_pidfile(self, pid: int, retry: float = PIDFILE_RETRY_FIRST) -> None:
+        """
+        Name C{pid} in the pidfile.  A write that fails must not stop a
+        handoff halfway; when it names us, it is tried again (a full disk
+        frees up), with back-off, until it works or another pid is named.
+        """
+        if self._pidfile_retry is not None and self._pidfile_retry.active():
+            self._pidfile_retry.cancel()
+        self._pidfile_retry = None
+        try:
+            self.pidfile.write(pid)
+        except OSError as e:
+            again = pid == self.pid
+            self.log.error(
+                "{pid}: cannot write pidfile {path}: {error}"
+                + ("; trying again in {retry:g}s" if again else ""),
+                pid=self.pid,
+                path=str(self.pidfile),
+                error=e.strerror or str(e),
+                retry=retry,
+            )
+            if again:
+                self._pidfile_retry = self.reactor.callLater(
+                    retry, self.write_pidfile, pid, min(PIDFILE_RETRY_MAX, retry * 2)
+                )
+            return
+        if retry > PIDFILE_RETRY_FIRST:
+            self.log.info(
+                "{pid}: pidfile {path} names {named} now",
+                pid=self.pid,
+                path=str(self.pidfile),
+                named=pid,
+            )
+
+    def claim_pidfile(self) -> None:
+        """
+        The old process handed over, and should have named us in the
+        pidfile: if it could not (a full disk), name ourselves.
+        """
+        if not str(self.pidfile) or self.pidfile.read() == self.pid:
+            return
+        self.log.warn(
+            "{pid}: pidfile {path} does not name this process; writing it",
+            pid=self.pid,
+            path=str(self.pidfile),
+        )
+        self.write_pidfile(self.pid)
+
+    def announce_serving(self, pid: int) -> None:
+        """
+        Name C{pid} as the serving process, in the pidfile and to systemd.
+        """
+        self.write_pidfile(pid)
+        self.notifier.notify(ready=1, mainpid=pid, status="serving")
+
+    def notify_reloading(self) -> None:
+        self.log.info("{pid}: server reloading", pid=self.pid)
+        self.notifier.notify(
+            reloading=1, monotonic_usec=int(self.environment.monotonic() * 1_000_000)
+        )
+
+    def own_unix_file(self, path: str | None) -> None:
+        """
+        Remember the UNIX socket file at C{path} (bound or taken over now)
+        for removal at the final shutdown.
+        """
+        if path is None:
+            return
+        inode = socket_inode(path)
+        if inode is not None:
+            self.unix_files[path] = inode
+
+    # -- services -------------------------------------------------------------
+
+    def start_services(self, released: Any) -> None:
+        """
+        Start the background services, now that no older generation runs
+        them; log how long they were paused across the handoff.
+        """
+        if self.services.running:
+            return
+        if list(self.services):
+            at = getattr(released, "at", None)
+            if at is not None:
+                self.log.info(
+                    "{pid}: background services started {pause_ms:.1f} ms after "
+                    "the old generation's stopped",
+                    pid=self.pid,
+                    pause_ms=max(0.0, self.environment.now() - at) * 1000,
+                )
+            else:
+                self.log.info("{pid}: background services started", pid=self.pid)
+        self.services.startService()
+
+    def stop_services(self) -> Deferred[None]:
+        if not self.services.running:
+            return succeed(None)
+        d: Deferred[None] = maybeDeferred(self.services.stopService)
+        d.addErrback(lambda f: self.log.failure("stopping services failed", f))
+        return d
+
+    def run_drain_callbacks(self) -> None:
+        for callback in self.drain_callbacks:
+            maybeDeferred(callback).addErrback(
+                lambda f: self.log.failure("on_drain callback failed", f)
+            )
+
+    # -- apps -----------------------------------------------------------------
+
+    def start_apps(self) -> Deferred[Any]:
+        """
+        Run every ASGI app's lifespan startup, bounded by ready_timeout.
+        """
+        if not self.lifespans:
+            return succeed(None)
+        started = DeferredList(
+            [lifespan.startup() for lifespan in self.lifespans],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+        started.addTimeout(self.settings.ready_timeout, self.reactor)
+        return started
+
+    def apps_failed_reason(self, error: BaseException) -> str:
+        from twisted.internet.defer import CancelledError, FirstError, TimeoutError
+
+        if isinstance(error, FirstError):
+            error = error.subFailure.value
+        # The timeout cancels the startups, so it may show as a cancellation.
+        if isinstance(error, (TimeoutError, CancelledError)):
+            return (
+                f"ASGI lifespan startup did not finish within ready_timeout "
+                f"({self.settings.ready_timeout:g}s)"
+            )
+        return f"ASGI lifespan startup failed: {error}".splitlines()[0]
+
+    def start_accepting(self, last_holder: bool) -> None:
+        """
+        The apps have started: accept on the ports held meanwhile, and close
+        the inherited sockets no server asked for.  As their C{last_holder}
+        (the old process stopped accepting on them), remove the files of
+        the UNIX ones too.
+        """
+        self.apps_started = True
+        for server in self.servers.values():
+            server.resume_accepting()
+        paths = {id(s): s.unix_path() for s in self.inherited.sockets}
+        for dropped in self.inherited.close_unclaimed():
+            self.log.info(
+                "{pid}: closed inherited socket {name}: no server asks for it",
+                pid=self.pid,
+                name=dropped.name,
+            )
+            path = paths.get(id(dropped))
+            if path and last_holder:
+                inode = socket_inode(path)
+                if inode is not None:
+                    remove_unix_socket(path, inode)
+
+    def apps_failed(self, failure: Any) -> None:
+        """
+        An ASGI app's startup failed: say why, to the old process and on
+        stderr, and end this process (the old one serves on).
+        """
+        reason = self.apps_failed_reason(failure.value)
+        self.old_process.report_error(reason)
+        sys.stderr.write(f"graceful: error: {reason}\n")
+        sys.stderr.flush()
+        self.environment.exit(1)
+
+    def stop_apps(self) -> Deferred[None]:
+        """
+        Run every ASGI app's lifespan shutdown, bounded by drain_timeout.
+        """
+        if not self.lifespans:
+            return succeed(None)
+        stopped = DeferredList(
+            [lifespan.shutdown() for lifespan in self.lifespans], consumeErrors=True
+        )
+
+        def cut(result: object, timeout: float) -> None:
+            # Cancelled, a DeferredList fires with its results, not a
+            # failure: an errback here never ran, and the exit was silent.
+            self.log.warn(
+                "{pid}: ASGI lifespan shutdown did not finish within drain_timeout",
+                pid=self.pid,
+            )
+
+        stopped.addTimeout(self.settings.drain_timeout, self.reactor, onTimeoutCancel=cut)
+        done: Deferred[None] = stopped.addBoth(lambda _: None)
+        return done
+
+    # -- leaving --------------------------------------------------------------
+
+    def exit(self, handed_over: bool, final: bool) -> None:
+        """
+        The last step: the pidfile (unless a successor owns it now), the UNIX
+        socket files (at the C{final} shutdown of the last holder), the
+        reactor.
+        """
+        if self._exited.happened:
+            return
+        if self._pidfile_retry is not None and self._pidfile_retry.active():
+            self._pidfile_retry.cancel()
+        if not handed_over:
+            self.pidfile.remove_if(self.pid)
+            if final:
+                for path, inode in self.unix_files.items():
+                    remove_unix_socket(path, inode)
+        self.log.info("{pid}: all servers shutdown", pid=self.pid)
+        # Nothing is left to restart.  Ignored, a late SIGUSR1 (one sent to
+        # the whole group) cannot kill the interpreter as it finalizes, which
+        # puts back the default action of every signal with a Python handler.
+        self.environment.ignore_signal(signal.SIGUSR1)
+        self._exited.happen()
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    def when_exited(self) -> Deferred[None]:
+        return self._exited.wait()
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.happened
+
+    # -- reporting ------------------------------------------------------------
+
+    def own_status(
+        self, role: str, draining: bool, restarting: bool, drain: DrainStatus | None
+    ) -> ProcessStatus:
+        """
+        The status of this process alone.
+        """
+        return ProcessStatus(
+            pid=self.pid,
+            role=role,
+            generation=self.generation,
+            started_at=self.started_at,
+            uptime=max(0.0, self.environment.now() - self.started_at),
+            draining=draining,
+            restarting=restarting,
+            servers=tuple(
+                ServerStatus(
+                    name=server.name,
+                    ports=tuple(listener.describe() for listener in server.listeners),
+                    in_flight=server.in_flight,
+                    requests=server.site.requests_served if server.site else 0,
+                    connections=_connection_counts(server.site),
+                )
+                for server in self.servers.values()
+            ),
+            drain=drain,
+            last_restart=self.history.last,
+            restarts=self.history.restarts,
+            failed_restarts=self.history.failed_restarts,
+        )

@@ -1,0 +1,3 @@
+"""
+The process: the runtime that owns the servers and picks the role.
+"""

@@ -1,0 +1,73 @@
+"""
+The status of a master: its own facts, every worker, and the servers with
+their in-flight requests summed over the workers.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from attrs import evolve
+
+from ..lifecycle.core import ProcessCore
+from .._status import ServerStatus, ProcessStatus, WorkerStatus
+from .starter import Worker
+
+
+def group_status(
+    process: ProcessCore,
+    generation: int,
+    workers: Sequence[Worker],
+    slots: Mapping[int, Worker],
+    last_reason: Mapping[int, str],
+    restarting: bool,
+    leaving: bool,
+    deaths: int,
+    recycles: int,
+    timeouts: int,
+    replacements: Mapping[str, int],
+) -> ProcessStatus:
+    now = process.reactor.seconds()
+    listed = tuple(
+        WorkerStatus(
+            pid=w.pid,
+            slot=w.slot,
+            generation=w.generation,
+            ready=w.ready,
+            draining=w.retiring,
+            in_flight=w.in_flight,
+            requests=w.requests,
+            rss_mib=w.rss_mib,
+            last_heartbeat=round(now - w.last_heartbeat, 3) if w.ready else None,
+            last_replaced_reason=last_reason.get(w.slot),
+            started_at=w.started_at,
+        )
+        for w in sorted(workers, key=lambda w: (w.slot, w.started_at))
+    )
+    servers: dict[str, ServerStatus] = {}
+    for w in workers:
+        for s in w.report.servers if w.report else ():
+            entry = servers.get(s.name) or ServerStatus(name=s.name, ports=s.ports, requests=0)
+            servers[s.name] = evolve(
+                entry,
+                # The ports as the slot's current worker has them.
+                ports=s.ports if w is slots.get(w.slot) else entry.ports,
+                in_flight=entry.in_flight + s.in_flight,
+                requests=(entry.requests or 0) + (s.requests or 0),
+            )
+    own = process.own_status("master", leaving, restarting, None)
+    return evolve(
+        own,
+        # The newest workers' code; the master's own is master_generation.
+        generation=generation,
+        master_generation=process.generation,
+        workers=listed,
+        worker_deaths=deaths,
+        worker_recycles=recycles,
+        worker_timeouts=timeouts,
+        last_replaced_reason=dict(sorted(last_reason.items())),
+        # Workers replaced so far, by why: roll, recycle, memory, timeout, died.
+        worker_replacements=dict(sorted(replacements.items())),
+        servers=tuple(servers.values())
+        or tuple(ServerStatus(name=name, requests=0) for name in process.servers),
+    )

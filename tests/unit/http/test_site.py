@@ -1,0 +1,482 @@
+"""
+Unit tests for L{graceful.http.site}: a L{DrainingSite} over in-memory
+connections and a L{Clock}.  Draining answers what is in flight with
+C{Connection: close}, gives idle keep-alive connections C{idle_grace} seconds
+to send one more request, closes everything, and then fires.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from graceful.http.site import (
+    HANDOVER_IDLE_GRACE,
+    IDLE_GRACE,
+    PENDING_RECHECK,
+    DrainingSite,
+    handover_idle_grace,
+    unread_bytes,
+)
+
+from .test_routing import HTTPConnection
+
+GRACE = 2.0
+
+
+class App(Resource):
+    """
+    C{/slow} stays in flight until the test answers it; anything else is
+    answered at once.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Request] = []
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if request.path == b"/slow":
+            self.pending.append(request)
+            return NOT_DONE_YET
+        return b"fast"
+
+    # What users lose on a reused connection are non-idempotent requests.
+    render_POST = render_GET
+
+    def answer(self, body: bytes = b"slow") -> None:
+        request = self.pending.pop(0)
+        request.write(body)
+        request.finish()
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    What each kind of connection sees when the site drains.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.app = App()
+        self.access: list[str] = []
+        self.site = DrainingSite(
+            self.app,
+            server_name="s1",
+            access_log=self.access.append,
+            idle_grace=GRACE,
+            reactor=self.clock,
+        )
+
+    def connect(self) -> HTTPConnection:
+        connection = HTTPConnection(self.site)
+        self.addCleanup(connection.lose)
+        return connection
+
+    def test_defaults(self) -> None:
+        site = DrainingSite(Resource())
+        self.assertEqual((site.server_name, site.idle_grace), ("default", IDLE_GRACE))
+        self.assertFalse(site.draining)
+
+    def test_keep_alive_before_draining(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        connection.request("/fast")
+        responses = connection.responses()
+        self.assertEqual([r.body for r in responses], [b"fast", b"fast"])
+        self.assertEqual([r.header("connection") for r in responses], [None, None])
+        self.assertFalse(connection.closing)
+
+    def test_request_in_flight(self) -> None:
+        """
+        A request in flight when draining starts is answered with
+        C{Connection: close}, then its connection closes.
+        """
+        connection = self.connect()
+        connection.request("/slow")
+        self.assertEqual(self.site.in_flight, 1)
+        drained = self.site.drain()
+        self.assertNoResult(drained)
+        self.assertEqual(connection.transport.value(), b"")
+        self.assertFalse(connection.closing)
+        self.app.answer()
+        response = connection.only_response()
+        self.assertEqual((response.status, response.body), (200, b"slow"))
+        self.assertEqual(response.header("connection"), "close")
+        self.assertTrue(connection.closing)
+        self.assertNoResult(drained)
+        connection.lose()
+        self.successResultOf(drained)
+        self.assertEqual(self.site.in_flight, 0)
+
+    def test_response_already_started(self) -> None:
+        """
+        A response whose headers went out before draining cannot say
+        C{Connection: close}; its connection closes after it all the same.
+        """
+        connection = self.connect()
+        connection.request("/slow")
+        self.app.pending[0].write(b"part ")
+        drained = self.site.drain()
+        self.app.answer(b"rest")
+        self.assertEqual(connection.only_response().body, b"part rest")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_idle_connection_sends_within_grace(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        drained = self.site.drain()
+        self.clock.advance(GRACE - 0.1)
+        self.assertFalse(connection.closing)
+        connection.request("/fast")
+        first, second = connection.responses()
+        self.assertIsNone(first.header("connection"))
+        self.assertEqual((second.body, second.header("connection")), (b"fast", "close"))
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_slow_request_within_grace_is_not_cut(self) -> None:
+        """
+        The grace limits the wait for a request, not the time to answer it.
+        """
+        connection = self.connect()
+        drained = self.site.drain()
+        connection.request("/slow")
+        self.clock.advance(GRACE * 10)
+        self.assertFalse(connection.closing)
+        self.app.answer()
+        self.assertEqual(connection.only_response().header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_idle_connection_closed_after_grace(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        drained = self.site.drain()
+        self.clock.advance(GRACE - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertEqual(len(connection.responses()), 1)
+        self.assertNoResult(drained)
+        connection.lose()
+        self.successResultOf(drained)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_never_used_connection_closed_after_grace(self) -> None:
+        connection = self.connect()
+        self.site.drain()
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+        self.assertEqual(connection.transport.value(), b"")
+
+    def test_connection_made_while_draining(self) -> None:
+        """
+        A connection the listening socket accepted just before it closed is
+        drained from its start.
+        """
+        drained = self.site.drain()
+        self.successResultOf(drained)
+        connection = self.connect()
+        connection.request("/fast")
+        self.assertEqual(connection.only_response().header("connection"), "close")
+        self.assertTrue(connection.closing)
+
+    def test_connection_made_while_draining_and_silent(self) -> None:
+        self.site.drain()
+        connection = self.connect()
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+
+    def test_partial_request(self) -> None:
+        """
+        A connection that sent part of a request is not idle: its request is
+        answered, with C{Connection: close}.
+        """
+        connection = self.connect()
+        connection.send(b"GET /fast HTTP/1.1\r\nHo")
+        drained = self.site.drain()
+        self.clock.advance(GRACE * 2)
+        self.assertFalse(connection.closing)
+        connection.send(b"st: test\r\n\r\n")
+        response = connection.only_response()
+        self.assertEqual((response.body, response.header("connection")), (b"fast", "close"))
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_nothing_to_drain(self) -> None:
+        self.successResultOf(self.site.drain())
+        self.assertTrue(self.site.draining)
+
+    def test_fires_when_last_connection_closes(self) -> None:
+        busy, idle = self.connect(), self.connect()
+        busy.request("/slow")
+        first, second = self.site.drain(), self.site.drain()
+        self.clock.advance(GRACE)
+        self.assertTrue(idle.closing)
+        idle.lose()
+        self.assertNoResult(first)
+        self.app.answer()
+        busy.lose()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.site.channels, set())
+
+    def test_closing_without_draining_fires_nothing(self) -> None:
+        connection = self.connect()
+        connection.lose()
+        self.assertEqual(self.site.channels, set())
+        self.assertFalse(self.site.draining)
+
+    def test_abort(self) -> None:
+        busy, idle = self.connect(), self.connect()
+        busy.request("/slow")
+        drained = self.site.drain()
+        self.assertEqual(self.site.abort(), 2)
+        for connection in (busy, idle):
+            self.assertTrue(connection.transport.disconnected)  # aborted
+        busy.lose()
+        idle.lose()
+        self.successResultOf(drained)
+        self.assertEqual(self.site.abort(), 0)
+
+    def test_in_flight(self) -> None:
+        first, second, third = self.connect(), self.connect(), self.connect()
+        self.assertEqual(self.site.in_flight, 0)
+        first.request("/slow")
+        second.request("/slow")
+        third.request("/fast")
+        self.assertEqual(self.site.in_flight, 2)
+        self.app.answer()
+        self.assertEqual(self.site.in_flight, 1)
+        second.lose()
+        self.assertEqual(self.site.in_flight, 0)
+
+    def test_requests_served_and_access_log(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        connection.request("/other?x=1")
+        self.assertEqual(self.site.requests_served, 2)
+        self.assertEqual(len(self.access), 2)
+        self.assertIn('"GET /fast HTTP/1.1" 200 4', self.access[0])
+        self.assertIn('"GET /other?x=1 HTTP/1.1" 200', self.access[1])
+
+    def test_own_address_asked_once_per_connection(self) -> None:
+        """
+        Every request knows the address it came in on, and the socket is
+        asked for it once per connection (a getsockname() each), not once per
+        request.
+        """
+        connection = self.connect()
+        asked: list[object] = []
+        own = connection.transport.getHost
+
+        def get_host() -> object:
+            asked.append(None)
+            return own()
+
+        connection.transport.getHost = get_host  # type: ignore[method-assign]
+        seen: list[object] = []
+        self.app.render_GET = lambda request: seen.append(request.getHost()) or b"ok"  # type: ignore[method-assign]
+        for _ in range(3):
+            connection.request("/fast")
+        self.assertEqual(seen, [own()] * 3)
+        self.assertEqual(len(asked), 1)
+
+    def test_no_access_log(self) -> None:
+        site = DrainingSite(self.app, reactor=self.clock)
+        connection = HTTPConnection(site)
+        connection.request("/fast")
+        self.assertEqual(connection.only_response().body, b"fast")
+        connection.lose()
+
+    def test_ordinary_timeout_without_draining(self) -> None:
+        """
+        Outside a drain an idle connection keeps the site's own timeout.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        self.clock.advance(GRACE * 10)
+        self.assertFalse(connection.closing)
+        self.clock.advance(self.site.timeOut)
+        self.assertTrue(connection.closing)
+
+
+class SocketTransport(StringTransport):
+    """
+    A StringTransport whose handle is a real socket, as a TCP transport's
+    is: the end of a socket pair whose other end plays the client's kernel.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket, self.peer = socket.socketpair()
+
+    def getHandle(self) -> socket.socket:
+        return self.socket
+
+    def close(self) -> None:
+        self.socket.close()
+        self.peer.close()
+
+
+class Wrapper:
+    """
+    A transport over another one, as TLS is over TCP.
+    """
+
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+
+    def getHandle(self) -> object:
+        return object()  # TLS's handle is its OpenSSL connection
+
+
+class IdleAtHandoverTests(SynchronousTestCase):
+    """
+    At a hand-over an idle keep-alive connection waits for its next
+    request, which is answered with C{Connection: close}; closing it is what
+    races that request, so it closes only when the longer grace runs out,
+    and never while a request it sent is unread in the kernel.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.app = App()
+        self.site = DrainingSite(self.app, idle_grace=GRACE, reactor=self.clock)
+
+    def connect(self, transport: StringTransport | None = None) -> HTTPConnection:
+        connection = (
+            HTTPConnection(self.site) if transport is None else HTTPConnection(self.site, transport)
+        )
+        self.addCleanup(connection.lose)
+        return connection
+
+    def test_handover_grace(self) -> None:
+        """
+        The hand-over grace is L{HANDOVER_IDLE_GRACE}, ending before
+        C{drain_timeout} aborts what is left.
+        """
+        self.assertGreater(HANDOVER_IDLE_GRACE, IDLE_GRACE)
+        self.assertEqual(handover_idle_grace(30.0), HANDOVER_IDLE_GRACE)
+        self.assertEqual(handover_idle_grace(5.0), 4.0)
+        self.assertEqual(handover_idle_grace(0.5), 0.0)
+
+    def test_request_after_the_short_grace_is_answered(self) -> None:
+        """
+        A request sent later than the shutdown grace, within the hand-over
+        one, is answered (with C{Connection: close}), not cut.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        drained = self.site.drain(idle_grace=GRACE * 5)
+        self.clock.advance(GRACE * 4)
+        self.assertFalse(connection.closing)
+        connection.request("/fast", method="POST")
+        first, second = connection.responses()
+        self.assertEqual((second.status, second.body), (200, b"fast"))
+        self.assertEqual(second.header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_silent_connection_closed_when_the_grace_ends(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        self.site.drain(idle_grace=GRACE * 5)
+        self.clock.advance(GRACE * 5 - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # a FIN, not an abort
+
+    def test_connection_made_later_gets_the_same_grace(self) -> None:
+        self.site.drain(idle_grace=GRACE * 5)
+        connection = self.connect()
+        self.clock.advance(GRACE * 4)
+        self.assertFalse(connection.closing)
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+
+    def test_closed_at_once(self) -> None:
+        """
+        A grace of 0 closes idle connections at the hand-over itself.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        self.site.drain(idle_grace=0)
+        self.clock.advance(0)
+        self.assertTrue(connection.closing)
+
+    def test_unread_request_is_answered_not_reset(self) -> None:
+        """
+        A request that reached the kernel just as the grace ends keeps the
+        connection open until the reactor reads it; it is then answered.
+        """
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        connection = self.connect(transport)
+        drained = self.site.drain()
+        transport.peer.sendall(b"POST /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.clock.advance(GRACE)
+        self.assertFalse(connection.closing)
+        self.clock.advance(PENDING_RECHECK)
+        self.assertFalse(connection.closing)  # still unread
+        # The reactor reads it:
+        connection.send(transport.socket.recv(1000))
+        response = connection.only_response()
+        self.assertEqual((response.body, response.header("connection")), (b"fast", "close"))
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_nothing_unread_closes(self) -> None:
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        connection = self.connect(transport)
+        self.site.drain()
+        self.clock.advance(GRACE)
+        self.assertTrue(connection.closing)
+
+    def test_partial_request_at_grace_end_is_not_cut(self) -> None:
+        """
+        A request whose first bytes came during the grace gets the site's
+        ordinary timeout to arrive whole.
+        """
+        connection = self.connect()
+        drained = self.site.drain()
+        self.clock.advance(GRACE / 2)
+        connection.send(b"GET /fast HTTP/1.1\r\n")
+        self.clock.advance(GRACE)
+        self.assertFalse(connection.closing)
+        connection.send(b"Host: test\r\n\r\n")
+        self.assertEqual(connection.only_response().header("connection"), "close")
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_unread_bytes(self) -> None:
+        """
+        L{unread_bytes} looks at the socket under a wrapping transport, and
+        says no for EOF, for a transport without a socket, and for nothing.
+        """
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        self.assertFalse(unread_bytes(transport))
+        transport.peer.sendall(b"G")
+        self.assertTrue(unread_bytes(transport))
+        self.assertTrue(unread_bytes(Wrapper(transport)))
+        self.assertEqual(transport.socket.recv(10), b"G")  # only peeked
+        transport.peer.shutdown(socket.SHUT_WR)
+        self.assertFalse(unread_bytes(Wrapper(transport)))
+        self.assertFalse(unread_bytes(StringTransport()))
+        self.assertFalse(unread_bytes(None))
