@@ -32,6 +32,16 @@ reactor has not read yet: a request that reached the kernel is read and
 answered, where closing would have reset it.  (A half-close cannot do that:
 after its FIN the server can no longer answer.)
 
+A response whose headers went out before the drain began cannot say
+C{Connection: close} any more, and its client, as browsers, connection pools
+and proxies do, sends its next request the moment the response ends.
+Closing after such a response lost that request: 53 in 16 s with 4 such
+clients per route and 5 restarts, on every route whose response is written
+in more than one step (chunked, streamed, or WSGI).  Such a connection is
+therefore left open when its response ends and treated as idle from then
+on: it gets the grace for one more request, answered with C{Connection:
+close}.
+
 With h2 installed, a TLS connection that negotiates HTTP/2 becomes an HTTP/2
 connection (L{graceful._h2}), tracked and drained (with GOAWAY) alike.
 """
@@ -235,14 +245,31 @@ class DrainableChannel(HTTPChannel):
         """
         Finish what is in hand with C{Connection: close}; give an idle
         connection the site's C{idle_grace} to send a request, then close it.
+        A response already on its way ends as it began, and its connection
+        is idle from then on.
         """
-        if self.is_idle():
+        if not self.requests:
+            # Idle, or the first bytes of a request (timeoutConnection tells
+            # the two apart): such a request is still to be answered, which
+            # refusing persistence now would have dropped unanswered.
             self.setTimeout(self.site.idle_grace)
+            return
+        if self.requests[0].startedWriting:
+            # Its response went out without Connection: close, and the
+            # client may send its next request the moment it ends; the
+            # connection stays open for that one (see requestDone).
             return
         self.persistent = False
         for request in self.requests:
-            if not request.startedWriting:
-                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self.site.draining and self.persistent and not self.requests:
+            # A response that began before the drain just ended: the
+            # connection is idle now, and gets the grace for the next
+            # request, which checkPersistence answers with Connection: close.
+            self.setTimeout(self.site.idle_grace_left())
 
     def timeoutConnection(self) -> None:
         if self.site.draining:
@@ -313,6 +340,8 @@ class DrainingSite(Site):
         self.streams = StreamRegistry()
         #: C{"restart"} or C{"shutdown"} once draining.
         self.drain_reason: str | None = None
+        #: When idle connections must be closed by, if the drain has a timeout.
+        self._idle_deadline: float | None = None
         self._upgrades = UpgradeDrain(self.reactor, rng or random.Random())
 
     def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
@@ -447,6 +476,8 @@ class DrainingSite(Site):
         """
         if idle_grace is not None:
             self.idle_grace = idle_grace
+        if timeout is not None:
+            self._idle_deadline = self.reactor.seconds() + timeout - IDLE_CLOSE_MARGIN
         self.draining = True
         self.drain_reason = reason
         for channel in list(self.channels):
@@ -458,6 +489,16 @@ class DrainingSite(Site):
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         return d
+
+    def idle_grace_left(self) -> float:
+        """
+        The grace of a connection that becomes idle now: L{idle_grace}, but
+        over before the drain's timeout would reset the connection.
+        """
+        deadline = self._idle_deadline
+        if deadline is None:
+            return self.idle_grace
+        return max(0.0, min(self.idle_grace, deadline - self.reactor.seconds()))
 
     def abort(self) -> int:
         """

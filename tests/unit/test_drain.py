@@ -114,17 +114,103 @@ class DrainTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(self.site.in_flight, 0)
 
+    def start_response(self, connection: HTTPConnection, length: bool = False) -> None:
+        """
+        Send a request to C{/slow} and the first part of its answer: its
+        headers go out before the drain, chunked or with a length.
+        """
+        connection.request("/slow")
+        if length:
+            self.app.pending[-1].setHeader(b"Content-Length", b"9")
+        self.app.pending[-1].write(b"part ")
+
     def test_response_already_started(self) -> None:
         """
         A response whose headers went out before draining cannot say
-        C{Connection: close}; its connection closes after it all the same.
+        C{Connection: close}, so its client may reuse the connection the
+        moment it ends: that next request is answered, with C{Connection:
+        close}, rather than lost to a close.
+        """
+        chunked, with_length = self.connect(), self.connect()
+        self.start_response(chunked)
+        self.start_response(with_length, length=True)
+        drained = self.site.drain()
+        for connection in (chunked, with_length):
+            self.app.answer(b"rest")
+            self.assertEqual(connection.only_response().body, b"part rest")
+            self.assertFalse(connection.closing)
+            connection.request("/fast", method="POST")
+            first, second = connection.responses()
+            self.assertIsNone(first.header("connection"))
+            self.assertEqual((second.status, second.body), (200, b"fast"))
+            self.assertEqual(second.header("connection"), "close")
+            self.assertTrue(connection.closing)
+            connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_next_request_already_sent(self) -> None:
+        """
+        A request that came in while the started response was still being
+        written is answered after it, with C{Connection: close}.
         """
         connection = self.connect()
-        connection.request("/slow")
-        self.app.pending[0].write(b"part ")
+        self.start_response(connection)
         drained = self.site.drain()
+        connection.request("/fast")
         self.app.answer(b"rest")
-        self.assertEqual(connection.only_response().body, b"part rest")
+        first, second = connection.responses()
+        self.assertEqual((first.body, second.body), (b"part rest", b"fast"))
+        self.assertEqual(second.header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_then_silent(self) -> None:
+        """
+        The grace for the next request starts when the response ends,
+        however long it took; a connection still silent then is closed.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        drained = self.site.drain()
+        self.clock.advance(GRACE * 3)
+        self.assertFalse(connection.closing)
+        self.app.answer(b"rest")
+        self.clock.advance(GRACE - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # a FIN, not an abort
+        self.assertEqual(len(connection.responses()), 1)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_grace_within_timeout(self) -> None:
+        """
+        A response that ends late in the drain leaves its connection only
+        the grace there is before C{drain_timeout} would reset it.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        self.site.drain(timeout=5.0)  # idle connections closed by 4.0
+        self.clock.advance(3.5)
+        self.app.answer(b"rest")
+        self.clock.advance(0.49)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+
+    def test_half_a_request_line(self) -> None:
+        """
+        A connection that sent the first bytes of a request line when the
+        drain began has its request answered, not dropped.
+        """
+        connection = self.connect()
+        connection.send(b"POST /fa")
+        drained = self.site.drain()
+        connection.send(b"st HTTP/1.1\r\nHost: test\r\n\r\n")
+        response = connection.only_response()
+        self.assertEqual((response.body, response.header("connection")), (b"fast", "close"))
         self.assertTrue(connection.closing)
         connection.lose()
         self.successResultOf(drained)
@@ -480,3 +566,4 @@ class IdleAtHandoverTests(SynchronousTestCase):
         self.assertFalse(unread_bytes(Wrapper(transport)))
         self.assertFalse(unread_bytes(StringTransport()))
         self.assertFalse(unread_bytes(None))
+
