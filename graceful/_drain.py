@@ -89,6 +89,14 @@ IDLE_CLOSE_MARGIN = 1.0
 PENDING_RECHECK = 0.05
 
 
+#: What answers a request the channel refuses before it reaches the site:
+#: the connection closes after it, so say so, and that no body follows.
+_REFUSAL = b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+BAD_REQUEST = b"400 Bad Request"
+HEADERS_TOO_LARGE = b"431 Request Header Fields Too Large"
+URI_TOO_LONG = b"414 URI Too Long"
+
+
 def handover_idle_grace(drain_timeout: float) -> float:
     """
     The grace idle connections get when a successor takes over: at most
@@ -158,6 +166,10 @@ def _status_line(answer: list[bytes]) -> int | None:
         return None
 
 
+def _ignore(data: bytes) -> None:
+    pass
+
+
 class Connection(Protocol):
     """
     What a L{DrainingSite} tracks of each connection.
@@ -223,9 +235,15 @@ class DrainableChannel(HTTPChannel):
         # tracking that connection, which this channel will never hear of
         # again.
         transport: ITransport | None = self.transport
+        headers = self.requests[-1].requestHeaders
+        # RFC 9112 3.2: an HTTP/1.1 request without exactly one Host is a
+        # 400, as h11 and nginx answer; twisted.web would serve it.
+        if self._version == b"HTTP/1.1" and len(headers.getRawHeaders(b"host") or ()) != 1:
+            self._refuse(BAD_REQUEST)
+            return
         answer: list[bytes] = []
         restore = None
-        if transport is not None and self.requests[-1].requestHeaders.hasHeader(b"upgrade"):
+        if transport is not None and headers.hasHeader(b"upgrade"):
             # What the taking protocol answers during the render (autobahn's
             # 101, or its refusal) is the status of the access-log line.
             restore = _first_write_into(transport, answer)
@@ -234,6 +252,34 @@ class DrainableChannel(HTTPChannel):
             restore()
         if transport is not None and self.transport is None:
             self.site.channel_taken(self, transport, _status_line(answer))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # twisted.web closes such a connection without a word.  A request
+        # being received means its header lines were too long; else its
+        # request line.
+        self._refuse(HEADERS_TOO_LARGE if self.requests else URI_TOO_LONG)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's answer to every bad request, including a header
+        # block over totalHeadersSize or maxHeaders, which is a 431.
+        too_large = (
+            self._receivedHeaderSize > self.totalHeadersSize
+            or self._receivedHeaderCount > self.maxHeaders
+        )
+        self._refuse(HEADERS_TOO_LARGE if too_large else BAD_REQUEST)
+
+    def _refuse(self, status: bytes) -> None:
+        """
+        Answer C{status} to a request the site will not see, and close.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(_REFUSAL % status)
+        # Nothing more is read from a connection that closes: the rest of a
+        # refused request is not another one.
+        self.dataReceived = _ignore  # type: ignore[method-assign]
+        self.loseConnection()
 
     def is_idle(self) -> bool:
         """

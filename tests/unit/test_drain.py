@@ -567,3 +567,94 @@ class IdleAtHandoverTests(SynchronousTestCase):
         self.assertFalse(unread_bytes(StringTransport()))
         self.assertFalse(unread_bytes(None))
 
+
+class RequestValidationTests(SynchronousTestCase):
+    """
+    Requests the channel refuses before the site sees them: an HTTP/1.1
+    request without exactly one C{Host} (400), and headers too large (431)
+    or a request line too long (414); each refusal closes the connection.
+    """
+
+    def setUp(self) -> None:
+        self.app = App()
+        self.seen: list[bytes] = []
+        render = self.app.render_GET
+
+        def seen(request: Request) -> bytes | int:
+            self.seen.append(request.uri)
+            return render(request)
+
+        self.app.render_GET = seen  # type: ignore[method-assign]
+        self.site = DrainingSite(self.app, reactor=Clock())
+
+    def answer(self, *data: bytes) -> tuple[int, str | None, HTTPConnection]:
+        connection = HTTPConnection(self.site)
+        self.addCleanup(connection.lose)
+        for part in data:
+            connection.send(part)
+        response = connection.only_response()
+        return response.status, response.header("connection"), connection
+
+    def assertRefused(self, status: int, *data: bytes) -> None:
+        code, close, connection = self.answer(*data)
+        self.assertEqual((code, close), (status, "close"))
+        self.assertTrue(connection.closing)
+        self.assertEqual(self.seen, [])
+
+    def test_http11_without_host(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\n\r\n")
+
+    def test_http11_with_two_hosts(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+
+    def test_http11_without_host_with_body(self) -> None:
+        """
+        Nothing after the refused request is read as another request.
+        """
+        self.assertRefused(
+            400,
+            b"POST /fast HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody",
+            b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n",
+        )
+
+    def test_http10_without_host(self) -> None:
+        code, _, _ = self.answer(b"GET /fast HTTP/1.0\r\n\r\n")
+        self.assertEqual((code, self.seen), (200, [b"/fast"]))
+
+    def test_http11_with_host(self) -> None:
+        code, close, connection = self.answer(b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertEqual((code, close, connection.closing), (200, None, False))
+
+    def test_one_mebibyte_header_line(self) -> None:
+        big = b"X-Big: " + b"a" * 2**20
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + big + b"\r\n\r\n")
+
+    def test_long_header_line_arriving_in_pieces(self) -> None:
+        pieces = [b"GET /fast HTTP/1.1\r\nHost: test\r\nX-Big: "] + [b"a" * 4096] * 8
+        self.assertRefused(431, *pieces)
+
+    def test_header_block_too_large(self) -> None:
+        lines = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + lines + b"\r\n")
+
+    def test_too_many_headers(self) -> None:
+        lines = b"".join(b"X-%d: a\r\n" % i for i in range(600))
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + lines + b"\r\n")
+
+    def test_request_line_too_long(self) -> None:
+        self.assertRefused(414, b"GET /" + b"a" * 2**17 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+
+    def test_other_bad_requests_still_400(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\nHost: test\r\nno colon\r\n\r\n")
+
+    def test_after_a_good_request(self) -> None:
+        """
+        A refusal on a kept-alive connection follows the earlier answers.
+        """
+        connection = HTTPConnection(self.site)
+        self.addCleanup(connection.lose)
+        connection.send(b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        connection.send(b"GET /fast HTTP/1.1\r\n\r\n")
+        first, second = connection.responses()
+        self.assertEqual((first.status, second.status), (200, 400))
+        self.assertTrue(connection.closing)
