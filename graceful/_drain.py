@@ -170,6 +170,10 @@ def _ignore(data: bytes) -> None:
     pass
 
 
+def _nothing() -> None:
+    pass
+
+
 class Connection(Protocol):
     """
     What a L{DrainingSite} tracks of each connection.
@@ -228,6 +232,17 @@ class DrainableChannel(HTTPChannel):
             return False
         return _check_persistence(self, request, version)
 
+    def allHeadersReceived(self) -> None:
+        # RFC 9112 3.2: an HTTP/1.1 request without exactly one Host is a
+        # 400, as h11 and nginx answer; twisted.web would serve it.  Checked
+        # here, before a request factory may start rendering (as ASGI's does
+        # for a request with a body) and before a 100 Continue goes out.
+        hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host")
+        if (hosts is None or len(hosts) != 1) and self._version == b"HTTP/1.1":
+            self._refuse(BAD_REQUEST)
+            return
+        super().allHeadersReceived()
+
     def allContentReceived(self) -> None:
         # A request is rendered in here; a resource such as autobahn's
         # WebSocketResource may take the transport away (setting ours to
@@ -235,15 +250,9 @@ class DrainableChannel(HTTPChannel):
         # tracking that connection, which this channel will never hear of
         # again.
         transport: ITransport | None = self.transport
-        headers = self.requests[-1].requestHeaders
-        # RFC 9112 3.2: an HTTP/1.1 request without exactly one Host is a
-        # 400, as h11 and nginx answer; twisted.web would serve it.
-        if self._version == b"HTTP/1.1" and len(headers.getRawHeaders(b"host") or ()) != 1:
-            self._refuse(BAD_REQUEST)
-            return
         answer: list[bytes] = []
         restore = None
-        if transport is not None and headers.hasHeader(b"upgrade"):
+        if transport is not None and self.requests[-1].requestHeaders.hasHeader(b"upgrade"):
             # What the taking protocol answers during the render (autobahn's
             # 101, or its refusal) is the status of the access-log line.
             restore = _first_write_into(transport, answer)
@@ -276,9 +285,11 @@ class DrainableChannel(HTTPChannel):
         if transport is None:
             return
         transport.write(_REFUSAL % status)
-        # Nothing more is read from a connection that closes: the rest of a
-        # refused request is not another one.
+        # Nothing more of this connection reaches the site: the rest of a
+        # refused request is not another one, and the refused one (whose
+        # headers may all be in) is not rendered.
         self.dataReceived = _ignore  # type: ignore[method-assign]
+        self.allContentReceived = _nothing  # type: ignore[method-assign]
         self.loseConnection()
 
     def is_idle(self) -> bool:

@@ -617,6 +617,16 @@ class RequestValidationTests(SynchronousTestCase):
             b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n",
         )
 
+    def test_http11_without_host_expecting_continue(self) -> None:
+        """
+        The refusal is all the client gets: no C{100 Continue} before it.
+        """
+        code, _, connection = self.answer(
+            b"POST /fast HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(code, 400)
+        self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 400 "))
+
     def test_http10_without_host(self) -> None:
         code, _, _ = self.answer(b"GET /fast HTTP/1.0\r\n\r\n")
         self.assertEqual((code, self.seen), (200, [b"/fast"]))
