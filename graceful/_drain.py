@@ -311,21 +311,26 @@ class DrainableChannel(HTTPChannel):
             # refusing persistence now would have dropped unanswered.
             self.setTimeout(self.site.idle_grace)
             return
-        if self.requests[0].startedWriting:
+        head = self.requests[0]
+        if head.startedWriting:
             # Its response went out without Connection: close, and the
             # client may send its next request the moment it ends; the
-            # connection stays open for that one (see requestDone).
+            # connection stays open for that one.  (Heard of here, not in
+            # requestDone: nothing is added to every request's path.)
+            head.notifyFinish().addCallbacks(self._response_ended, lambda _: None)
             return
         self.persistent = False
         for request in self.requests:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
-    def requestDone(self, request: Request) -> None:
-        super().requestDone(request)
-        if self.site.draining and self.persistent and not self.requests:
-            # A response that began before the drain just ended: the
-            # connection is idle now, and gets the grace for the next
-            # request, which checkPersistence answers with Connection: close.
+    def _response_ended(self, _: object) -> None:
+        """
+        A response that began before the drain ended (the channel is done
+        with it): the connection is idle now, unless its next request is
+        already in, and gets the grace for one more request, which
+        checkPersistence answers with C{Connection: close}.
+        """
+        if self.persistent and not self.requests:
             self.setTimeout(self.site.idle_grace_left())
 
     def timeoutConnection(self) -> None:

@@ -200,6 +200,17 @@ class DrainTests(SynchronousTestCase):
         self.clock.advance(0.02)
         self.assertTrue(connection.closing)
 
+    def test_response_already_started_client_leaves(self) -> None:
+        """
+        A client that leaves during such a response leaves no timer behind.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        drained = self.site.drain()
+        connection.lose()
+        self.successResultOf(drained)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_half_a_request_line(self) -> None:
         """
         A connection that sent the first bytes of a request line when the
