@@ -197,6 +197,12 @@ class Connection(Protocol):
 class DrainableChannel(HTTPChannel):
     """
     An HTTP/1.1 channel that knows whether its site is draining.
+
+    It also refuses, as h11 and nginx do, what twisted.web lets through or
+    drops without a word: an HTTP/1.1 request without exactly one C{Host}
+    (400), a header line or header block over C{MAX_LENGTH},
+    C{totalHeadersSize} or C{maxHeaders} (431), and a request line over
+    C{MAX_LENGTH} (414); each answered with C{Connection: close}, then closed.
     """
 
     site: DrainingSite
