@@ -131,29 +131,6 @@ class _Prepared:
         self.owner.close()
 
 
-def _wsgi_resource(reactor: Any, app: Callable[..., Any]) -> IResource:
-    """
-    A twisted.web WSGI resource for C{app}, which also serves requests that
-    came over a UNIX socket.
-    """
-    from twisted.internet.address import IPv4Address
-    from twisted.web.wsgi import WSGIResource
-
-    class Resource(WSGIResource):
-        def render(self, request: Any) -> Any:
-            # twisted.web.wsgi reads a host and a port off both ends of the
-            # connection (REMOTE_ADDR, REMOTE_PORT, SERVER_PORT); a UNIX
-            # socket's have neither, and every request was a 500.  It gets
-            # empty ones.
-            if not hasattr(request.getClientAddress(), "port"):
-                request.client = IPv4Address("TCP", "", 0)
-            if not hasattr(request.getHost(), "port"):
-                request.host = IPv4Address("TCP", "", 0)
-            return super().render(request)
-
-    return Resource(reactor, reactor.getThreadPool(), app)
-
-
 @define(eq=False)
 class Server:
     """
@@ -427,8 +404,11 @@ class Server:
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
+        if self._wsgi_mounts:
+            from twisted.web.wsgi import WSGIResource
+
         for prefix, app in self._wsgi_mounts:
-            self.router.mount(prefix, _wsgi_resource(reactor, app))
+            self.router.mount(prefix, WSGIResource(reactor, reactor.getThreadPool(), app))
         self._wsgi_mounts.clear()
         if self._asgi_mounts:
             from ._asgi import ASGIResource, Lifespan

@@ -12,7 +12,6 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.testing import MemoryReactorClock
@@ -323,38 +322,3 @@ class MasterHoldTests(TempDir):
         self.assertEqual(held.spec, ListenSpec("web", False, 0, "", 0, path))
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o666)
         self.assertEqual(runtime.unix_files, {path: os.stat(path).st_ino})
-
-
-class WSGIOverUnixSocketTests(SynchronousTestCase):
-    """
-    A WSGI app mounted on a server answers requests that came over a UNIX
-    socket, whose ends have no host or port.
-    """
-
-    def test_wsgi_app_over_unix_socket(self) -> None:
-        from twisted.internet.testing import StringTransport
-
-        from graceful._drain import DrainingSite
-        from graceful._server import _wsgi_resource
-
-        from .test_routing import HTTPConnection, SyncReactor, SyncThreadPool
-
-        seen: dict[str, str] = {}
-
-        def app(environ: dict[str, str], start_response: Any) -> list[bytes]:
-            seen.update(environ)
-            start_response("200 OK", [("Content-Length", "2")])
-            return [b"ok"]
-
-        reactor = SyncReactor()
-        reactor.getThreadPool = SyncThreadPool  # type: ignore[attr-defined]
-        router = Router()
-        router.mount("/legacy", _wsgi_resource(reactor, app))
-        transport = StringTransport(
-            hostAddress=UNIXAddress(b"/run/app/s1.sock"), peerAddress=UNIXAddress(None)
-        )
-        connection = HTTPConnection(DrainingSite(router, reactor=reactor), transport)
-        connection.request("/legacy/page")
-        response = connection.only_response()
-        self.assertEqual((response.status, response.body), (200, b"ok"))
-        self.assertEqual((seen["PATH_INFO"], seen["REMOTE_ADDR"]), ("/page", ""))
