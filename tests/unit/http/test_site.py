@@ -114,17 +114,114 @@ class DrainTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(self.site.in_flight, 0)
 
+    def start_response(self, connection: HTTPConnection, length: bool = False) -> None:
+        """
+        Send a request to C{/slow} and the first part of its answer: its
+        headers go out before the drain, chunked or with a length.
+        """
+        connection.request("/slow")
+        if length:
+            self.app.pending[-1].setHeader(b"Content-Length", b"9")
+        self.app.pending[-1].write(b"part ")
+
     def test_response_already_started(self) -> None:
         """
         A response whose headers went out before draining cannot say
-        C{Connection: close}; its connection closes after it all the same.
+        C{Connection: close}, so its client may reuse the connection the
+        moment it ends: that next request is answered, with C{Connection:
+        close}, rather than lost to a close.
+        """
+        chunked, with_length = self.connect(), self.connect()
+        self.start_response(chunked)
+        self.start_response(with_length, length=True)
+        drained = self.site.drain()
+        for connection in (chunked, with_length):
+            self.app.answer(b"rest")
+            self.assertEqual(connection.only_response().body, b"part rest")
+            self.assertFalse(connection.closing)
+            connection.request("/fast", method="POST")
+            first, second = connection.responses()
+            self.assertIsNone(first.header("connection"))
+            self.assertEqual((second.status, second.body), (200, b"fast"))
+            self.assertEqual(second.header("connection"), "close")
+            self.assertTrue(connection.closing)
+            connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_next_request_already_sent(self) -> None:
+        """
+        A request that came in while the started response was still being
+        written is answered after it, with C{Connection: close}.
         """
         connection = self.connect()
-        connection.request("/slow")
-        self.app.pending[0].write(b"part ")
+        self.start_response(connection)
         drained = self.site.drain()
+        connection.request("/fast")
         self.app.answer(b"rest")
-        self.assertEqual(connection.only_response().body, b"part rest")
+        first, second = connection.responses()
+        self.assertEqual((first.body, second.body), (b"part rest", b"fast"))
+        self.assertEqual(second.header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_then_silent(self) -> None:
+        """
+        The grace for the next request starts when the response ends,
+        however long it took; a connection still silent then is closed.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        drained = self.site.drain()
+        self.clock.advance(GRACE * 3)
+        self.assertFalse(connection.closing)
+        self.app.answer(b"rest")
+        self.clock.advance(GRACE - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # a FIN, not an abort
+        self.assertEqual(len(connection.responses()), 1)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_response_already_started_grace_within_timeout(self) -> None:
+        """
+        A response that ends late in the drain leaves its connection only
+        the grace there is before C{drain_timeout} would reset it.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        self.site.drain(timeout=5.0)  # idle connections closed by 4.0
+        self.clock.advance(3.5)
+        self.app.answer(b"rest")
+        self.clock.advance(0.49)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+
+    def test_response_already_started_client_leaves(self) -> None:
+        """
+        A client that leaves during such a response leaves no timer behind.
+        """
+        connection = self.connect()
+        self.start_response(connection)
+        drained = self.site.drain()
+        connection.lose()
+        self.successResultOf(drained)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_half_a_request_line(self) -> None:
+        """
+        A connection that sent the first bytes of a request line when the
+        drain began has its request answered, not dropped.
+        """
+        connection = self.connect()
+        connection.send(b"POST /fa")
+        drained = self.site.drain()
+        connection.send(b"st HTTP/1.1\r\nHost: test\r\n\r\n")
+        response = connection.only_response()
+        self.assertEqual((response.body, response.header("connection")), (b"fast", "close"))
         self.assertTrue(connection.closing)
         connection.lose()
         self.successResultOf(drained)
@@ -480,3 +577,105 @@ class IdleAtHandoverTests(SynchronousTestCase):
         self.assertFalse(unread_bytes(Wrapper(transport)))
         self.assertFalse(unread_bytes(StringTransport()))
         self.assertFalse(unread_bytes(None))
+
+
+class RequestValidationTests(SynchronousTestCase):
+    """
+    Requests the channel refuses before the site sees them: an HTTP/1.1
+    request without exactly one C{Host} (400), and headers too large (431)
+    or a request line too long (414); each refusal closes the connection.
+    """
+
+    def setUp(self) -> None:
+        self.app = App()
+        self.seen: list[bytes] = []
+        render = self.app.render_GET
+
+        def seen(request: Request) -> bytes | int:
+            self.seen.append(request.uri)
+            return render(request)
+
+        self.app.render_GET = seen  # type: ignore[method-assign]
+        self.site = DrainingSite(self.app, reactor=Clock())
+
+    def answer(self, *data: bytes) -> tuple[int, str | None, HTTPConnection]:
+        connection = HTTPConnection(self.site)
+        self.addCleanup(connection.lose)
+        for part in data:
+            connection.send(part)
+        response = connection.only_response()
+        return response.status, response.header("connection"), connection
+
+    def assertRefused(self, status: int, *data: bytes) -> None:
+        code, close, connection = self.answer(*data)
+        self.assertEqual((code, close), (status, "close"))
+        self.assertTrue(connection.closing)
+        self.assertEqual(self.seen, [])
+
+    def test_http11_without_host(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\n\r\n")
+
+    def test_http11_with_two_hosts(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+
+    def test_http11_without_host_with_body(self) -> None:
+        """
+        Nothing after the refused request is read as another request.
+        """
+        self.assertRefused(
+            400,
+            b"POST /fast HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody",
+            b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n",
+        )
+
+    def test_http11_without_host_expecting_continue(self) -> None:
+        """
+        The refusal is all the client gets: no C{100 Continue} before it.
+        """
+        code, _, connection = self.answer(
+            b"POST /fast HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(code, 400)
+        self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 400 "))
+
+    def test_http10_without_host(self) -> None:
+        code, _, _ = self.answer(b"GET /fast HTTP/1.0\r\n\r\n")
+        self.assertEqual((code, self.seen), (200, [b"/fast"]))
+
+    def test_http11_with_host(self) -> None:
+        code, close, connection = self.answer(b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertEqual((code, close, connection.closing), (200, None, False))
+
+    def test_one_mebibyte_header_line(self) -> None:
+        big = b"X-Big: " + b"a" * 2**20
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + big + b"\r\n\r\n")
+
+    def test_long_header_line_arriving_in_pieces(self) -> None:
+        pieces = [b"GET /fast HTTP/1.1\r\nHost: test\r\nX-Big: "] + [b"a" * 4096] * 8
+        self.assertRefused(431, *pieces)
+
+    def test_header_block_too_large(self) -> None:
+        lines = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + lines + b"\r\n")
+
+    def test_too_many_headers(self) -> None:
+        lines = b"".join(b"X-%d: a\r\n" % i for i in range(600))
+        self.assertRefused(431, b"GET /fast HTTP/1.1\r\nHost: test\r\n" + lines + b"\r\n")
+
+    def test_request_line_too_long(self) -> None:
+        self.assertRefused(414, b"GET /" + b"a" * 2**17 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+
+    def test_other_bad_requests_still_400(self) -> None:
+        self.assertRefused(400, b"GET /fast HTTP/1.1\r\nHost: test\r\nno colon\r\n\r\n")
+
+    def test_after_a_good_request(self) -> None:
+        """
+        A refusal on a kept-alive connection follows the earlier answers.
+        """
+        connection = HTTPConnection(self.site)
+        self.addCleanup(connection.lose)
+        connection.send(b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        connection.send(b"GET /fast HTTP/1.1\r\n\r\n")
+        first, second = connection.responses()
+        self.assertEqual((first.status, second.status), (200, 400))
+        self.assertTrue(connection.closing)
