@@ -172,10 +172,11 @@ class ScopeTests(SynchronousTestCase):
 
     def test_headers_in_wire_order_with_a_streamed_body(self) -> None:
         scope = self.scope_of(
-            b"POST / HTTP/1.1\r\nA: 1\r\nContent-Length: 2\r\nA: 3\r\n\r\nhi"
+            b"POST / HTTP/1.1\r\nA: 1\r\nHost: h\r\nContent-Length: 2\r\nA: 3\r\n\r\nhi"
         )
         self.assertEqual(
-            scope["headers"], [(b"a", b"1"), (b"content-length", b"2"), (b"a", b"3")]
+            scope["headers"],
+            [(b"a", b"1"), (b"host", b"h"), (b"content-length", b"2"), (b"a", b"3")],
         )
 
     def test_extensions(self) -> None:
