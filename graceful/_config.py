@@ -19,6 +19,7 @@ from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
+from .http.verify import check_verify_paths
 from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
@@ -53,6 +54,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token": (str, "a string"),
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
+    "verify": (list, 'a list of paths such as ["/healthz"]'),
 }
 
 
@@ -76,6 +78,7 @@ class ServerConfig:
     admin: str | None = None
     admin_token: str | None = None
     health: str | None = None
+    verify: tuple[str, ...] = ()
 
 
 @frozen
@@ -219,6 +222,10 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     for page in ("admin", "health"):
         if page in table and not table[page].startswith("/"):
             raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    try:
+        verify = check_verify_paths(table.get("verify", []))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}.verify: {e}") from None
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -234,6 +241,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin=table.get("admin"),
         admin_token=token,
         health=table.get("health"),
+        verify=verify,
     )
 
 
@@ -469,6 +477,7 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.enable_admin(server_config.admin, server_config.admin_token)
         if server_config.health:
             server.enable_health(server_config.health)
+        server.set_verify(*server_config.verify)
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)

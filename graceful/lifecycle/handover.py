@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from .core import ProcessCore
 from .departure import Departure
+from .verification import start_verified
 from .._errors import ConfigError, RestartRefused
 from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
@@ -495,7 +496,7 @@ class SingleRole(HandoffRole):
         accept and report ready.
         """
         process = self.process
-        process.start_apps().addCallbacks(lambda _: self._apps_started(), process.apps_failed)
+        start_verified(process).addCallback(lambda _: self._apps_started())
 
     def _apps_started(self) -> None:
         if self.draining:
