@@ -37,6 +37,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
+    "fd_store": (bool, "true or false"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -154,6 +155,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         settings.directory = str(directory)
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
+    settings.fd_store = table.get("fd_store", True)
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
