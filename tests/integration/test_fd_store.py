@@ -95,9 +95,17 @@ class FdStoreTests(SynchronousTestCase):
         self.assertEqual(stored.getsockname()[1], port)
         self.assertEqual(pid_of(port), first.pid)
 
-        # A restart of its own stores nothing again: the socket is stored.
+        # A restart whose config adds an HTTPS port: the new generation
+        # stores that one alone (the other is stored), once it is the main
+        # process.
+        https_port = free_port()
+        systemd.write_config(directory, port, https_port)
         first.signal(first.pid, signal.SIGUSR1)
         second = first.remember(int(store.until("MAINPID")[1]["MAINPID"]))
+        sender, fields, [added] = store.until("FDSTORE")
+        self.assertEqual(
+            (sender, fields), (second, {"FDSTORE": "1", "FDNAME": f"secure/https/{https_port}/0"})
+        )
         first.wait_gone(first.pid)
         self.assertNotIn("FDSTORE", str(store.messages()))
 
@@ -110,8 +118,8 @@ class FdStoreTests(SynchronousTestCase):
         waiting.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
         again = systemd.SocketActivated(
-            [stored],
-            [f"web/http/{port}/0"],
+            [stored, added],
+            [f"web/http/{port}/0", f"secure/https/{https_port}/0"],
             [*ServerProcess.twistd().args, *systemd.twistd_args()],
             cwd=directory,
             env=child_environment(NOTIFY_SOCKET=store.address),
@@ -126,5 +134,7 @@ class FdStoreTests(SynchronousTestCase):
         self.assertEqual(int(answer.split(b"\r\n\r\n", 1)[1]), again.pid)
         self.assertNotEqual(again.pid, second)
         self.assertEqual(get(port, "/healthz")[0], 200)
+        self.assertEqual(get(https_port, "/", tls=True)[0], 200)
+        self.assertIn(f"https server started listening on [:{https_port}]", again.log())
         # It adopted the stored socket and stores nothing again.
         self.assertNotIn("FDSTORE", str(store.messages()))
