@@ -19,6 +19,7 @@ from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
+from .http.verify import check_verify_paths
 from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
@@ -36,6 +37,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
+    "fd_store": (bool, "true or false"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -53,6 +55,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token": (str, "a string"),
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
+    "verify": (list, 'a list of paths such as ["/healthz"]'),
 }
 
 
@@ -76,6 +79,7 @@ class ServerConfig:
     admin: str | None = None
     admin_token: str | None = None
     health: str | None = None
+    verify: tuple[str, ...] = ()
 
 
 @frozen
@@ -151,6 +155,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         settings.directory = str(directory)
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
+    settings.fd_store = table.get("fd_store", True)
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
@@ -219,6 +224,10 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     for page in ("admin", "health"):
         if page in table and not table[page].startswith("/"):
             raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    try:
+        verify = check_verify_paths(table.get("verify", []))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}.verify: {e}") from None
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -234,6 +243,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin=table.get("admin"),
         admin_token=token,
         health=table.get("health"),
+        verify=verify,
     )
 
 
@@ -469,6 +479,7 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.enable_admin(server_config.admin, server_config.admin_token)
         if server_config.health:
             server.enable_health(server_config.health)
+        server.set_verify(*server_config.verify)
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)

@@ -33,6 +33,8 @@ class Settings:
     @ivar access_log: C{"-"} for the log, a file path, or L{None}.
     @ivar directory: the directory every new process enters.
     @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
+    @ivar fd_store: keep the listening sockets in systemd's file descriptor
+        store where systemd offers one.
     """
 
     drain_timeout: float = 30.0
@@ -47,6 +49,7 @@ class Settings:
     access_log: str | None = None
     directory: str | None = None
     admin_socket: str | None = None
+    fd_store: bool = True
 
     @property
     def spread(self) -> float:

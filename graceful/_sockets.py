@@ -188,6 +188,9 @@ class InheritedSockets:
     """
 
     sockets: list[ListeningSocket] = field(factory=list)
+    #: Each socket we were started with, by inode, with its name: kept as
+    #: servers claim and close them, to tell them from the ones we bind.
+    received: dict[int, str] = field(factory=dict)
 
     @classmethod
     def from_environment(
@@ -222,7 +225,7 @@ class InheritedSockets:
             # blocking accept() would hang the reactor.
             os.set_blocking(fd, False)
             sockets.append(ListeningSocket(fd, name))
-        return cls(sockets)
+        return cls(sockets, {os.fstat(s.fd).st_ino: s.name for s in sockets})
 
     def claim(self, spec: ListenSpec) -> ListeningSocket | None:
         """

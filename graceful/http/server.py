@@ -20,6 +20,7 @@ from .._logging import NamedLogger
 from .site import DrainingSite
 from .._errors import ConfigError
 from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
+from .verify import Verifies
 from .._status import PortStatus
 from .._sockets import (
     DEFAULT_UNIX_MODE,
@@ -122,7 +123,7 @@ class Listener:
 
 
 @define(eq=False)
-class Server:
+class Server(Verifies):
     """
     One named HTTP/HTTPS server of the process; get it with
     C{graceful.server(name)}.
@@ -384,9 +385,9 @@ class Server:
                 p.close()
                 if self.runtime.is_worker:
                     _accept_one_at_a_time(port)
-                if self._asgi_mounts_built and not self.runtime.apps_started:
-                    # Not one connection before the apps' startup is done: the
-                    # old process accepts them meanwhile.
+                if (self._asgi_mounts_built or self.verify_paths) and not self.runtime.apps_started:
+                    # Not one connection before the apps' startup (and verify)
+                    # is done: the old process accepts them meanwhile.
                     port.stopReading()
                     self._held.append(port)
                 listener = Listener(p.spec, port)

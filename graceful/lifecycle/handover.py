@@ -21,10 +21,12 @@ from twisted.python.failure import Failure
 
 from .core import ProcessCore
 from .departure import Departure
+from .verification import start_verified
 from .._errors import ConfigError, RestartRefused
 from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
 from ..handoff.pipes import ListeningSocket
+from ..handoff.fd_store import FdStore
 from ..handoff.messages import Accepted, Message, Released
 from .._status import DrainStatus, ProcessStatus
 
@@ -458,6 +460,23 @@ class HandoffRole:
         if not self.draining:
             self.process.succeeded.happen()
             self.served_by.released(released)
+            self._keep_sockets()
+
+    def _keep_sockets(self) -> None:
+        """
+        Now that we are the main process (the first one, or a later one its
+        old generation has released or left), whose messages systemd takes
+        with C{NotifyAccess=main}: keep the sockets we bound in its fd store.
+        """
+        process = self.process
+        store = FdStore.from_environment(process.environ, process.settings.fd_store)
+        if store is None:
+            return
+        sockets = self.served_by.passed_sockets()
+        for name in store.keep(process.inherited.received, sockets):
+            process.log.info(
+                "{pid}: stored {name} in systemd's fd store", pid=process.pid, name=name
+            )
 
     def _old_generation_gone(self, released: bool) -> None:
         """
@@ -475,6 +494,7 @@ class HandoffRole:
         )
         process.write_pidfile(process.pid)
         process.notifier.notify(mainpid=process.pid, ready=1, status="serving")
+        self._keep_sockets()
 
 
 class SingleRole(HandoffRole):
@@ -495,7 +515,7 @@ class SingleRole(HandoffRole):
         accept and report ready.
         """
         process = self.process
-        process.start_apps().addCallbacks(lambda _: self._apps_started(), process.apps_failed)
+        start_verified(process).addCallback(lambda _: self._apps_started())
 
     def _apps_started(self) -> None:
         if self.draining:

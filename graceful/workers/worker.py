@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 
 from ..lifecycle.core import ProcessCore
 from ..lifecycle.departure import Departure
+from ..lifecycle.verification import start_verified
 from .._feeding import Feeder
 from ..handoff.messages import (
     Group,
@@ -164,9 +165,7 @@ class WorkerRole:
             if server.has_prepared():
                 server.serve()
         ready = Ready(claimed=claimed, workers=process.settings.workers)
-        process.start_apps().addCallbacks(
-            lambda _: self._serve(ready), process.apps_failed
-        )
+        start_verified(process).addCallback(lambda _: self._serve(ready))
 
     def _serve(self, ready: Ready) -> None:
         if self.draining:
