@@ -349,7 +349,13 @@ class TwistdRestartTests(SynchronousTestCase):
                     lambda: group_members(proc.pgid) == [serving],
                     what=f"the new process that {what} to be gone",
                 )
-                self.assertEqual(zombies(serving), [], what)
+                # Gone from the group is not yet reaped: the old process reaps
+                # it when its reactor next runs, which a busy machine delays
+                # (one zombie seen at load 9); a leak stays a zombie.
+                wait_until(
+                    lambda: zombies(serving) == [],
+                    what=f"the new process that {what} to be reaped",
+                )
                 load.wait_for(20)
             _config(directory, **good)  # type: ignore[arg-type]
             _, new = restart(proc, http_port)
