@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -55,6 +57,16 @@ TOKEN = "s3cret-token"
 #: The token graceful made, for servers that configure none.
 GENERATED = "generated-token-Zx9"
 PREFIX = "/debug/admin"
+
+
+def _temporary_folder(case: Any) -> Path:
+    """
+    A folder removed after the test (trial's mktemp leaves its folders in
+    the directory pytest runs in).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="graceful-test-"))
+    case.addCleanup(shutil.rmtree, folder, True)
+    return folder
 
 
 class FakeRuntime(Runtime):
@@ -375,7 +387,7 @@ class AccessLogTests(SynchronousTestCase):
         and a Referer carrying it, with C{token=REDACTED}; the rest of the
         query stays.
         """
-        path = self.mktemp()
+        path = str(_temporary_folder(self) / "access.log")
         runtime, server = build()
         with capturedLogs() as events:
             for target in (path, "-"):
@@ -647,7 +659,7 @@ class RestartTests(SynchronousTestCase):
         Not coalesced: a release directory that names another release than
         the one this process runs, or an executable asked for.
         """
-        folder = Path(self.mktemp())
+        folder = _temporary_folder(self)
         (folder / "1").mkdir(parents=True)
         (folder / "2").mkdir()
         (folder / "current").symlink_to("1")
