@@ -14,6 +14,8 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
 
 from .._logging import NamedLogger
+from ..admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
+from ..admin.state import AdminState
 from ..lifecycle.admin_socket import AdminSocket
 from ..lifecycle.core import ProcessCore
 from ..handoff.environment import Environment, OSEnvironment
@@ -100,10 +102,8 @@ class Runtime:
 
     @ivar core: what the roles act on (servers, generation, services...).
     @ivar worker: the worker role, when a master started this process.
-    @ivar operational_pages: mounts a server's admin and health pages.
-    @ivar prepare_admin: makes or reads the admin token of admin pages that
-        configure none, as serving starts (before any worker).
-    @ivar admin_site: builds the site of the private admin socket.
+    @ivar admin: what the admin pages keep for this process (its token,
+        refusal counts and metrics).
     @ivar admin_socket: the private admin socket.
     """
 
@@ -150,11 +150,9 @@ class Runtime:
         self.worker = (
             WorkerRole(self.core, worker_slot, group_status) if worker_slot is not None else None
         )
-        self.operational_pages: Callable[[Runtime, Server], None] = lambda runtime, server: None
-        self.prepare_admin: Callable[[Runtime], None] = lambda runtime: None
-        self.admin_site: Callable[[Runtime], Any] | None = None
+        self.admin = AdminState()
         self.admin_socket = AdminSocket(self.core)
-        self.admin_socket.site = lambda: self.admin_site(self) if self.admin_site else None
+        self.admin_socket.site = lambda: admin_socket_site(self)
         self._role: Role | None = None
         self._log_to_stdout = True
 
@@ -275,7 +273,7 @@ class Runtime:
         return access_log_writer(self.core.settings.access_log)
 
     def add_operational_pages(self, server: Server) -> None:
-        self.operational_pages(self, server)
+        add_operational_pages(self, server)
 
     def add_lifespan(self, lifespan: Any) -> None:
         self.core.lifespans.append(lifespan)
@@ -354,7 +352,8 @@ class Runtime:
             return
         role = self._the_role()
         if self.worker is None:
-            self.prepare_admin(self)
+            # Before any worker starts, so that every worker reads the same.
+            prepare_admin_token(self)
         self.install_signal_handlers()
         role.start()
 
