@@ -56,13 +56,6 @@ GLOBAL_REACTOR = {"_process", "asgi.resource"}
 #: A class longer than this is doing more than one job.
 LONGEST_CLASS = 300
 
-#: Classes longer than that today: each may only shrink, and leaves the list
-#: once it is split.
-LONG_CLASSES = {
-    "http/server.py: Server": 368,
-}
-
-
 @functools.lru_cache(maxsize=None)
 def modules(package: Path = PACKAGE) -> list[str]:
     """
@@ -286,16 +279,7 @@ class CtlTests(SynchronousTestCase):
 
 class ClassSizeTests(SynchronousTestCase):
     def test_no_class_is_longer_than_a_job(self) -> None:
-        long = long_classes()
-        grown = {name: size for name, size in long.items() if size > LONG_CLASSES.get(name, 0)}
-        self.assertEqual(grown, {})
-
-    def test_the_known_long_classes_are_still_long(self) -> None:
-        """
-        A class split below the limit leaves L{LONG_CLASSES}, so the list
-        only ever shrinks.
-        """
-        self.assertEqual(sorted(set(LONG_CLASSES) - set(long_classes())), [])
+        self.assertEqual(long_classes(), {})
 
 
 class NamingTests(SynchronousTestCase):
