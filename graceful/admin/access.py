@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 Who may use a server's admin pages: the admin token and where it may be
 presented, the sign-in cookie, the private listener, and the origin of a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 What the admin pages do: restart (coalescing a burst into one restart) and
 shut down, each logged with the peer that asked.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 Reading an admin request and writing its answer: what the admin's routes,
 access checks and actions share.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_worker_metrics,tests.unit.admin.test_resource -*-
 """
 The admin C{/metrics} page: Prometheus' text exposition, written by
 prometheus-client.

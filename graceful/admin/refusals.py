@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 The refused admin requests of a process: counted by reason for the metrics,
 and logged in aggregate so that a flood of them cannot flood the log.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 The admin pages of a server, under its admin prefix.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_token -*-
 """
 The admin token graceful makes when a server's admin pages have none
 configured.

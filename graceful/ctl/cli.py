@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.ctl.test_cli -*-
 """
 C{graceful ctl}: status, list, restart and shutdown across the admin APIs of
 many graceful processes ("nodes"), each named by its admin URL.

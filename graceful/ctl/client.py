@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.ctl.test_roll -*-
 """
 How C{graceful ctl} talks to a node: its admin API over HTTP(S), or over a
 private admin socket (C{unix:PATH}), and what the node reports.

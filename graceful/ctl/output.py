@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.ctl.test_output -*-
 """
 What C{graceful ctl} prints: the status and list tables, the JSON, and the
 rolling restart's progress (a line per event, or a bar on a terminal).

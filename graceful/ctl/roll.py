@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.ctl.test_roll -*-
 """
 The rolling restart: one node at a time, the next only once the previous
 one's generation has moved (its new process serves); the first node that

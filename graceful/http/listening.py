@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_server,tests.unit.test_unix_sockets -*-
 """
 A server's listening sockets: bound or inherited before it serves, adopted
 as the reactor's ports, held shut while its ASGI apps start, and passed on

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_server -*-
 """
 What a server serves, as the program declares it: routes and twisted.web
 resources join its router at once; WSGI and ASGI apps wait until its site

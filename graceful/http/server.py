@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_server,tests.unit.test_registry -*-
 """
 A named server: routes, mounts, ports and TLS, and the listening ports it
 serves once started.

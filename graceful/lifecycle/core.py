@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 What every role of a process shares: its servers, its place in the line of
 generations, its services and apps, and how it reports itself.  The roles

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_takeover -*-
 """
 Keeping the pidfile that names the serving process: written at each
 handover, and written again, with back-off, when a full disk refused it.

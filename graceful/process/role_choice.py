@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 Which role a process plays: serving alone, as a master of workers, or as
 a worker; chosen once, as it starts serving.

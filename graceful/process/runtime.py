@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 The process: its servers, and the one role it plays — serving alone, as a
 master of workers, or as a worker — chosen once, as it starts serving.

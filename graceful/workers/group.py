@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 A master's workers: N serving processes that share every listening socket.
 

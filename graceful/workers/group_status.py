@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 The status of a master: its own facts, every worker, and the servers with
 their in-flight requests summed over the workers.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 Starting a slot's worker again when the one serving there died on its own
 (or the watchdog killed it), after a back-off that grows with the deaths in

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 The bookkeeping of a master's slots: which worker serves each, how often
 each slot's workers died in a row (for the back-off before the next), the
