@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_registry -*-
 """
 graceful: named HTTP/HTTPS servers on Twisted that restart with zero downtime.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_config -*-
 """
 The TOML config: read, checked key by key, and applied to a runtime.
 

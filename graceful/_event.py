@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_event -*-
 """
 Something that happens once, that any number of parties can wait for.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_logging -*-
 """
 Loggers whose namespace stays put when their module moves.
 """

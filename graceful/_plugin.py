@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_plugin -*-
 """
 The twistd / twist plugin: C{twistd -n graceful --config graceful.toml}.
 """

@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
-from .admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
 from .process.runtime import Runtime, runtime_from_environment
 
 
@@ -37,9 +36,6 @@ def runtime() -> Runtime:
         # Imported on first use: an ASGI app mounted before then gets
         # Twisted's asyncio reactor.
         _runtime = runtime_from_environment(os.environ, LazyReactor())
-        _runtime.operational_pages = add_operational_pages
-        _runtime.prepare_admin = prepare_admin_token
-        _runtime.admin_site = admin_socket_site
         _report_config_errors_in_one_line()
     return _runtime
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_sockets,tests.unit.test_unix_sockets -*-
 """
 Listening sockets: made by graceful itself, handed from process to process.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_status -*-
 """
 What a graceful process reports about itself: one definition of the status,
 read by the admin API, the admin page, the metrics and C{graceful ctl}.

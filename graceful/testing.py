@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_testing -*-
 """
 Fakes for testing graceful, and programs built on it, without processes,
 signals or real time: a whole process runs on a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 The health page: 200 while serving, 503 once the process drains, so a load
 balancer or a Kubernetes readiness probe takes the node out before it stops.

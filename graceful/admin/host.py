@@ -12,6 +12,7 @@ from ..http.server import ServerHost
 
 if TYPE_CHECKING:
     from .._settings import Settings
+    from .state import AdminState
     from .._status import ProcessStatus
     from ..http.server import Server
 
@@ -50,6 +51,10 @@ class AdminHost(ServerHost, Protocol):
     @property
     def taking_over(self) -> bool:
         "Whether it is a new generation whose older one has not released it."
+
+    @property
+    def admin(self) -> AdminState:
+        "What the admin keeps for this process: its token, refusals, metrics."
 
     def now(self) -> float:
         "The wall clock (seconds since the epoch)."

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_worker_metrics,tests.unit.admin.test_resource -*-
 """
 The admin C{/metrics} page: Prometheus' text exposition, written by
 prometheus-client.
@@ -72,7 +73,6 @@ server keeps running.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -302,22 +302,18 @@ def worker_metrics(status: ProcessStatus) -> Iterator[Metric]:
     yield replaced
 
 
-_registries: weakref.WeakKeyDictionary[AdminHost, CollectorRegistry] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def registry_for(runtime: AdminHost) -> CollectorRegistry:
     """
     The metrics registry of C{runtime}, made on first use.
     """
-    registry = _registries.get(runtime)
-    if registry is None:
+
+    def make() -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(RuntimeCollector(runtime))
         ProcessCollector(registry=registry)
-        _registries[runtime] = registry
-    return registry
+        return registry
+
+    return runtime.admin.kept(CollectorRegistry, make)
 
 
 def exposition(runtime: AdminHost, accept: str | None) -> tuple[bytes, str]:

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_page -*-
 """
 The admin HTML page, and the small pages that answer its forms.
 

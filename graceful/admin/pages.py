@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 The operational pages a server can carry: health and admin.
 """

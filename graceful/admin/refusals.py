@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_resource -*-
 """
 The refused admin requests of a process: counted by reason for the metrics,
 and logged in aggregate so that a flood of them cannot flood the log.
@@ -5,7 +6,6 @@ and logged in aggregate so that a flood of them cannot flood the log.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._logging import NamedLogger
@@ -86,16 +86,10 @@ class Refusals:
         self._window = self._clock.callLater(self._interval, self._flush)
 
 
-_refusals: weakref.WeakKeyDictionary[AdminHost, Refusals] = weakref.WeakKeyDictionary()
-
-
 def refusals_of(runtime: AdminHost) -> Refusals:
     """
     The refusal counts of C{runtime} (every server of it shares them).
     """
-    refusals = _refusals.get(runtime)
-    if refusals is None:
-        refusals = _refusals[runtime] = Refusals(runtime.reactor, runtime.pid)
-    return refusals
+    return runtime.admin.kept(Refusals, lambda: Refusals(runtime.reactor, runtime.pid))
 
 

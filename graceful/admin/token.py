@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.admin.test_token -*-
 """
 The admin token graceful makes when a server's admin pages have none
 configured.
@@ -27,7 +28,6 @@ import os
 import secrets
 import stat
 import tempfile
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -203,9 +203,6 @@ def load_or_create(
 
 # -- per runtime ----------------------------------------------------------------
 
-_tokens: weakref.WeakKeyDictionary[AdminHost, GeneratedToken] = weakref.WeakKeyDictionary()
-
-
 def needs_generated_token(runtime: AdminHost) -> bool:
     return any(s.admin_prefix and not s.admin_token for s in runtime.servers.values())
 
@@ -230,7 +227,7 @@ def set_generated_token(runtime: AdminHost, token: GeneratedToken) -> None:
     """
     Use C{token} as C{runtime}'s generated token (tests inject theirs).
     """
-    _tokens[runtime] = token
+    runtime.admin.keep(GeneratedToken, token)
 
 
 def generated_token(runtime: AdminHost) -> str:
@@ -240,7 +237,7 @@ def generated_token(runtime: AdminHost) -> str:
     no file can be used, a token that nobody knows keeps the admin pages
     closed over TCP (and that is logged).
     """
-    known = _tokens.get(runtime)
+    known = runtime.admin.get(GeneratedToken)
     if known is not None:
         return known.token
     first = _first_admin(runtime)
@@ -259,7 +256,7 @@ def generated_token(runtime: AdminHost) -> str:
     else:
         runtime.environ[TOKEN_FILE_VARIABLE] = str(made.path)
         _announce(runtime, made, first)
-    _tokens[runtime] = made
+    runtime.admin.keep(GeneratedToken, made)
     return made.token
 
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.asgi.test_anyio_root -*-
 """
 Keep anyio's worker threads alive under Twisted's asyncio reactor.
 

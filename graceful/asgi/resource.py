@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.asgi.test_resource -*-
 """
 ASGI 3 applications as twisted.web resources, run on Twisted's asyncio
 reactor.

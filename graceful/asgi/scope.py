@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.asgi.test_resource -*-
 """
 The ASGI spec's types and the http scope of a twisted.web request, as
 uvicorn builds it: what the http and websocket bridges share.

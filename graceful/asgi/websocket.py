@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.asgi.test_asgi_websocket -*-
 """
 The ASGI C{websocket} scope, served by autobahn.
 

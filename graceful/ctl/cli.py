@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.ctl.test_cli -*-
 """
 C{graceful ctl}: status, list, restart and shutdown across the admin APIs of
 many graceful processes ("nodes"), each named by its admin URL.
@@ -18,668 +19,85 @@ the nodes after it are left untouched.
 
 Only the standard library is used: this is a tool for operators' machines
 and CI jobs, which should not need Twisted to run it.
+
+This module reads the command line and carries it out; talking to a node
+is L{graceful.ctl.client}'s, the rolling restart L{graceful.ctl.roll}'s and
+what is printed L{graceful.ctl.output}'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import socket
 import os
-import shutil
 import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from enum import Enum
-from typing import Any, Callable, Iterable, Protocol, Sequence, TextIO
+from typing import Sequence, TextIO
 
-from attrs import frozen
+from .client import (
+    DEFAULT_TIMEOUT,
+    UNIX_ADMIN_PREFIX,
+    AdminClient,
+    HttpAdminClient,
+    NodeError,
+    NodeStatus,
+    ask_all,
+    split_unix_node,
+)
+from .output import (
+    BarProgress,
+    PlainProgress,
+    duration,
+    format_table,
+    list_table,
+    progress_for,
+    status_json,
+    status_table,
+)
+from .roll import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RESTART_TIMEOUT,
+    Progress,
+    RollOptions,
+    Verdict,
+    judge,
+    restart_node,
+    rolling_restart,
+)
 
-from .._status import LastRestart, ProcessStatus, ServerStatus, StatusError
+# Imported from here before the client, the roll and the output had
+# modules of their own.
+__all__ = [
+    "BarProgress",
+    "HttpAdminClient",
+    "NodeError",
+    "NodeStatus",
+    "PlainProgress",
+    "Progress",
+    "RollOptions",
+    "UsageError",
+    "Verdict",
+    "duration",
+    "format_table",
+    "judge",
+    "list_table",
+    "main",
+    "normalize_node",
+    "restart_node",
+    "rolling_restart",
+    "split_unix_node",
+    "status_table",
+]
 
 #: Exit statuses.
 OK, FAILED, USAGE = 0, 1, 2
 
 #: Read when neither --token nor --token-file is given.
 TOKEN_VARIABLE = "GRACEFUL_ADMIN_TOKEN"
-
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_RESTART_TIMEOUT = 60.0
-DEFAULT_POLL_INTERVAL = 0.5
-
-#: The admin prefix on a private admin socket.
-UNIX_ADMIN_PREFIX = "/debug/admin"
-
-#: The keys that tell a graceful status answer from anything else.
-_STATUS_KEYS = ("pid", "generation", "servers")
-
-
-class NodeError(Exception):
-    """
-    A node could not be asked, or answered in a way that ends the command:
-    unreachable, a wrong token, not a graceful admin API, a failed restart.
-    """
-
-    def __init__(self, node: str, reason: str, transient: bool = False) -> None:
-        super().__init__(f"{node}: {reason}")
-        self.node = node
-        self.reason = reason
-        #: Worth asking again: no answer, or a server error (5xx), which a
-        #: node in the middle of a restart may give for a moment.
-        self.transient = transient
-
-
-# -- what a node reports --------------------------------------------------------
-
-
-@frozen
-class NodeStatus:
-    """
-    A node's C{GET status} answer, checked.
-
-    @ivar node: the node's admin URL (or C{unix:PATH}).
-    @ivar status: what it answered.
-    """
-
-    node: str
-    status: ProcessStatus
-
-    @classmethod
-    def from_json(cls, node: str, data: Any) -> NodeStatus:
-        """
-        @raise NodeError: C{data} is not what a graceful admin API answers.
-        """
-        if not isinstance(data, dict) or any(key not in data for key in _STATUS_KEYS):
-            raise NodeError(node, "not a graceful admin API: its status has no pid, generation and servers")
-        try:
-            return cls(node, ProcessStatus.from_json(data))
-        except StatusError as e:
-            raise NodeError(node, f"not a graceful admin API: unexpected status ({e})") from None
-
-    @property
-    def pid(self) -> int:
-        return self.status.pid
-
-    @property
-    def generation(self) -> int:
-        return self.status.generation
-
-    @property
-    def started_at(self) -> float | None:
-        return self.status.started_at
-
-    @property
-    def draining(self) -> bool:
-        return self.status.draining
-
-    @property
-    def restarting(self) -> bool:
-        return self.status.restarting
-
-    @property
-    def servers(self) -> tuple[ServerStatus, ...]:
-        return self.status.servers
-
-    @property
-    def last_restart(self) -> LastRestart | None:
-        return self.status.last_restart
-
-    @property
-    def failed_restarts(self) -> int:
-        return self.status.failed_restarts
-
-    @property
-    def in_flight(self) -> int:
-        return self.status.in_flight
-
-    @property
-    def state(self) -> str:
-        return self.status.state
-
-
-# -- talking to a node ------------------------------------------------------------
-
-
-class AdminClient(Protocol):
-    """
-    The three requests C{graceful ctl} makes of a node.
-    """
-
-    def status(self, node: str) -> NodeStatus: ...
-
-    def restart(self, node: str) -> Any:
-        "The answer: what the node says of the restart it started (or did not need)."
-
-    def shutdown(self, node: str) -> None: ...
-
-
-class HttpAdminClient:
-    """
-    An L{AdminClient} over HTTP(S), with a bearer token and a time-out for
-    every request.  Proxy variables are ignored: admin APIs are reached
-    directly.
-    """
-
-    def __init__(
-        self,
-        token: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.token = token
-        self.timeout = timeout
-        handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirects()]
-        if ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
-        self._opener = urllib.request.build_opener(*handlers)
-
-    def status(self, node: str) -> NodeStatus:
-        return NodeStatus.from_json(node, self._request(node, "GET", "status"))
-
-    def restart(self, node: str) -> Any:
-        return self._request(node, "POST", "restart")
-
-    def shutdown(self, node: str) -> None:
-        self._request(node, "POST", "shutdown")
-
-    def _request(self, node: str, method: str, page: str) -> Any:
-        url = f"{node}/{page}"
-        headers = {"Accept": "application/json", "User-Agent": "graceful-ctl"}
-        if self.token and not node.startswith("unix:"):
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = b"" if method == "POST" else None
-        if node.startswith("unix:"):
-            body, content_type = self._unix_request(node, method, page, headers, data)
-            return _json_of(node, method, page, body, content_type)
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body = response.read()
-                content_type = response.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            reason = _explain_http_error(method, page, e.code, _error_of(e))
-            raise NodeError(node, reason, transient=e.code >= 500)
-        except urllib.error.URLError as e:
-            raise NodeError(node, f"unreachable: {_explain_os_error(e.reason)}", transient=True)
-        except (TimeoutError, OSError) as e:
-            raise NodeError(node, f"unreachable: {_explain_os_error(e)}", transient=True)
-        except Exception as e:  # http.client's protocol errors: not an HTTP server
-            raise NodeError(node, f"not a graceful admin API: {type(e).__name__}: {e}")
-        return _json_of(node, method, page, body, content_type)
-
-    def _unix_request(
-        self, node: str, method: str, page: str, headers: dict[str, str], data: bytes | None
-    ) -> tuple[bytes, str]:
-        """
-        HTTP over a private admin socket (C{unix:PATH:/prefix}).
-        """
-        path, prefix = split_unix_node(node)
-        connection = _UnixConnection(path, self.timeout)
-        try:
-            connection.request(method, f"{prefix}/{page}", body=data, headers=headers)
-            response = connection.getresponse()
-            body = response.read()
-            content_type = response.getheader("Content-Type", "") or ""
-            code = response.status
-        except (TimeoutError, OSError) as e:
-            raise NodeError(node, f"unreachable: {_explain_os_error(e)}", transient=True)
-        except Exception as e:  # http.client's protocol errors: not an HTTP server
-            raise NodeError(node, f"not a graceful admin API: {type(e).__name__}: {e}")
-        finally:
-            connection.close()
-        if code >= 300:
-            try:
-                message = str(json.loads(body).get("error") or "")
-            except (ValueError, AttributeError):
-                message = ""
-            reason = _explain_http_error(method, page, code, message)
-            raise NodeError(node, reason, transient=code >= 500)
-        return body, content_type
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def split_unix_node(node: str) -> tuple[str, str]:
-    """
-    C{unix:/run/graceful/admin.sock:/debug/admin} -> the socket's path and the
-    admin prefix (C{/debug/admin} when the node gives none).
-    """
-    rest = node[len("unix:") :]
-    head, sep, tail = rest.rpartition(":")
-    if sep and head and tail.startswith("/"):
-        return head, tail.rstrip("/")
-    return rest, UNIX_ADMIN_PREFIX
-
-
-def _json_of(node: str, method: str, page: str, body: bytes, content_type: str) -> Any:
-    if "json" not in content_type:
-        shown = content_type.split(";")[0] or "no content type"
-        raise NodeError(
-            node,
-            f"not a graceful admin API: {method} {page} answered {shown}, not JSON "
-            "(is the URL the server's admin prefix?)",
-        )
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise NodeError(node, f"not a graceful admin API: {method} {page} answered invalid JSON")
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """
-    A redirect is an answer in its own right: never resend a token elsewhere.
-    """
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _error_of(error: urllib.error.HTTPError) -> str:
-    try:
-        body = error.read()
-    except Exception:
-        return ""
-    finally:
-        error.close()
-    try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return ""
-    return str(message) if message else ""
-
-
-def _explain_http_error(method: str, page: str, code: int, message: str) -> str:
-    said = f": {message}" if message else ""
-    if code == 401:
-        return f"wrong or missing token (401 Unauthorized{said})"
-    if code == 403:
-        return f"refused (403 Forbidden{said})"
-    if code == 409:
-        return f"a restart is already running there (409 Conflict{said})"
-    if code == 404:
-        return (
-            f"not a graceful admin API: {method} {page} answered 404 Not Found "
-            "(is the URL the server's admin prefix?)"
-        )
-    if 300 <= code < 400:
-        return f"not a graceful admin API: {method} {page} answered a redirect ({code})"
-    return f"{method} {page} answered {code}{said}"
-
-
-def _explain_os_error(reason: object) -> str:
-    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-        return "no answer in time (timed out)"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error: {reason}"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason)
-
-
-# -- the rolling restart ------------------------------------------------------
-
-
-class Progress(Protocol):
-    """
-    What a rolling restart tells as it goes.
-    """
-
-    def begin(self, index: int, total: int, node: str, before: NodeStatus) -> None: ...
-
-    def waiting(self, index: int, total: int, node: str, elapsed: float) -> None: ...
-
-    def done(
-        self, index: int, total: int, node: str, before: NodeStatus, after: NodeStatus, elapsed: float
-    ) -> None: ...
-
-    def failed(self, index: int, total: int, node: str, reason: str) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class Verdict(Enum):
-    WAITING = "waiting"
-    DONE = "done"
-    FAILED = "failed"
-
-
-def judge(before: NodeStatus, now: NodeStatus) -> tuple[Verdict, str]:
-    """
-    Where a node's restart stands, from its status before the restart was
-    asked for and its status now.
-
-    Done: the generation moved and the process that answers reports the
-    good restart that made it (a new process that has not been told it took
-    over yet, and may still fail its start, means: wait).  Failed: the same
-    process still serves and records a failed restart newer than the one it
-    had, or it began shutting down.  Only the status is read, so the verdict
-    is the same whichever way the node is reached.
-    """
-    last = now.last_restart
-    newer = last is not None and last != before.last_restart
-    if now.generation > before.generation:
-        if newer and last is not None and not last.ok:
-            return Verdict.FAILED, f"generation {now.generation} reports a failed restart: {last.error}"
-        if newer and last is not None and last.ok:
-            return Verdict.DONE, ""
-        return Verdict.WAITING, ""
-    if now.pid != before.pid or now.generation < before.generation:
-        return Verdict.FAILED, (
-            f"the node changed under us (pid {before.pid} generation {before.generation} -> "
-            f"pid {now.pid} generation {now.generation}): restarted by something else?"
-        )
-    newer_failure = (
-        last is not None and not last.ok and last != before.last_restart
-    ) or (
-        now.failed_restarts is not None
-        and before.failed_restarts is not None
-        and now.failed_restarts > before.failed_restarts
-    )
-    if newer_failure and not now.restarting:
-        error = last.error if last is not None and not last.ok else None
-        return Verdict.FAILED, f"restart failed, the old process still serves: {error or 'no reason given'}"
-    handed_over = last is not None and last.ok and last != before.last_restart
-    if now.draining and not handed_over and not now.restarting:
-        return Verdict.FAILED, "the node is shutting down"
-    return Verdict.WAITING, ""
-
-
-@frozen
-class RollOptions:
-    restart_timeout: float = DEFAULT_RESTART_TIMEOUT
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    pause: float = 0.0
-
-
-def restart_node(
-    client: AdminClient,
-    node: str,
-    index: int,
-    total: int,
-    progress: Progress,
-    options: RollOptions,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> NodeStatus:
-    """
-    Restart one node and wait until its new process serves.
-
-    @return: the node's status afterwards.
-    @raise NodeError: it cannot be restarted, its restart failed, or it did
-        not come back within C{options.restart_timeout}.
-    """
-    before = client.status(node)
-    if before.draining:
-        raise NodeError(node, "the node is shutting down; not restarting it")
-    if before.restarting:
-        raise NodeError(node, "a restart is already running there")
-    progress.begin(index, total, node, before)
-    started = clock()
-    answer = client.restart(node)
-    if isinstance(answer, dict) and answer.get("coalesced"):
-        # A restart of the same release ended a moment ago: the node
-        # started none (see the admin's RESTART_COALESCE_SECONDS).
-        progress.done(index, total, node, before, before, clock() - started)
-        return before
-    deadline = started + options.restart_timeout
-    last_problem = ""
-    for _ in range(1 + int(options.restart_timeout / max(options.poll_interval, 0.001)) + 1):
-        now = clock()
-        if now >= deadline:
-            break
-        sleep(min(options.poll_interval, max(0.0, deadline - now)))
-        progress.waiting(index, total, node, clock() - started)
-        try:
-            current = client.status(node)
-        except NodeError as e:
-            if not e.transient:
-                raise
-            last_problem = f" (last poll: {e.reason})"  # a blip: poll again until the deadline
-            continue
-        verdict, reason = judge(before, current)
-        if verdict is Verdict.DONE:
-            progress.done(index, total, node, before, current, clock() - started)
-            return current
-        if verdict is Verdict.FAILED:
-            raise NodeError(node, reason)
-    raise NodeError(
-        node,
-        f"its generation did not move from {before.generation} within "
-        f"{options.restart_timeout:g}s (--restart-timeout){last_problem}",
-    )
-
-
-def rolling_restart(
-    client: AdminClient,
-    nodes: Sequence[str],
-    progress: Progress,
-    options: RollOptions = RollOptions(),
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> list[NodeStatus]:
-    """
-    Restart C{nodes} one at a time, in order; stop at the first failure.
-
-    @return: every node's status after its restart.
-    @raise NodeError: the first node that failed (the later ones untouched).
-    """
-    results = []
-    try:
-        for index, node in enumerate(nodes):
-            if index and options.pause > 0:
-                sleep(options.pause)
-            try:
-                results.append(
-                    restart_node(client, node, index, len(nodes), progress, options, sleep, clock)
-                )
-            except NodeError as e:
-                progress.failed(index, len(nodes), node, e.reason)
-                raise
-    finally:
-        progress.finish()
-    return results
-
-
-class PlainProgress:
-    """
-    One line per event: for logs, CI and pipes.
-    """
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def _say(self, index: int, total: int, node: str, text: str) -> None:
-        self.out.write(f"[{index + 1}/{total}] {node}: {text}\n")
-        self.out.flush()
-
-    def begin(self, index: int, total: int, node: str, before: NodeStatus) -> None:
-        self._say(index, total, node, f"restarting (pid {before.pid}, generation {before.generation})")
-
-    def waiting(self, index: int, total: int, node: str, elapsed: float) -> None:
-        pass
-
-    def done(
-        self, index: int, total: int, node: str, before: NodeStatus, after: NodeStatus, elapsed: float
-    ) -> None:
-        self._say(index, total, node, _done_text(before, after, elapsed))
-
-    def failed(self, index: int, total: int, node: str, reason: str) -> None:
-        self._say(index, total, node, f"FAILED: {reason}")
-
-    def finish(self) -> None:
-        pass
-
-
-class BarProgress(PlainProgress):
-    """
-    On a terminal: the finished nodes' lines above an in-place bar.
-    """
-
-    WIDTH = 24
-
-    def __init__(self, out: TextIO) -> None:
-        super().__init__(out)
-        self._drawn = False
-
-    def _clear(self) -> None:
-        if self._drawn:
-            self.out.write("\r\x1b[K")
-            self._drawn = False
-
-    def _say(self, index: int, total: int, node: str, text: str) -> None:
-        self._clear()
-        super()._say(index, total, node, text)
-
-    def _bar(self, finished: int, total: int, text: str) -> None:
-        filled = self.WIDTH * finished // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {finished}/{total} {text}"
-        # A line that wraps could not be redrawn in place.
-        columns = shutil.get_terminal_size().columns
-        if len(line) >= columns:
-            line = line[: columns - 4] + "..." if columns > 20 else line[: max(columns - 1, 1)]
-        self._clear()
-        self.out.write(line)
-        self.out.flush()
-        self._drawn = True
-
-    def begin(self, index: int, total: int, node: str, before: NodeStatus) -> None:
-        self._bar(index, total, f"{node}: restarting")
-
-    def waiting(self, index: int, total: int, node: str, elapsed: float) -> None:
-        self._bar(index, total, f"{node}: waiting for the new process ({elapsed:.1f}s)")
-
-    def done(
-        self, index: int, total: int, node: str, before: NodeStatus, after: NodeStatus, elapsed: float
-    ) -> None:
-        super().done(index, total, node, before, after, elapsed)
-        self._bar(index + 1, total, "")
-
-    def finish(self) -> None:
-        self._clear()
-        self.out.flush()
-
-
-def _done_text(before: NodeStatus, after: NodeStatus, elapsed: float) -> str:
-    if after is before:
-        return (
-            f"ok: generation {before.generation} (pid {before.pid}) was restarted "
-            "a moment ago; not restarted again"
-        )
-    return (
-        f"ok: generation {before.generation} -> {after.generation}, "
-        f"pid {before.pid} -> {after.pid}, {elapsed:.1f}s"
-    )
-
-
-# -- tables ---------------------------------------------------------------------
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """
-    Columns aligned on the widest cell; numbers right-aligned.
-    """
-    rows = [list(header)] + [list(row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = [
-        all(_is_number(row[i]) for row in rows[1:]) and len(rows) > 1 for i in range(len(header))
-    ]
-    lines = []
-    for row in rows:
-        cells = [
-            cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def _is_number(cell: str) -> bool:
-    return cell.replace(".", "", 1).isdigit() or cell == "-"
-
-
-def duration(seconds: float) -> str:
-    """
-    C{75} -> C{"1m15s"}, C{7500} -> C{"2h05m"}.
-    """
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def _last_restart_text(last: LastRestart | None, now: float) -> str:
-    if last is None:
-        return "-"
-    ago = f", {duration(now - last.at)} ago" if last.at is not None else ""
-    if last.ok:
-        handoff = f" in {last.handoff_seconds:.2f}s" if last.handoff_seconds is not None else ""
-        return f"ok{handoff}{ago}"
-    return f"FAILED{ago}: {last.error or 'no reason given'}"
-
-
-def status_table(results: Sequence[NodeStatus | NodeError], now: float) -> str:
-    rows = []
-    for result in results:
-        if isinstance(result, NodeError):
-            rows.append([result.node, "-", "-", "-", "ERROR", "-", result.reason])
-            continue
-        uptime = duration(now - result.started_at) if result.started_at is not None else "-"
-        rows.append(
-            [
-                result.node,
-                str(result.pid),
-                str(result.generation),
-                uptime,
-                result.state,
-                str(result.in_flight),
-                _last_restart_text(result.last_restart, now),
-            ]
-        )
-    header = ["NODE", "PID", "GEN", "UPTIME", "STATE", "IN-FLIGHT", "LAST RESTART"]
-    return format_table(header, rows)
-
-
-def list_table(results: Sequence[NodeStatus | NodeError]) -> str:
-    rows = []
-    for result in results:
-        if isinstance(result, NodeError):
-            rows.append([result.node, "ERROR", "-", "-", "-"])  # the reason goes to stderr
-            continue
-        for server in result.servers:
-            ports = ", ".join(
-                f"{port.where}/https" if port.tls else port.where for port in server.ports
-            )
-            requests = "-" if server.requests is None else str(server.requests)
-            rows.append([result.node, server.name, ports or "-", str(server.in_flight), requests])
-    return format_table(["NODE", "SERVER", "PORTS", "IN-FLIGHT", "REQUESTS"], rows)
-
-
-# -- the command --------------------------------------------------------------------
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -867,44 +285,6 @@ def ssl_context_for(cafile: str | None, insecure: bool) -> ssl.SSLContext | None
     return None
 
 
-def ask_all(client: AdminClient, nodes: Sequence[str]) -> list[NodeStatus | NodeError]:
-    """
-    Every node's status, asked in parallel, in the nodes' order.
-    """
-
-    def one(node: str) -> NodeStatus | NodeError:
-        try:
-            return client.status(node)
-        except NodeError as e:
-            return e
-
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-        return list(pool.map(one, nodes))
-
-
-def _status_json(result: NodeStatus | NodeError) -> dict[str, Any]:
-    if isinstance(result, NodeError):
-        return {"node": result.node, "error": result.reason}
-    return {
-        "node": result.node,
-        "pid": result.pid,
-        "generation": result.generation,
-        "started_at": result.started_at,
-        "state": result.state,
-        "in_flight": result.in_flight,
-        "servers": [
-            {
-                "name": server.name,
-                "ports": [port.to_json() for port in server.ports],
-                "in_flight": server.in_flight,
-                "requests": server.requests,
-            }
-            for server in result.servers
-        ],
-        "last_restart": None if result.last_restart is None else result.last_restart.to_json(),
-    }
-
-
 def run(
     arguments: argparse.Namespace,
     client: AdminClient,
@@ -920,7 +300,7 @@ def run(
     if command in ("status", "list"):
         results = ask_all(client, nodes)
         if arguments.json:
-            out.write(json.dumps([_status_json(r) for r in results], indent=1) + "\n")
+            out.write(json.dumps([status_json(r) for r in results], indent=1) + "\n")
         elif command == "status":
             out.write(status_table(results, time.time()))
         else:
@@ -954,13 +334,6 @@ def run(
         else:
             out.write(f"{node}: shutting down\n")
     return status
-
-
-def progress_for(choice: str, out: TextIO) -> Progress:
-    tty = getattr(out, "isatty", lambda: False)()
-    if choice == "bar" or (choice == "auto" and tty and os.environ.get("TERM") != "dumb"):
-        return BarProgress(out)
-    return PlainProgress(out)
 
 
 def main(

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_testing -*-
 """
 Every effect a graceful process has on the operating system beyond its
 sockets and the reactor: the signals it handles, the wall clock, starting

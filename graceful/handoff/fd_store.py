@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.handoff.test_fd_store,tests.unit.lifecycle.test_fd_store -*-
 """
 systemd's file descriptor store: listening sockets handed to systemd
 (C{FDSTORE=1} with the socket attached, C{FDNAME=} its C{LISTEN_FDNAMES}

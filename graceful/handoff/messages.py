@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.handoff.test_messages -*-
 """
 Every message on the pipes: between an old generation and the new one it
 starts, and between a master and its workers.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.handoff.test_pipes -*-
 """
 The handoff between an old process and the new one it starts.
 

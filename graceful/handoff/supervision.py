@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.handoff.test_supervision -*-
 """
 What a supervisor reads to follow the serving process: a pidfile, and
 systemd's notification socket (C{sd_notify}); and how a worker follows its

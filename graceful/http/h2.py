@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_h2 -*-
 """
 HTTP/2 for a L{DrainingSite}: negotiated by ALPN on TLS ports, drained with
 GOAWAY.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_routing -*-
 """
 Routing: exact paths to handler functions, prefixes to whole resources.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_server,tests.unit.test_registry -*-
 """
 A named server: routes, mounts, ports and TLS, and the listening ports it
 serves once started.
@@ -6,65 +7,57 @@ serves once started.
 from __future__ import annotations
 
 import re
-import socket
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from attrs import Factory, define, field, frozen
-from twisted.internet import tcp, unix
+from attrs import Factory, define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
 from .site import DrainingSite
 from .._errors import ConfigError
-from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
+from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
+from .mounts import AppMounts
+from .routing import Handler, Router
 from .verify import Verifies
-from .._status import PortStatus
 from .._sockets import (
     DEFAULT_UNIX_MODE,
     HeldSocket,
     ListeningSocket,
     ListenSpec,
-    bind_socket,
-    bind_unix_socket,
     check_unix_mode,
     check_unix_path,
-    set_unix_group,
     unix_group,
 )
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
 
-    from .._sockets import InheritedSockets
+# Imported from here before the sockets had a module of their own.
+__all__ = [
+    "DEFAULT_ADMIN_PREFIX",
+    "HeldSocket",
+    "Listener",
+    "ListeningSocket",
+    "Server",
+    "ServerHost",
+    "access_log_writer",
+    "adopt_unix_port",
+    "check_listeners_unique",
+    "redact_tokens",
+]
 
 DEFAULT_ADMIN_PREFIX = "/debug/admin"
 
 
-class ServerHost(Protocol):
+class ServerHost(SocketHost, Protocol):
     """
-    What a server needs of the process it belongs to.
+    What a server needs of the process it belongs to: what its sockets
+    need, and more.
     """
 
-    @property
-    def reactor(self) -> Any: ...
-
-    pid: int
-    generation: int
-    inherited: InheritedSockets
     apps_started: bool
-
-    @property
-    def is_worker(self) -> bool:
-        "Whether the process is a worker, which binds no socket itself."
-
-    def socket_missing(self, spec: ListenSpec) -> None:
-        "A worker's config asks for a socket its master did not pass."
-
-    def own_unix_file(self, path: str | None) -> None:
-        "Remove this UNIX socket file at the final shutdown."
 
     def add_lifespan(self, lifespan: Any) -> None:
         "Run this ASGI lifespan's startup before serving."
@@ -82,44 +75,6 @@ class ServerHost(Protocol):
     def restart(self, executable: str | None = None, trusted: bool = False) -> Deferred[int]: ...
 
     def shutdown(self) -> Deferred[None]: ...
-
-
-@frozen
-class Listener:
-    """
-    A port a started server listens on.
-    """
-
-    spec: ListenSpec
-    port: IListeningPort
-    #: Read once: a Twisted port that stopped listening no longer knows its
-    #: number, and the admin status still shows it while the process drains.
-    #: 0 for a UNIX socket.
-    number: int = field(
-        init=False,
-        default=Factory(
-            lambda self: int(getattr(self.port.getHost(), "port", 0)), takes_self=True
-        ),
-    )
-
-    @property
-    def tls(self) -> bool:
-        return self.spec.tls
-
-    @property
-    def path(self) -> str | None:
-        """
-        The UNIX socket's path; C{None} for a TCP port.
-        """
-        return self.spec.path
-
-    def describe(self) -> PortStatus:
-        """
-        Its entry in the status's C{ports}.
-        """
-        if self.spec.path is not None:
-            return PortStatus(unix=self.spec.path, tls=self.tls)
-        return PortStatus(port=self.number, tls=self.tls)
 
 
 @define(eq=False)
@@ -144,18 +99,14 @@ class Server(Verifies):
     admin_prefix: str | None = None
     admin_token: str | None = None
     health_path: str | None = None
-    _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
-    _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
-    _served: ServedPaths = field(
-        default=Factory(lambda self: ServedPaths(f"server {self.name!r}"), takes_self=True)
+    _apps: AppMounts = field(
+        default=Factory(lambda self: AppMounts(f"server {self.name!r}", self.router), takes_self=True)
     )
-    #: Ports adopted but not read from until the ASGI apps have started.
-    _held: list[Any] = field(factory=list)
-    _prepared: list[HeldSocket] = field(factory=list)
     _tls_options: CertificateOptions | None = None
-    listeners: list[Listener] = field(factory=list)
+    _sockets: ServerSockets = field(
+        default=Factory(lambda self: ServerSockets(self.name, self.runtime), takes_self=True)
+    )
     site: DrainingSite | None = None
-    _asgi_mounts_built: bool = False
     _log = NamedLogger("graceful._server.Server")
 
     # -- building -----------------------------------------------------------
@@ -165,23 +116,20 @@ class Server(Verifies):
         Serve C{path} with C{handler(request)}, which returns bytes, str, a
         Deferred or a coroutine.  Without C{handler}, a decorator.
         """
-        self._served.claim(path, "route()")
-        return self.router.route(path, handler)
+        return self._apps.route(path, handler)
 
     def mount(self, prefix: str, resource: IResource) -> None:
         """
         Serve everything under C{prefix} with a twisted.web resource.
         """
-        self._served.claim(prefix, "mount()")
-        self.router.mount(prefix, resource)
+        self._apps.mount(prefix, resource)
 
     def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
         """
         Serve everything under C{prefix} with a WSGI app, run in the
         reactor's thread pool.
         """
-        self._served.claim(prefix, "mount_wsgi()")
-        self._wsgi_mounts.append((prefix, app))
+        self._apps.mount_wsgi(prefix, app)
 
     def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
         """
@@ -189,16 +137,7 @@ class Server(Verifies):
         on Twisted's asyncio reactor; its lifespan startup runs before the
         process reports ready.
         """
-        from ..asgi.resource import asyncio_reactor_running, ensure_asyncio_reactor
-
-        self._served.claim(prefix, "mount_asgi()")
-        ensure_asyncio_reactor()
-        if not asyncio_reactor_running():
-            raise ConfigError(
-                "ASGI apps need Twisted's asyncio reactor, but another reactor is "
-                "installed: mount the app before twisted.internet.reactor is imported"
-            )
-        self._asgi_mounts.append((prefix, app))
+        self._apps.mount_asgi(prefix, app)
 
     def set_port(self, *ports: int) -> None:
         self.http_ports = _check_ports(ports)
@@ -261,21 +200,10 @@ class Server(Verifies):
         set, the C{set_port} ports serve HTTPS, as in GoFrame.
         """
         if self.https_enabled and not self.https_ports:
-            plain: list[int] = []
-            secure = self.http_ports
-        else:
-            plain, secure = self.http_ports, self.https_ports
-        specs = [
-            ListenSpec(self.name, False, port, self.host, i) for i, port in enumerate(plain)
-        ]
-        specs += [
-            ListenSpec(self.name, True, port, self.host, i) for i, port in enumerate(secure)
-        ]
-        specs += [
-            ListenSpec(self.name, False, 0, "", i, path)
-            for i, path in enumerate(self.unix_sockets)
-        ]
-        return specs
+            return listen_specs(self.name, self.host, [], self.http_ports, self.unix_sockets)
+        return listen_specs(
+            self.name, self.host, self.http_ports, self.https_ports, self.unix_sockets
+        )
 
     def prepare(self) -> None:
         """
@@ -297,7 +225,7 @@ class Server(Verifies):
         pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
         for path, what in pages:
             if path is not None:
-                self._served.claim(path, what, keep=False)
+                self._apps.claim_page(path, what)
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
             # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
@@ -305,65 +233,51 @@ class Server(Verifies):
             from .tls import load_tls_options
 
             self._tls_options = load_tls_options(self.cert, self.key)
-        try:
-            for spec in specs:
-                prepared = self._socket_for(spec)
-                if prepared is not None:
-                    self._prepared.append(prepared)
-                    # Ours to remove at the final shutdown (if still this file).
-                    self.runtime.own_unix_file(spec.path)
-        except BaseException:
-            self.release_prepared()
-            raise
+        self._sockets.prepare(
+            specs,
+            self.graceful,
+            self.unix_socket_mode,
+            self.unix_socket_group,
+            https_ports=bool(self.https_ports),
+        )
 
-    def _socket_for(self, spec: ListenSpec) -> HeldSocket | None:
-        inherited = self.runtime.inherited.claim(spec) if self.graceful else None
-        if inherited is not None:
-            return HeldSocket(spec, inherited.fd, inherited, inherited.family(), inherited=True)
-        if self.runtime.is_worker:
-            # Only the master binds, so that every worker shares the socket.
-            self.runtime.socket_missing(spec)
-            return None
-        try:
-            if spec.path is not None:
-                sock = bind_unix_socket(spec.path, self.unix_socket_mode, self.unix_socket_group)
-            else:
-                sock = bind_socket(spec.host, spec.port)
-        except ConfigError as e:
-            if spec.path is not None:
-                key = "unix_sockets"
-            else:
-                key = "https_ports" if spec.tls and self.https_ports else "ports"
-            raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
-        return HeldSocket(spec, sock.fileno(), sock, sock.family)
+    @property
+    def listeners(self) -> list[Listener]:
+        "The ports it listens on, once it serves."
+        return self._sockets.listeners
 
     def has_prepared(self) -> bool:
         """
         Whether sockets are prepared and not served yet.
         """
-        return bool(self._prepared)
+        return self._sockets.has_prepared()
 
     def prepared_specs(self) -> list[ListenSpec]:
-        return [prepared.spec for prepared in self._prepared]
+        return self._sockets.prepared_specs()
 
     def take_prepared(self) -> list[HeldSocket]:
         """
         Hand the prepared sockets over (to a master, which holds them for
         its workers and serves nothing).
         """
-        prepared, self._prepared = self._prepared, []
-        return prepared
+        return self._sockets.take_prepared()
 
     def release_prepared(self) -> None:
-        for prepared in self._prepared:
-            prepared.close()
-        self._prepared.clear()
+        self._sockets.release_prepared()
+
+    @property
+    def _prepared(self) -> list[HeldSocket]:
+        # The sockets prepared and not served yet, where tests put theirs.
+        return self._sockets.prepared
+
+    @property
+    def _wsgi_mounts(self) -> list[tuple[str, Any]]:
+        return self._apps.wsgi_apps
 
     def serve(self) -> None:
         """
         Adopt the prepared sockets and serve on them.
         """
-        reactor = self.runtime.reactor
         if self.site is None:
             self.site = self._build_site()
         tls_factory = None
@@ -371,53 +285,17 @@ class Server(Verifies):
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             tls_factory = TLSMemoryBIOFactory(self._tls_options, False, self.site.over_tls())
-        prepared, self._prepared = self._prepared, []
-        try:
-            for p in prepared:
-                factory: Any = tls_factory if p.spec.tls else self.site
-                if p.family == socket.AF_UNIX:
-                    port = adopt_unix_port(
-                        reactor, p.fd, factory, self.unix_socket_mode, self.unix_socket_group
-                    )
-                else:
-                    port = reactor.adoptStreamPort(p.fd, p.family, factory)
-                # adoptStreamPort made its own copy of the descriptor.
-                p.close()
-                if self.runtime.is_worker:
-                    _accept_one_at_a_time(port)
-                if (self._asgi_mounts_built or self.verify_paths) and not self.runtime.apps_started:
-                    # Not one connection before the apps' startup (and verify)
-                    # is done: the old process accepts them meanwhile.
-                    port.stopReading()
-                    self._held.append(port)
-                listener = Listener(p.spec, port)
-                self.listeners.append(listener)
-                self._log.info(
-                    "{pid}: {scheme} server {how} listening on [{address}]",
-                    pid=self.runtime.pid,
-                    scheme=p.spec.scheme,
-                    how="reloaded" if p.inherited and self.runtime.generation > 1 else "started",
-                    address=f"unix:{p.spec.path}" if p.spec.path else f":{listener.number}",
-                    port=listener.number,
-                    server=self.name,
-                )
-        except BaseException:
-            for p in prepared:
-                if p.fd >= 0:
-                    try:
-                        p.close()
-                    except OSError:
-                        pass
-            raise
+        self._sockets.adopt(
+            self.site,
+            tls_factory,
+            self.unix_socket_mode,
+            self.unix_socket_group,
+            hold=(self._apps.asgi or bool(self.verify_paths)) and not self.runtime.apps_started,
+        )
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
-        for prefix, app in self._wsgi_mounts:
-            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
-        self._wsgi_mounts.clear()
-        if _mount_asgi_apps(self.router, self._asgi_mounts, self.runtime):
-            self._asgi_mounts_built = True
-        self._asgi_mounts.clear()
+        self._apps.build(reactor, self.runtime.add_lifespan)
         self.runtime.add_operational_pages(self)
         site = DrainingSite(
             self.router,
@@ -425,7 +303,7 @@ class Server(Verifies):
             access_log=self.runtime.access_log(),
             reactor=reactor,
         )
-        if self._asgi_mounts_built:
+        if self._apps.asgi:
             from ..asgi.resource import ASGIRequest
 
             # Its requests reach an ASGI app before their body has arrived.
@@ -436,9 +314,7 @@ class Server(Verifies):
         """
         Accept on the ports held while the ASGI apps started.
         """
-        held, self._held = self._held, []
-        for port in held:
-            port.startReading()
+        self._sockets.resume_accepting()
 
     def start(self) -> None:
         """
@@ -483,70 +359,16 @@ class Server(Verifies):
         Close this process's copy of every listening socket; another process
         holding a copy keeps accepting on it.
         """
-        stopped = [listener.port.stopListening() for listener in self.listeners]
-        return [d for d in stopped if d is not None]
+        return self._sockets.stop_accepting()
 
     def passed_sockets(self) -> Sequence[tuple[ListenSpec, int]]:
-        if not self.graceful:
-            return []
-        # Adopted ports are tcp.Port objects, which have the descriptor.
-        return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
-
-
-class _SharedUNIXPort(unix.Port):
-    """
-    A UNIX port that leaves the socket working, and its file in place, for
-    the other processes that hold it.
-    """
-
-    _shouldShutdown = False
-
-    def connectionLost(self, reason: Any) -> None:
-        # Past unix.Port's, which unlinks the file.
-        tcp.Port.connectionLost(self, reason)
-
-
-def adopt_unix_port(
-    reactor: Any, fd: int, factory: Any, mode: int, group: int | None = None
-) -> Any:
-    """
-    Serve a listening UNIX socket that other processes share; its file gets
-    C{mode} and, if given, C{group}, as the config now says.
-
-    Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
-    0o666 when it starts listening, and when it stops it calls shutdown(2),
-    which makes the kernel refuse connections on every copy of the socket,
-    and unlinks the file, which the next process owns by then.
-    """
-    port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-    # startListening chmods the file to this mode.
-    port.mode = mode
-    if group is not None:
-        set_unix_group(port.port, group)
-    port.startListening()
-    return port
+        return self._sockets.passed_sockets() if self.graceful else []
 
 
 def _unix_path(path: Any) -> str:
     if not isinstance(path, str):
         raise ConfigError(f"a UNIX socket path must be a string, not {path!r}")
     return check_unix_path(path)
-
-
-def _accept_one_at_a_time(port: Any) -> None:
-    """
-    Workers share each socket and all wake for a new connection; Twisted
-    accepts up to a growing batch per wakeup, so one worker could take a
-    whole burst (64 connections against 2, measured).  One per wakeup lets
-    every worker take its share.
-    """
-    read = port.doRead
-
-    def doRead() -> None:
-        port.numberAccepts = 1
-        read()
-
-    port.doRead = doRead
 
 
 def _check_ports(ports: Sequence[int]) -> list[int]:
@@ -611,25 +433,6 @@ def access_log_writer(target: str | None) -> Callable[[str], None] | None:
         handle.write(redact_tokens(line) + "\n")
 
     return write
-
-
-def _mount_asgi_apps(router: Router, mounts: list[tuple[str, Any]], runtime: ServerHost) -> bool:
-    """
-    Mount each ASGI app on C{router}, with one lifespan per app even when it
-    is mounted twice; return whether any was mounted.
-    """
-    if not mounts:
-        return False
-    from ..asgi.resource import ASGIResource, Lifespan
-
-    lifespans: dict[int, Lifespan] = {}
-    for prefix, app in mounts:
-        resource = ASGIResource(app, prefix, lifespans.get(id(app)))
-        if id(app) not in lifespans:
-            lifespans[id(app)] = resource.lifespan
-            runtime.add_lifespan(resource.lifespan)
-        router.mount(prefix, resource)
-    return True
 
 
 #: A C{token} in a query string: the admin's sign-in URL (C{prefix/?token=}),

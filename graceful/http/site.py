@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_site -*-
 """
 A twisted.web Site that can be drained.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_streams -*-
 """
 Long responses (Server-Sent Events, long polls, long downloads) across a
 drain: a request can learn that its process is draining, and

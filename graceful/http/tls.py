@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_tls -*-
 """
 TLS settings for the HTTPS ports: a certificate chain and key read from PEM
 files, TLS 1.2 at the least, the cipher defaults Twisted keeps current, and

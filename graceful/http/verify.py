@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_verify -*-
 """
 Verified hand-over: before a process says it serves, it asks its own HTTP
 stack for a server's C{verify} paths and serves only if each answers 2xx.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.http.test_websocket -*-
 """
 WebSockets (and any other protocol that takes a connection from its HTTP
 channel) across a drain.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_unix_sockets -*-
 """
 The private admin socket: a UNIX socket (mode 0600) that serves the whole
 process's admin pages without a token, handed over across restarts like

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 What every role of a process shares: its servers, its place in the line of
 generations, its services and apps, and how it reports itself.  The roles
@@ -10,7 +11,7 @@ import signal
 import sys
 from typing import Any, Callable, Iterable, MutableMapping
 
-from attrs import define, field
+from attrs import Factory, define, field
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ReactorNotRunning
@@ -31,10 +32,7 @@ from .._sockets import (
     socket_inode,
 )
 from ..handoff.supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier
-
-#: Seconds before a failed write of our own pid to the pidfile is tried
-#: again; doubles up to the second value.
-PIDFILE_RETRY_FIRST, PIDFILE_RETRY_MAX = 1.0, 60.0
+from .pidfile import PidfileKeeper
 
 #: The connection kinds the status always shows, even at 0.
 CONNECTION_KINDS = ("http/1.1", "h2", "websocket", "stream")
@@ -85,6 +83,43 @@ def _connection_counts(site: Any) -> dict[str, int]:
     if site is not None:
         counts.update(connections_by_kind(site))
     return counts
+
+
+def _keeper(core: ProcessCore) -> PidfileKeeper:
+    return PidfileKeeper(lambda: core.pidfile, core.pid, lambda: core.reactor)
+
+
+def startup_failure_reason(error: BaseException, ready_timeout: float) -> str:
+    """
+    Why the ASGI apps' startups failed, in one line.
+    """
+    from twisted.internet.defer import CancelledError, FirstError, TimeoutError
+
+    if isinstance(error, FirstError):
+        error = error.subFailure.value
+    # The timeout cancels the startups, so it may show as a cancellation.
+    if isinstance(error, (TimeoutError, CancelledError)):
+        return (
+            f"ASGI lifespan startup did not finish within ready_timeout "
+            f"({ready_timeout:g}s)"
+        )
+    return f"ASGI lifespan startup failed: {error}".splitlines()[0]
+
+
+def server_statuses(servers: Iterable[Server]) -> tuple[ServerStatus, ...]:
+    """
+    What each server reports: its ports, requests and connections.
+    """
+    return tuple(
+        ServerStatus(
+            name=server.name,
+            ports=tuple(listener.describe() for listener in server.listeners),
+            in_flight=server.in_flight,
+            requests=server.site.requests_served if server.site else 0,
+            connections=_connection_counts(server.site),
+        )
+        for server in servers
+    )
 
 
 @define(eq=False)
@@ -149,7 +184,7 @@ class ProcessCore:
     forward_stderr: Callable[[bytes], None] = lambda data: None
     succeeded: Event = field(factory=Event)
     _exited: Event = field(factory=Event)
-    _pidfile_retry: Any = None
+    _pidfiles: PidfileKeeper = field(default=Factory(_keeper, takes_self=True), init=False)
     log = NamedLogger("graceful._core.ProcessCore")
 
     @property
@@ -186,53 +221,11 @@ class ProcessCore:
     def sites(self) -> list[Any]:
         return [server.site for server in self.servers.values() if server.site is not None]
 
-    def write_pidfile(self, pid: int, retry: float = PIDFILE_RETRY_FIRST) -> None:
-        """
-        Name C{pid} in the pidfile.  A write that fails must not stop a
-        handoff halfway; when it names us, it is tried again (a full disk
-        frees up), with back-off, until it works or another pid is named.
-        """
-        if self._pidfile_retry is not None and self._pidfile_retry.active():
-            self._pidfile_retry.cancel()
-        self._pidfile_retry = None
-        try:
-            self.pidfile.write(pid)
-        except OSError as e:
-            again = pid == self.pid
-            self.log.error(
-                "{pid}: cannot write pidfile {path}: {error}"
-                + ("; trying again in {retry:g}s" if again else ""),
-                pid=self.pid,
-                path=str(self.pidfile),
-                error=e.strerror or str(e),
-                retry=retry,
-            )
-            if again:
-                self._pidfile_retry = self.reactor.callLater(
-                    retry, self.write_pidfile, pid, min(PIDFILE_RETRY_MAX, retry * 2)
-                )
-            return
-        if retry > PIDFILE_RETRY_FIRST:
-            self.log.info(
-                "{pid}: pidfile {path} names {named} now",
-                pid=self.pid,
-                path=str(self.pidfile),
-                named=pid,
-            )
+    def write_pidfile(self, pid: int) -> None:
+        self._pidfiles.write(pid)
 
     def claim_pidfile(self) -> None:
-        """
-        The old process handed over, and should have named us in the
-        pidfile: if it could not (a full disk), name ourselves.
-        """
-        if not str(self.pidfile) or self.pidfile.read() == self.pid:
-            return
-        self.log.warn(
-            "{pid}: pidfile {path} does not name this process; writing it",
-            pid=self.pid,
-            path=str(self.pidfile),
-        )
-        self.write_pidfile(self.pid)
+        self._pidfiles.claim()
 
     def announce_serving(self, pid: int) -> None:
         """
@@ -309,19 +302,6 @@ class ProcessCore:
         started.addTimeout(self.settings.ready_timeout, self.reactor)
         return started
 
-    def apps_failed_reason(self, error: BaseException) -> str:
-        from twisted.internet.defer import CancelledError, FirstError, TimeoutError
-
-        if isinstance(error, FirstError):
-            error = error.subFailure.value
-        # The timeout cancels the startups, so it may show as a cancellation.
-        if isinstance(error, (TimeoutError, CancelledError)):
-            return (
-                f"ASGI lifespan startup did not finish within ready_timeout "
-                f"({self.settings.ready_timeout:g}s)"
-            )
-        return f"ASGI lifespan startup failed: {error}".splitlines()[0]
-
     def start_accepting(self, last_holder: bool) -> None:
         """
         The apps have started: accept on the ports held meanwhile, and close
@@ -350,7 +330,7 @@ class ProcessCore:
         An ASGI app's startup failed: say why, to the old process and on
         stderr, and end this process (the old one serves on).
         """
-        reason = self.apps_failed_reason(failure.value)
+        reason = startup_failure_reason(failure.value, self.settings.ready_timeout)
         self.old_process.report_error(reason)
         sys.stderr.write(f"graceful: error: {reason}\n")
         sys.stderr.flush()
@@ -388,13 +368,10 @@ class ProcessCore:
         """
         if self._exited.happened:
             return
-        if self._pidfile_retry is not None and self._pidfile_retry.active():
-            self._pidfile_retry.cancel()
-        if not handed_over:
-            self.pidfile.remove_if(self.pid)
-            if final:
-                for path, inode in self.unix_files.items():
-                    remove_unix_socket(path, inode)
+        self._pidfiles.leave(handed_over)
+        if final and not handed_over:
+            for path, inode in self.unix_files.items():
+                remove_unix_socket(path, inode)
         self.log.info("{pid}: all servers shutdown", pid=self.pid)
         # Nothing is left to restart.  Ignored, a late SIGUSR1 (one sent to
         # the whole group) cannot kill the interpreter as it finalizes, which
@@ -429,16 +406,7 @@ class ProcessCore:
             uptime=max(0.0, self.environment.now() - self.started_at),
             draining=draining,
             restarting=restarting,
-            servers=tuple(
-                ServerStatus(
-                    name=server.name,
-                    ports=tuple(listener.describe() for listener in server.listeners),
-                    in_flight=server.in_flight,
-                    requests=server.site.requests_served if server.site else 0,
-                    connections=_connection_counts(server.site),
-                )
-                for server in self.servers.values()
-            ),
+            servers=server_statuses(self.servers.values()),
             drain=drain,
             last_restart=self.history.last,
             restarts=self.history.restarts,

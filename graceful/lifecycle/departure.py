@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.lifecycle.test_departure -*-
 """
 How a serving process leaves, handed over or shut down: stop accepting,
 tell the app, stop the services, drain the connections (bounded by

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.lifecycle.test_executables -*-
 """
 What a restart asked for from outside (the admin API) may run.
 """

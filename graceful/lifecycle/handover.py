@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.lifecycle.test_handover -*-
 """
 A process that restarts by starting the next generation and handing every
 socket over to it: one that serves alone, or a master with its workers.

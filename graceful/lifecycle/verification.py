@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.lifecycle.test_verification -*-
 """
 What a serving process does before it reports ready: its ASGI apps start,
 then each server's C{verify} paths answer through its own HTTP stack.  A

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 The process: its servers, and the one role it plays — serving alone, as a
 master of workers, or as a worker — chosen once, as it starts serving.
@@ -14,21 +15,22 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
 
 from .._logging import NamedLogger
+from ..admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
+from ..admin.state import AdminState
 from ..lifecycle.admin_socket import AdminSocket
 from ..lifecycle.core import ProcessCore
 from ..handoff.environment import Environment, OSEnvironment
 from .._errors import ConfigError, ExecutableNotAllowed
 from ..lifecycle.executables import check_executable
 from ..handoff.pipes import GENERATION_VARIABLE, NoOldProcess, OldProcess
-from ..workers.master import MasterRole
 from ..lifecycle.roles import Role
 from ..http.server import Server, access_log_writer, check_listeners_unique
 from .._settings import Settings
-from ..lifecycle.handover import SingleRole
 from .._sockets import InheritedSockets, ListenSpec, check_names, check_unix_path
 from .._status import ProcessStatus
 from ..handoff.supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifier, pidfile_at
 from ..workers.worker import WorkerRole, worker_slot
+from .role_choice import RoleChoice
 from .signals import install_signal_handlers
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
@@ -91,6 +93,12 @@ def _write_stderr(data: bytes) -> None:
     os.write(2, data)
 
 
+def _begin_logging_to_stdout() -> None:
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+
+
 class Runtime:
     """
     One serving process: its servers and settings, and its role.
@@ -100,10 +108,8 @@ class Runtime:
 
     @ivar core: what the roles act on (servers, generation, services...).
     @ivar worker: the worker role, when a master started this process.
-    @ivar operational_pages: mounts a server's admin and health pages.
-    @ivar prepare_admin: makes or reads the admin token of admin pages that
-        configure none, as serving starts (before any worker).
-    @ivar admin_site: builds the site of the private admin socket.
+    @ivar admin: what the admin pages keep for this process (its token,
+        refusal counts and metrics).
     @ivar admin_socket: the private admin socket.
     """
 
@@ -150,12 +156,10 @@ class Runtime:
         self.worker = (
             WorkerRole(self.core, worker_slot, group_status) if worker_slot is not None else None
         )
-        self.operational_pages: Callable[[Runtime, Server], None] = lambda runtime, server: None
-        self.prepare_admin: Callable[[Runtime], None] = lambda runtime: None
-        self.admin_site: Callable[[Runtime], Any] | None = None
+        self.admin = AdminState()
         self.admin_socket = AdminSocket(self.core)
-        self.admin_socket.site = lambda: self.admin_site(self) if self.admin_site else None
-        self._role: Role | None = None
+        self.admin_socket.site = lambda: admin_socket_site(self)
+        self._roles = RoleChoice(self.core, self.worker, self.admin_socket.serve)
         self._log_to_stdout = True
 
     # -- what the rest of graceful reads ----------------------------------
@@ -206,40 +210,19 @@ class Runtime:
 
     @property
     def role(self) -> str:
-        """
-        C{"single"}: serves alone; C{"master"}: holds the sockets for its
-        workers and serves nothing (with C{workers > 1}, or as PID 1);
-        C{"worker"}: serves for a master.
-        """
-        if self._role is not None:
-            return self._role.name
-        if self.worker is not None:
-            return "worker"
-        # As PID 1 (a container) a re-exec would end the PID namespace with
-        # the old process: be a master that never leaves, even for 1 worker.
-        return "master" if self.core.settings.workers > 1 or self.core.pid == 1 else "single"
+        "single, master or worker (see L{RoleChoice.name})."
+        return self._roles.name
 
     def _the_role(self) -> Role:
-        """
-        The role, chosen once: when serving starts, or on first need.
-        """
-        if self._role is None:
-            role = self.role
-            if self.worker is not None:
-                self._role = self.worker
-            elif role == "master":
-                self._role = MasterRole(self.core, self.admin_socket.serve)
-            else:
-                self._role = SingleRole(self.core)
-        return self._role
+        return self._roles.role()
 
     @property
     def draining(self) -> bool:
-        return self._role is not None and self._role.draining
+        return self._roles.draining
 
     @property
     def restarting(self) -> bool:
-        return self._role is not None and self._role.restarting
+        return self._roles.restarting
 
     # -- building ---------------------------------------------------------
 
@@ -275,7 +258,7 @@ class Runtime:
         return access_log_writer(self.core.settings.access_log)
 
     def add_operational_pages(self, server: Server) -> None:
-        self.operational_pages(self, server)
+        add_operational_pages(self, server)
 
     def add_lifespan(self, lifespan: Any) -> None:
         self.core.lifespans.append(lifespan)
@@ -335,11 +318,7 @@ class Runtime:
         Run until every server has shut down, with the signals installed.
         """
         if self._log_to_stdout:
-            from twisted.logger import globalLogBeginner, textFileLogObserver
-
-            globalLogBeginner.beginLoggingTo(
-                [textFileLogObserver(sys.stdout)], redirectStandardIO=False
-            )
+            _begin_logging_to_stdout()
             self._log_to_stdout = False
         self.reactor.callWhenRunning(self.serving_started)
         self.reactor.run()
@@ -350,11 +329,12 @@ class Runtime:
         The signals are handled from here on, so that a SIGTERM during a
         slow ASGI startup drains rather than kills.
         """
-        if self._role is not None:
+        if self._roles.chosen is not None:
             return
         role = self._the_role()
         if self.worker is None:
-            self.prepare_admin(self)
+            # Before any worker starts, so that every worker reads the same.
+            prepare_admin_token(self)
         self.install_signal_handlers()
         role.start()
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.process.test_runtime -*-
 """
 The signals a process answers: SIGUSR1 restarts; SIGTERM, SIGINT, SIGQUIT
 and SIGHUP shut it down gracefully.  A handler only schedules the work on

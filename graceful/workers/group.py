@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 A master's workers: N serving processes that share every listening socket.
 
@@ -19,32 +20,22 @@ from typing import Any, Callable, Protocol
 from attrs import define, field
 from automat import TypeMachineBuilder, pep614
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from ..lifecycle.core import ProcessCore
 from .._errors import RestartRefused
 from .._event import Event
 from .._feeding import Feeder
-from .group_status import group_status
+from .group_status import StatusPush, group_status
 from ..handoff.pipes import RestartFailed
-from ..handoff.messages import Group, Message, Released, RestartRequest, ShutdownRequest, Status
+from ..handoff.messages import Message, Released, RestartRequest, ShutdownRequest, Status
 from .recycling import Recycler, Watchdog
 from .._status import ProcessStatus
-from .worker import STATUS_INTERVAL
+from .refill import Refill
+from .slots import BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER, SlotBook, backoff
 from .starter import HeldSocket, Worker, WorkerStarter, heartbeat
 
-#: Back-off before replacing a worker that died: doubles per death in a row,
-#: from the first to the last value; a worker that lived long resets it.
-BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 30.0, 10.0
-
-
-def backoff(deaths_in_row: int) -> float:
-    """
-    Seconds to wait before the next start of a slot whose workers died
-    C{deaths_in_row} times in a row before.
-    """
-    return float(min(BACKOFF_MAX, BACKOFF_FIRST * (2**deaths_in_row)))
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "HEALTHY_AFTER", "WorkerGroup", "backoff"]
 
 
 @define(eq=False)
@@ -222,7 +213,7 @@ class Startup:
         if self.done.called:
             return
         for slot in range(self.group.size):
-            if slot not in self._launched and slot not in self.group._refills:
+            if slot not in self._launched and not self.group.slots.waiting(slot):
                 self._start(slot)
 
     def _start(self, slot: int) -> None:
@@ -235,7 +226,7 @@ class Startup:
 
     def _ready(self, worker: Worker) -> None:
         group = self.group
-        group._slots[worker.slot] = worker
+        group.slots.serve(worker.slot, worker)
         self._remaining.discard(worker.slot)
         if self.in_turn is not None:
             self.in_turn(worker.slot)
@@ -260,9 +251,7 @@ class Startup:
             self.done.errback(failure)
             return
         core = group.process
-        in_row = group._deaths_in_row.get(slot, 0)
-        group._deaths_in_row[slot] = in_row + 1
-        delay = backoff(in_row)
+        delay = group.slots.died(slot)
         core.log.error(
             "{pid}: the worker for slot {slot} did not come up: {why}; with no older "
             "master to roll back to, trying again in {delay:g}s",
@@ -272,10 +261,10 @@ class Startup:
             delay=delay,
         )
         self._launched.discard(slot)
-        group._refills[slot] = core.reactor.callLater(delay, self._again, slot)
+        group.slots.later(slot, delay, self._again)
 
     def _again(self, slot: int) -> None:
-        self.group._refills.pop(slot, None)
+        self.group.slots.waited(slot)
         if not self.group.leaving:
             self._start(slot)
 
@@ -303,6 +292,9 @@ class WorkerGroup:
         died): a worker that does not come up is started again, since
         nobody is left to roll back to.
     @ivar predecessor_alive: whether the older master (if any) lives.
+    @ivar slots: which worker serves each slot, and the slots' history.
+    @ivar refill: starts a slot's worker again when the one there died.
+    @ivar status_push: tells the workers what the group shows.
     """
 
     process: ProcessCore
@@ -321,14 +313,10 @@ class WorkerGroup:
     starter: WorkerStarter = field(init=False)
     recycler: Recycler = field(init=False)
     watchdog: Watchdog = field(init=False)
-    _slots: dict[int, Worker] = field(factory=dict)
-    _deaths_in_row: dict[int, int] = field(factory=dict)
-    _refills: dict[int, Any] = field(factory=dict)
-    _last_reason: dict[int, str] = field(factory=dict)
-    _replacements: dict[str, int] = field(factory=dict)
-    _handed_over: set[int] = field(factory=set)
+    slots: SlotBook = field(init=False)
     _gone: Event = field(factory=Event)
-    _push: LoopingCall | None = None
+    status_push: StatusPush = field(init=False)
+    refill: Refill = field(init=False)
     _startup: Startup | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -339,10 +327,19 @@ class WorkerGroup:
             status=self._shown,
             on_message=self._message,
             on_exit=self._exited,
-            on_ready=lambda worker: self._push_status(),
+            on_ready=lambda worker: self.status_push.push(),
             stopped=lambda: self.leaving,
             size=self.size,
         )
+        self.slots = SlotBook(lambda: self.process.reactor)
+        self.refill = Refill(
+            self.process,
+            self.slots,
+            lambda slot: self.start(slot, self.generation),
+            lambda: self.leaving,
+            self._release_services,
+        )
+        self.status_push = StatusPush(self.process, lambda: self.workers, self._shown)
         self.recycler = Recycler(self.process, self)
         self.watchdog = Watchdog(self.process, lambda: self.workers)
         self.feeder.inputs = _machine(self)
@@ -362,18 +359,13 @@ class WorkerGroup:
     # -- the slots, for recycling -------------------------------------------
 
     def serving(self, slot: int) -> Worker | None:
-        return self._slots.get(slot)
+        return self.slots.get(slot)
 
     def busy(self) -> bool:
         return self.rolling or self.leaving
 
     def replace(self, slot: int, worker: Worker, reason: str) -> None:
-        self._slots[slot] = worker
-        self._note_replaced(slot, reason)
-
-    def _note_replaced(self, slot: int, reason: str) -> None:
-        self._last_reason[slot] = reason
-        self._replacements[reason] = self._replacements.get(reason, 0) + 1
+        self.slots.replace(slot, worker, reason)
 
     def start(self, slot: int, generation: int) -> Deferred[Worker]:
         return self.starter.start(slot, generation)
@@ -388,10 +380,7 @@ class WorkerGroup:
         at a time).  A worker that does not come up fails it, unless the
         group is L{alone}: then that slot is started again after a back-off.
         """
-        core = self.process
-        self._push = LoopingCall(self._push_status)
-        self._push.clock = core.reactor
-        self._push.start(STATUS_INTERVAL, now=False)
+        self.status_push.start()
         self.watchdog.start()
         startup = self._startup = Startup(self, in_turn)
         startup.begin()
@@ -411,11 +400,7 @@ class WorkerGroup:
         """
         A new master's worker serves C{slot} now: ours there may drain.
         """
-        self._handed_over.add(slot)
-        call = self._refills.pop(slot, None)
-        if call is not None and call.active():
-            call.cancel()
-        worker = self._slots.pop(slot, None)
+        worker = self.slots.hand_over(slot)
         if worker is not None:
             worker.retire(self.process.reactor)
 
@@ -423,15 +408,13 @@ class WorkerGroup:
         """
         The new master failed: fill again the slots handed over to it.
         """
-        slots, self._handed_over = sorted(self._handed_over), set()
-        for slot in slots:
-            if slot < self.size and slot not in self._slots and slot not in self._refills:
-                self.process.log.info(
-                    "{pid}: starting a worker again for slot {slot}",
-                    pid=self.process.pid,
-                    slot=slot,
-                )
-                self._refill(slot)
+        for slot in self.slots.take_back(self.size):
+            self.process.log.info(
+                "{pid}: starting a worker again for slot {slot}",
+                pid=self.process.pid,
+                slot=slot,
+            )
+            self.refill.refill(slot)
 
     def _message(self, worker: Worker, message: Message) -> None:
         if isinstance(message, Status):
@@ -460,23 +443,12 @@ class WorkerGroup:
         """
         if self.hold_services:
             return
-        successor = self._slots.get(0)
+        successor = self.slots.get(0)
         if successor is not None and successor is not exclude and successor.ready:
             successor.process.send(Released(round(self.process.environment.now(), 6)))
 
     def _shown(self) -> ProcessStatus:
         return (self.report or self.status)()
-
-    def _push_status(self) -> None:
-        try:
-            status = Group(self._shown())
-        except Exception:
-            # A failing report must not stop the pushes for good.
-            self.process.log.failure("{pid}: cannot report the group's status", pid=self.process.pid)
-            return
-        for worker in self.workers:
-            if worker.ready:
-                worker.process.send(status)
 
     def _exited(self, worker: Worker, reason: Failure) -> None:
         if worker in self.workers:
@@ -486,57 +458,12 @@ class WorkerGroup:
                 self.services_stopped.happen()
                 self._gone.happen()
             return
-        if worker.retiring or not worker.ready or self._slots.get(worker.slot) is not worker:
+        if worker.retiring or not worker.ready or self.slots.get(worker.slot) is not worker:
             return
-        # It died on its own (or the watchdog killed it): replace it, after
-        # a back-off.
-        core = self.process
-        del self._slots[worker.slot]
-        self._note_replaced(worker.slot, worker.killed_for or "died")
+        # It died on its own (or the watchdog killed it).
         if worker.killed_for is None:
             self.deaths += 1  # a kill is counted once, as what the master killed it for
-        lived = core.reactor.seconds() - worker.started
-        in_row = 0 if lived > HEALTHY_AFTER else self._deaths_in_row.get(worker.slot, 0)
-        self._deaths_in_row[worker.slot] = in_row + 1
-        delay = backoff(in_row)
-        code = getattr(reason.value, "exitCode", None)
-        sig = getattr(reason.value, "signal", None)
-        core.log.warn(
-            "{pid}: worker {worker} (slot {slot}) died ({how}); replacing it in {delay:g}s",
-            pid=core.pid,
-            worker=worker.pid,
-            slot=worker.slot,
-            how=f"signal {sig}" if sig else f"status {code}",
-            delay=delay,
-        )
-        self._refills[worker.slot] = core.reactor.callLater(delay, self._refill, worker.slot)
-
-    def _refill(self, slot: int) -> None:
-        self._refills.pop(slot, None)
-        if self.leaving or slot in self._slots or slot in self._handed_over:
-            return
-        core = self.process
-
-        def ready(worker: Worker) -> None:
-            if self.leaving:
-                worker.signal("TERM")
-                return
-            self._slots[slot] = worker
-            if slot == 0:
-                self._release_services()
-
-        def failed(failure: Failure) -> None:
-            core.log.error(
-                "{pid}: the worker for slot {slot} did not come up: {why}",
-                pid=core.pid,
-                slot=slot,
-                why=failure.getErrorMessage(),
-            )
-            in_row = self._deaths_in_row.get(slot, 0)
-            self._deaths_in_row[slot] = in_row + 1
-            self._refills[slot] = core.reactor.callLater(backoff(in_row), self._refill, slot)
-
-        self.start(slot, self.generation).addCallbacks(ready, failed)
+        self.refill.died(worker, reason)
 
     # -- restarting ---------------------------------------------------------
 
@@ -559,7 +486,7 @@ class WorkerGroup:
             if self.leaving:
                 worker.signal("TERM")
                 return
-            old = self._slots.get(slot)
+            old = self.slots.get(slot)
             self.replace(slot, worker, "roll")
             if old is not None:
                 # The new worker serves: only now may the old one drain.
@@ -584,15 +511,11 @@ class WorkerGroup:
         return self._gone.wait()
 
     def _leave(self, replaced: bool) -> None:
-        for call in self._refills.values():
-            if call.active():
-                call.cancel()
-        self._refills.clear()
-        if self._push is not None and self._push.running:
-            self._push.stop()
+        self.slots.stop_waiting()
+        self.status_push.stop()
         self.watchdog.stop()
         self.recycler.clear()
-        slot0 = self._slots.get(0)
+        slot0 = self.slots.get(0)
         if self.hold_services or slot0 is None or not slot0.ready:
             self.services_stopped.happen()  # no worker of ours runs them
         for worker in list(self.workers):
@@ -632,14 +555,14 @@ class WorkerGroup:
             self.process,
             self.generation,
             self.workers,
-            self._slots,
-            self._last_reason,
+            self.slots.serving,
+            self.slots.last_reason,
             restarting=self.rolling,
             leaving=self.leaving,
             deaths=self.deaths,
             recycles=self.recycler.recycles,
             timeouts=self.watchdog.timeouts,
-            replacements=self._replacements,
+            replacements=self.slots.replacements,
         )
 
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 The status of a master: its own facts, every worker, and the servers with
 their in-flight requests summed over the workers.
@@ -5,13 +6,16 @@ their in-flight requests summed over the workers.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from attrs import evolve
+from twisted.internet.task import LoopingCall
 
+from ..handoff.messages import Group
 from ..lifecycle.core import ProcessCore
 from .._status import ServerStatus, ProcessStatus, WorkerStatus
 from .starter import Worker
+from .worker import STATUS_INTERVAL
 
 
 def group_status(
@@ -71,3 +75,44 @@ def group_status(
         servers=tuple(servers.values())
         or tuple(ServerStatus(name=name, requests=0) for name in process.servers),
     )
+
+
+class StatusPush:
+    """
+    Every ready worker hears what the group shows (its status page shows
+    the group's, not its own alone): every L{STATUS_INTERVAL}, and whenever
+    a worker becomes ready.
+    """
+
+    def __init__(
+        self,
+        process: ProcessCore,
+        workers: Callable[[], Sequence[Worker]],
+        shown: Callable[[], ProcessStatus],
+    ) -> None:
+        self._process = process
+        self._workers = workers
+        self._shown = shown
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.push)
+        self._loop.clock = self._process.reactor
+        self._loop.start(STATUS_INTERVAL, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def push(self) -> None:
+        try:
+            status = Group(self._shown())
+        except Exception:
+            # A failing report must not stop the pushes for good.
+            self._process.log.failure(
+                "{pid}: cannot report the group's status", pid=self._process.pid
+            )
+            return
+        for worker in self._workers():
+            if worker.ready:
+                worker.process.send(status)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_master -*-
 """
 A master: holds every listening socket for its workers and serves nothing
 itself.  A restart hands everything to a new master, as a process serving

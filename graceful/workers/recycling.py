@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 Keeping workers healthy: recycling those that served their requests or grew
 too big, one at a time and the way a roll replaces them (the successor

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_group -*-
 """
 The master's workers, one by one: what the master knows of each, the
 sockets it holds for them, and how it starts one.

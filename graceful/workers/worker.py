@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.workers.test_worker -*-
 """
 A worker: serves the sockets its master holds, reports to it, and leaves
 when the master retires it, shuts the group down, or dies:

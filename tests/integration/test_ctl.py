@@ -34,7 +34,7 @@ from tests.support import (
     get,
     wait_until,
 )
-from tests.unit.ctl.test_cli import status_json
+from tests.unit.ctl.test_roll import status_json
 
 
 # -- the HTTP client's errors, against a fake server ------------------------------

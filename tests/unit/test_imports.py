@@ -15,13 +15,15 @@ itself and from lower floors, and never from a sibling on its own floor:
 
 Besides: C{graceful ctl} loads no Twisted; only the entry points and
 C{asgi/resource.py} import the global reactor; no class is longer than
-L{LONGEST_CLASS} lines.
+L{LONGEST_CLASS} lines; a module names its test modules in its first line,
+and they exist.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import graceful
 
 PACKAGE = Path(graceful.__file__).parent
+ROOT = PACKAGE.parent
 
 #: The top-level modules everything stands on.
 LEAVES = {"_errors", "_event", "_feeding", "_logging", "_settings", "_sockets", "_status"}
@@ -55,17 +58,6 @@ GLOBAL_REACTOR = {"_process", "asgi.resource"}
 
 #: A class longer than this is doing more than one job.
 LONGEST_CLASS = 300
-
-#: Classes longer than that today: each may only shrink, and leaves the list
-#: once it is split.
-LONG_CLASSES = {
-    "admin/resource.py: AdminResource": 359,
-    "http/server.py: Server": 368,
-    "lifecycle/core.py: ProcessCore": 356,
-    "process/runtime.py: Runtime": 323,
-    "workers/group.py: WorkerGroup": 362,
-}
-
 
 @functools.lru_cache(maxsize=None)
 def modules(package: Path = PACKAGE) -> list[str]:
@@ -202,6 +194,51 @@ def long_classes(package: Path = PACKAGE) -> dict[str, int]:
     return long
 
 
+#: The first line of a module that has tests: which ones (trial runs them
+#: for the module, and editors jump to them).
+_TEST_CASE_NAME = re.compile(r"# -\*- test-case-name: (\S+) -\*-")
+
+
+def named_tests(module: str, package: Path = PACKAGE) -> list[str]:
+    """
+    The test modules that C{module}'s first line names, dotted.
+    """
+    path = package / (module.replace(".", "/") + ".py")
+    with path.open() as source:
+        found = _TEST_CASE_NAME.fullmatch(source.readline().rstrip("\n"))
+    return found.group(1).split(",") if found else []
+
+
+def mirrored_test(module: str, root: Path = ROOT) -> str | None:
+    """
+    The test module that mirrors C{module} (C{http.site} ->
+    C{tests.unit.http.test_site}, C{_config} -> C{tests.unit.test_config}),
+    if there is one.
+    """
+    *folders, name = module.split(".")
+    if name == "__init__":
+        return None
+    dotted = ".".join(["tests", "unit", *folders, f"test_{name.lstrip('_')}"])
+    return dotted if (root / (dotted.replace(".", "/") + ".py")).exists() else None
+
+
+def wrong_test_names(package: Path = PACKAGE, root: Path = ROOT) -> list[str]:
+    """
+    Every test module named that does not exist, and every module that
+    does not name the test module mirroring it; one line each.
+    """
+    wrong = []
+    for module in modules(package):
+        named = named_tests(module, package)
+        for test in named:
+            if not (root / (test.replace(".", "/") + ".py")).exists():
+                wrong.append(f"{module} names {test}, which does not exist")
+        mirror = mirrored_test(module, root)
+        if mirror is not None and mirror not in named:
+            wrong.append(f"{module} does not name its test module {mirror}")
+    return wrong
+
+
 class LayerTests(SynchronousTestCase):
     def test_every_module_has_a_place(self) -> None:
         unplaced = [m for m in modules() if floor_of(part_of(m)) < 0]
@@ -290,16 +327,42 @@ class CtlTests(SynchronousTestCase):
 
 class ClassSizeTests(SynchronousTestCase):
     def test_no_class_is_longer_than_a_job(self) -> None:
-        long = long_classes()
-        grown = {name: size for name, size in long.items() if size > LONG_CLASSES.get(name, 0)}
-        self.assertEqual(grown, {})
+        self.assertEqual(long_classes(), {})
 
-    def test_the_known_long_classes_are_still_long(self) -> None:
+
+class TestCaseNameTests(SynchronousTestCase):
+    def test_every_named_test_module_exists(self) -> None:
         """
-        A class split below the limit leaves L{LONG_CLASSES}, so the list
-        only ever shrinks.
+        Each module names its tests in its first line (C{# -*- test-case-name:
+        tests.unit.http.test_site -*-}): they exist, and a module with a
+        test module mirroring it names that one.
         """
-        self.assertEqual(sorted(set(LONG_CLASSES) - set(long_classes())), [])
+        self.assertEqual(wrong_test_names(), [])
+
+    def test_a_wrong_name_is_seen(self) -> None:
+        """
+        A copy of the package where one module names a test module that is
+        not there, and another names none though its mirror exists.
+        """
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, root)
+        copy = root / "graceful"
+        shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "tests", root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        site = copy / "http" / "site.py"
+        site.write_text(site.read_text().split("\n", 1)[1])
+        tls = copy / "http" / "tls.py"
+        tls.write_text(tls.read_text().replace("test_tls ", "test_tls,tests.unit.http.test_gone ", 1))
+        self.assertEqual(
+            wrong_test_names(copy, root),
+            [
+                "http.site does not name its test module tests.unit.http.test_site",
+                "http.tls names tests.unit.http.test_gone, which does not exist",
+            ],
+        )
 
 
 class NamingTests(SynchronousTestCase):

@@ -28,6 +28,7 @@ import graceful
 import graceful.testing
 from graceful._config import _SERVER_KEYS, _SETTINGS_KEYS, ServerConfig, parse_config
 from graceful._errors import ConfigError
+from graceful.admin.state import AdminState
 from graceful.admin.metrics import RuntimeCollector, status_metrics, worker_metrics
 from graceful.http.server import Server
 from graceful._sockets import DEFAULT_UNIX_MODE
@@ -391,6 +392,7 @@ class _StatusSource:
     current: ProcessStatus
     reactor: MemoryReactorClock = field(factory=MemoryReactorClock)
     pid: int = 100
+    admin: AdminState = field(factory=AdminState)
 
     def status(self) -> ProcessStatus:
         return self.current

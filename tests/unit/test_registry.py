@@ -1,8 +1,9 @@
 """
-Unit tests for the public API of C{graceful} (C{graceful/__init__.py}) and
-the L{Server} it hands out: named singletons on the process runtime, the
-process-wide settings, and how a server's ports are declared.  A runtime on
-a L{MemoryReactorClock} stands in for the process's own.
+Unit tests for the public API of C{graceful} (C{graceful/__init__.py}):
+named singletons on the process runtime, the process-wide settings and the
+process's control.  A runtime on a L{MemoryReactorClock} stands in for the
+process's own.  The servers it hands out are tested in
+C{tests/unit/http/test_server.py}.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ import importlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 
 import graceful as g
 from graceful._errors import ConfigError
 from graceful._process import reset_for_tests
 from graceful.process.runtime import Runtime
-from graceful.http.server import DEFAULT_ADMIN_PREFIX
 from graceful.handoff.supervision import NoPidfile, Pidfile
 
 from graceful.testing import MemoryEnvironment
@@ -178,189 +176,6 @@ class ProcessControlTests(_Installed):
     def test_server_shutdown(self) -> None:
         self.successResultOf(g.server("s1").shutdown())
         self.assertTrue(self.reactor.hasStopped)
-
-
-class ServerDeclarationTests(_Installed):
-    """
-    What a server is asked to serve, before it starts.
-    """
-
-    def specs(self, name: str = "s1") -> list[tuple[int, bool]]:
-        return [(spec.port, spec.tls) for spec in g.server(name).listen_specs()]
-
-    def test_ports(self) -> None:
-        s1 = g.server("s1")
-        s1.set_port(8100, 8200)
-        self.assertEqual(self.specs(), [(8100, False), (8200, False)])
-        self.assertEqual(s1.ports, [])  # nothing bound before start()
-
-    def test_bad_ports(self) -> None:
-        s1 = g.server("s1")
-        s1.set_port(8100)
-        for port in (65536, -1, True, "80", 80.0):
-            self.assertRaises(ConfigError, s1.set_port, port)
-            self.assertRaises(ConfigError, s1.set_https_port, port)
-        self.assertEqual(self.specs(), [(8100, False)])
-
-    def test_https_on_set_port_ports(self) -> None:
-        """
-        With HTTPS enabled and no HTTPS port, the set_port ports serve HTTPS.
-        """
-        s1 = g.server("s1")
-        s1.set_port(8100)
-        s1.enable_https("certs/server.crt", "certs/server.key")
-        self.assertEqual(self.specs(), [(8100, True)])
-
-    def test_http_and_https_ports(self) -> None:
-        s1 = g.server("s1")
-        s1.set_port(8100)
-        s1.enable_https("c", "k")
-        s1.set_https_port(8443, 0)
-        self.assertEqual(self.specs(), [(8100, False), (8443, True), (0, True)])
-        self.assertEqual(
-            [spec.fd_name for spec in s1.listen_specs()],
-            ["s1/http/8100/0", "s1/https/8443/0", "s1/https/0/1"],
-        )
-
-    def test_prepare_refuses_https_ports_without_certificate(self) -> None:
-        s1 = g.server("s1")
-        s1.set_https_port(8443)
-        error = self.assertRaises(ConfigError, s1.prepare)
-        self.assertIn("enable_https", str(error))
-
-    def test_prepare_refuses_no_port(self) -> None:
-        error = self.assertRaises(ConfigError, g.server("s1").prepare)
-        self.assertIn("set_port", str(error))
-
-    def test_admin(self) -> None:
-        s1 = g.server("s1")
-        s1.enable_admin()
-        self.assertEqual((s1.admin_prefix, s1.admin_token), (DEFAULT_ADMIN_PREFIX, None))
-        s1.enable_admin("/ops/", token="t")
-        self.assertEqual((s1.admin_prefix, s1.admin_token), ("/ops", "t"))
-
-    def test_graceful_default(self) -> None:
-        s1 = g.server("s1")
-        self.assertTrue(s1.graceful)
-        s1.set_graceful(False)
-        self.assertFalse(s1.graceful)
-
-    def test_routes_and_mounts_reach_the_router(self) -> None:
-        from .http.test_routing import get
-
-        s1 = g.server("s1")
-
-        @s1.route("/pid")
-        def pid(request: Any) -> str:
-            return "123"
-
-        s1.route("/", lambda request: b"root")
-        api = Resource()
-        api.putChild(b"x", _Text(b"api x"))
-        s1.mount("/api", api)
-        self.assertEqual(pid(None), "123")
-        self.assertEqual(get(s1.router, "/pid").body, b"123")
-        self.assertEqual(get(s1.router, "/").body, b"root")
-        self.assertEqual(get(s1.router, "/api/x").body, b"api x")
-
-
-class SamePathTwiceTests(_Installed):
-    """
-    Two calls serving one path of a server: the second would silently take
-    over the first, so it is a one-line ConfigError naming the server and
-    the path, and the first goes on serving.
-    """
-
-    def assertRefused(self, first: Any, second: Any, message: str) -> None:
-        first()
-        error = self.assertRaises(ConfigError, second)
-        self.assertEqual(str(error), message)
-        self.assertNotIn("\n", str(error))
-
-    def test_mount_twice(self) -> None:
-        from .http.test_routing import get
-
-        s1 = g.server("s1")
-        self.assertRefused(
-            lambda: s1.mount("/api", _Text(b"first")),
-            lambda: s1.mount("/api/", _Text(b"second")),
-            "server 's1': '/api' is served twice: by mount() and by mount()",
-        )
-        self.assertEqual(get(s1.router, "/api").body, b"first")
-
-    def test_mount_then_wsgi_or_asgi(self) -> None:
-        s1 = g.server("s1")
-        s1.mount("/api", _Text(b"api"))
-        for call, what in [(s1.mount_wsgi, "mount_wsgi()"), (s1.mount_asgi, "mount_asgi()")]:
-            error = self.assertRaises(ConfigError, call, "/api", lambda *args: None)
-            self.assertEqual(
-                str(error), f"server 's1': '/api' is served twice: by mount() and by {what}"
-            )
-
-    def test_wsgi_twice(self) -> None:
-        s1 = g.server("s1")
-        self.assertRefused(
-            lambda: s1.mount_wsgi("/legacy", lambda environ, start: []),
-            lambda: s1.mount_wsgi("/legacy", lambda environ, start: []),
-            "server 's1': '/legacy' is served twice: by mount_wsgi() and by mount_wsgi()",
-        )
-
-    def test_route_on_a_mounted_prefix(self) -> None:
-        s2 = g.server("s2")
-        self.assertRefused(
-            lambda: s2.mount_wsgi("/", lambda environ, start: []),
-            lambda: s2.route("/", lambda request: "root"),
-            "server 's2': '/' is served twice: by mount_wsgi() and by route()",
-        )
-
-    def test_route_twice(self) -> None:
-        s1 = g.server("s1")
-        self.assertRefused(
-            lambda: s1.route("/pid", lambda request: "1"),
-            lambda: s1.route("/pid")(lambda request: "2"),
-            "server 's1': '/pid' is served twice: by route() and by route()",
-        )
-
-    def test_other_servers_and_paths_are_free(self) -> None:
-        """
-        The same path on two servers, and a route under a mount, are fine.
-        """
-        g.server("s1").mount("/api", _Text(b"s1"))
-        g.server("s2").mount("/api", _Text(b"s2"))
-        g.server("s1").route("/api/health", lambda request: "ok")
-        g.server("s1").mount("/api/v2", _Text(b"v2"))
-
-    def test_health_page_over_an_app_path(self) -> None:
-        """
-        The health and admin pages join the router when the server starts:
-        one on a path the app serves is refused before anything is bound.
-        """
-        s1 = g.server("s1")
-        s1.set_port(0)
-        s1.route("/healthz", lambda request: "app's own")
-        s1.enable_health("/healthz")
-        error = self.assertRaises(ConfigError, s1.prepare)
-        self.assertEqual(
-            str(error), "server 's1': '/healthz' is served twice: by route() and by enable_health()"
-        )
-        self.assertFalse(s1.has_prepared())
-
-    def test_bad_path(self) -> None:
-        error = self.assertRaises(ConfigError, g.server("s1").mount, "api", _Text(b""))
-        self.assertEqual(
-            str(error), "server 's1': mount() needs a path starting with '/', not 'api'"
-        )
-
-
-class _Text(Resource):
-    isLeaf = True
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self.body = body
-
-    def render_GET(self, request: Any) -> bytes:
-        return self.body
 
 
 class WorkersAfterStartTests(SynchronousTestCase):

@@ -651,7 +651,7 @@ class AdminSocketGenerationTests(TempDir):
         reactor.running = True
         runtime = memory_runtime(reactor, old_process=old) if old else memory_runtime(reactor)
         runtime.set_admin_socket(str(self.tempdir() / "admin.sock"))
-        runtime.admin_site = lambda r: Site(Resource())
+        runtime.admin_socket.site = lambda: Site(Resource())
         runtime.admin_socket.prepare()
         self.addCleanup(lambda: runtime.core.admin_port and runtime.core.admin_port.stopListening())
         return runtime, reactor

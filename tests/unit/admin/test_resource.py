@@ -40,7 +40,7 @@ from graceful.admin.refusals import Refusals, refusals_of
 from graceful.admin.token import GeneratedToken, set_generated_token
 from graceful.admin.page import admin_page, duration, restart_notice
 from graceful.http.site import DrainingSite
-from graceful.admin import resource as _admin
+from graceful.admin import actions as _admin
 from graceful.handoff.pipes import RestartFailed
 from graceful.handoff.messages import Accepted
 from graceful.admin.metrics import registry_for

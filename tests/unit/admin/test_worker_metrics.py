@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from graceful.admin.state import AdminState
 from graceful.admin.metrics import RuntimeCollector
 from graceful._status import PortStatus, ProcessStatus, ServerStatus, WorkerStatus
 
@@ -22,12 +23,13 @@ SERVERS = (ServerStatus("web", (PortStatus(port=8100),), in_flight=1, requests=4
 class StatusSource:
     """
     What the collector reads of a runtime: its status (given here), and
-    what the refusal counts are kept by.
+    what the admin keeps (its refusal counts).
     """
 
     current: ProcessStatus
     reactor: MemoryReactorClock = field(factory=MemoryReactorClock)
     pid: int = 100
+    admin: AdminState = field(factory=AdminState)
 
     def status(self) -> ProcessStatus:
         return self.current

@@ -26,8 +26,8 @@ from graceful.workers.group import BACKOFF_FIRST
 from graceful.workers.starter import STACKS_SETTLE
 from graceful.testing import FakeOldProcess, FakeSpawner, MemoryEnvironment, MemoryFiles, memory_runtime
 
-from .workers.test_master import MASTER, MasterCase
-from .workers.test_group import GroupTestCase, report
+from .test_master import MASTER, MasterCase
+from .test_group import GroupTestCase, report
 
 PIDFILE = Path("/run/app.pid")
 

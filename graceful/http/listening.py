@@ -1,0 +1,309 @@
+# -*- test-case-name: tests.unit.http.test_server,tests.unit.test_unix_sockets -*-
+"""
+A server's listening sockets: bound or inherited before it serves, adopted
+as the reactor's ports, held shut while its ASGI apps start, and passed on
+at a restart.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from attrs import Factory, define, field, frozen
+from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+
+from .._errors import ConfigError
+from .._logging import NamedLogger
+from .._sockets import HeldSocket, ListenSpec, bind_socket, bind_unix_socket, set_unix_group
+from .._status import PortStatus
+
+if TYPE_CHECKING:
+    from .._sockets import InheritedSockets
+
+
+class SocketHost(Protocol):
+    """
+    What a server's sockets need of the process they belong to.
+    """
+
+    @property
+    def reactor(self) -> Any: ...
+
+    pid: int
+    generation: int
+    inherited: InheritedSockets
+
+    @property
+    def is_worker(self) -> bool:
+        "Whether the process is a worker, which binds no socket itself."
+
+    def socket_missing(self, spec: ListenSpec) -> None:
+        "A worker's config asks for a socket its master did not pass."
+
+    def own_unix_file(self, path: str | None) -> None:
+        "Remove this UNIX socket file at the final shutdown."
+
+
+@frozen
+class Listener:
+    """
+    A port a started server listens on.
+    """
+
+    spec: ListenSpec
+    port: IListeningPort
+    #: Read once: a Twisted port that stopped listening no longer knows its
+    #: number, and the admin status still shows it while the process drains.
+    #: 0 for a UNIX socket.
+    number: int = field(
+        init=False,
+        default=Factory(
+            lambda self: int(getattr(self.port.getHost(), "port", 0)), takes_self=True
+        ),
+    )
+
+    @property
+    def tls(self) -> bool:
+        return self.spec.tls
+
+    @property
+    def path(self) -> str | None:
+        """
+        The UNIX socket's path; C{None} for a TCP port.
+        """
+        return self.spec.path
+
+    def describe(self) -> PortStatus:
+        """
+        Its entry in the status's C{ports}.
+        """
+        if self.spec.path is not None:
+            return PortStatus(unix=self.spec.path, tls=self.tls)
+        return PortStatus(port=self.number, tls=self.tls)
+
+
+def listen_specs(
+    name: str, host: str, plain: Sequence[int], secure: Sequence[int], unix_paths: Sequence[str]
+) -> list[ListenSpec]:
+    """
+    Every socket server C{name} asks for: its plain and TLS ports on
+    C{host}, and its UNIX sockets.
+    """
+    specs = [ListenSpec(name, False, port, host, i) for i, port in enumerate(plain)]
+    specs += [ListenSpec(name, True, port, host, i) for i, port in enumerate(secure)]
+    specs += [ListenSpec(name, False, 0, "", i, path) for i, path in enumerate(unix_paths)]
+    return specs
+
+
+@define(eq=False)
+class ServerSockets:
+    """
+    The sockets of one named server.
+
+    @ivar listeners: the ports it listens on, once it serves.
+    @ivar prepared: the sockets bound or inherited, not served yet.
+    """
+
+    name: str
+    host: SocketHost
+    listeners: list[Listener] = field(factory=list)
+    #: Ports adopted but not read from until the ASGI apps have started.
+    _held: list[Any] = field(factory=list)
+    prepared: list[HeldSocket] = field(factory=list)
+    # The lines keep the namespace they had when the server kept its sockets.
+    _log = NamedLogger("graceful._server.Server")
+
+    def prepare(
+        self,
+        specs: Sequence[ListenSpec],
+        graceful: bool,
+        unix_mode: int,
+        unix_group: int | None,
+        https_ports: bool,
+    ) -> None:
+        """
+        Take the inherited sockets (if C{graceful}) and bind the new ones.
+        On failure nothing bound here is left open.
+
+        @param https_ports: whether the server's HTTPS ports were set apart
+            from its plain ones (for the key an error names).
+        """
+        try:
+            for spec in specs:
+                prepared = self._socket_for(spec, graceful, unix_mode, unix_group, https_ports)
+                if prepared is not None:
+                    self.prepared.append(prepared)
+                    # Ours to remove at the final shutdown (if still this file).
+                    self.host.own_unix_file(spec.path)
+        except BaseException:
+            self.release_prepared()
+            raise
+
+    def _socket_for(
+        self,
+        spec: ListenSpec,
+        graceful: bool,
+        unix_mode: int,
+        unix_group: int | None,
+        https_ports: bool,
+    ) -> HeldSocket | None:
+        inherited = self.host.inherited.claim(spec) if graceful else None
+        if inherited is not None:
+            return HeldSocket(spec, inherited.fd, inherited, inherited.family(), inherited=True)
+        if self.host.is_worker:
+            # Only the master binds, so that every worker shares the socket.
+            self.host.socket_missing(spec)
+            return None
+        try:
+            if spec.path is not None:
+                sock = bind_unix_socket(spec.path, unix_mode, unix_group)
+            else:
+                sock = bind_socket(spec.host, spec.port)
+        except ConfigError as e:
+            if spec.path is not None:
+                key = "unix_sockets"
+            else:
+                key = "https_ports" if spec.tls and https_ports else "ports"
+            raise ConfigError(f"servers.{self.name}.{key}: {e}") from None
+        return HeldSocket(spec, sock.fileno(), sock, sock.family)
+
+    def has_prepared(self) -> bool:
+        """
+        Whether sockets are prepared and not served yet.
+        """
+        return bool(self.prepared)
+
+    def prepared_specs(self) -> list[ListenSpec]:
+        return [prepared.spec for prepared in self.prepared]
+
+    def take_prepared(self) -> list[HeldSocket]:
+        """
+        Hand the prepared sockets over (to a master, which holds them for
+        its workers and serves nothing).
+        """
+        prepared, self.prepared = self.prepared, []
+        return prepared
+
+    def release_prepared(self) -> None:
+        for prepared in self.prepared:
+            prepared.close()
+        self.prepared.clear()
+
+    def adopt(
+        self, factory: Any, tls_factory: Any, unix_mode: int, unix_group: int | None, hold: bool
+    ) -> None:
+        """
+        Adopt the prepared sockets as ports serving C{factory} (C{tls_factory}
+        on the TLS ones); with C{hold}, read from none until
+        L{resume_accepting}.
+        """
+        reactor = self.host.reactor
+        prepared, self.prepared = self.prepared, []
+        try:
+            for p in prepared:
+                serving: Any = tls_factory if p.spec.tls else factory
+                if p.family == socket.AF_UNIX:
+                    port = adopt_unix_port(reactor, p.fd, serving, unix_mode, unix_group)
+                else:
+                    port = reactor.adoptStreamPort(p.fd, p.family, serving)
+                # adoptStreamPort made its own copy of the descriptor.
+                p.close()
+                if self.host.is_worker:
+                    _accept_one_at_a_time(port)
+                if hold:
+                    # Not one connection before the apps' startup is done: the
+                    # old process accepts them meanwhile.
+                    port.stopReading()
+                    self._held.append(port)
+                listener = Listener(p.spec, port)
+                self.listeners.append(listener)
+                self._log.info(
+                    "{pid}: {scheme} server {how} listening on [{address}]",
+                    pid=self.host.pid,
+                    scheme=p.spec.scheme,
+                    how="reloaded" if p.inherited and self.host.generation > 1 else "started",
+                    address=f"unix:{p.spec.path}" if p.spec.path else f":{listener.number}",
+                    port=listener.number,
+                    server=self.name,
+                )
+        except BaseException:
+            for p in prepared:
+                if p.fd >= 0:
+                    try:
+                        p.close()
+                    except OSError:
+                        pass
+            raise
+
+    def resume_accepting(self) -> None:
+        """
+        Accept on the ports held while the ASGI apps started.
+        """
+        held, self._held = self._held, []
+        for port in held:
+            port.startReading()
+
+    def stop_accepting(self) -> list[Deferred[None]]:
+        """
+        Close this process's copy of every listening socket; another process
+        holding a copy keeps accepting on it.
+        """
+        stopped = [listener.port.stopListening() for listener in self.listeners]
+        return [d for d in stopped if d is not None]
+
+    def passed_sockets(self) -> Sequence[tuple[ListenSpec, int]]:
+        # Adopted ports are tcp.Port objects, which have the descriptor.
+        return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
+
+
+class _SharedUNIXPort(unix.Port):
+    """
+    A UNIX port that leaves the socket working, and its file in place, for
+    the other processes that hold it.
+    """
+
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Any) -> None:
+        # Past unix.Port's, which unlinks the file.
+        tcp.Port.connectionLost(self, reason)
+
+
+def adopt_unix_port(
+    reactor: Any, fd: int, factory: Any, mode: int, group: int | None = None
+) -> Any:
+    """
+    Serve a listening UNIX socket that other processes share; its file gets
+    C{mode} and, if given, C{group}, as the config now says.
+
+    Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
+    0o666 when it starts listening, and when it stops it calls shutdown(2),
+    which makes the kernel refuse connections on every copy of the socket,
+    and unlinks the file, which the next process owns by then.
+    """
+    port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    # startListening chmods the file to this mode.
+    port.mode = mode
+    if group is not None:
+        set_unix_group(port.port, group)
+    port.startListening()
+    return port
+
+
+def _accept_one_at_a_time(port: Any) -> None:
+    """
+    Workers share each socket and all wake for a new connection; Twisted
+    accepts up to a growing batch per wakeup, so one worker could take a
+    whole burst (64 connections against 2, measured).  One per wakeup lets
+    every worker take its share.
+    """
+    read = port.doRead
+
+    def doRead() -> None:
+        port.numberAccepts = 1
+        read()
+
+    port.doRead = doRead

@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.unit.http.test_server -*-
+"""
+What a server serves, as the program declares it: routes and twisted.web
+resources join its router at once; WSGI and ASGI apps wait until its site
+is built (they need the reactor's thread pool, or the asyncio loop); and
+each path is served by one of them only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attrs import Factory, define, field
+from twisted.web.resource import IResource
+
+from .._errors import ConfigError
+from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
+
+
+@define(eq=False)
+class AppMounts:
+    """
+    The apps of one server and the paths they claim.
+
+    @ivar owner: who claims the paths, for errors (C{"server 'web'"}).
+    @ivar router: the server's router.
+    @ivar asgi: whether an ASGI app was mounted on the router.
+    @ivar wsgi_apps: the WSGI apps waiting for the site, by prefix.
+    """
+
+    owner: str
+    router: Router
+    asgi: bool = False
+    _served: ServedPaths = field(
+        default=Factory(lambda self: ServedPaths(self.owner), takes_self=True)
+    )
+    wsgi_apps: list[tuple[str, Any]] = field(factory=list)
+    _asgi_apps: list[tuple[str, Any]] = field(factory=list)
+
+    def route(self, path: str, handler: Handler | None = None) -> Any:
+        self._served.claim(path, "route()")
+        return self.router.route(path, handler)
+
+    def mount(self, prefix: str, resource: IResource) -> None:
+        self._served.claim(prefix, "mount()")
+        self.router.mount(prefix, resource)
+
+    def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
+        self._served.claim(prefix, "mount_wsgi()")
+        self.wsgi_apps.append((prefix, app))
+
+    def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
+        from ..asgi.resource import asyncio_reactor_running, ensure_asyncio_reactor
+
+        self._served.claim(prefix, "mount_asgi()")
+        ensure_asyncio_reactor()
+        if not asyncio_reactor_running():
+            raise ConfigError(
+                "ASGI apps need Twisted's asyncio reactor, but another reactor is "
+                "installed: mount the app before twisted.internet.reactor is imported"
+            )
+        self._asgi_apps.append((prefix, app))
+
+    def claim_page(self, path: str, what: str) -> None:
+        """
+        C{path} is for the server's own page (admin, health), which joins
+        the router as the site is built, over the apps' paths.
+        """
+        self._served.claim(path, what, keep=False)
+
+    def build(self, reactor: Any, add_lifespan: Callable[[Any], None]) -> None:
+        """
+        Mount the WSGI and ASGI apps on the router, with one lifespan per
+        ASGI app even when it is mounted twice (given to C{add_lifespan}).
+        """
+        for prefix, app in self.wsgi_apps:
+            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
+        self.wsgi_apps.clear()
+        if self._asgi_apps:
+            from ..asgi.resource import ASGIResource, Lifespan
+
+            lifespans: dict[int, Lifespan] = {}
+            for prefix, app in self._asgi_apps:
+                resource = ASGIResource(app, prefix, lifespans.get(id(app)))
+                if id(app) not in lifespans:
+                    lifespans[id(app)] = resource.lifespan
+                    add_lifespan(resource.lifespan)
+                self.router.mount(prefix, resource)
+            self.asgi = True
+        self._asgi_apps.clear()
