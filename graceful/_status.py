@@ -4,7 +4,7 @@ What a graceful process reports about itself: one definition of the status,
 read by the admin API, the admin page, the metrics and C{graceful ctl}.
 
 L{ProcessStatus.to_json} writes the admin API's C{GET status} answer (a
-public format: see CONTRACT.md section 5); L{ProcessStatus.from_json} reads
+public format: see docs/reference.rst, "The status"); L{ProcessStatus.from_json} reads
 it back.  Reading is tolerant the way C{graceful ctl} must be with nodes of
 other versions: a key an older node does not write takes its default, and a
 key this version does not know is ignored.  A value of the wrong shape

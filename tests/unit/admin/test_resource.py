@@ -1,6 +1,6 @@
 """
 Unit tests of the admin pages, the health page and the metrics: every answer
-of CONTRACT section 5, on a runtime whose restarts are faked (nothing is
+of docs/reference.rst's "Admin pages", on a runtime whose restarts are faked (nothing is
 spawned) and requests built in memory, so peers from anywhere can be tried.
 """
 
