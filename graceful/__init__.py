@@ -188,8 +188,21 @@ def set_admin_socket(path: str | None) -> None:
     _process_runtime().set_admin_socket(path)
 
 
+def _timeout(name: str, seconds: float) -> float:
+    # As the config key is checked: a zero, negative or endless timeout
+    # would leave a restart or a drain that can never end, or never begin.
+    value = float(seconds)
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise ConfigError(f"{name} must be above 0 and finite, not {seconds!r}")
+    return value
+
+
 def set_drain_timeout(seconds: float) -> None:
-    _process_runtime().settings.drain_timeout = float(seconds)
+    """
+    How long a leaving process may spend finishing its connections
+    (default 30 s).
+    """
+    _process_runtime().settings.drain_timeout = _timeout("drain_timeout", seconds)
 
 
 def set_drain_spread(seconds: float) -> None:
@@ -208,7 +221,10 @@ def set_drain_spread(seconds: float) -> None:
 
 
 def set_ready_timeout(seconds: float) -> None:
-    _process_runtime().settings.ready_timeout = float(seconds)
+    """
+    How long a new process (or worker) may take to serve (default 15 s).
+    """
+    _process_runtime().settings.ready_timeout = _timeout("ready_timeout", seconds)
 
 
 def set_pidfile(path: str | None) -> None:

@@ -124,6 +124,19 @@ class SettingsTests(_Installed):
         self.assertEqual((settings.drain_timeout, settings.ready_timeout), (3.0, 2.0))
         self.assertIsInstance(settings.drain_timeout, float)
 
+    def test_timeouts_refuse(self) -> None:
+        """
+        As the config keys: a timeout that is not a finite number above 0
+        would make a restart or a drain that never ends (or never begins).
+        """
+        for bad in (0, -1, float("inf"), float("nan")):
+            for setter, name in ((g.set_drain_timeout, "drain_timeout"),
+                                 (g.set_ready_timeout, "ready_timeout")):
+                error = self.assertRaises(ConfigError, setter, bad)
+                self.assertEqual(str(error), f"{name} must be above 0 and finite, not {bad!r}")
+        settings = self.runtime.settings
+        self.assertEqual((settings.drain_timeout, settings.ready_timeout), (30.0, 15.0))
+
     def test_set_directory(self) -> None:
         g.set_directory(Path("/srv/app/current"))  # type: ignore[arg-type]
         self.assertEqual(self.runtime.settings.directory, "/srv/app/current")
