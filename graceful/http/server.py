@@ -17,7 +17,9 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
+from .proxy import behind_proxy
 from .site import DrainingSite
+from .._settings import Settings
 from .._errors import ConfigError
 from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 from .._status import PortStatus
@@ -73,6 +75,10 @@ class ServerHost(Protocol):
 
     def access_log(self) -> Callable[[str], None] | None:
         "Where access-log lines go."
+
+    @property
+    def settings(self) -> Settings:
+        "The process's settings (a server reads its proxy headers' there)."
 
     def start_server(self, server: Server) -> None: ...
 
@@ -419,7 +425,7 @@ class Server:
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
         site = DrainingSite(
-            self.router,
+            behind_proxy(self.router, self.runtime.settings),
             server_name=self.name,
             access_log=self.runtime.access_log(),
             reactor=reactor,
