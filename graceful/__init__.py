@@ -91,7 +91,17 @@ __all__ = [
     "wait",
 ]
 
-__version__ = "0.1.0"
+def _version() -> str:
+    # One version, the package's (setup.py): what pip installed says.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("graceful")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 
 def server(name: str = "default") -> Server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -18,7 +19,10 @@ from twisted.application.service import IService
 from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
+from ._apps import call_factory, load_env_file, wrap_app
+from .http.proxy import check_trusted
 from ._errors import ConfigError
+from ._settings import LOG_LEVELS
 from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
@@ -36,6 +40,14 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
+    "proxy_headers": (bool, "true or false"),
+    "forwarded_allow_ips": (list, 'a list of addresses or networks, or ["*"]'),
+    "log_level": (str, 'one of "critical", "error", "warning", "info", "debug"'),
+    "env_file": (str, "a file path"),
+    "app_dir": (str, "a directory path"),
+    "pidfile": (str, "a file path"),
+    "reload": (bool, "true or false"),
+    "reload_dirs": (list, "a list of directory paths"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -53,6 +65,9 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token": (str, "a string"),
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
+    "factory": (bool, "true or false"),
+    "root_path": (str, 'a path such as "/api"'),
+    "lifespan": (str, '"auto", "on" or "off"'),
 }
 
 
@@ -76,6 +91,9 @@ class ServerConfig:
     admin: str | None = None
     admin_token: str | None = None
     health: str | None = None
+    factory: bool = False
+    root_path: str = ""
+    lifespan: str = "auto"
 
 
 @frozen
@@ -92,8 +110,15 @@ def load_config(path: str | Path) -> Config:
     taken from the config file's folder.
     """
     path = Path(path)
+    return parse_config(read_config_data(path), path)
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """
+    The TOML at C{path}, unchecked.
+    """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}")
     except OSError as e:
@@ -102,7 +127,6 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {e}")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
-    return parse_config(data, path)
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
@@ -151,6 +175,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         settings.directory = str(directory)
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
+    _command_settings(settings, table, base, path)
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
@@ -163,6 +188,48 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     _check_ports_unique(servers, path)
     _check_unix_unique(servers, settings, path)
     return Config(path, settings, services, servers)
+
+
+def _command_settings(settings: Settings, table: dict[str, Any], base: Path, path: Path) -> None:
+    """
+    The keys of C{graceful run}'s options and of proxy headers.
+    """
+    settings.proxy_headers = table.get("proxy_headers", False)
+    if "forwarded_allow_ips" in table:
+        allowed = _strings(table["forwarded_allow_ips"], "graceful.forwarded_allow_ips", path)
+        try:
+            check_trusted(allowed)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: graceful.forwarded_allow_ips: {e}") from None
+        settings.forwarded_allow_ips = allowed
+    if "log_level" in table:
+        if table["log_level"] not in LOG_LEVELS:
+            raise ConfigError(
+                f"{path}: graceful.log_level must be one of {', '.join(LOG_LEVELS)}, "
+                f"not {table['log_level']!r}"
+            )
+        settings.log_level = table["log_level"]
+    if "env_file" in table:
+        env_file = _resolve(base, table["env_file"])
+        if not env_file.is_file():
+            raise ConfigError(f"{path}: graceful.env_file: file not found: {env_file}")
+        settings.env_file = str(env_file)
+    if "app_dir" in table:
+        app_dir = _resolve(base, table["app_dir"])
+        if not app_dir.is_dir():
+            raise ConfigError(f"{path}: graceful.app_dir is not a directory: {app_dir}")
+        settings.app_dir = str(app_dir)
+    if "pidfile" in table:
+        settings.pidfile = str(_resolve(base, table["pidfile"])) if table["pidfile"] else None
+    settings.reload = table.get("reload", False)
+    dirs = []
+    for directory in _strings(table.get("reload_dirs", []), "graceful.reload_dirs", path):
+        if not _resolve(base, directory).is_dir():
+            raise ConfigError(
+                f"{path}: graceful.reload_dirs: not a directory: {_resolve(base, directory)}"
+            )
+        dirs.append(str(_resolve(base, directory)))
+    settings.reload_dirs = dirs
 
 
 def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
@@ -219,6 +286,13 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     for page in ("admin", "health"):
         if page in table and not table[page].startswith("/"):
             raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    root_path = table.get("root_path", "").rstrip("/")
+    if root_path and not root_path.startswith("/"):
+        raise ConfigError(f"{path}: {where}.root_path must start with '/'")
+    if table.get("lifespan", "auto") not in ("auto", "on", "off"):
+        raise ConfigError(
+            f"{path}: {where}.lifespan must be \"auto\", \"on\" or \"off\", not {table['lifespan']!r}"
+        )
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -234,6 +308,9 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin=table.get("admin"),
         admin_token=token,
         health=table.get("health"),
+        factory=table.get("factory", False),
+        root_path=root_path,
+        lifespan=table.get("lifespan", "auto"),
     )
 
 
@@ -411,15 +488,20 @@ def load_apps(config: Config, cwd: str) -> Apps:
     Import every server's app: its name to C{(kind, app)} as
     L{classify_app} tells.
     """
-    app_directory = config.settings.directory or cwd
+    if config.settings.env_file:
+        load_env_file(config.settings.env_file, os.environ)
+    app_directory = config.settings.app_dir or config.settings.directory or cwd
     if app_directory not in sys.path:
         sys.path.insert(0, app_directory)
     apps: Apps = {}
     for server_config in config.servers:
         where = f"{config.path}: servers.{server_config.name}.app"
-        kind, app = apps[server_config.name] = classify_app(
-            load_object(server_config.app, where), where, server_config.app
-        )
+        obj = load_object(server_config.app, where)
+        if server_config.factory:
+            obj = call_factory(obj, where, server_config.app)
+        kind, app = apps[server_config.name] = classify_app(obj, where, server_config.app)
+        app = wrap_app(kind, app, server_config.root_path, server_config.lifespan)
+        apps[server_config.name] = (kind, app)
         if kind == "asgi":
             # At once: the apps imported after this one get the asyncio
             # reactor too, should their modules import the reactor.

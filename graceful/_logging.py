@@ -4,9 +4,17 @@ Loggers whose namespace stays put when their module moves.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 
 class NamedLogger(Logger):
@@ -22,3 +30,17 @@ class NamedLogger(Logger):
     def __get__(self, instance: object, owner: type | None = None) -> Logger:
         source: Any = owner if instance is None else instance
         return self.__class__(self.namespace, source, observer=self.observer)
+
+
+def begin_logging(level: str = "info") -> None:
+    """
+    Log to standard output from C{level} up (C{graceful run}'s
+    C{--log-level}: critical, error, warning, info or debug).
+    """
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stdout),
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(
+            "warn" if level == "warning" else level
+        ))],
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -9,6 +9,13 @@ from attrs import define, field
 
 DEFAULT_DRAIN_SPREAD = 5.0
 
+#: The peers trusted to send proxy headers unless told otherwise (as
+#: uvicorn): the loopback addresses; UNIX-socket peers are trusted too.
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
+
+#: The levels C{log_level} takes.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
 
 @define
 class Settings:
@@ -33,6 +40,18 @@ class Settings:
     @ivar access_log: C{"-"} for the log, a file path, or L{None}.
     @ivar directory: the directory every new process enters.
     @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
+    @ivar proxy_headers: take the client and scheme from C{X-Forwarded-*}
+        and C{Forwarded} headers sent by a peer in C{forwarded_allow_ips}.
+    @ivar forwarded_allow_ips: the peers trusted to send them: addresses,
+        networks, or C{"*"}; a UNIX-socket peer always is.
+    @ivar log_level: the lowest level C{graceful run} logs.
+    @ivar env_file: a file of environment variables set before the apps
+        are imported.
+    @ivar app_dir: the directory the apps are imported from (default: the
+        current one).
+    @ivar pidfile: the pidfile C{graceful run} keeps.
+    @ivar reload: C{graceful run} restarts when a file of the app changes.
+    @ivar reload_dirs: what it watches besides the app's directory.
     """
 
     drain_timeout: float = 30.0
@@ -47,6 +66,14 @@ class Settings:
     access_log: str | None = None
     directory: str | None = None
     admin_socket: str | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: list[str] = field(factory=lambda: list(DEFAULT_FORWARDED_ALLOW_IPS))
+    log_level: str = "info"
+    env_file: str | None = None
+    app_dir: str | None = None
+    pidfile: str | None = None
+    reload: bool = False
+    reload_dirs: list[str] = field(factory=list)
 
     @property
     def spread(self) -> float:

@@ -241,6 +241,9 @@ def _sample(key: str) -> Any:
     """
     samples = {
         "access_log": "-",
+        "env_file": ".env",
+        "app_dir": "/",
+        "pidfile": "graceful.pid",
         "directory": "/",
         "admin_socket": "/tmp/graceful-reference-test.sock",
         "cert": "server.crt",

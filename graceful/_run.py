@@ -1,0 +1,215 @@
+"""
+C{graceful run} and C{graceful check}: the command line becomes the same
+dict the TOML config is read into, and the config parser checks it, so each
+option has its TOML key and its errors are the config's one-liners.
+
+The process then serves as C{graceful.server(...).start(); graceful.wait()}
+would: a restart re-runs the same command line (L{original_command}), which
+builds the same config and adopts the same sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError
+
+#: The one server C{graceful run MODULE:APP} serves, as C{graceful.server()}.
+SERVER = "default"
+
+#: Each option's key: C{graceful.KEY} in the [graceful] table, C{server.KEY}
+#: in the server's table.
+OPTION_KEYS: dict[str, str] = {
+    "app": "server.app",
+    "host": "server.host",
+    "port": "server.ports",
+    "uds": "server.unix_sockets",
+    "workers": "graceful.workers",
+    "env_file": "graceful.env_file",
+    "app_dir": "graceful.app_dir",
+    "factory": "server.factory",
+    "root_path": "server.root_path",
+    "lifespan": "server.lifespan",
+    "ssl_certfile": "server.cert",
+    "ssl_keyfile": "server.key",
+    "log_level": "graceful.log_level",
+    "access_log": "graceful.access_log",
+    "proxy_headers": "graceful.proxy_headers",
+    "forwarded_allow_ips": "graceful.forwarded_allow_ips",
+    "timeout_graceful_shutdown": "graceful.drain_timeout",
+    "drain_spread": "graceful.drain_spread",
+    "ready_timeout": "graceful.ready_timeout",
+    "max_requests": "graceful.max_requests",
+    "admin": "server.admin",
+    "pidfile": "graceful.pidfile",
+    "reload": "graceful.reload",
+    "reload_dir": "graceful.reload_dirs",
+}
+
+#: Options whose values are paths: made absolute from the current directory,
+#: as a relative path in the TOML is taken from the file's folder.
+_PATHS = {"uds", "env_file", "app_dir", "ssl_certfile", "ssl_keyfile", "pidfile", "reload_dir"}
+
+#: What C{graceful run MODULE:APP} serves with no --config and no address.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+#: Where errors in options given on the command line say they come from.
+COMMAND_LINE = "graceful run"
+
+
+def option_name(dest: str) -> str:
+    return "MODULE:APP" if dest == "app" else "--" + dest.replace("_", "-")
+
+
+def _value(dest: str, value: Any) -> Any:
+    if dest in _PATHS:
+        if isinstance(value, list):
+            return [os.path.abspath(os.path.expanduser(v)) for v in value]
+        return os.path.abspath(os.path.expanduser(value))
+    if dest == "access_log":
+        return "-" if value else ""
+    if dest == "forwarded_allow_ips":
+        return [ip.strip() for ip in value.split(",") if ip.strip()]
+    return value
+
+
+def config_data(options: argparse.Namespace, toml: dict[str, Any] | None) -> dict[str, Any]:
+    """
+    The config, in the TOML's shape, that C{options} ask for: C{toml} (the
+    --config file's, if any) with every option given on the command line
+    put over it.
+    """
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (toml or {}).items()}
+    table = data.setdefault("graceful", {})
+    servers = data.setdefault("servers", {})
+    if not isinstance(table, dict) or not isinstance(servers, dict):
+        return data  # the parser names what is wrong
+    given = {
+        dest: value for dest in OPTION_KEYS
+        if (value := getattr(options, dest, None)) is not None
+    }
+    server_options = {d for d in given if OPTION_KEYS[d].startswith("server.")}
+    if toml is None:
+        server: dict[str, Any] = servers.setdefault(SERVER, {})
+        server.setdefault("host", DEFAULT_HOST)
+        if not {"port", "uds"} & set(given):
+            server["ports"] = [DEFAULT_PORT]
+        table["access_log"] = "-"  # uvicorn logs requests unless told not to
+    elif server_options:
+        if len(servers) != 1:
+            names = ", ".join(servers) or "none"
+            raise ConfigError(
+                f"{options.config}: {', '.join(sorted(option_name(d) for d in server_options))} "
+                f"need a config with one server (it has: {names})"
+            )
+        name = next(iter(servers))
+        server = servers[name] = dict(servers[name]) if isinstance(servers[name], dict) else {}
+    for dest, value in given.items():
+        where, key = OPTION_KEYS[dest].split(".")
+        value = _value(dest, value)
+        if dest == "access_log" and not value:
+            table.pop("access_log", None)
+            continue
+        (server if where == "server" else table)[key] = value
+    return data
+
+
+def translate(message: str) -> str:
+    """
+    A config error about the command line's own options, naming the
+    option rather than its TOML key.
+    """
+    for dest, key in sorted(OPTION_KEYS.items(), key=lambda item: -len(item[1])):
+        where, name = key.split(".")
+        table = f"servers.{SERVER}" if where == "server" else "graceful"
+        message = message.replace(f"{table}.{name}", option_name(dest))
+    return message.replace(f"servers.{SERVER} has", "the command line has")
+
+
+def build_config(options: argparse.Namespace) -> Any:
+    """
+    The L{graceful._config.Config} that C{options} ask for.
+    """
+    from ._config import parse_config, read_config_data
+
+    if options.config:
+        path = Path(options.config)
+        return parse_config(config_data(options, read_config_data(path)), path)
+    path = Path.cwd() / COMMAND_LINE
+    try:
+        return parse_config(config_data(options, None), path)
+    except ConfigError as e:
+        raise ConfigError(translate(str(e).replace(f"{path}: ", f"{COMMAND_LINE}: ", 1))) from None
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"graceful: error: {message.splitlines()[0]}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def check(options: argparse.Namespace) -> int:
+    """
+    Check the config and import its apps; print what would serve.
+    """
+    from ._config import load_apps
+
+    try:
+        config = build_config(options)
+        apps = load_apps(config, os.getcwd())
+    except ConfigError as e:
+        return _fail(str(e))
+    for server in config.servers:
+        kind = apps[server.name][0]
+        sys.stdout.write(f"{server.name}: {server.app} ({kind}) on {', '.join(addresses(server))}\n")
+    sys.stdout.write("config OK\n")
+    return 0
+
+
+def addresses(server: Any) -> list[str]:
+    host = server.host or "0.0.0.0"
+    host = f"[{host}]" if ":" in host else host
+    plain = "https" if server.cert and not server.https_ports else "http"
+    return (
+        [f"{plain}://{host}:{port}" for port in server.ports]
+        + [f"https://{host}:{port}" for port in server.https_ports]
+        + [f"unix:{path}" for path in server.unix_sockets]
+    )
+
+
+def run(options: argparse.Namespace) -> int:
+    """
+    Serve until shut down.
+    """
+    from ._config import apply_config, load_apps
+    from ._logging import begin_logging
+    from ._process import runtime as process_runtime
+
+    try:
+        config = build_config(options)
+    except ConfigError as e:
+        return _fail(str(e))
+    runtime = process_runtime()
+    begin_logging(config.settings.log_level)
+    runtime._log_to_stdout = False
+    try:
+        if config.settings.pidfile and not runtime.is_handoff:
+            runtime.set_pidfile(config.settings.pidfile)
+        apps = load_apps(config, runtime.cwd)
+        apply_config(config, runtime, apps)
+        for server in runtime.servers.values():
+            runtime.prepare_server(server)
+    except ConfigError as e:
+        for server in runtime.servers.values():
+            server.release_prepared()
+        runtime.old_process.report_error(str(e).splitlines()[0])
+        return _fail(str(e))
+    runtime.serve_prepared()
+    runtime.wait()
+    return 0
