@@ -61,6 +61,8 @@ setup(
             # restarts by the ASGI tests.
             "fastapi>=0.100",
             "django>=4.2",
+            # The Flask app that `graceful run` serves in the command's tests.
+            "flask>=2.3",
         ],
         # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
         "asgi": ["asgiref>=3.7"],

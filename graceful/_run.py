@@ -141,15 +141,26 @@ def build_config(options: argparse.Namespace) -> Any:
     if options.config:
         path = Path(options.config)
         return parse_config(config_data(options, read_config_data(path)), path)
-    path = Path.cwd() / COMMAND_LINE
     try:
-        return parse_config(config_data(options, None), path)
+        return parse_config(config_data(options, None), Path.cwd() / COMMAND_LINE)
     except ConfigError as e:
-        raise ConfigError(translate(str(e).replace(f"{path}: ", f"{COMMAND_LINE}: ", 1))) from None
+        raise ConfigError(shown(e)) from None
 
 
-def _fail(message: str) -> int:
-    sys.stderr.write(f"graceful: error: {message.splitlines()[0]}\n")
+def shown(error: ConfigError) -> str:
+    """
+    The error's one line, saying C{graceful run:} and the option's name
+    rather than the path of a config file that is not there.
+    """
+    message = str(error).splitlines()[0]
+    path = f"{Path.cwd() / COMMAND_LINE}: "
+    if not message.startswith(path):
+        return message
+    return translate(COMMAND_LINE + ": " + message[len(path):])
+
+
+def _fail(error: ConfigError) -> int:
+    sys.stderr.write(f"graceful: error: {shown(error)}\n")
     sys.stderr.flush()
     return 1
 
@@ -164,7 +175,7 @@ def check(options: argparse.Namespace) -> int:
         config = build_config(options)
         apps = load_apps(config, os.getcwd())
     except ConfigError as e:
-        return _fail(str(e))
+        return _fail(e)
     for server in config.servers:
         kind = apps[server.name][0]
         sys.stdout.write(f"{server.name}: {server.app} ({kind}) on {', '.join(addresses(server))}\n")
@@ -194,7 +205,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         config = build_config(options)
     except ConfigError as e:
-        return _fail(str(e))
+        return _fail(e)
     runtime = process_runtime()
     begin_logging(config.settings.log_level)
     runtime._log_to_stdout = False
@@ -208,8 +219,8 @@ def run(options: argparse.Namespace) -> int:
     except ConfigError as e:
         for server in runtime.servers.values():
             server.release_prepared()
-        runtime.old_process.report_error(str(e).splitlines()[0])
-        return _fail(str(e))
+        runtime.old_process.report_error(shown(e))
+        return _fail(e)
     runtime.serve_prepared()
     runtime.wait()
     return 0

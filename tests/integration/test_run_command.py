@@ -1,0 +1,132 @@
+"""
+C{graceful run MODULE:APP}: a FastAPI, a Flask and a Django app, each started
+with one command line, restarted with SIGUSR1 under wrk with nothing failed,
+and drained by SIGTERM; C{graceful check} and C{graceful --version}.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from harness.processes import script
+from harness.wrk import Wrk, wrk_path
+from tests.support import ROOT, ServerProcess, free_port, get, pid_of, wait_until
+
+PROGRAMS = "tests.integration.programs"
+
+
+def graceful(*args: str) -> list[str]:
+    return [sys.executable, script("graceful"), *args]
+
+
+class RunCommandTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="graceful-run-")
+        self.addCleanup(directory.cleanup)
+        self.folder = Path(directory.name)
+        self.port = free_port()
+
+    def start(self, app: str, *options: str) -> ServerProcess:
+        proc = ServerProcess(graceful("run", app, "--port", str(self.port), *options))
+        proc.start()
+        self.addCleanup(proc.kill)
+        return proc
+
+    def restart_under_wrk(self, app: str, path: str) -> None:
+        """
+        C{app} serves under C{graceful run}; a SIGUSR1 while wrk runs
+        hands it to a new process with no request failed.
+        """
+        if wrk_path() is None:
+            raise SkipTest("wrk is not installed")
+        proc = self.start(app, "--timeout-graceful-shutdown", "10", "--no-access-log")
+        old = wait_until(lambda: pid_of(self.port, path), what=f"{app} to serve")
+        self.assertEqual(old, proc.pid)  # the command itself serves: no wrapper process
+        run = Wrk(f"http://127.0.0.1:{self.port}{path}", 30, 2, self.folder / "wrk.log")
+        self.addCleanup(run.proc.kill)
+        time.sleep(0.5)
+        proc.signal(old, signal.SIGUSR1)
+        new = wait_until(lambda: (lambda p: p if p != old else None)(pid_of(self.port, path)),
+                         what="the new process")
+        proc.remember(new)
+        proc.wait_gone(old)
+        time.sleep(0.3)
+        run.stop()
+        result = run.result()
+        assert result is not None, "wrk gave no result"
+        self.assertEqual(result["failed"], 0, result)
+        self.assertGreater(result["requests"], 20, result)
+        self.assertIn(f"{new}: ", proc.log())
+
+    def test_fastapi_restarts_under_load(self) -> None:
+        self.restart_under_wrk(f"{PROGRAMS}.run_fastapi:app", "/pid")
+
+    def test_flask_restarts_under_load(self) -> None:
+        self.restart_under_wrk(f"{PROGRAMS}.run_flask:app", "/pid")
+
+    def test_django_restarts_under_load(self) -> None:
+        self.restart_under_wrk(f"{PROGRAMS}.django_app:application", "/")
+
+    def test_sigterm_drains(self) -> None:
+        """
+        SIGTERM lets the request in flight finish, then the command exits 0.
+        """
+        proc = self.start(f"{PROGRAMS}.run_fastapi:app")
+        wait_until(lambda: pid_of(self.port, "/pid"), what="the app to serve")
+        answers: list[tuple[int, bytes]] = []
+        slow = threading.Thread(
+            target=lambda: answers.append(get(self.port, "/slow")[::2])  # type: ignore[arg-type]
+        )
+        slow.start()
+        time.sleep(0.3)
+        proc.signal(proc.pid, signal.SIGTERM)
+        slow.join(10)
+        self.assertEqual(answers, [(200, b"slow done\n")])
+        self.assertEqual(proc.wait_exit(), 0)
+        # --access-log is on by default, as with uvicorn.
+        self.assertIn('"GET /slow HTTP/1.1" 200', proc.log())
+
+    def test_bad_option_one_line(self) -> None:
+        """
+        A bad value on the command line is one line naming the option, exit
+        1, nothing left listening.
+        """
+        out = subprocess.run(
+            graceful("run", f"{PROGRAMS}.run_flask:app", "--port", "1", "--port", "1"),
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(
+            (out.returncode, out.stderr),
+            (1, "graceful: error: graceful run: --port lists a port twice\n"),
+        )
+
+    def test_check_and_version(self) -> None:
+        """
+        C{graceful check} imports the app and says what would serve;
+        C{graceful --version} says the package's version.
+        """
+        config = self.folder / "graceful.toml"
+        config.write_text(
+            f'[servers.web]\napp = "{PROGRAMS}.run_flask:app"\nports = [8000]\n'
+        )
+        out = subprocess.run(
+            graceful("check", "--config", str(config), "--port", str(self.port)),
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(
+            out.stdout,
+            f"web: {PROGRAMS}.run_flask:app (wsgi) on http://0.0.0.0:{self.port}\nconfig OK\n",
+        )
+        from importlib.metadata import version
+
+        out = subprocess.run(graceful("--version"), capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.stdout, f"graceful {version('graceful')}\n")
