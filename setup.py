@@ -37,6 +37,7 @@ setup(
             "h2>=4.1,<5",
             "priority>=1.1,<2",
             "asgiref>=3.7",
+            "watchfiles>=0.20",
         ],
         # selenium drives Debian's Chromium for the admin page's browser test;
         # pyyaml reads the Kubernetes examples; klein proves a Klein app
@@ -61,9 +62,16 @@ setup(
             # restarts by the ASGI tests.
             "fastapi>=0.100",
             "django>=4.2",
-            # The Flask app that `graceful run` serves in the command's tests.
+            # The Flask app that `graceful run` serves in the command's tests,
+            # and its --reload.
             "flask>=2.3",
+            "watchfiles>=0.20",
         ],
+        # `graceful run --reload`: watchfiles (Rust's notify, as uvicorn and
+        # hypercorn use) wakes on a change rather than polling the tree, and
+        # batches a burst of saves into one restart.  Development only, so
+        # not a dependency of a server.
+        "reload": ["watchfiles>=0.20"],
         # ASGI apps (FastAPI, Starlette, Django): asgiref's ASGI 2 adapter.
         "asgi": ["asgiref>=3.7"],
     },

@@ -11,9 +11,11 @@ builds the same config and adopts the same sockets.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tomllib
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +221,37 @@ def run(options: argparse.Namespace) -> int:
     except ConfigError as e:
         for server in runtime.servers.values():
             server.release_prepared()
+        if config.settings.reload:
+            _print_cause(e)
         runtime.old_process.report_error(shown(e))
         return _fail(e)
     runtime.serve_prepared()
+    if config.settings.reload and runtime.worker is None:
+        from ._reload import Reloader
+
+        directories = [config.settings.app_dir or runtime.cwd, *config.settings.reload_dirs]
+        runtime.reactor.callWhenRunning(Reloader(runtime, directories).start)
     runtime.wait()
     return 0
+
+
+def _print_cause(error: ConfigError) -> None:
+    """
+    C{--reload}: the whole traceback of an app that does not import, from
+    the app's own frames (the importing machinery's say nothing), since the
+    one-line error hides where the mistake is.
+    """
+    cause = error.__context__
+    if cause is None:
+        return
+    summary = traceback.TracebackException.from_exception(cause)
+    summary.stack = traceback.StackSummary.from_list([
+        frame for frame in summary.stack
+        if not frame.filename.startswith(("<frozen", _PACKAGE, _IMPORTLIB))
+    ])
+    sys.stderr.write("".join(summary.format()))
+    sys.stderr.flush()
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_IMPORTLIB = os.path.dirname(importlib.__file__) + os.sep
