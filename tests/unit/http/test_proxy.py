@@ -145,3 +145,35 @@ class RequestTests(SynchronousTestCase):
     def test_off_costs_nothing(self) -> None:
         inner = Seen()
         self.assertIs(behind_proxy(inner, Settings()), inner)
+
+
+class CodeCallTests(SynchronousTestCase):
+    """
+    C{graceful.set_proxy_headers()}: the code call of the two keys.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from graceful._process import reset_for_tests
+        from graceful.process.runtime import Runtime
+
+        self.runtime = Runtime(reactor=MemoryReactorClock(), environ={}, pid=123)
+        self.addCleanup(reset_for_tests, reset_for_tests(self.runtime))
+
+    def test_set(self) -> None:
+        import graceful
+
+        graceful.set_proxy_headers(forwarded_allow_ips=["10.0.0.0/8"])
+        settings = self.runtime.settings
+        self.assertEqual((settings.proxy_headers, settings.forwarded_allow_ips),
+                         (True, ["10.0.0.0/8"]))
+
+    def test_bad_address(self) -> None:
+        import graceful
+
+        with self.assertRaises(ConfigError) as e:
+            graceful.set_proxy_headers(forwarded_allow_ips=["nowhere"])
+        self.assertEqual(str(e.exception),
+                         "forwarded_allow_ips: 'nowhere' is not an address, a network or '*'")
+        self.assertFalse(self.runtime.settings.proxy_headers)
