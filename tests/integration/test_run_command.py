@@ -130,3 +130,47 @@ class RunCommandTests(SynchronousTestCase):
 
         out = subprocess.run(graceful("--version"), capture_output=True, text=True, timeout=60)
         self.assertEqual(out.stdout, f"graceful {version('graceful')}\n")
+
+
+class RunOptionsTests(SynchronousTestCase):
+    def test_workers_tls_unix_env_pidfile_admin(self) -> None:
+        """
+        C{--workers 2} over HTTPS and a UNIX socket, with the environment
+        file's variables, a pidfile naming the master, and the admin: all
+        kept across a SIGUSR1.
+        """
+        from tests.integration.test_nginx import unix_get
+        from tests.support import CERT, KEY, admin_auth
+
+        directory = tempfile.TemporaryDirectory(prefix="graceful-run-")
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        (folder / ".env").write_text("export GREETING='hello there'\n")
+        port = free_port()
+        proc = ServerProcess(graceful(
+            "run", f"{PROGRAMS}.run_env:app", "--port", str(port), "--uds", str(folder / "app.sock"),
+            "--workers", "2", "--ssl-certfile", str(CERT), "--ssl-keyfile", str(KEY),
+            "--env-file", str(folder / ".env"), "--pidfile", str(folder / "app.pid"),
+            "--admin", "/debug/admin", "--no-access-log",
+        ))
+        proc.start()
+        self.addCleanup(proc.kill)
+        pidfile = folder / "app.pid"
+        wait_until(lambda: get(port, "/pid", tls=True)[0] == 200, what="HTTPS to serve")
+        master = wait_until(lambda: pidfile.exists() and int(pidfile.read_text() or 0),
+                            what="the pidfile")
+        self.assertEqual(master, proc.pid)
+        worker, greeting = get(port, "/pid", tls=True)[2].decode().split(" ", 1)
+        self.assertNotEqual(int(worker), master)  # a worker answers
+        self.assertEqual(greeting, "hello there\n")
+        self.assertEqual(unix_get(folder / "app.sock", "/pid").decode().split(" ", 1)[1],
+                         "hello there\n")
+        status = get(port, "/debug/admin/status", tls=True, headers=admin_auth())
+        self.assertEqual(status[0], 200, status)
+        proc.signal(master, signal.SIGUSR1)
+        new = wait_until(lambda: (lambda p: p if p != master else None)(
+            pidfile.exists() and int(pidfile.read_text() or 0)),
+                         what="the pidfile to name the new master")
+        proc.remember(new)
+        proc.wait_gone(master)
+        self.assertEqual(get(port, "/pid", tls=True)[2].decode().split(" ", 1)[1], "hello there\n")
