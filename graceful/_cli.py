@@ -51,6 +51,12 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     add("--lifespan", choices=["auto", "on", "off"], help="ASGI lifespan (default auto)")
     add("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate")
     add("--ssl-keyfile", metavar="FILE", help="the certificate's private key")
+    add("--ssl-keyfile-password", metavar="PASSWORD", help="the password of an encrypted key file")
+    add("--ssl-ca-certs", metavar="FILE", help="authorities whose client certificates are accepted")
+    add("--ssl-cert-reqs", choices=["none", "optional", "required", "0", "1", "2"],
+        help="client certificates: none (default), optional or required (uvicorn's 0, 1, 2)")
+    add("--ssl-ciphers", metavar="CIPHERS", help="an OpenSSL cipher string")
+    add("--ssl-min-version", choices=["1.2", "1.3"], help="the lowest TLS version (default 1.2)")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"],
         help="the lowest level logged (default info)")
     add("--access-log", action=argparse.BooleanOptionalAction, default=None,

@@ -22,7 +22,7 @@ from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._apps import call_factory, load_env_file, wrap_app
 from .http.proxy import check_trusted
 from ._errors import ConfigError
-from ._settings import LOG_LEVELS
+from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
 from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
@@ -68,6 +68,11 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "factory": (bool, "true or false"),
     "root_path": (str, 'a path such as "/api"'),
     "lifespan": (str, '"auto", "on" or "off"'),
+    "key_password": (str, "a string"),
+    "ca_certs": (str, "a file path"),
+    "cert_reqs": (str, '"none", "optional" or "required"'),
+    "ciphers": (str, "an OpenSSL cipher string"),
+    "tls_min_version": (str, '"1.2" or "1.3"'),
 }
 
 
@@ -94,6 +99,17 @@ class ServerConfig:
     factory: bool = False
     root_path: str = ""
     lifespan: str = "auto"
+    key_password: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    ciphers: str | None = None
+    tls_min_version: str = "1.2"
+
+    @property
+    def tls(self) -> TLSSettings:
+        return TLSSettings(
+            self.key_password, self.ca_certs, self.cert_reqs, self.ciphers, self.tls_min_version
+        )
 
 
 @frozen
@@ -186,6 +202,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for name, value in servers_table.items()
     )
     _check_ports_unique(servers, path)
+    settings.tls = {s.name: s.tls for s in servers if s.tls != TLSSettings()}
     _check_unix_unique(servers, settings, path)
     return Config(path, settings, services, servers)
 
@@ -286,6 +303,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     for page in ("admin", "health"):
         if page in table and not table[page].startswith("/"):
             raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    _check_tls(table, base, where, path)
     root_path = table.get("root_path", "").rstrip("/")
     if root_path and not root_path.startswith("/"):
         raise ConfigError(f"{path}: {where}.root_path must start with '/'")
@@ -311,7 +329,26 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         factory=table.get("factory", False),
         root_path=root_path,
         lifespan=table.get("lifespan", "auto"),
+        key_password=table.get("key_password"),
+        ca_certs=str(_resolve(base, table["ca_certs"])) if "ca_certs" in table else None,
+        cert_reqs=table.get("cert_reqs", "none"),
+        ciphers=table.get("ciphers"),
+        tls_min_version=table.get("tls_min_version", "1.2"),
     )
+
+
+def _check_tls(table: dict[str, Any], base: Path, where: str, path: Path) -> None:
+    for key, allowed in (("cert_reqs", CERT_REQS), ("tls_min_version", TLS_VERSIONS)):
+        if key in table and table[key] not in allowed:
+            raise ConfigError(
+                f"{path}: {where}.{key} must be one of {', '.join(allowed)}, not {table[key]!r}"
+            )
+    if table.get("cert_reqs", "none") != "none" and "ca_certs" not in table:
+        raise ConfigError(f"{path}: {where}.cert_reqs needs ca_certs: the authorities to check against")
+    if "ca_certs" in table and not _resolve(base, table["ca_certs"]).is_file():
+        raise ConfigError(
+            f"{path}: {where}.ca_certs: file not found: {_resolve(base, table['ca_certs'])}"
+        )
 
 
 def _unix_path(value: str, base: Path, where: str, path: Path) -> str:

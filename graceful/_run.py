@@ -39,6 +39,11 @@ OPTION_KEYS: dict[str, str] = {
     "lifespan": "server.lifespan",
     "ssl_certfile": "server.cert",
     "ssl_keyfile": "server.key",
+    "ssl_keyfile_password": "server.key_password",
+    "ssl_ca_certs": "server.ca_certs",
+    "ssl_cert_reqs": "server.cert_reqs",
+    "ssl_ciphers": "server.ciphers",
+    "ssl_min_version": "server.tls_min_version",
     "log_level": "graceful.log_level",
     "access_log": "graceful.access_log",
     "proxy_headers": "graceful.proxy_headers",
@@ -55,7 +60,10 @@ OPTION_KEYS: dict[str, str] = {
 
 #: Options whose values are paths: made absolute from the current directory,
 #: as a relative path in the TOML is taken from the file's folder.
-_PATHS = {"uds", "env_file", "app_dir", "ssl_certfile", "ssl_keyfile", "pidfile", "reload_dir"}
+_PATHS = {
+    "uds", "env_file", "app_dir", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "pidfile",
+    "reload_dir",
+}
 
 #: What C{graceful run MODULE:APP} serves with no --config and no address.
 DEFAULT_HOST = "127.0.0.1"
@@ -76,6 +84,9 @@ def _value(dest: str, value: Any) -> Any:
         return os.path.abspath(os.path.expanduser(value))
     if dest == "access_log":
         return "-" if value else ""
+    if dest == "ssl_cert_reqs":
+        # uvicorn's numbers (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED) too.
+        return {"0": "none", "1": "optional", "2": "required"}.get(value, value)
     if dest == "forwarded_allow_ips":
         return [ip.strip() for ip in value.split(",") if ip.strip()]
     return value

@@ -5,7 +5,7 @@ setters of the code API.
 
 from __future__ import annotations
 
-from attrs import define, field
+from attrs import define, field, frozen
 
 DEFAULT_DRAIN_SPREAD = 5.0
 
@@ -15,6 +15,34 @@ DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
 
 #: The levels C{log_level} takes.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+#: What C{cert_reqs} takes: whether an HTTPS client must show a certificate
+#: that C{ca_certs} signed.
+CERT_REQS = ("none", "optional", "required")
+#: What C{tls_min_version} takes.
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+@frozen
+class TLSSettings:
+    """
+    A server's TLS beyond its certificate and key.
+
+    @ivar key_password: the password of an encrypted key file.
+    @ivar ca_certs: a PEM file of the authorities whose client certificates
+        are accepted.
+    @ivar cert_reqs: C{"none"}, C{"optional"} or C{"required"}: client
+        certificates.
+    @ivar ciphers: an OpenSSL cipher string (TLS 1.2; 1.3's are OpenSSL's).
+    @ivar min_version: C{"1.2"} or C{"1.3"}.
+    """
+
+    key_password: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    ciphers: str | None = None
+    min_version: str = "1.2"
 
 
 @define
@@ -52,6 +80,7 @@ class Settings:
     @ivar pidfile: the pidfile C{graceful run} keeps.
     @ivar reload: C{graceful run} restarts when a file of the app changes.
     @ivar reload_dirs: what it watches besides the app's directory.
+    @ivar tls: each server's L{TLSSettings}, by name, where not the defaults.
     """
 
     drain_timeout: float = 30.0
@@ -74,6 +103,7 @@ class Settings:
     pidfile: str | None = None
     reload: bool = False
     reload_dirs: list[str] = field(factory=list)
+    tls: dict[str, TLSSettings] = field(factory=dict)
 
     @property
     def spread(self) -> float:

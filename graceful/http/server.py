@@ -309,7 +309,7 @@ class Server:
             # which a server without HTTPS should not pay in every handoff.
             from .tls import load_tls_options
 
-            self._tls_options = load_tls_options(self.cert, self.key)
+            self._tls_options = load_tls_options(self.cert, self.key, self.runtime.settings.tls.get(self.name))
         try:
             for spec in specs:
                 prepared = self._socket_for(spec)

@@ -174,3 +174,28 @@ class RunOptionsTests(SynchronousTestCase):
         proc.remember(new)
         proc.wait_gone(master)
         self.assertEqual(get(port, "/pid", tls=True)[2].decode().split(" ", 1)[1], "hello there\n")
+
+    def test_client_certificates_required(self) -> None:
+        """
+        C{--ssl-cert-reqs required}: curl with a certificate the CA file
+        holds is served; without one, the handshake fails.
+        """
+        from tests.support import CERT, KEY
+
+        port = free_port()
+        proc = ServerProcess(graceful(
+            "run", f"{PROGRAMS}.run_env:app", "--port", str(port), "--ssl-certfile", str(CERT),
+            "--ssl-keyfile", str(KEY), "--ssl-ca-certs", str(CERT), "--ssl-cert-reqs", "required",
+            "--ssl-min-version", "1.3",
+        ))
+        proc.start()
+        self.addCleanup(proc.kill)
+        curl = ["curl", "-s", "-k", "--max-time", "10", f"https://127.0.0.1:{port}/"]
+        wait_until(lambda: subprocess.run(curl + ["--cert", str(CERT), "--key", str(KEY)],
+                                          capture_output=True).returncode == 0,
+                   what="HTTPS with a client certificate")
+        without = subprocess.run(curl, capture_output=True)
+        self.assertNotEqual(without.returncode, 0)
+        old_tls = subprocess.run(curl + ["--cert", str(CERT), "--key", str(KEY), "--tls-max", "1.2"],
+                                 capture_output=True)
+        self.assertNotEqual(old_tls.returncode, 0)

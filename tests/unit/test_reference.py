@@ -242,6 +242,9 @@ def _sample(key: str) -> Any:
     samples = {
         "access_log": "-",
         "env_file": ".env",
+        "key_password": "secret",
+        "ca_certs": "ca.pem",
+        "ciphers": "ECDHE+AESGCM",
         "app_dir": "/",
         "pidfile": "graceful.pid",
         "directory": "/",
