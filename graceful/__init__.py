@@ -93,7 +93,7 @@ __all__ = [
 ]
 
 def _version() -> str:
-    # One version, the package's (setup.py): what pip installed says.
+    # One version, pyproject.toml's: what pip installed says.
     from importlib.metadata import PackageNotFoundError, version
 
     try:
