@@ -59,6 +59,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     add("--ssl-min-version", choices=["1.2", "1.3"], help="the lowest TLS version (default 1.2)")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"],
         help="the lowest level logged (default info)")
+    add("--log-format", choices=["text", "json"], help="text (default), or one JSON object a line")
+    add("--log-config", metavar="FILE",
+        help="log through Python's logging as this file configures it (.json/.yaml dictConfig, or INI)")
     add("--access-log", action=argparse.BooleanOptionalAction, default=None,
         help="log each request (default on; off under --config unless its access_log says)")
     add("--proxy-headers", action=argparse.BooleanOptionalAction, default=None,

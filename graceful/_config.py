@@ -43,6 +43,8 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "proxy_headers": (bool, "true or false"),
     "forwarded_allow_ips": (list, 'a list of addresses or networks, or ["*"]'),
     "log_level": (str, 'one of "critical", "error", "warning", "info", "debug"'),
+    "log_format": (str, '"text" or "json"'),
+    "log_config": (str, "a file path"),
     "env_file": (str, "a file path"),
     "app_dir": (str, "a directory path"),
     "pidfile": (str, "a file path"),
@@ -226,6 +228,16 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
                 f"not {table['log_level']!r}"
             )
         settings.log_level = table["log_level"]
+    if table.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(
+            f"{path}: graceful.log_format must be \"text\" or \"json\", not {table['log_format']!r}"
+        )
+    settings.log_format = table.get("log_format", "text")
+    if "log_config" in table:
+        log_config = _resolve(base, table["log_config"])
+        if not log_config.is_file():
+            raise ConfigError(f"{path}: graceful.log_config: file not found: {log_config}")
+        settings.log_config = str(log_config)
     if "env_file" in table:
         env_file = _resolve(base, table["env_file"])
         if not env_file.is_file():

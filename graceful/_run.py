@@ -45,6 +45,8 @@ OPTION_KEYS: dict[str, str] = {
     "ssl_ciphers": "server.ciphers",
     "ssl_min_version": "server.tls_min_version",
     "log_level": "graceful.log_level",
+    "log_format": "graceful.log_format",
+    "log_config": "graceful.log_config",
     "access_log": "graceful.access_log",
     "proxy_headers": "graceful.proxy_headers",
     "forwarded_allow_ips": "graceful.forwarded_allow_ips",
@@ -62,7 +64,7 @@ OPTION_KEYS: dict[str, str] = {
 #: as a relative path in the TOML is taken from the file's folder.
 _PATHS = {
     "uds", "env_file", "app_dir", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "pidfile",
-    "reload_dir",
+    "reload_dir", "log_config",
 }
 
 #: What C{graceful run MODULE:APP} serves with no --config and no address.
@@ -219,8 +221,12 @@ def run(options: argparse.Namespace) -> int:
         config = build_config(options)
     except ConfigError as e:
         return _fail(e)
+    try:
+        begin_logging(config.settings.log_level, config.settings.log_format,
+                      config.settings.log_config)
+    except ConfigError as e:
+        return _fail(e)
     runtime = process_runtime()
-    begin_logging(config.settings.log_level)
     runtime._log_to_stdout = False
     try:
         if config.settings.pidfile and not runtime.is_handoff:

@@ -73,6 +73,9 @@ class Settings:
     @ivar forwarded_allow_ips: the peers trusted to send them: addresses,
         networks, or C{"*"}; a UNIX-socket peer always is.
     @ivar log_level: the lowest level C{graceful run} logs.
+    @ivar log_format: C{"text"}, or C{"json"}: one object a line.
+    @ivar log_config: a Python logging config file C{graceful run} logs
+        through instead.
     @ivar env_file: a file of environment variables set before the apps
         are imported.
     @ivar app_dir: the directory the apps are imported from (default: the
@@ -98,6 +101,8 @@ class Settings:
     proxy_headers: bool = False
     forwarded_allow_ips: list[str] = field(factory=lambda: list(DEFAULT_FORWARDED_ALLOW_IPS))
     log_level: str = "info"
+    log_format: str = "text"
+    log_config: str | None = None
     env_file: str | None = None
     app_dir: str | None = None
     pidfile: str | None = None

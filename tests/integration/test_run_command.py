@@ -199,3 +199,43 @@ class RunOptionsTests(SynchronousTestCase):
         old_tls = subprocess.run(curl + ["--cert", str(CERT), "--key", str(KEY), "--tls-max", "1.2"],
                                  capture_output=True)
         self.assertNotEqual(old_tls.returncode, 0)
+
+    def test_json_logs_and_log_config(self) -> None:
+        """
+        C{--log-format json}: every line of the output is a JSON object; with
+        C{--log-config}, a dictConfig sends the access log to its own file.
+        """
+        import json
+
+        directory = tempfile.TemporaryDirectory(prefix="graceful-run-")
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        port = free_port()
+        proc = ServerProcess(graceful("run", f"{PROGRAMS}.run_env:app", "--port", str(port),
+                                      "--log-format", "json"))
+        proc.start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: get(port, "/pid")[0] == 200, what="the app to serve")
+        wait_until(lambda: "GET /pid" in proc.log(), what="the access line")
+        records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]
+        self.assertIn("graceful.access", {r["namespace"] for r in records})
+        proc.stop()
+
+        access = folder / "access.log"
+        config = folder / "logging.json"
+        config.write_text(json.dumps({
+            "version": 1, "disable_existing_loggers": False,
+            "formatters": {"bare": {"format": "%(name)s %(message)s"}},
+            "handlers": {"access": {"class": "logging.FileHandler", "filename": str(access),
+                                    "formatter": "bare"}},
+            "loggers": {"graceful.access": {"handlers": ["access"], "level": "INFO",
+                                            "propagate": False}},
+        }))
+        port = free_port()
+        proc = ServerProcess(graceful("run", f"{PROGRAMS}.run_env:app", "--port", str(port),
+                                      "--log-config", str(config)))
+        proc.start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: get(port, "/pid")[0] == 200, what="the app to serve")
+        line = wait_until(lambda: access.exists() and access.read_text(), what="the access file")
+        self.assertTrue(line.startswith('graceful.access "127.0.0.1" - - ['), line)

@@ -242,6 +242,7 @@ def _sample(key: str) -> Any:
     samples = {
         "access_log": "-",
         "env_file": ".env",
+        "log_config": "logging.json",
         "key_password": "secret",
         "ca_certs": "ca.pem",
         "ciphers": "ECDHE+AESGCM",
