@@ -42,6 +42,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, action="append", metavar="PORT",
         help="bind to this port; repeat for several (default 8000)")
     add("--uds", action="append", metavar="PATH", help="bind to this UNIX socket; repeatable")
+    add("--fd", type=int, action="append", metavar="FD",
+        help="serve the listening socket open on this descriptor (3, 4, ... as systemd passes them)")
     add("--workers", type=int, metavar="N", help="serving processes sharing the sockets (default 1)")
     add("--env-file", metavar="FILE", help="set environment variables from this file before importing the app")
     add("--app-dir", metavar="DIR", help="import the app from this directory (default: the current one)")

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import sys
 import tomllib
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, MutableMapping
 
 from ._errors import ConfigError
 
@@ -174,6 +175,62 @@ def shown(error: ConfigError) -> str:
     return translate(COMMAND_LINE + ": " + message[len(path):])
 
 
+#: The addresses of the --fd sockets, as the first generation found them:
+#: later generations (and workers) get every socket from fd 3 in an order of
+#: their parent's, so they must not read them again.
+FD_ADDRESSES = "GRACEFUL_FD_ADDRESSES"
+
+
+def take_fds(options: argparse.Namespace, environ: MutableMapping[str, str], pid: int) -> None:
+    """
+    C{--fd N}: serve the listening sockets this process was started with
+    (by systemd, a supervisor, or a shell), as if systemd had passed them:
+    their addresses join C{--port}, C{--host} and C{--uds}, so the servers
+    claim them, and every later generation is handed them like any other.
+
+    @raise ConfigError: the descriptors are not 3, 4, ... in order, or one is
+        not a listening socket.
+    """
+    if not options.fd:
+        return
+    addresses = environ.get(FD_ADDRESSES)
+    if addresses is None:
+        wanted = list(range(3, 3 + len(options.fd)))
+        if options.fd != wanted:
+            raise ConfigError(
+                f"--fd: give the descriptors from 3 on, in order, as systemd passes them "
+                f"({', '.join(map(str, wanted))}), not {', '.join(map(str, options.fd))}"
+            )
+        found = []
+        for fd in options.fd:
+            try:
+                with socket.socket(fileno=os.dup(fd)) as probe:
+                    listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                    family, name = probe.family, probe.getsockname()
+            except OSError as e:
+                raise ConfigError(f"--fd {fd}: not a socket: {e.strerror}") from None
+            if not listening:
+                raise ConfigError(f"--fd {fd}: not a listening socket")
+            if family == socket.AF_UNIX:
+                found.append(f"unix:{os.fsdecode(name)}")
+            else:
+                found.append(f"tcp:{name[0]}:{name[1]}")
+        addresses = ",".join(found)
+        environ[FD_ADDRESSES] = addresses
+        environ["LISTEN_FDS"], environ["LISTEN_PID"] = str(len(options.fd)), str(pid)
+    hosts = set()
+    for address in addresses.split(","):
+        kind, _, rest = address.partition(":")
+        if kind == "unix":
+            options.uds = [*(options.uds or []), rest]
+        else:
+            host, _, port = rest.rpartition(":")
+            options.port = [*(options.port or []), int(port)]
+            hosts.add("" if host in ("0.0.0.0", "::") else host)
+    if options.host is None and len(hosts) == 1:
+        options.host = hosts.pop()
+
+
 def _fail(error: ConfigError) -> int:
     sys.stderr.write(f"graceful: error: {shown(error)}\n")
     sys.stderr.flush()
@@ -187,6 +244,7 @@ def check(options: argparse.Namespace) -> int:
     from ._config import load_apps
 
     try:
+        take_fds(options, dict(os.environ), os.getpid())
         config = build_config(options)
         apps = load_apps(config, os.getcwd())
     except ConfigError as e:
@@ -218,6 +276,7 @@ def run(options: argparse.Namespace) -> int:
     from ._process import runtime as process_runtime
 
     try:
+        take_fds(options, os.environ, os.getpid())
         config = build_config(options)
     except ConfigError as e:
         return _fail(e)

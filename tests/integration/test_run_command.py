@@ -239,3 +239,35 @@ class RunOptionsTests(SynchronousTestCase):
         wait_until(lambda: get(port, "/pid")[0] == 200, what="the app to serve")
         line = wait_until(lambda: access.exists() and access.read_text(), what="the access file")
         self.assertTrue(line.startswith('graceful.access "127.0.0.1" - - ['), line)
+
+    def test_fd(self) -> None:
+        """
+        C{--fd 3}: the socket the command was started with is served, and
+        handed on by a restart.
+        """
+        import fcntl
+        import os
+        import socket
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+
+        def place() -> None:
+            high = fcntl.fcntl(listening.fileno(), fcntl.F_DUPFD, 100)
+            os.dup2(high, 3)
+            os.close(high)
+
+        proc = ServerProcess(graceful("run", f"{PROGRAMS}.run_env:app", "--fd", "3"))
+        proc.start(pass_fds=(3,), preexec_fn=place)
+        self.addCleanup(proc.kill)
+        listening.close()  # the server holds it now
+        first = wait_until(lambda: pid_of(port, "/pid"), what="the socket of fd 3 to serve")
+        self.assertEqual(first, proc.pid)
+        proc.signal(first, signal.SIGUSR1)
+        new = wait_until(lambda: (lambda p: p if p != first else None)(pid_of(port, "/pid")),
+                         what="the new process")
+        proc.remember(new)
+        proc.wait_gone(first)
+        self.assertEqual(pid_of(port, "/pid"), new)

@@ -38,8 +38,8 @@ class MappingTests(SynchronousTestCase):
         """
         dests = {
             action.dest for action in parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
-            .choices["run"]._actions if action.dest not in ("help", "config")
-        }
+            .choices["run"]._actions if action.dest not in ("help", "config", "fd")
+        }  # --fd names descriptors of this start: its config is systemd's LISTEN_FDS
         self.assertEqual(dests, set(OPTION_KEYS))
         for key in OPTION_KEYS.values():
             where, name = key.split(".")
@@ -203,3 +203,64 @@ class CommandTests(SynchronousTestCase):
         self.assertTrue(err.startswith("graceful: error: "), err)
         self.assertIn("graceful run: MODULE:APP: cannot import 'no_such_module_here'", err)
         self.assertEqual(err.count("\n"), 1)
+
+
+class FdTests(SynchronousTestCase):
+    """
+    C{--fd}: the sockets a process is started with join its addresses.
+    """
+
+    def test_first_generation_reads_the_sockets(self) -> None:
+        import socket
+
+        from graceful._run import FD_ADDRESSES, take_fds
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        self.addCleanup(listening.close)
+        port = listening.getsockname()[1]
+        # Put it where systemd would: fd 3 (whatever held 3 is kept aside).
+        saved = os.dup(3) if _is_open(3) else None
+        os.dup2(listening.fileno(), 3)
+
+        def restore() -> None:
+            if saved is not None:
+                os.dup2(saved, 3)
+                os.close(saved)
+            else:
+                os.close(3)
+
+        self.addCleanup(restore)
+        environ: dict[str, str] = {}
+        opts = options("m:a", "--fd", "3")
+        take_fds(opts, environ, 42)
+        self.assertEqual((opts.port, opts.host), ([port], "127.0.0.1"))
+        self.assertEqual(environ, {FD_ADDRESSES: f"tcp:127.0.0.1:{port}",
+                                   "LISTEN_FDS": "1", "LISTEN_PID": "42"})
+
+    def test_later_generations_read_the_first_ones_addresses(self) -> None:
+        from graceful._run import FD_ADDRESSES, take_fds
+
+        environ = {FD_ADDRESSES: "tcp:0.0.0.0:8000,unix:/run/app.sock"}
+        opts = options("m:a", "--fd", "3", "--fd", "4", "--port", "9000")
+        take_fds(opts, environ, 42)
+        self.assertEqual((opts.port, opts.uds, opts.host), ([9000, 8000], ["/run/app.sock"], ""))
+        self.assertNotIn("LISTEN_FDS", environ)
+
+    def test_not_from_three(self) -> None:
+        from graceful._run import take_fds
+
+        with self.assertRaises(ConfigError) as e:
+            take_fds(options("m:a", "--fd", "5"), {}, 42)
+        self.assertEqual(str(e.exception),
+                         "--fd: give the descriptors from 3 on, in order, as systemd passes them "
+                         "(3), not 5")
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
