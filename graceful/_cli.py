@@ -66,6 +66,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="log through Python's logging as this file configures it (.json/.yaml dictConfig, or INI)")
     add("--access-log", action=argparse.BooleanOptionalAction, default=None,
         help="log each request (default on; off under --config unless its access_log says)")
+    add("--access-log-format", choices=["twisted", "combined", "json"],
+        help="twisted (default: the client in quotes), combined (Apache's), or json")
     add("--proxy-headers", action=argparse.BooleanOptionalAction, default=None,
         help="trust X-Forwarded-* and Forwarded from --forwarded-allow-ips (default off)")
     add("--forwarded-allow-ips", metavar="IPS",

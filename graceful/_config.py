@@ -20,6 +20,7 @@ from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._apps import call_factory, load_env_file, wrap_app
+from .http.access_log import ACCESS_LOG_FORMATS
 from .http.proxy import check_trusted
 from ._errors import ConfigError
 from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
@@ -37,6 +38,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "worker_timeout": ((int, float), "a number of seconds"),
     "allowed_executables": (list, "a list of paths"),
     "access_log": (str, '"-" or a file path'),
+    "access_log_format": (str, '"twisted", "combined" or "json"'),
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
@@ -184,6 +186,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "access_log" in table:
         log = table["access_log"]
         settings.access_log = log if log in ("", "-") else str(_resolve(base, log))
+    if table.get("access_log_format", "twisted") not in ACCESS_LOG_FORMATS:
+        raise ConfigError(
+            f"{path}: graceful.access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)}, "
+            f"not {table['access_log_format']!r}"
+        )
+    settings.access_log_format = table.get("access_log_format", "twisted")
     if "directory" in table:
         directory = Path(table["directory"]).expanduser()
         if not directory.is_absolute():

@@ -49,6 +49,7 @@ OPTION_KEYS: dict[str, str] = {
     "log_format": "graceful.log_format",
     "log_config": "graceful.log_config",
     "access_log": "graceful.access_log",
+    "access_log_format": "graceful.access_log_format",
     "proxy_headers": "graceful.proxy_headers",
     "forwarded_allow_ips": "graceful.forwarded_allow_ips",
     "timeout_graceful_shutdown": "graceful.drain_timeout",

@@ -66,6 +66,8 @@ class Settings:
         seconds (0: never).
     @ivar allowed_executables: what a restart asked from outside may run.
     @ivar access_log: C{"-"} for the log, a file path, or L{None}.
+    @ivar access_log_format: C{"twisted"}, C{"combined"} (Apache's) or
+        C{"json"}.
     @ivar directory: the directory every new process enters.
     @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
     @ivar proxy_headers: take the client and scheme from C{X-Forwarded-*}
@@ -96,6 +98,7 @@ class Settings:
     worker_timeout: float = 30.0
     allowed_executables: list[str] = field(factory=list)
     access_log: str | None = None
+    access_log_format: str = "twisted"
     directory: str | None = None
     admin_socket: str | None = None
     proxy_headers: bool = False

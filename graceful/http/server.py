@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
+from .access_log import formatter
 from .proxy import behind_proxy
 from .site import DrainingSite
 from .._settings import Settings
@@ -600,20 +601,22 @@ def check_listeners_unique(
             taken[key] = server.name
 
 
-def access_log_writer(target: str | None) -> Callable[[str], None] | None:
+def access_log_writer(target: str | None, style: str = "twisted") -> Callable[[str], None] | None:
     """
     Where access-log lines go: C{"-"} for the log, a file path, or nowhere;
-    every line with its query tokens redacted.
+    every line with its query tokens redacted, in the format C{style}
+    (L{ACCESS_LOG_FORMATS}).
     """
     if not target:
         return None
+    shape = formatter(style)
     if target == "-":
         log = Logger(namespace="graceful.access")
-        return lambda line: log.info("{line}", line=redact_tokens(line))
+        return lambda line: log.info("{line}", line=shape(redact_tokens(line)))
     handle = open(target, "a", buffering=1, encoding="utf-8")
 
     def write(line: str) -> None:
-        handle.write(redact_tokens(line) + "\n")
+        handle.write(shape(redact_tokens(line)) + "\n")
 
     return write
 
