@@ -73,6 +73,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     add("--forwarded-allow-ips", metavar="IPS",
         help="comma-separated addresses trusted to send proxy headers, or '*' "
              "(default 127.0.0.1,::1; UNIX-socket peers always)")
+    add("--limit-concurrency", type=int, metavar="N",
+        help="answer 503 beyond N requests in progress at once, per server (default: no limit)")
     add("--timeout-graceful-shutdown", type=_seconds, metavar="SECONDS",
         help="seconds a leaving process finishes its requests (drain_timeout, default 30)")
     add("--drain-spread", type=_seconds, metavar="SECONDS",

@@ -43,6 +43,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
     "proxy_headers": (bool, "true or false"),
+    "limit_concurrency": (int, "a whole number"),
     "forwarded_allow_ips": (list, 'a list of addresses or networks, or ["*"]'),
     "log_level": (str, 'one of "critical", "error", "warning", "info", "debug"'),
     "log_format": (str, '"text" or "json"'),
@@ -222,6 +223,9 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
     The keys of C{graceful run}'s options and of proxy headers.
     """
     settings.proxy_headers = table.get("proxy_headers", False)
+    if table.get("limit_concurrency", 0) < 0:
+        raise ConfigError(f"{path}: graceful.limit_concurrency must be 0 (no limit) or more")
+    settings.limit_concurrency = table.get("limit_concurrency", 0)
     if "forwarded_allow_ips" in table:
         allowed = _strings(table["forwarded_allow_ips"], "graceful.forwarded_allow_ips", path)
         try:

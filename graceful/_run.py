@@ -51,6 +51,7 @@ OPTION_KEYS: dict[str, str] = {
     "access_log": "graceful.access_log",
     "access_log_format": "graceful.access_log_format",
     "proxy_headers": "graceful.proxy_headers",
+    "limit_concurrency": "graceful.limit_concurrency",
     "forwarded_allow_ips": "graceful.forwarded_allow_ips",
     "timeout_graceful_shutdown": "graceful.drain_timeout",
     "drain_spread": "graceful.drain_spread",

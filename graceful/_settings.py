@@ -72,6 +72,8 @@ class Settings:
     @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
     @ivar proxy_headers: take the client and scheme from C{X-Forwarded-*}
         and C{Forwarded} headers sent by a peer in C{forwarded_allow_ips}.
+    @ivar limit_concurrency: answer 503 beyond this many requests in
+        progress at once, per server (0: no limit).
     @ivar forwarded_allow_ips: the peers trusted to send them: addresses,
         networks, or C{"*"}; a UNIX-socket peer always is.
     @ivar log_level: the lowest level C{graceful run} logs.
@@ -102,6 +104,7 @@ class Settings:
     directory: str | None = None
     admin_socket: str | None = None
     proxy_headers: bool = False
+    limit_concurrency: int = 0
     forwarded_allow_ips: list[str] = field(factory=lambda: list(DEFAULT_FORWARDED_ALLOW_IPS))
     log_level: str = "info"
     log_format: str = "text"

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from .._errors import ConfigError
 from .._settings import Settings
+from .limits import limit_concurrency
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -218,10 +219,12 @@ class ProxyHeaders:
 
 def behind_proxy(resource: IResource, settings: Settings) -> IResource:
     """
-    C{resource} as a site serves it: reading the proxy headers of trusted
-    peers if C{settings.proxy_headers}, and untouched otherwise (no cost per
-    request).
+    C{resource} as a site serves it: at most C{settings.limit_concurrency}
+    requests at once, and reading the proxy headers of trusted peers if
+    C{settings.proxy_headers} (first, so that a 503 is logged with the
+    forwarded client); untouched with neither (no cost per request).
     """
+    resource = limit_concurrency(resource, settings.limit_concurrency)
     if not settings.proxy_headers:
         return resource
     return ProxyHeaders(resource, check_trusted(settings.forwarded_allow_ips))

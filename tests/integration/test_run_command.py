@@ -271,3 +271,23 @@ class RunOptionsTests(SynchronousTestCase):
         proc.remember(new)
         proc.wait_gone(first)
         self.assertEqual(pid_of(port, "/pid"), new)
+
+    def test_limit_concurrency(self) -> None:
+        """
+        C{--limit-concurrency 1}: while one request is in progress another
+        gets 503 at once; then it is served again.
+        """
+        port = free_port()
+        proc = ServerProcess(graceful("run", f"{PROGRAMS}.run_fastapi:app", "--port", str(port),
+                                      "--limit-concurrency", "1"))
+        proc.start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: pid_of(port, "/pid"), what="the app to serve")
+        answers: list[int] = []
+        slow = threading.Thread(target=lambda: answers.append(get(port, "/slow")[0]))
+        slow.start()
+        wait_until(lambda: get(port, "/pid")[0] == 503, what="the second request's 503")
+        slow.join(10)
+        self.assertEqual(answers, [200])
+        self.assertEqual(get(port, "/pid")[0], 200)
+        self.assertIn("limit_concurrency 1 reached", proc.log())
