@@ -217,7 +217,7 @@ class ProxyHeaders:
         return self.inner.render(request)
 
 
-def behind_proxy(resource: IResource, settings: Settings) -> IResource:
+def site_root(resource: IResource, settings: Settings) -> IResource:
     """
     C{resource} as a site serves it: at most C{settings.limit_concurrency}
     requests at once, and reading the proxy headers of trusted peers if

@@ -18,7 +18,7 @@ from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
 from .access_log import formatter
-from .proxy import behind_proxy
+from .proxy import site_root
 from .site import DrainingSite
 from .._settings import Settings
 from .._errors import ConfigError
@@ -426,7 +426,7 @@ class Server:
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
         site = DrainingSite(
-            behind_proxy(self.router, self.runtime.settings),
+            site_root(self.router, self.runtime.settings),
             server_name=self.name,
             access_log=self.runtime.access_log(),
             reactor=reactor,

@@ -14,7 +14,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from graceful._settings import Settings
 from graceful.http.limits import ConcurrencyLimit, limit_concurrency
-from graceful.http.proxy import behind_proxy
+from graceful.http.proxy import site_root
 
 
 class Slow(Resource):
@@ -63,5 +63,5 @@ class LimitTests(SynchronousTestCase):
     def test_no_limit_costs_nothing(self) -> None:
         inner = Slow()
         self.assertIs(limit_concurrency(inner, 0), inner)
-        self.assertIs(behind_proxy(inner, Settings()), inner)
-        self.assertIsInstance(behind_proxy(inner, Settings(limit_concurrency=3)), ConcurrencyLimit)
+        self.assertIs(site_root(inner, Settings()), inner)
+        self.assertIsInstance(site_root(inner, Settings(limit_concurrency=3)), ConcurrencyLimit)

@@ -19,7 +19,7 @@ from graceful.http.proxy import (
     Forwarded,
     ProxyHeaders,
     apply_forwarded,
-    behind_proxy,
+    site_root,
     check_trusted,
     forwarded,
 )
@@ -135,7 +135,7 @@ class RequestTests(SynchronousTestCase):
         Behind C{ProxyHeaders}, the resources see the forwarded client.
         """
         inner = Seen()
-        root = behind_proxy(inner, Settings(proxy_headers=True))
+        root = site_root(inner, Settings(proxy_headers=True))
         self.assertIsInstance(root, ProxyHeaders)
         self.assertTrue(root.isLeaf)
         r = request(IPv4Address("TCP", "::1", 5000), forwarded="for=192.0.2.9;proto=https")
@@ -144,7 +144,7 @@ class RequestTests(SynchronousTestCase):
 
     def test_off_costs_nothing(self) -> None:
         inner = Seen()
-        self.assertIs(behind_proxy(inner, Settings()), inner)
+        self.assertIs(site_root(inner, Settings()), inner)
 
 
 class CodeCallTests(SynchronousTestCase):
