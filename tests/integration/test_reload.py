@@ -108,3 +108,52 @@ class ReloadTests(SynchronousTestCase):
         wait_until(lambda: self.body() == b"v4\n", what="the last save to serve")
         time.sleep(2.5)  # past watchfiles' batching: no second restart comes
         self.assertEqual(self.restarts(), 1, self.proc.log())
+
+
+ASGI = """
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                {startup}
+                await send({{"type": "lifespan.startup.complete"}})
+            else:
+                await send({{"type": "lifespan.shutdown.complete"}})
+                return
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": b"{version}\\n"}})
+"""
+
+
+class ReloadLifespanTests(SynchronousTestCase):
+    def test_failing_startup_keeps_serving(self) -> None:
+        """
+        A save whose ASGI lifespan startup fails leaves the last good code
+        serving, says why once, and the next good save serves.
+        """
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            raise SkipTest("watchfiles is not installed (graceful[reload])")
+        directory = tempfile.TemporaryDirectory(prefix="graceful-reload-")
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        app = folder / "devasgi.py"
+        app.write_text(ASGI.format(startup="pass", version="v1"))
+        port = free_port()
+        proc = ServerProcess(
+            [sys.executable, script("graceful"), "run", "devasgi:app", "--port", str(port),
+             "--reload", "--no-access-log"],
+            cwd=folder,
+        )
+        proc.start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: get(port, "/")[2] == b"v1\n", what="v1 to serve")
+        wait_until(lambda: "watching" in proc.log(), what="the watcher")
+        app.write_text(ASGI.format(startup='raise RuntimeError("database is down")', version="v2"))
+        wait_until(lambda: "restart failed, still serving" in proc.log(), what="the failed start")
+        self.assertEqual(get(port, "/")[2], b"v1\n")
+        self.assertEqual(proc.log().count("RuntimeError: database is down"), 1, proc.log())
+        app.write_text(ASGI.format(startup="pass", version="v3"))
+        wait_until(lambda: get(port, "/")[2] == b"v3\n", what="the good save to serve")
