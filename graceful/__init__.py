@@ -85,6 +85,7 @@ __all__ = [
     "set_max_requests",
     "set_max_worker_memory",
     "set_pidfile",
+    "set_proxy_headers",
     "set_ready_timeout",
     "set_worker_timeout",
     "set_workers",
@@ -92,7 +93,17 @@ __all__ = [
     "wait",
 ]
 
-__version__ = "0.1.0"
+def _version() -> str:
+    # One version, pyproject.toml's: what pip installed says.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("graceful")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 
 def server(name: str = "default") -> Server:
@@ -232,6 +243,25 @@ def set_pidfile(path: str | None) -> None:
     Keep a pidfile that always names the serving process.
     """
     _process_runtime().set_pidfile(path)
+
+
+def set_proxy_headers(enabled: bool = True, forwarded_allow_ips: list[str] | None = None) -> None:
+    """
+    Take the client address, scheme and host from the X-Forwarded-* and
+    Forwarded headers of the peers in C{forwarded_allow_ips} (default
+    127.0.0.1 and ::1; a UNIX-socket peer always; C{["*"]}: every peer).
+    Call it before the first C{start()}.
+    """
+    from .http.proxy import check_trusted
+
+    settings = _process_runtime().settings
+    if forwarded_allow_ips is not None:
+        try:
+            check_trusted(forwarded_allow_ips)
+        except ConfigError as e:
+            raise ConfigError(f"forwarded_allow_ips: {e}") from None
+        settings.forwarded_allow_ips = list(forwarded_allow_ips)
+    settings.proxy_headers = bool(enabled)
 
 
 def add_service(service: IService) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -19,8 +20,12 @@ from twisted.application.service import IService
 from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
+from ._apps import call_factory, load_env_file, wrap_app
+from .http.access_log import ACCESS_LOG_FORMATS
+from .http.proxy import check_trusted
 from ._errors import ConfigError
 from .http.verify import check_verify_paths
+from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
 from .process.runtime import Runtime, Settings
 from ._sockets import check_names, check_unix_path, unix_group
 
@@ -35,10 +40,22 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "worker_timeout": ((int, float), "a number of seconds"),
     "allowed_executables": (list, "a list of paths"),
     "access_log": (str, '"-" or a file path'),
+    "access_log_format": (str, '"twisted", "combined" or "json"'),
     "directory": (str, "a directory path"),
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
     "fd_store": (bool, "true or false"),
+    "proxy_headers": (bool, "true or false"),
+    "limit_concurrency": (int, "a whole number"),
+    "forwarded_allow_ips": (list, 'a list of addresses or networks, or ["*"]'),
+    "log_level": (str, 'one of "critical", "error", "warning", "info", "debug"'),
+    "log_format": (str, '"text" or "json"'),
+    "log_config": (str, "a file path"),
+    "env_file": (str, "a file path"),
+    "app_dir": (str, "a directory path"),
+    "pidfile": (str, "a file path"),
+    "reload": (bool, "true or false"),
+    "reload_dirs": (list, "a list of directory paths"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -57,6 +74,14 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
     "verify": (list, 'a list of paths such as ["/healthz"]'),
+    "factory": (bool, "true or false"),
+    "root_path": (str, 'a path such as "/api"'),
+    "lifespan": (str, '"auto", "on" or "off"'),
+    "key_password": (str, "a string"),
+    "ca_certs": (str, "a file path"),
+    "cert_reqs": (str, '"none", "optional" or "required"'),
+    "ciphers": (str, "an OpenSSL cipher string"),
+    "tls_min_version": (str, '"1.2" or "1.3"'),
 }
 
 
@@ -81,6 +106,20 @@ class ServerConfig:
     admin_token: str | None = None
     health: str | None = None
     verify: tuple[str, ...] = ()
+    factory: bool = False
+    root_path: str = ""
+    lifespan: str = "auto"
+    key_password: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    ciphers: str | None = None
+    tls_min_version: str = "1.2"
+
+    @property
+    def tls(self) -> TLSSettings:
+        return TLSSettings(
+            self.key_password, self.ca_certs, self.cert_reqs, self.ciphers, self.tls_min_version
+        )
 
 
 @frozen
@@ -97,8 +136,15 @@ def load_config(path: str | Path) -> Config:
     taken from the config file's folder.
     """
     path = Path(path)
+    return parse_config(read_config_data(path), path)
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """
+    The TOML at C{path}, unchecked.
+    """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}")
     except OSError as e:
@@ -107,7 +153,6 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {e}")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
-    return parse_config(data, path)
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
@@ -147,6 +192,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "access_log" in table:
         log = table["access_log"]
         settings.access_log = log if log in ("", "-") else str(_resolve(base, log))
+    if table.get("access_log_format", "twisted") not in ACCESS_LOG_FORMATS:
+        raise ConfigError(
+            f"{path}: graceful.access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)}, "
+            f"not {table['access_log_format']!r}"
+        )
+    settings.access_log_format = table.get("access_log_format", "twisted")
     if "directory" in table:
         directory = Path(table["directory"]).expanduser()
         if not directory.is_absolute():
@@ -157,6 +208,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     settings.fd_store = table.get("fd_store", True)
+    _command_settings(settings, table, base, path)
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
@@ -167,8 +219,64 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for name, value in servers_table.items()
     )
     _check_ports_unique(servers, path)
+    settings.tls = {s.name: s.tls for s in servers if s.tls != TLSSettings()}
     _check_unix_unique(servers, settings, path)
     return Config(path, settings, services, servers)
+
+
+def _command_settings(settings: Settings, table: dict[str, Any], base: Path, path: Path) -> None:
+    """
+    The keys of C{graceful run}'s options and of proxy headers.
+    """
+    settings.proxy_headers = table.get("proxy_headers", False)
+    if table.get("limit_concurrency", 0) < 0:
+        raise ConfigError(f"{path}: graceful.limit_concurrency must be 0 (no limit) or more")
+    settings.limit_concurrency = table.get("limit_concurrency", 0)
+    if "forwarded_allow_ips" in table:
+        allowed = _strings(table["forwarded_allow_ips"], "graceful.forwarded_allow_ips", path)
+        try:
+            check_trusted(allowed)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: graceful.forwarded_allow_ips: {e}") from None
+        settings.forwarded_allow_ips = allowed
+    if "log_level" in table:
+        if table["log_level"] not in LOG_LEVELS:
+            raise ConfigError(
+                f"{path}: graceful.log_level must be one of {', '.join(LOG_LEVELS)}, "
+                f"not {table['log_level']!r}"
+            )
+        settings.log_level = table["log_level"]
+    if table.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(
+            f"{path}: graceful.log_format must be \"text\" or \"json\", not {table['log_format']!r}"
+        )
+    settings.log_format = table.get("log_format", "text")
+    if "log_config" in table:
+        log_config = _resolve(base, table["log_config"])
+        if not log_config.is_file():
+            raise ConfigError(f"{path}: graceful.log_config: file not found: {log_config}")
+        settings.log_config = str(log_config)
+    if "env_file" in table:
+        env_file = _resolve(base, table["env_file"])
+        if not env_file.is_file():
+            raise ConfigError(f"{path}: graceful.env_file: file not found: {env_file}")
+        settings.env_file = str(env_file)
+    if "app_dir" in table:
+        app_dir = _resolve(base, table["app_dir"])
+        if not app_dir.is_dir():
+            raise ConfigError(f"{path}: graceful.app_dir is not a directory: {app_dir}")
+        settings.app_dir = str(app_dir)
+    if "pidfile" in table:
+        settings.pidfile = str(_resolve(base, table["pidfile"])) if table["pidfile"] else None
+    settings.reload = table.get("reload", False)
+    dirs = []
+    for directory in _strings(table.get("reload_dirs", []), "graceful.reload_dirs", path):
+        if not _resolve(base, directory).is_dir():
+            raise ConfigError(
+                f"{path}: graceful.reload_dirs: not a directory: {_resolve(base, directory)}"
+            )
+        dirs.append(str(_resolve(base, directory)))
+    settings.reload_dirs = dirs
 
 
 def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
@@ -229,6 +337,14 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         verify = check_verify_paths(table.get("verify", []))
     except ConfigError as e:
         raise ConfigError(f"{path}: {where}.verify: {e}") from None
+    _check_tls(table, base, where, path)
+    root_path = table.get("root_path", "").rstrip("/")
+    if root_path and not root_path.startswith("/"):
+        raise ConfigError(f"{path}: {where}.root_path must start with '/'")
+    if table.get("lifespan", "auto") not in ("auto", "on", "off"):
+        raise ConfigError(
+            f"{path}: {where}.lifespan must be \"auto\", \"on\" or \"off\", not {table['lifespan']!r}"
+        )
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -245,7 +361,29 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin_token=token,
         health=table.get("health"),
         verify=verify,
+        factory=table.get("factory", False),
+        root_path=root_path,
+        lifespan=table.get("lifespan", "auto"),
+        key_password=table.get("key_password"),
+        ca_certs=str(_resolve(base, table["ca_certs"])) if "ca_certs" in table else None,
+        cert_reqs=table.get("cert_reqs", "none"),
+        ciphers=table.get("ciphers"),
+        tls_min_version=table.get("tls_min_version", "1.2"),
     )
+
+
+def _check_tls(table: dict[str, Any], base: Path, where: str, path: Path) -> None:
+    for key, allowed in (("cert_reqs", CERT_REQS), ("tls_min_version", TLS_VERSIONS)):
+        if key in table and table[key] not in allowed:
+            raise ConfigError(
+                f"{path}: {where}.{key} must be one of {', '.join(allowed)}, not {table[key]!r}"
+            )
+    if table.get("cert_reqs", "none") != "none" and "ca_certs" not in table:
+        raise ConfigError(f"{path}: {where}.cert_reqs needs ca_certs: the authorities to check against")
+    if "ca_certs" in table and not _resolve(base, table["ca_certs"]).is_file():
+        raise ConfigError(
+            f"{path}: {where}.ca_certs: file not found: {_resolve(base, table['ca_certs'])}"
+        )
 
 
 def _unix_path(value: str, base: Path, where: str, path: Path) -> str:
@@ -422,15 +560,20 @@ def load_apps(config: Config, cwd: str) -> Apps:
     Import every server's app: its name to C{(kind, app)} as
     L{classify_app} tells.
     """
-    app_directory = config.settings.directory or cwd
+    if config.settings.env_file:
+        load_env_file(config.settings.env_file, os.environ)
+    app_directory = config.settings.app_dir or config.settings.directory or cwd
     if app_directory not in sys.path:
         sys.path.insert(0, app_directory)
     apps: Apps = {}
     for server_config in config.servers:
         where = f"{config.path}: servers.{server_config.name}.app"
-        kind, app = apps[server_config.name] = classify_app(
-            load_object(server_config.app, where), where, server_config.app
-        )
+        obj = load_object(server_config.app, where)
+        if server_config.factory:
+            obj = call_factory(obj, where, server_config.app)
+        kind, app = apps[server_config.name] = classify_app(obj, where, server_config.app)
+        app = wrap_app(kind, app, server_config.root_path, server_config.lifespan)
+        apps[server_config.name] = (kind, app)
         if kind == "asgi":
             # At once: the apps imported after this one get the asyncio
             # reactor too, should their modules import the reactor.

@@ -5,9 +5,44 @@ setters of the code API.
 
 from __future__ import annotations
 
-from attrs import define, field
+from attrs import define, field, frozen
 
 DEFAULT_DRAIN_SPREAD = 5.0
+
+#: The peers trusted to send proxy headers unless told otherwise (as
+#: uvicorn): the loopback addresses; UNIX-socket peers are trusted too.
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
+
+#: The levels C{log_level} takes.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+#: What C{cert_reqs} takes: whether an HTTPS client must show a certificate
+#: that C{ca_certs} signed.
+CERT_REQS = ("none", "optional", "required")
+#: What C{tls_min_version} takes.
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+@frozen
+class TLSSettings:
+    """
+    A server's TLS beyond its certificate and key.
+
+    @ivar key_password: the password of an encrypted key file.
+    @ivar ca_certs: a PEM file of the authorities whose client certificates
+        are accepted.
+    @ivar cert_reqs: C{"none"}, C{"optional"} or C{"required"}: client
+        certificates.
+    @ivar ciphers: an OpenSSL cipher string (TLS 1.2; 1.3's are OpenSSL's).
+    @ivar min_version: C{"1.2"} or C{"1.3"}.
+    """
+
+    key_password: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    ciphers: str | None = None
+    min_version: str = "1.2"
 
 
 @define
@@ -31,10 +66,30 @@ class Settings:
         seconds (0: never).
     @ivar allowed_executables: what a restart asked from outside may run.
     @ivar access_log: C{"-"} for the log, a file path, or L{None}.
+    @ivar access_log_format: C{"twisted"}, C{"combined"} (Apache's) or
+        C{"json"}.
     @ivar directory: the directory every new process enters.
     @ivar admin_socket: the private admin UNIX socket's path, or L{None}.
     @ivar fd_store: keep the listening sockets in systemd's file descriptor
         store where systemd offers one.
+    @ivar proxy_headers: take the client and scheme from C{X-Forwarded-*}
+        and C{Forwarded} headers sent by a peer in C{forwarded_allow_ips}.
+    @ivar limit_concurrency: answer 503 beyond this many requests in
+        progress at once, per server (0: no limit).
+    @ivar forwarded_allow_ips: the peers trusted to send them: addresses,
+        networks, or C{"*"}; a UNIX-socket peer always is.
+    @ivar log_level: the lowest level C{graceful run} logs.
+    @ivar log_format: C{"text"}, or C{"json"}: one object a line.
+    @ivar log_config: a Python logging config file C{graceful run} logs
+        through instead.
+    @ivar env_file: a file of environment variables set before the apps
+        are imported.
+    @ivar app_dir: the directory the apps are imported from (default: the
+        current one).
+    @ivar pidfile: the pidfile C{graceful run} keeps.
+    @ivar reload: C{graceful run} restarts when a file of the app changes.
+    @ivar reload_dirs: what it watches besides the app's directory.
+    @ivar tls: each server's L{TLSSettings}, by name, where not the defaults.
     """
 
     drain_timeout: float = 30.0
@@ -47,9 +102,22 @@ class Settings:
     worker_timeout: float = 30.0
     allowed_executables: list[str] = field(factory=list)
     access_log: str | None = None
+    access_log_format: str = "twisted"
     directory: str | None = None
     admin_socket: str | None = None
     fd_store: bool = True
+    proxy_headers: bool = False
+    limit_concurrency: int = 0
+    forwarded_allow_ips: list[str] = field(factory=lambda: list(DEFAULT_FORWARDED_ALLOW_IPS))
+    log_level: str = "info"
+    log_format: str = "text"
+    log_config: str | None = None
+    env_file: str | None = None
+    app_dir: str | None = None
+    pidfile: str | None = None
+    reload: bool = False
+    reload_dirs: list[str] = field(factory=list)
+    tls: dict[str, TLSSettings] = field(factory=dict)
 
     @property
     def spread(self) -> float:

@@ -5,6 +5,6 @@ process group of its own, waiting for it to answer, stopping and reaping it
 and everything it spawned by pid, free loopback ports, /proc facts, and the
 programs both run (harness/programs/).
 
-Not installed (setup.py packages graceful only): it is imported from the
+Not installed (pyproject.toml packages graceful only): it is imported from the
 repository, which pytest and benchmarks/run put on the path.
 """

@@ -15,7 +15,10 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
+from .access_log import formatter
+from .proxy import site_root
 from .site import DrainingSite
+from .._settings import Settings
 from .._errors import ConfigError
 from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
 from .mounts import AppMounts
@@ -67,6 +70,10 @@ class ServerHost(SocketHost, Protocol):
 
     def access_log(self) -> Callable[[str], None] | None:
         "Where access-log lines go."
+
+    @property
+    def settings(self) -> Settings:
+        "The process's settings (a server reads its proxy headers' there)."
 
     def start_server(self, server: Server) -> None: ...
 
@@ -232,7 +239,9 @@ class Server(Verifies):
             # which a server without HTTPS should not pay in every handoff.
             from .tls import load_tls_options
 
-            self._tls_options = load_tls_options(self.cert, self.key)
+            self._tls_options = load_tls_options(
+                self.cert, self.key, self.runtime.settings.tls.get(self.name)
+            )
         self._sockets.prepare(
             specs,
             self.graceful,
@@ -298,7 +307,7 @@ class Server(Verifies):
         self._apps.build(reactor, self.runtime.add_lifespan)
         self.runtime.add_operational_pages(self)
         site = DrainingSite(
-            self.router,
+            site_root(self.router, self.runtime.settings),
             server_name=self.name,
             access_log=self.runtime.access_log(),
             reactor=reactor,
@@ -417,20 +426,22 @@ def check_listeners_unique(
             taken[key] = server.name
 
 
-def access_log_writer(target: str | None) -> Callable[[str], None] | None:
+def access_log_writer(target: str | None, style: str = "twisted") -> Callable[[str], None] | None:
     """
     Where access-log lines go: C{"-"} for the log, a file path, or nowhere;
-    every line with its query tokens redacted.
+    every line with its query tokens redacted, in the format C{style}
+    (L{ACCESS_LOG_FORMATS}).
     """
     if not target:
         return None
+    shape = formatter(style)
     if target == "-":
         log = Logger(namespace="graceful.access")
-        return lambda line: log.info("{line}", line=redact_tokens(line))
+        return lambda line: log.info("{line}", line=shape(redact_tokens(line)))
     handle = open(target, "a", buffering=1, encoding="utf-8")
 
     def write(line: str) -> None:
-        handle.write(redact_tokens(line) + "\n")
+        handle.write(shape(redact_tokens(line)) + "\n")
 
     return write
 

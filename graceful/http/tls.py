@@ -12,22 +12,30 @@ from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from OpenSSL.crypto import X509
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
 from .._errors import ConfigError
+from .._settings import TLSSettings
 from .h2 import alpn_protocols
 
 
-def load_tls_options(cert_path: str | Path, key_path: str | Path) -> CertificateOptions:
+def load_tls_options(
+    cert_path: str | Path, key_path: str | Path, tls: TLSSettings | None = None
+) -> CertificateOptions:
     """
     Build the server's TLS options from PEM files.
 
     The certificate file may hold a chain: the server's certificate first,
     then its intermediates.
 
-    @raise ConfigError: a file is missing or unreadable, or the key does not
-        belong to the certificate.
+    @param tls: a key's password, client certificates, ciphers, the
+        lowest TLS version.
+
+    @raise ConfigError: a file is missing or unreadable, the key does not
+        belong to the certificate, or C{tls} names no usable cipher.
     """
+    tls = tls if tls is not None else TLSSettings()
     cert_pem = _read(cert_path, "certificate")
     key_pem = _read(key_path, "key")
     # cryptography's objects: pyOpenSSL's PKey and X509 are deprecated.
@@ -36,28 +44,63 @@ def load_tls_options(cert_path: str | Path, key_path: str | Path) -> Certificate
     except ValueError:
         raise ConfigError(f"certificate file {cert_path} holds no PEM certificate") from None
     try:
-        key = load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
+        password = tls.key_password.encode() if tls.key_password is not None else None
+        key = load_pem_private_key(key_pem, password=password)
+    except TypeError:
         raise ConfigError(
-            f"key file {key_path} holds no PEM private key (or an encrypted one)"
+            f"key file {key_path} is encrypted: give its password (key_password)"
+            if password is None else f"key file {key_path} is not encrypted: drop key_password"
         ) from None
+    except ValueError:
+        raise ConfigError(
+            f"key file {key_path} holds no PEM private key, or key_password is wrong"
+        ) from None
+    extra: dict[str, Any] = {}
+    if tls.ciphers:
+        extra["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers)
+    if tls.ca_certs and tls.cert_reqs != "none":
+        try:
+            authorities = x509.load_pem_x509_certificates(_read(tls.ca_certs, "ca_certs"))
+        except ValueError:
+            raise ConfigError(f"ca_certs file {tls.ca_certs} holds no PEM certificate") from None
+        extra.update(
+            verify=True,
+            caCerts=[X509.from_cryptography(a) for a in authorities],
+            requireCertificate=tls.cert_reqs == "required",
+        )
     try:
         # Twisted's hints name pyOpenSSL's types; pyOpenSSL takes these too.
-        options = CertificateOptions(
+        options = _options(
             privateKey=cast(Any, key),
             certificate=cast(Any, certificates[0]),
             extraCertChain=cast(Any, certificates[1:]),
-            raiseMinimumTo=TLSVersion.TLSv1_2,
+            raiseMinimumTo=TLSVersion.TLSv1_3 if tls.min_version == "1.3" else TLSVersion.TLSv1_2,
             acceptableProtocols=alpn_protocols(),
+            **extra,
         )
         # The context, and with it the key check, is built lazily: build it
         # now, so that a mismatch is found here and not at the first client.
         options.getContext()
         return options
+    except _NoCiphers:
+        raise ConfigError(f"ciphers {tls.ciphers!r} select no cipher this OpenSSL offers") from None
     except Exception as e:  # pyOpenSSL reports a mismatch in several ways
         raise ConfigError(
             f"key file {key_path} does not match certificate {cert_path}: {e}"
         ) from None
+
+
+def _options(**kwargs: Any) -> CertificateOptions:
+    try:
+        return CertificateOptions(**kwargs)
+    except ValueError as e:  # Twisted's word for ciphers that select none
+        if "acceptableCiphers" not in kwargs:
+            raise
+        raise _NoCiphers(str(e)) from None
+
+
+class _NoCiphers(Exception):
+    pass
 
 
 def _read(path: str | Path, what: str) -> bytes:
@@ -67,3 +110,4 @@ def _read(path: str | Path, what: str) -> bytes:
         raise ConfigError(f"{what} file not found: {path}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {what} file {path}: {e.strerror}") from None
+

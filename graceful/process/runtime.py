@@ -255,7 +255,7 @@ class Runtime:
         return server
 
     def access_log(self) -> Callable[[str], None] | None:
-        return access_log_writer(self.core.settings.access_log)
+        return access_log_writer(self.core.settings.access_log, self.core.settings.access_log_format)
 
     def add_operational_pages(self, server: Server) -> None:
         add_operational_pages(self, server)

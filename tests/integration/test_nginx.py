@@ -44,7 +44,7 @@ class Nginx:
     in the foreground, killed by its pid.
     """
 
-    def __init__(self, directory: Path, upstream: str) -> None:
+    def __init__(self, directory: Path, upstream: str, locations: str = "") -> None:
         if not os.access(NGINX, os.X_OK):
             raise SkipTest(f"nginx is not installed ({NGINX}); .ci/run installs nginx-light")
         self.directory = directory
@@ -60,7 +60,7 @@ class Nginx:
             f"{user}worker_processes 1;\nevents {{ worker_connections 512; }}\n"
             "http {\n    access_log off;\n" + temp +
             f"    server {{\n        listen 127.0.0.1:{self.port};\n"
-            f"        location / {{ proxy_pass {upstream}; }}\n    }}\n}}\n"
+            f"        location / {{ proxy_pass {upstream}; }}\n{locations}    }}\n}}\n"
         )
         self.process = Process(
             [

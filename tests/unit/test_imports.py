@@ -5,7 +5,8 @@ import counted: inside functions and under TYPE_CHECKING too).
 Each subpackage is one idea and stands on a floor; it imports only from
 itself and from lower floors, and never from a sibling on its own floor:
 
-    entry points     __init__, __main__, _cli, _config, _plugin, _process, testing
+    entry points     __init__, __main__, _apps, _cli, _config, _plugin, _process, _reload,
+                     _run, testing
     process/         the runtime: owns the servers, picks the role
     workers/ | admin/  master and workers | the admin pages (through admin/host.py)
     lifecycle/       the core, the roles, the hand-over machine
@@ -38,7 +39,10 @@ ROOT = PACKAGE.parent
 #: The top-level modules everything stands on.
 LEAVES = {"_errors", "_event", "_feeding", "_logging", "_settings", "_sockets", "_status"}
 #: The top-level modules that stand on everything: how a user gets in.
-ENTRY_POINTS = {"__init__", "__main__", "_cli", "_config", "_plugin", "_process", "testing"}
+ENTRY_POINTS = {
+    "__init__", "__main__", "_apps", "_cli", "_config", "_plugin", "_process", "_reload", "_run",
+    "testing",
+}
 
 #: The floors, lowest first.  A part imports from its own floor only itself.
 FLOORS: list[set[str]] = [

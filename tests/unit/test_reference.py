@@ -242,6 +242,13 @@ def _sample(key: str) -> Any:
     """
     samples = {
         "access_log": "-",
+        "env_file": ".env",
+        "log_config": "logging.json",
+        "key_password": "secret",
+        "ca_certs": "ca.pem",
+        "ciphers": "ECDHE+AESGCM",
+        "app_dir": "/",
+        "pidfile": "graceful.pid",
         "directory": "/",
         "admin_socket": "/tmp/graceful-reference-test.sock",
         "cert": "server.crt",

@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.unit.http.test_proxy -*-
+"""
+Behind a proxy: the client address, scheme and host a trusted proxy reports
+in C{X-Forwarded-For}, C{X-Forwarded-Proto}, C{X-Forwarded-Host} or RFC 7239
+C{Forwarded}, taken as the request's own before any app sees it, so that
+twisted.web resources (C{getClientAddress()}, C{isSecure()}), WSGI apps
+(C{REMOTE_ADDR}, C{wsgi.url_scheme}), ASGI apps (C{scope["client"]},
+C{scope["scheme"]}) and the access log all agree.  From any other peer the
+headers change nothing.
+
+The headers stay on the request: the admin counts a request that carries
+them as never local, whoever sent it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable, Sequence
+
+from attrs import frozen
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from .._errors import ConfigError
+from .._settings import Settings
+from .limits import limit_concurrency
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@frozen
+class Trusted:
+    """
+    The peers trusted to send proxy headers: C{"*"} for all, addresses and
+    networks otherwise; a UNIX-socket peer always is (only a local process
+    with the file's permission can connect).
+    """
+
+    everyone: bool
+    networks: tuple[_Network, ...]
+
+    def __contains__(self, host: object) -> bool:
+        if self.everyone:
+            return True
+        if not isinstance(host, str):
+            return False
+        try:
+            address = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+    def peer(self, address: object) -> bool:
+        if isinstance(address, UNIXAddress):
+            return True
+        return getattr(address, "host", None) in self
+
+
+def check_trusted(entries: Iterable[str]) -> Trusted:
+    """
+    Read C{forwarded_allow_ips}.
+
+    @raise ConfigError: an entry is neither C{"*"}, an address nor a network.
+    """
+    everyone = False
+    networks: list[_Network] = []
+    for entry in entries:
+        entry = entry.strip()
+        if entry == "*":
+            everyone = True
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(f"{entry!r} is not an address, a network or '*'") from None
+    return Trusted(everyone, tuple(networks))
+
+
+@frozen
+class Forwarded:
+    """
+    What the proxies say of a request; L{None} where they say nothing.
+    """
+
+    client: str | None = None
+    scheme: str | None = None
+    host: str | None = None
+
+
+def _values(headers: Sequence[bytes] | None) -> list[str]:
+    """
+    The comma-separated values of every instance of a header, in order.
+    """
+    found: list[str] = []
+    for header in headers or ():
+        found += [v.strip() for v in header.decode("latin-1").split(",") if v.strip()]
+    return found
+
+
+def _node(value: str) -> str | None:
+    """
+    The address of an RFC 7239 node (C{192.0.2.1:80}, C{"[2001:db8::1]:80"},
+    C{unknown} or an obfuscated C{_name}: L{None}), or of an
+    C{X-Forwarded-For} entry.
+    """
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _pick(hops: list[Any], address_of: Any, trusted: Trusted) -> Any:
+    """
+    The right-most hop not sent by a trusted proxy: each proxy appends the
+    peer it heard from, so only the entries our trusted proxies added can be
+    believed, and the first untrusted one is the client.  If every hop is
+    trusted, the left-most.
+    """
+    for hop in reversed(hops):
+        if address_of(hop) not in trusted:
+            return hop
+    return hops[0]
+
+
+def _forwarded_elements(headers: Sequence[bytes]) -> list[dict[str, str]]:
+    elements = []
+    for element in _values(headers):
+        pairs: dict[str, str] = {}
+        for pair in element.split(";"):
+            key, _, value = pair.partition("=")
+            pairs[key.strip().lower()] = value.strip().strip('"')
+        elements.append(pairs)
+    return elements
+
+
+def forwarded(headers: Any, trusted: Trusted) -> Forwarded:
+    """
+    What a trusted peer's headers say: C{Forwarded} if there is one,
+    otherwise the C{X-Forwarded-*} headers.
+
+    @param headers: the request's L{twisted.web.http_headers.Headers}.
+    """
+    elements = _forwarded_elements(headers.getRawHeaders(b"forwarded") or [])
+    if elements:
+        hop = _pick(elements, lambda e: _node(e.get("for", "")), trusted)
+        proto = hop.get("proto", "").lower()
+        return Forwarded(
+            client=_node(hop.get("for", "")),
+            scheme=proto if proto in ("http", "https") else None,
+            host=hop.get("host") or None,
+        )
+    clients = _values(headers.getRawHeaders(b"x-forwarded-for"))
+    protos = _values(headers.getRawHeaders(b"x-forwarded-proto"))
+    hosts = _values(headers.getRawHeaders(b"x-forwarded-host"))
+    proto = protos[-1].lower() if protos else ""
+    return Forwarded(
+        client=_node(_pick(clients, _node, trusted)) if clients else None,
+        scheme=proto if proto in ("http", "https") else None,
+        host=hosts[-1] if hosts else None,
+    )
+
+
+def apply_forwarded(request: Any, trusted: Trusted) -> None:
+    """
+    Make what a trusted peer forwarded the request's own; from an untrusted
+    peer, leave it as it is.
+    """
+    if getattr(request, "_graceful_proxied", False):
+        return
+    request._graceful_proxied = True
+    if not trusted.peer(request.getClientAddress()):
+        return
+    said = forwarded(request.requestHeaders, trusted)
+    if said.client is not None:
+        kind = IPv6Address if ":" in said.client else IPv4Address
+        request.client = kind("TCP", said.client, 0)
+    if said.scheme is not None:
+        secure = said.scheme == "https"
+        # Per request: Request.isSecure asks the channel, which knows only
+        # the hop from the proxy.
+        request.isSecure = lambda: secure
+    if said.host is not None:
+        request.requestHeaders.setRawHeaders(b"host", [said.host.encode("latin-1")])
+
+
+@implementer(IResource)
+class ProxyHeaders:
+    """
+    A server's root resource, behind trusted proxies.
+    """
+
+    def __init__(self, inner: IResource, trusted: Trusted) -> None:
+        self.inner = inner
+        self.trusted = trusted
+
+    @property
+    def isLeaf(self) -> bool:  # noqa: N802 (twisted.web's name)
+        return bool(self.inner.isLeaf)
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:  # noqa: N802
+        apply_forwarded(request, self.trusted)
+        return self.inner.getChildWithDefault(name, request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:  # noqa: N802
+        self.inner.putChild(path, child)
+
+    def render(self, request: IRequest) -> Any:
+        apply_forwarded(request, self.trusted)
+        return self.inner.render(request)
+
+
+def site_root(resource: IResource, settings: Settings) -> IResource:
+    """
+    C{resource} as a site serves it: at most C{settings.limit_concurrency}
+    requests at once, and reading the proxy headers of trusted peers if
+    C{settings.proxy_headers} (first, so that a 503 is logged with the
+    forwarded client); untouched with neither (no cost per request).
+    """
+    resource = limit_concurrency(resource, settings.limit_concurrency)
+    if not settings.proxy_headers:
+        return resource
+    return ProxyHeaders(resource, check_trusted(settings.forwarded_allow_ips))
