@@ -21,6 +21,7 @@ from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from .process.runtime import Runtime, Settings
+from ._settings import check_canary
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -38,6 +39,8 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
     "fd_store": (bool, "true or false"),
+    "canary_seconds": ((int, float), "a number of seconds"),
+    "canary_max_error_ratio": ((int, float), "a number from 0 to 1"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -156,6 +159,13 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     settings.fd_store = table.get("fd_store", True)
+    if "canary_seconds" in table or "canary_max_error_ratio" in table:
+        try:
+            settings.canary_seconds, settings.canary_max_error_ratio = check_canary(
+                table.get("canary_seconds", 0.0), table.get("canary_max_error_ratio", 0.01)
+            )
+        except ConfigError as e:
+            raise ConfigError(f"{path}: graceful.{e}")
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)
