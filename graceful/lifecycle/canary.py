@@ -152,6 +152,7 @@ class CanaryWindow:
     verdict: CanaryVerdict | None = None
     _timer: IDelayedCall | None = None
     _closed: bool = False
+    _exited_already: bool = False
 
     def open(self) -> None:
         process = self.process
@@ -196,6 +197,7 @@ class CanaryWindow:
             self.failed(self.verdict.reason)
 
     def _exited(self, reason: Failure) -> None:
+        self._exited_already = True
         self._fail(
             f"new process {self.new_process.pid} {describe_exit(reason)} during the canary window"
         )
@@ -215,12 +217,16 @@ class CanaryWindow:
             self._timer.cancel()
         self._timer = None
 
-    def roll_back(self, reason: str) -> None:
+    def roll_back(self, reason: str, gone: Callable[[], None] = lambda: None) -> None:
         """
-        Tell the new process to drain and exit.
+        Tell the new process to drain and exit; C{gone} runs once it has
+        (at once if it already had).
         """
         self.close()
-        self.new_process.on_exit = lambda reason: None
+        if self._exited_already:
+            gone()
+            return
+        self.new_process.on_exit = lambda reason: gone()
         self.new_process.send(Rollback(reason))
 
     @property

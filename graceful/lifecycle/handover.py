@@ -413,13 +413,17 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         process = handover.process
         window = restart.window
         assert window is not None
-        window.roll_back(reason)
+        # Its set_graceful(False) ports are its own until it has drained; fed
+        # as an effect, so that it runs after a transition under way.
+        window.roll_back(
+            reason,
+            gone=lambda: handover.feed(lambda _: handover.feeder.later(handover.served_by.restart_failed)),
+        )
         process.history.record(False, reason, process.environment.now(), None, window.ratios)
         process.log.error(
             "{pid}: restart rolled back, still serving: {reason}", pid=process.pid, reason=reason
         )
         process.notifier.notify(ready=1, status="restart rolled back: " + reason)
-        handover.after.append(handover.served_by.restart_failed)
         handover.after.append(lambda: restart.result.errback(RestartFailed(reason)))
 
     @pep614(Canary.upon(HandoverInputs.shutdown).to(Leaving))

@@ -140,6 +140,22 @@ class CanaryWindowTests(_RuntimeCase):
         self.runtime.restart()
         self.assertEqual(len(self.spawner.calls), 2)
 
+    def test_ports_not_handed_over_come_back_once_it_left(self) -> None:
+        """
+        A set_graceful(False) port, closed for the new process to bind, is
+        bound again once the rolled-back process has exited, not while it
+        still holds it.
+        """
+        server, _, _ = self.serve("s2", 0, 42, graceful=False)
+        self.addCleanup(server.stop_accepting)
+        result = self.open_window()
+        self.reactor.advance(30)
+        self.spawner.last.say(CanaryCounts(responses=40, errors=20))
+        self.failureResultOf(result, RestartFailed)  # type: ignore[arg-type]
+        self.assertEqual(server.listeners, [])
+        self.spawner.last.exit(0)
+        self.assertNotEqual(server.listeners, [])
+
     def test_the_old_generations_own_errors_raise_the_bar(self) -> None:
         """
         The comparison is with the old generation's ratio in the same window:
