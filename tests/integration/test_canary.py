@@ -16,7 +16,9 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ServerProcess, free_port, pid_of, process_alive, wait_until
+import json
+
+from tests.support import ServerProcess, admin_auth, free_port, get, pid_of, process_alive, wait_until
 
 APP = '''
 import itertools
@@ -53,6 +55,7 @@ canary_max_error_ratio = 0.01
 app = "canary_app:root"
 host = "127.0.0.1"
 ports = [{port}]
+admin = "/debug/admin"
 """
 
 
@@ -154,6 +157,13 @@ class CanaryTests(SynchronousTestCase):
         proc.wait_gone(new)
         self.assertTrue(process_alive(old))
         self.assertEqual({pid_of(port) for _ in range(10)}, {old})
+        status = json.loads(get(port, "/debug/admin/status", headers=admin_auth())[2])
+        last = status["last_restart"]
+        self.assertEqual((status["pid"], last["ok"], last["canary_old_error_ratio"]), (old, False, 0.0))
+        self.assertGreater(last["canary_new_error_ratio"], 0.4)
+        metrics = get(port, "/debug/admin/metrics", headers=admin_auth())[2].decode()
+        self.assertIn('graceful_canary_error_ratio{generation="old"} 0.0', metrics)
+        self.assertIn('graceful_canary_error_ratio{generation="new"} 0.', metrics)
 
     def test_a_good_release_takes_over_after_the_window(self) -> None:
         """
@@ -178,3 +188,5 @@ class CanaryTests(SynchronousTestCase):
         self.assertNotEqual(new, old)
         # Both served during the window.
         self.assertEqual({pid for _, _, pid in clients.answers}, {old, new})
+        last = json.loads(get(port, "/debug/admin/status", headers=admin_auth())[2])["last_restart"]
+        self.assertEqual((last["ok"], last["canary_old_error_ratio"], last["canary_new_error_ratio"]), (True, 0.0, 0.0))
