@@ -543,8 +543,9 @@ class HandoffRole:
 
     def restart(self, executable: str | None) -> Deferred[int]:
         result: Deferred[int] = Deferred()
-        if self._rolled_back():
-            self._handover.refuse(result, "rolled back, shutting down")
+        if self._candidate is not None and not self.process.succeeded.happened:
+            # A canary, until the old generation hands over (or rolls it back).
+            self._handover.refuse(result, "a restart is already running")
             self._feed(lambda inputs: None)  # runs the refusal
             return result
         self._feed(lambda inputs: inputs.restart(executable, result))

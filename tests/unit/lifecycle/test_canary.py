@@ -270,6 +270,19 @@ class CandidateTests(_RuntimeCase):
         self.old.tell(CountsRequest())
         self.assertEqual(self.old.sent, [CanaryCounts(responses=30, errors=4, resets=2)])
 
+    def test_refuses_to_restart_during_the_window(self) -> None:
+        """
+        A restart signal sent to the whole group reaches the canary too: it
+        is refused there, as in the old process, until the hand-over.
+        """
+        self.old.tell(CanaryStart())
+        self.failureResultOf(self.runtime.restart(), RestartRefused)
+        self.assertEqual(self.spawner.calls, [])
+        self.old.accept(Accepted(restarts=1))
+        self.old.release()
+        self.runtime.restart()
+        self.assertEqual(len(self.spawner.calls), 1)
+
     def test_rolled_back_it_drains_and_exits(self) -> None:
         self.old.tell(CanaryStart())
         self.old.tell(Rollback("canary error ratio 0.5"))
