@@ -142,12 +142,16 @@ class Handover:
     @ivar served_by: what it serves with.
     @ivar feeder: feeds inputs from outside (a Deferred's callback) and runs
         the effects the outside sees once a transition is over.
+    @ivar current: the last restart begun.
+    @ivar last_words: what must reach the new process before a shutdown
+        ends this one (its result is waited for).
     """
 
     process: ProcessCore
     served_by: ServedBy
     feeder: Feeder[HandoverInputs] = field(factory=Feeder)
     current: Restart | None = None
+    last_words: Callable[[], Deferred[None] | None] = lambda: None
 
     def feed(self, fire: Callable[[HandoverInputs], None]) -> None:
         self.feeder.feed(fire)
@@ -276,7 +280,8 @@ def _shutdown_departure(inputs: HandoverInputs, handover: Handover) -> Departing
     process.log.info("{pid}: server shutting down", pid=process.pid)
     process.notifier.notify(stopping=1)
     departure = handover.served_by.departure("shutdown", final=True, handed_over=False)
-    handover.after.append(departure.start)
+    # last_words is read once the transition (which may set it) is over.
+    handover.after.append(lambda: departure.start(lambda: handover.last_words()))
     return departure
 
 
@@ -431,8 +436,13 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         # Both generations drain: the old one as it shuts down, the new one
         # as an old one hands over.
         reason = "shutdown asked for during the canary window"
-        assert restart.window is not None
+        assert restart.window is not None and restart.new_process is not None
         restart.window.roll_back(reason)
+        # The rollback is flushed, with the pipe closed, before we exit: a
+        # pipe that closes without it reads as our death, and the canary
+        # would take over (measured: it did, every time, without this).
+        successor, now = restart.new_process, handover.process.environment.now
+        handover.last_words = lambda: successor.release(now())
         handover.process.history.record(
             False, reason, handover.process.environment.now(), None, restart.window.ratios
         )

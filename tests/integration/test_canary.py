@@ -190,3 +190,23 @@ class CanaryTests(SynchronousTestCase):
         self.assertEqual({pid for _, _, pid in clients.answers}, {old, new})
         last = json.loads(get(port, "/debug/admin/status", headers=admin_auth())[2])["last_restart"]
         self.assertEqual((last["ok"], last["canary_old_error_ratio"], last["canary_new_error_ratio"]), (True, 0.0, 0.0))
+
+    def test_sigterm_during_the_window_drains_both(self) -> None:
+        """
+        SIGTERM to the old process while the canary serves: both drain and
+        exit, the new one as rolled back.
+        """
+        proc, port, _ = self.release("good")
+        proc.start()
+        old = wait_until(lambda: pid_of(port), what="the first generation")
+        proc.signal(old, signal.SIGUSR1)
+        wait_until(lambda: "serves beside this one" in proc.log(), what="the canary window")
+        new = wait_until(lambda: (pid := pid_of(port)) != old and pid, what="an answer of the canary")
+        proc.remember(new)
+        proc.signal(old, signal.SIGTERM)
+        self.assertEqual(proc.wait_exit(), 0)
+        proc.wait_gone(new)
+        self.assertIn(
+            f"{new}: rolled back by the old generation (shutdown asked for during the canary window)",
+            proc.log(),
+        )

@@ -208,6 +208,9 @@ class CanaryWindowTests(_RuntimeCase):
         result = self.open_window()
         self.runtime.shutdown()
         self.assertIsInstance(self.spawner.last.sent[-1], Rollback)
+        # Flushed, with the pipe closed, before the exit: else the canary
+        # reads the pipe's end as our death, and takes over.
+        self.assertEqual(self.spawner.last.releases, 1)
         self.failureResultOf(result, RestartFailed)  # type: ignore[arg-type]
         self.assertTrue(self.exited)
         self.assertFalse(self.port.listening)
