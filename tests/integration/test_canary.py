@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import json
 
@@ -210,3 +210,32 @@ class CanaryTests(SynchronousTestCase):
             f"{new}: rolled back by the old generation (shutdown asked for during the canary window)",
             proc.log(),
         )
+
+    def test_under_wrk(self) -> None:
+        """
+        The flaky release under wrk (a new connection per request): rolled
+        back, not one socket error, and the 500s fewer than half of the
+        requests (the canary's share of the window, at most half of them).
+        """
+        from harness.wrk import Wrk, wrk_path
+
+        if wrk_path() is None:
+            raise SkipTest("wrk is not installed")
+        proc, port, folder = self.release("good")
+        proc.start()
+        old = wait_until(lambda: pid_of(port), what="the first generation")
+        (folder / "release").write_text("bad")
+        run = Wrk(f"http://127.0.0.1:{port}/flaky", 30, 2, folder / "wrk.log", close=True)
+        self.addCleanup(run.proc.kill)
+        time.sleep(0.5)
+        proc.signal(old, signal.SIGUSR1)
+        wait_until(lambda: "restart rolled back" in proc.log(), what="the rollback")
+        time.sleep(0.5)
+        run.stop()
+        result = run.result()
+        assert result is not None, "wrk gave no result"
+        errors = {k: result[k] for k in ("connect", "read", "write", "timeout")}
+        self.assertEqual(errors, dict.fromkeys(errors, 0))
+        self.assertGreater(result["status"], 0)
+        self.assertLess(result["status"], result["requests"] / 2)
+        self.assertEqual(pid_of(port), old)
