@@ -244,15 +244,19 @@ class Candidate:
     @ivar process: this process.
     @ivar accepting: whether it accepts yet.
     @ivar departure: its departure, once rolled back.
+    @ivar leaving: whether the process leaves already (shut down on its own).
     """
 
     process: ProcessCore
+    leaving: Callable[[], bool] = lambda: False
     accepting: bool = False
     departure: Departure | None = None
     _held: list[Any] = field(factory=list)
 
     @classmethod
-    def requested(cls, process: ProcessCore) -> Candidate | None:
+    def requested(
+        cls, process: ProcessCore, leaving: Callable[[], bool] = lambda: False
+    ) -> Candidate | None:
         """
         A candidate, holding its ports, if the old process asked for a
         canary; else L{None}.
@@ -260,7 +264,7 @@ class Candidate:
         asked = process.environ.pop(CANARY_VARIABLE, None) == "1"
         if not asked or not process.old_process.is_handoff:
             return None
-        candidate = cls(process)
+        candidate = cls(process, leaving)
         # The servers serve before the reactor first runs, and this comes
         # in its first turn (or after the apps' startup, while they hold
         # their ports anyway): no connection was accepted yet.
@@ -304,7 +308,7 @@ class Candidate:
         return first
 
     def _leave(self, reason: str) -> None:
-        if self.departure is not None:
+        if self.departure is not None or self.leaving():
             return
         process = self.process
         process.log.warn(

@@ -663,7 +663,7 @@ class SingleRole(HandoffRole):
     def _apps_started(self) -> None:
         if self.draining:
             return  # shut down while the apps started: nothing to report
-        self._candidate = Candidate.requested(self.process)
+        self._candidate = Candidate.requested(self.process, lambda: self.draining)
         if self._candidate is None:
             self.process.start_accepting(last_holder=True)
         self.serve()

@@ -296,6 +296,17 @@ class CandidateTests(_RuntimeCase):
         self.failureResultOf(self.runtime.restart(), RestartRefused)
         self.assertEqual(self.spawner.calls, [])
 
+    def test_a_rollback_while_it_shuts_down_changes_nothing(self) -> None:
+        """
+        Both got SIGTERM (systemd stops the whole unit): the old one's
+        rollback reaches a canary already leaving, which leaves once.
+        """
+        self.old.tell(CanaryStart())
+        self.runtime.shutdown()
+        self.old.tell(Rollback("shutdown asked for during the canary window"))
+        self.assertFalse(any("rolled back by the old generation" in line for line in self.log))
+        self.assertEqual(self.runtime.core.exited, True)
+
     def test_accepts_once_handed_over(self) -> None:
         self.old.accept(Accepted(restarts=1))
         self.assertTrue(self.port.reading)
