@@ -120,7 +120,8 @@ def judge(old: Counts, new: Counts, allowance: float, minimum: int = MIN_REQUEST
         f"{old.resets} reset, of {old.total})"
     )
     if new.total < minimum:
-        return CanaryVerdict(old, new, True, f"{ratios}: too few requests to judge (under {minimum})")
+        too_few = f"{ratios}: too few requests to judge (under {minimum})"
+        return CanaryVerdict(old, new, True, too_few)
     if new.ratio > old.ratio + allowance:
         return CanaryVerdict(old, new, False, f"{ratios}: more than {allowance:g} above it")
     return CanaryVerdict(old, new, True, f"{ratios}: within {allowance:g}")

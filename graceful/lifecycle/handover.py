@@ -349,7 +349,9 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         window = restart.window
         ratios = window.ratios if window is not None else None
         if window is not None and window.verdict is not None:
-            process.log.info("{pid}: canary passed: {reason}", pid=process.pid, reason=window.verdict.reason)
+            process.log.info(
+                "{pid}: canary passed: {reason}", pid=process.pid, reason=window.verdict.reason
+            )
         process.history.record(True, None, process.environment.now(), seconds, ratios)
         process.write_pidfile(new_pid)
         process.notifier.notify(mainpid=new_pid, ready=1)
@@ -410,20 +412,22 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         handover.after.append(lambda: restart.result.errback(failure))
 
     @pep614(Restarting.upon(HandoverInputs.canary_ready).to(Canary))
-    def serve_beside(inputs: HandoverInputs, handover: Handover, restart: Restart, new_pid: int) -> None:
+    def serve_beside(
+        inputs: HandoverInputs, handover: Handover, restart: Restart, new_pid: int
+    ) -> None:
         pass  # the Canary state's window opens once the transition is over
 
     @pep614(Canary.upon(HandoverInputs.canary_failed).to(Serving))
-    def roll_back(inputs: HandoverInputs, handover: Handover, restart: Restart, reason: str) -> None:
+    def roll_back(
+        inputs: HandoverInputs, handover: Handover, restart: Restart, reason: str
+    ) -> None:
         process = handover.process
         window = restart.window
         assert window is not None
         # Its set_graceful(False) ports are its own until it has drained; fed
         # as an effect, so that it runs after a transition under way.
-        window.roll_back(
-            reason,
-            gone=lambda: handover.feed(lambda _: handover.feeder.later(handover.served_by.restart_failed)),
-        )
+        reopen = handover.served_by.restart_failed
+        window.roll_back(reason, gone=lambda: handover.feed(lambda _: handover.feeder.later(reopen)))
         process.history.record(False, reason, process.environment.now(), None, window.ratios)
         process.log.error(
             "{pid}: restart rolled back, still serving: {reason}", pid=process.pid, reason=reason
