@@ -79,6 +79,7 @@ __all__ = [
     "restart",
     "server",
     "set_admin_socket",
+    "set_canary",
     "set_directory",
     "set_drain_spread",
     "set_drain_timeout",
@@ -236,6 +237,20 @@ def set_ready_timeout(seconds: float) -> None:
     How long a new process (or worker) may take to serve (default 15 s).
     """
     _process_runtime().settings.ready_timeout = _timeout("ready_timeout", seconds)
+
+
+def set_canary(seconds: float, max_error_ratio: float = 0.01) -> None:
+    """
+    Let each new generation serve beside the old one for C{seconds} first;
+    if its share of 5xx answers and reset connections exceeds the old one's
+    by more than C{max_error_ratio}, the restart rolls back (0: off).
+    """
+    from ._settings import check_canary
+
+    settings = _process_runtime().settings
+    settings.canary_seconds, settings.canary_max_error_ratio = check_canary(
+        seconds, max_error_ratio
+    )
 
 
 def set_pidfile(path: str | None) -> None:

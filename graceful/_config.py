@@ -27,6 +27,7 @@ from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
 from .process.runtime import Runtime, Settings
+from ._settings import check_canary
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -56,6 +57,8 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "pidfile": (str, "a file path"),
     "reload": (bool, "true or false"),
     "reload_dirs": (list, "a list of directory paths"),
+    "canary_seconds": ((int, float), "a number of seconds"),
+    "canary_max_error_ratio": ((int, float), "a number from 0 to 1"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -209,6 +212,13 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     settings.fd_store = table.get("fd_store", True)
     _command_settings(settings, table, base, path)
+    if "canary_seconds" in table or "canary_max_error_ratio" in table:
+        try:
+            settings.canary_seconds, settings.canary_max_error_ratio = check_canary(
+                table.get("canary_seconds", 0.0), table.get("canary_max_error_ratio", 0.01)
+            )
+        except ConfigError as e:
+            raise ConfigError(f"{path}: graceful.{e}")
     services = tuple(_strings(table.get("services", []), "graceful.services", path))
 
     servers_table = _table(data.get("servers", {}), "servers", path)

@@ -5,7 +5,11 @@ setters of the code API.
 
 from __future__ import annotations
 
+import math
+
 from attrs import define, field, frozen
+
+from ._errors import ConfigError
 
 DEFAULT_DRAIN_SPREAD = 5.0
 
@@ -90,6 +94,10 @@ class Settings:
     @ivar reload: C{graceful run} restarts when a file of the app changes.
     @ivar reload_dirs: what it watches besides the app's directory.
     @ivar tls: each server's L{TLSSettings}, by name, where not the defaults.
+    @ivar canary_seconds: seconds a new generation serves beside the old
+        one before it takes over (0: hand over at once).
+    @ivar canary_max_error_ratio: how far its 5xx share may exceed the old
+        one's in that window before the restart rolls back.
     """
 
     drain_timeout: float = 30.0
@@ -118,6 +126,8 @@ class Settings:
     reload: bool = False
     reload_dirs: list[str] = field(factory=list)
     tls: dict[str, TLSSettings] = field(factory=dict)
+    canary_seconds: float = 0.0
+    canary_max_error_ratio: float = 0.01
 
     @property
     def spread(self) -> float:
@@ -127,3 +137,18 @@ class Settings:
         if self.drain_spread is not None and self.drain_spread < self.drain_timeout:
             return self.drain_spread
         return min(DEFAULT_DRAIN_SPREAD, self.drain_timeout / 2)
+
+
+def check_canary(seconds: object, max_error_ratio: object) -> tuple[float, float]:
+    """
+    The canary settings as numbers, or a L{ConfigError} naming the one
+    that is wrong.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ConfigError(f"canary_seconds must be a number of seconds, not {seconds!r}")
+    if not 0 <= seconds < math.inf:  # also refuses nan
+        raise ConfigError(f"canary_seconds must be 0 (off) or more, not {seconds!r}")
+    ratio = max_error_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise ConfigError(f"canary_max_error_ratio must be from 0 to 1, not {ratio!r}")
+    return float(seconds), float(ratio)

@@ -278,20 +278,29 @@ class LastRestart:
     @ivar at: when it ended (Unix time); L{None} from a node too old to say.
     @ivar handoff_seconds: seconds from starting the new process to its
         ready; L{None} when it failed or the node does not say.
+    @ivar canary_old_error_ratio: with a canary window, the old generation's
+        share of 5xx answers and resets in it; L{None} without one.
+    @ivar canary_new_error_ratio: the new generation's.
     """
 
     ok: bool
     error: str | None = None
     at: float | None = None
     handoff_seconds: float | None = None
+    canary_old_error_ratio: float | None = None
+    canary_new_error_ratio: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "ok": self.ok,
             "error": self.error,
             "at": self.at,
             "handoff_seconds": self.handoff_seconds,
         }
+        if self.canary_new_error_ratio is not None:
+            data["canary_old_error_ratio"] = self.canary_old_error_ratio
+            data["canary_new_error_ratio"] = self.canary_new_error_ratio
+        return data
 
     @classmethod
     def from_json(cls, data: Any, where: str = "last_restart") -> Self:
@@ -302,6 +311,12 @@ class LastRestart:
             error=_optional(_str, data.get("error"), f"{at}error"),
             at=_optional(_float, data.get("at"), f"{at}at"),
             handoff_seconds=_optional(_float, data.get("handoff_seconds"), f"{at}handoff_seconds"),
+            canary_old_error_ratio=_optional(
+                _float, data.get("canary_old_error_ratio"), f"{at}canary_old_error_ratio"
+            ),
+            canary_new_error_ratio=_optional(
+                _float, data.get("canary_new_error_ratio"), f"{at}canary_new_error_ratio"
+            ),
         )
 
 

@@ -25,6 +25,8 @@ graceful_last_handoff_seconds          gauge    how long the last restart took, 
 graceful_last_restart_success          gauge    1 if the last restart worked, 0 if
                                                 it failed (absent before any)
 graceful_last_restart_timestamp_seconds gauge   when the last restart ended
+graceful_canary_error_ratio            gauge    the last canary window's share of 5xx
+  {generation}                                  answers and resets, old and new
 graceful_generation                    gauge    the generation of this process
 graceful_draining                      gauge    1 once the process drains
 graceful_restarting                    gauge    1 while a new process starts
@@ -182,6 +184,15 @@ def status_metrics(status: ProcessStatus) -> Iterator[Metric]:
     yield handoff
     yield success
     yield ended
+    canary = GaugeMetricFamily(
+        "graceful_canary_error_ratio",
+        "The last canary window's share of 5xx answers and resets, per generation.",
+        labels=["generation"],
+    )
+    if last is not None and last.canary_new_error_ratio is not None:
+        canary.add_metric(["old"], float(last.canary_old_error_ratio or 0.0))
+        canary.add_metric(["new"], float(last.canary_new_error_ratio))
+    yield canary
     yield GaugeMetricFamily(
         "graceful_generation", "The generation of this process.", value=status.generation
     )

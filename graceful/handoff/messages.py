@@ -28,11 +28,13 @@ class Ready:
 
     @ivar claimed: the names of the sockets a worker's config uses.
     @ivar workers: the C{workers} count a worker's config asks for.
+    @ivar canary: whether it holds its ports for a canary window, as asked.
     """
 
     kind: ClassVar[str] = "ready"
     claimed: list[str] | None = None
     workers: int | None = None
+    canary: bool | None = None
 
 
 @frozen
@@ -87,6 +89,8 @@ class Accepted:
     at: float | None = None
     restarts: int = 0
     failed_restarts: int = 0
+    canary_old_error_ratio: float | None = None
+    canary_new_error_ratio: float | None = None
 
 
 @frozen
@@ -170,8 +174,71 @@ class Retire:
     kind: ClassVar[str] = "retire"
 
 
+@frozen
+class CanaryStart:
+    """
+    Old process -> new one, which holds its ports after its ready: accept
+    beside me, and count your answers.
+    """
+
+    kind: ClassVar[str] = "canary"
+
+
+@frozen
+class CountsRequest:
+    """
+    Old process -> new one: the canary window is over; say your counts.
+    """
+
+    kind: ClassVar[str] = "count"
+
+
+@frozen
+class CanaryCounts:
+    """
+    New process -> old one: what it answered since it began accepting.
+
+    @ivar responses: responses sent.
+    @ivar errors: those with a 5xx status.
+    @ivar resets: connections lost with a request unanswered.
+    """
+
+    kind: ClassVar[str] = "counts"
+    responses: int = 0
+    errors: int = 0
+    resets: int = 0
+
+
+@frozen
+class Rollback:
+    """
+    Old process -> new one: the canary failed (or we shut down); stop
+    accepting, drain and exit, as an old generation leaves.
+
+    @ivar reason: why, for the new process's log.
+    """
+
+    kind: ClassVar[str] = "rollback"
+    reason: str = ""
+
+
 Message = Union[
-    Ready, Started, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
+    Ready,
+    Started,
+    SlotServes,
+    Error,
+    Accepted,
+    Released,
+    Need,
+    Status,
+    Group,
+    RestartRequest,
+    ShutdownRequest,
+    Retire,
+    CanaryStart,
+    CountsRequest,
+    CanaryCounts,
+    Rollback,
 ]
 
 _KINDS: dict[str, type[Any]] = {
@@ -189,6 +256,10 @@ _KINDS: dict[str, type[Any]] = {
         RestartRequest,
         ShutdownRequest,
         Retire,
+        CanaryStart,
+        CountsRequest,
+        CanaryCounts,
+        Rollback,
     )
 }
 

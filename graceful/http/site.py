@@ -218,6 +218,8 @@ class DrainableChannel(HTTPChannel):
             self.drain()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.requests:
+            self.site.resets += 1  # lost with a request unanswered
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
@@ -371,6 +373,8 @@ class DrainingSite(Site):
 
     @ivar server_name: the graceful server this site serves, for log lines.
     @ivar requests_served: requests received since the process started.
+    @ivar responses: responses finished, of which C{server_errors} were 5xx.
+    @ivar resets: connections lost with a request unanswered.
     @ivar taken: connections a protocol took from their channel (autobahn's
         WebSockets), tracked until they are lost.
     @ivar streams: the requests that asked to hear of the drain.
@@ -399,6 +403,7 @@ class DrainingSite(Site):
         self.server_name = server_name
         self.channels: set[Connection] = set()
         self.requests_served = 0
+        self.responses = self.server_errors = self.resets = 0
         self.draining = False
         self.idle_grace = idle_grace
         self._access_log = access_log
@@ -443,6 +448,11 @@ class DrainingSite(Site):
         return sum(len(channel.requests) for channel in self.channels)
 
     def log(self, request: Request) -> None:
+        # Every finished response passes here: a canary restart compares
+        # the generations' 5xx shares from these counts.
+        self.responses += 1
+        if request.code >= 500:
+            self.server_errors += 1
         if self._access_log is not None:
             self._access_log(combinedLogFormatter(self._logDateTime, request))
 

@@ -52,12 +52,24 @@ class RestartHistory:
     failed_restarts: int = 0
     last: LastRestart | None = None
 
-    def record(self, ok: bool, error: str | None, at: float, seconds: float | None) -> None:
+    def record(
+        self,
+        ok: bool,
+        error: str | None,
+        at: float,
+        seconds: float | None,
+        canary: tuple[float, float] | None = None,
+    ) -> None:
+        """
+        A restart ended; C{canary}: the old and new generations' error
+        ratios in its canary window, if it had one.
+        """
         if ok:
             self.restarts += 1
         else:
             self.failed_restarts += 1
-        self.last = LastRestart(ok, error, at, seconds)
+        old, new = canary if canary is not None else (None, None)
+        self.last = LastRestart(ok, error, at, seconds, old, new)
 
     def took_over(self, accepted: Accepted, now: float) -> None:
         """
@@ -66,7 +78,12 @@ class RestartHistory:
         self.restarts = accepted.restarts
         self.failed_restarts = accepted.failed_restarts
         self.last = LastRestart(
-            True, None, accepted.at if accepted.at is not None else now, accepted.handoff_seconds
+            True,
+            None,
+            accepted.at if accepted.at is not None else now,
+            accepted.handoff_seconds,
+            accepted.canary_old_error_ratio,
+            accepted.canary_new_error_ratio,
         )
 
 

@@ -5,6 +5,8 @@ socket over to it: one that serves alone, or a master with its workers.
 
     Serving --restart--> Restarting(new process) --ready--> HandingOver(departure)
                                                  --failed--> Serving
+    Restarting --canary_ready--> Canary(restart) --canary_passed--> HandingOver
+                                                 --canary_failed--> Serving
     Serving | Restarting --shutdown--> Leaving(departure)
 
 What the process serves with (its own sites, or its workers) is a
@@ -20,6 +22,7 @@ from automat import TypeMachineBuilder, pep614
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from .canary import CANARY_VARIABLE, Candidate, CanaryWindow
 from .core import ProcessCore
 from .departure import Departure
 from .verification import start_verified
@@ -28,7 +31,7 @@ from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
 from ..handoff.pipes import ListeningSocket
 from ..handoff.fd_store import FdStore
-from ..handoff.messages import Accepted, Message, Released
+from ..handoff.messages import Accepted, Message, Ready, Released
 from .._status import DrainStatus, ProcessStatus
 
 
@@ -118,6 +121,15 @@ class HandoverInputs(Protocol):
     def failed(self, failure: Failure) -> None:
         "The new process did not come up."
 
+    def canary_ready(self, new_pid: int) -> None:
+        "The new process serves, holding its ports for a canary window."
+
+    def canary_passed(self, new_pid: int) -> None:
+        "The canary window went well: hand over."
+
+    def canary_failed(self, reason: str) -> None:
+        "The canary window went badly: roll back."
+
     def state(self) -> Restart | Departing | None:
         "What is under way: a restart, a departure, or nothing."
 
@@ -131,11 +143,16 @@ class Handover:
     @ivar served_by: what it serves with.
     @ivar feeder: feeds inputs from outside (a Deferred's callback) and runs
         the effects the outside sees once a transition is over.
+    @ivar current: the last restart begun.
+    @ivar last_words: what must reach the new process before a shutdown
+        ends this one (its result is waited for).
     """
 
     process: ProcessCore
     served_by: ServedBy
     feeder: Feeder[HandoverInputs] = field(factory=Feeder)
+    current: Restart | None = None
+    last_words: Callable[[], Deferred[None] | None] = lambda: None
 
     def feed(self, fire: Callable[[HandoverInputs], None]) -> None:
         self.feeder.feed(fire)
@@ -157,18 +174,23 @@ class Restart:
     @ivar result: fires with the new pid, or fails.
     @ivar began: the reactor's time it began.
     @ivar new_process: the process it started, once started.
+    @ivar canary_seconds: its canary window (0: none).
+    @ivar window: the canary window, once open.
     """
 
     result: Deferred[int]
     began: float
     new_process: ChildProcess | None = None
+    canary_seconds: float = 0.0
+    window: CanaryWindow | None = None
 
 
 def _start_restart(
     inputs: HandoverInputs, handover: Handover, executable: str | None, result: Deferred[int]
 ) -> Restart:
     process = handover.process
-    restart = Restart(result, process.reactor.seconds())
+    restart = handover.current = Restart(result, process.reactor.seconds())
+    restart.canary_seconds = _canary_seconds(handover)
     process.notify_reloading()
     sockets = handover.served_by.passed_sockets()
     handover.served_by.spawning()
@@ -181,7 +203,7 @@ def _start_restart(
             cwd=process.settings.directory or process.cwd,
             sockets=sockets,
             generation=process.generation + 1,
-            extra_environ={},
+            extra_environ={CANARY_VARIABLE: "1" if restart.canary_seconds else "0"},
             ready_timeout=process.settings.ready_timeout,
             forward_stderr=process.forward_stderr,
         )
@@ -190,10 +212,43 @@ def _start_restart(
         process.reactor.callLater(0, handover.feed, lambda i: i.failed(failure))
         return restart
     restart.new_process.on_message = handover.served_by.successor_says
+    new_process = restart.new_process
     restart.new_process.ready.addCallbacks(
-        lambda pid: handover.feed(lambda i: i.ready(pid)),
+        lambda pid: handover.feed(
+            # A new process of a release without canaries says nothing of it.
+            lambda i: i.canary_ready(pid)
+            if restart.canary_seconds and new_process.ready_facts.canary
+            else i.ready(pid)
+        ),
         lambda failure: handover.feed(lambda i: i.failed(failure)),
     )
+    return restart
+
+
+def _canary_seconds(handover: Handover) -> float:
+    seconds = handover.process.settings.canary_seconds
+    if seconds and not isinstance(handover.served_by, Sites):
+        handover.process.log.warn(
+            "{pid}: canary_seconds is not supported with workers yet; restarting without",
+            pid=handover.process.pid,
+        )
+        return 0.0
+    return seconds
+
+
+def _open_canary(inputs: HandoverInputs, handover: Handover, new_pid: int) -> Restart:
+    restart = handover.current
+    assert restart is not None and restart.new_process is not None
+    process = handover.process
+    restart.window = CanaryWindow(
+        process,
+        restart.new_process,
+        restart.canary_seconds,
+        process.settings.canary_max_error_ratio,
+        passed=lambda: handover.feed(lambda i: i.canary_passed(new_pid)),
+        failed=lambda reason: handover.feed(lambda i: i.canary_failed(reason)),
+    )
+    handover.after.append(restart.window.open)
     return restart
 
 
@@ -226,7 +281,8 @@ def _shutdown_departure(inputs: HandoverInputs, handover: Handover) -> Departing
     process.log.info("{pid}: server shutting down", pid=process.pid)
     process.notifier.notify(stopping=1)
     departure = handover.served_by.departure("shutdown", final=True, handed_over=False)
-    handover.after.append(departure.start)
+    # last_words is read once the transition (which may set it) is over.
+    handover.after.append(lambda: departure.start(lambda: handover.last_words()))
     return departure
 
 
@@ -255,6 +311,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
     machine = TypeMachineBuilder(HandoverInputs, Handover)
     Serving = machine.state("Serving")
     Restarting = machine.state("Restarting", _start_restart)
+    Canary = machine.state("Canary", _open_canary)
     HandingOver = machine.state("HandingOver", _handover_departure)
     Leaving = machine.state("Leaving", _shutdown_departure)
 
@@ -264,6 +321,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
     Leaving.upon(HandoverInputs.shutdown).loop().returns(None)
 
     @pep614(Restarting.upon(HandoverInputs.restart).loop())
+    @pep614(Canary.upon(HandoverInputs.restart).loop())
     def already(
         inputs: HandoverInputs,
         handover: Handover,
@@ -285,10 +343,17 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         handover.refuse(result, "shutting down")
 
     @pep614(Restarting.upon(HandoverInputs.ready).to(HandingOver))
+    @pep614(Canary.upon(HandoverInputs.canary_passed).to(HandingOver))
     def hand_over(inputs: HandoverInputs, handover: Handover, restart: Restart, new_pid: int) -> None:
         process = handover.process
         seconds = process.reactor.seconds() - restart.began
-        process.history.record(True, None, process.environment.now(), seconds)
+        window = restart.window
+        ratios = window.ratios if window is not None else None
+        if window is not None and window.verdict is not None:
+            process.log.info(
+                "{pid}: canary passed: {reason}", pid=process.pid, reason=window.verdict.reason
+            )
+        process.history.record(True, None, process.environment.now(), seconds, ratios)
         process.write_pidfile(new_pid)
         process.notifier.notify(mainpid=new_pid, ready=1)
         process.log.info(
@@ -308,6 +373,8 @@ def _build() -> Callable[[Handover], HandoverInputs]:
                 at=process.environment.now(),
                 restarts=process.history.restarts,
                 failed_restarts=process.history.failed_restarts,
+                canary_old_error_ratio=ratios[0] if ratios else None,
+                canary_new_error_ratio=ratios[1] if ratios else None,
             )
         )
         now = process.environment.now
@@ -345,6 +412,47 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         handover.after.append(handover.served_by.restart_failed)
         handover.after.append(lambda: restart.result.errback(failure))
 
+    @pep614(Restarting.upon(HandoverInputs.canary_ready).to(Canary))
+    def serve_beside(
+        inputs: HandoverInputs, handover: Handover, restart: Restart, new_pid: int
+    ) -> None:
+        pass  # the Canary state's window opens once the transition is over
+
+    @pep614(Canary.upon(HandoverInputs.canary_failed).to(Serving))
+    def roll_back(
+        inputs: HandoverInputs, handover: Handover, restart: Restart, reason: str
+    ) -> None:
+        process = handover.process
+        window = restart.window
+        assert window is not None
+        # Its set_graceful(False) ports are its own until it has drained; fed
+        # as an effect, so that it runs after a transition under way.
+        reopen = handover.served_by.restart_failed
+        window.roll_back(reason, gone=lambda: handover.feed(lambda _: handover.feeder.later(reopen)))
+        process.history.record(False, reason, process.environment.now(), None, window.ratios)
+        process.log.error(
+            "{pid}: restart rolled back, still serving: {reason}", pid=process.pid, reason=reason
+        )
+        process.notifier.notify(ready=1, status="restart rolled back: " + reason)
+        handover.after.append(lambda: restart.result.errback(RestartFailed(reason)))
+
+    @pep614(Canary.upon(HandoverInputs.shutdown).to(Leaving))
+    def leave_both(inputs: HandoverInputs, handover: Handover, restart: Restart) -> None:
+        # Both generations drain: the old one as it shuts down, the new one
+        # as an old one hands over.
+        reason = "shutdown asked for during the canary window"
+        assert restart.window is not None and restart.new_process is not None
+        restart.window.roll_back(reason)
+        # The rollback is flushed, with the pipe closed, before we exit: a
+        # pipe that closes without it reads as our death, and the canary
+        # would take over (measured: it did, every time, without this).
+        successor, now = restart.new_process, handover.process.environment.now
+        handover.last_words = lambda: successor.release(now())
+        handover.process.history.record(
+            False, reason, handover.process.environment.now(), None, restart.window.ratios
+        )
+        handover.after.append(lambda: restart.result.errback(RestartFailed(reason)))
+
     @pep614(Restarting.upon(HandoverInputs.shutdown).to(Leaving))
     def abandon(inputs: HandoverInputs, handover: Handover, restart: Restart) -> None:
         if restart.new_process is not None:
@@ -367,9 +475,22 @@ def _build() -> Callable[[Handover], HandoverInputs]:
 
     @pep614(Leaving.upon(HandoverInputs.ready).loop())
     @pep614(HandingOver.upon(HandoverInputs.ready).loop())
+    @pep614(Leaving.upon(HandoverInputs.canary_ready).loop())
+    @pep614(Leaving.upon(HandoverInputs.canary_passed).loop())
     def ready_while_leaving(
         inputs: HandoverInputs, handover: Handover, departure: Departing, new_pid: int
     ) -> None:
+        pass
+
+    @pep614(Leaving.upon(HandoverInputs.canary_failed).loop())
+    @pep614(HandingOver.upon(HandoverInputs.canary_failed).loop())
+    def judged_while_leaving(
+        inputs: HandoverInputs, handover: Handover, departure: Departing, reason: str
+    ) -> None:
+        pass
+
+    @pep614(Serving.upon(HandoverInputs.canary_failed).loop())
+    def failed_while_serving(inputs: HandoverInputs, handover: Handover, reason: str) -> None:
         pass
 
     @pep614(Serving.upon(HandoverInputs.state).loop())
@@ -377,6 +498,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         return None
 
     @pep614(Restarting.upon(HandoverInputs.state).loop())
+    @pep614(Canary.upon(HandoverInputs.state).loop())
     def restarting(inputs: HandoverInputs, handover: Handover, restart: Restart) -> Restart:
         return restart
 
@@ -408,30 +530,50 @@ class HandoffRole:
         self._handover = Handover(process, served_by)
         self._inputs = self._handover.feeder.inputs = _machine(self._handover)
         self._feed = self._handover.feed
+        self._candidate: Candidate | None = None
 
     def serve(self) -> None:
         """
         Everything serves: say so, to the old generation or to the
         supervisor, and start the services once the old generation's have
-        stopped.
+        stopped.  A canary candidate holds its ports until told, and keeps
+        the pipe open to report its counts.
         """
-        process = self.process
+        process, candidate = self.process, self._candidate
         if process.old_process.is_handoff:
-            process.old_process.report_ready()
+            facts = Ready(canary=True) if candidate else Ready()
+            process.old_process.report_ready(facts, keep_open=candidate is not None)
         else:
             process.announce_serving(process.pid)
+        took_over: Callable[[Accepted], None] = self._took_over
+        gone: Callable[[bool], None] = self._old_generation_gone
+        if candidate is not None:
+            took_over, gone = candidate.accepting_first(took_over), candidate.accepting_first(gone)
         process.old_process.listen(
-            process.reactor, self._took_over, on_gone=self._old_generation_gone
+            process.reactor,
+            took_over,
+            on_message=candidate.heard if candidate else lambda message: None,
+            on_gone=gone,
         ).addCallback(self._released)
 
     def restart(self, executable: str | None) -> Deferred[int]:
         result: Deferred[int] = Deferred()
+        if self._candidate is not None and not self.process.succeeded.happened:
+            # A canary, until the old generation hands over (or rolls it back).
+            self._handover.refuse(result, "a restart is already running")
+            self._feed(lambda inputs: None)  # runs the refusal
+            return result
         self._feed(lambda inputs: inputs.restart(executable, result))
         return result
 
     def shutdown(self) -> Deferred[None]:
-        self._feed(lambda inputs: inputs.shutdown())
+        if not self._rolled_back():
+            self._feed(lambda inputs: inputs.shutdown())
         return self.process.when_exited()
+
+    def _rolled_back(self) -> Departing | None:
+        "A canary's departure, once the old generation rolled it back."
+        return self._candidate.departure if self._candidate is not None else None
 
     leave = shutdown
 
@@ -440,16 +582,21 @@ class HandoffRole:
 
     @property
     def draining(self) -> bool:
-        state = self._inputs.state()
-        return state is not None and not isinstance(state, Restart)
+        return self._departing() is not None
 
     @property
     def restarting(self) -> bool:
         return isinstance(self._inputs.state(), Restart)
 
     def drain_progress(self) -> DrainStatus | None:
+        departing = self._departing()
+        return departing.progress() if departing is not None else None
+
+    def _departing(self) -> Departing | None:
         state = self._inputs.state()
-        return None if state is None or isinstance(state, Restart) else state.progress()
+        if state is None or isinstance(state, Restart):
+            return self._rolled_back()
+        return state
 
     # -- the old generation -----------------------------------------------
 
@@ -521,7 +668,9 @@ class SingleRole(HandoffRole):
     def _apps_started(self) -> None:
         if self.draining:
             return  # shut down while the apps started: nothing to report
-        self.process.start_accepting(last_holder=True)
+        self._candidate = Candidate.requested(self.process, lambda: self.draining)
+        if self._candidate is None:
+            self.process.start_accepting(last_holder=True)
         self.serve()
 
     def status(self) -> ProcessStatus:

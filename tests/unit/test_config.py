@@ -116,6 +116,22 @@ class BadConfigTests(_ConfigDirectory):
             "[graceful]\ndrain_timout = 3\n" + MINIMAL_SERVER, "graceful.drain_timout"
         )
 
+    def test_canary_settings(self) -> None:
+        self.assertConfigError(
+            "[graceful]\ncanary_seconds = -1\n" + MINIMAL_SERVER,
+            str(self.config_path),
+            "graceful.canary_seconds must be 0 (off) or more",
+        )
+        self.assertConfigError(
+            "[graceful]\ncanary_seconds = 30\ncanary_max_error_ratio = 2\n" + MINIMAL_SERVER,
+            "graceful.canary_max_error_ratio must be from 0 to 1",
+        )
+        self.assertConfigError(
+            '[graceful]\ncanary_seconds = "30"\n' + MINIMAL_SERVER, "graceful.canary_seconds"
+        )
+        settings = self.load("[graceful]\ncanary_seconds = 2\n" + MINIMAL_SERVER).settings
+        self.assertEqual((settings.canary_seconds, settings.canary_max_error_ratio), (2.0, 0.01))
+
     def test_unknown_server_key(self) -> None:
         self.assertConfigError(MINIMAL_SERVER + "prots = [1]\n", "servers.s1.prots")
 

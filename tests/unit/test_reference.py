@@ -421,7 +421,7 @@ def _every_metric() -> dict[str, tuple[str, frozenset[str]]]:
         role="master",
         draining=True,
         drain=DrainStatus("restart", 1.0, 5.0, 30.0, 1),
-        last_restart=LastRestart(True, None, 1.0, 0.3),
+        last_restart=LastRestart(True, None, 1.0, 0.3, 0.0, 0.004),
         workers=(WorkerStatus(100, 0, 2, ready=True, rss_mib=10.0, last_heartbeat=0.1),),
         last_replaced_reason={0: "roll"},
         worker_replacements={"roll": 1},

@@ -41,10 +41,13 @@ class App(Resource):
         super().__init__()
         self.pending: list[Request] = []
 
+    status = 200
+
     def render_GET(self, request: Request) -> bytes | int:
         if request.path == b"/slow":
             self.pending.append(request)
             return NOT_DONE_YET
+        request.setResponseCode(self.status)
         return b"fast"
 
     # What users lose on a reused connection are non-idempotent requests.
@@ -367,6 +370,21 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(len(self.access), 2)
         self.assertIn('"GET /fast HTTP/1.1" 200 4', self.access[0])
         self.assertIn('"GET /other?x=1 HTTP/1.1" 200', self.access[1])
+
+    def test_counts_responses_5xx_and_resets(self) -> None:
+        """
+        What a canary window compares: finished responses, those with a 5xx
+        status, and connections lost with a request unanswered.
+        """
+        self.app.status = 503
+        connection = self.connect()
+        connection.request("/fast")
+        self.app.status = 200
+        connection.request("/fast")
+        lost = self.connect()
+        lost.request("/slow")
+        lost.lose()
+        self.assertEqual((self.site.responses, self.site.server_errors, self.site.resets), (2, 1, 1))
 
     def test_own_address_asked_once_per_connection(self) -> None:
         """
