@@ -79,6 +79,8 @@ class Accepted:
     @ivar at: wall-clock time of the handoff.
     @ivar restarts: restarts so far, this one included.
     @ivar failed_restarts: failed restarts so far.
+    @ivar history: the restart history (L{graceful._history.RestartLog} in
+        JSON), this restart last; the new process carries it on.
     """
 
     kind: ClassVar[str] = "accepted"
@@ -86,6 +88,7 @@ class Accepted:
     at: float | None = None
     restarts: int = 0
     failed_restarts: int = 0
+    history: list[dict[str, Any]] | None = None
 
 
 @frozen
@@ -133,10 +136,13 @@ class Group:
     Master -> worker: the whole group's status, for the worker's admin page.
 
     @ivar status: the group's status.
+    @ivar history: the master's restart history, in JSON (its
+        C{GET history}, which a worker answers).
     """
 
     kind: ClassVar[str] = "group"
     status: ProcessStatus
+    history: list[dict[str, Any]] | None = None
 
 
 @frozen
@@ -203,6 +209,8 @@ def encode(message: Message) -> bytes:
         fields: dict[str, Any] = {"specs": [_spec_json(spec) for spec in message.specs]}
     elif isinstance(message, (Status, Group)):
         fields = {"status": message.status.to_json()}
+        if isinstance(message, Group) and message.history is not None:
+            fields["history"] = message.history
     else:
         # Fields left unset are left out: a reader takes the default.
         fields = {k: v for k, v in asdict(message).items() if v is not None}
@@ -226,7 +234,11 @@ def decode(line: str) -> Message | None:
             return Need([_spec_of(raw) for raw in fields.get("specs", [])])
         if cls in _STATUS_KINDS:
             # StatusError, a ValueError, for a status of the wrong shape.
-            return cls(ProcessStatus.from_json(fields.get("status", fields)))
+            status = ProcessStatus.from_json(fields.get("status", fields))
+            history = fields.get("history")
+            if cls is Group and isinstance(history, list):
+                return Group(status, history)
+            return cls(status)
         known = {name: value for name, value in fields.items() if name in _names(cls)}
         return cls(**known)
     except (TypeError, ValueError, KeyError):

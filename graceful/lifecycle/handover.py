@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from .core import ProcessCore
 from .departure import Departure
+from . import restart_log
 from .verification import start_verified
 from .._errors import ConfigError, RestartRefused
 from .._feeding import Feeder
@@ -169,6 +170,7 @@ def _start_restart(
     process = handover.process
     restart = Restart(result, process.reactor.seconds())
     process.notify_reloading()
+    restart_log.began(process)
     sockets = handover.served_by.passed_sockets()
     handover.served_by.spawning()
     try:
@@ -188,6 +190,7 @@ def _start_restart(
         failure = Failure(RestartFailed(f"cannot start new process: {e}"))
         process.reactor.callLater(0, handover.feed, lambda i: i.failed(failure))
         return restart
+    restart_log.spawned(process, restart.new_process.pid)
     restart.new_process.on_message = handover.served_by.successor_says
     restart.new_process.ready.addCallbacks(
         lambda pid: handover.feed(lambda i: i.ready(pid)),
@@ -288,6 +291,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         process = handover.process
         seconds = process.reactor.seconds() - restart.began
         process.history.record(True, None, process.environment.now(), seconds)
+        restart_log.ready(process, new_pid)
         process.write_pidfile(new_pid)
         process.notifier.notify(mainpid=new_pid, ready=1)
         process.log.info(
@@ -307,6 +311,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
                 at=process.environment.now(),
                 restarts=process.history.restarts,
                 failed_restarts=process.history.failed_restarts,
+                history=restart_log.passed_on(process),
             )
         )
         now = process.environment.now
@@ -330,6 +335,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
         process.history.record(False, reason, process.environment.now(), None)
+        restart_log.failed(process, reason)
         process.log.error(
             "{pid}: restart failed, still serving: {reason}", pid=process.pid, reason=reason
         )
@@ -363,6 +369,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
         handover.process.history.record(False, reason, handover.process.environment.now(), None)
+        restart_log.failed(handover.process, reason)
 
     @pep614(Leaving.upon(HandoverInputs.ready).loop())
     @pep614(HandingOver.upon(HandoverInputs.ready).loop())
@@ -454,9 +461,12 @@ class HandoffRole:
 
     def _took_over(self, accepted: Accepted) -> None:
         self.process.history.took_over(accepted, self.process.environment.now())
+        restart_log.took_over(self.process, accepted)
         self.process.claim_pidfile()
 
     def _released(self, released: Released) -> None:
+        if released.at is not None:  # a release, not the pipe's close
+            restart_log.released(self.process, released)
         if not self.draining:
             self.process.succeeded.happen()
             self.served_by.released(released)
@@ -487,6 +497,7 @@ class HandoffRole:
         if released or self.draining:
             return
         process = self.process
+        restart_log.old_gone(process)
         process.log.warn(
             "{pid}: previous generation {old} is gone; taking over",
             pid=process.pid,

@@ -31,6 +31,8 @@ from ..handoff.messages import (
     ShutdownRequest,
     Status,
 )
+from .._history import RestartLog
+from .._status import StatusError
 from .._sockets import ListenSpec
 from .._status import ProcessStatus
 
@@ -266,6 +268,11 @@ class WorkerRole:
             self.leave()
         elif isinstance(message, Group):
             self.group_status = message.status
+            if message.history is not None:
+                try:
+                    self.process.history.log = RestartLog.from_json(message.history)
+                except StatusError:
+                    pass  # the next push may be readable; meanwhile the last one stays
 
     def _released(self, released: Released) -> None:
         if not self.draining:

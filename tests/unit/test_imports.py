@@ -33,7 +33,7 @@ import graceful
 PACKAGE = Path(graceful.__file__).parent
 
 #: The top-level modules everything stands on.
-LEAVES = {"_errors", "_event", "_feeding", "_logging", "_settings", "_sockets", "_status"}
+LEAVES = {"_errors", "_event", "_feeding", "_history", "_logging", "_settings", "_sockets", "_status"}
 #: The top-level modules that stand on everything: how a user gets in.
 ENTRY_POINTS = {"__init__", "__main__", "_cli", "_config", "_plugin", "_process", "testing"}
 
