@@ -158,6 +158,19 @@ class RestartRequest:
 
 
 @frozen
+class WorkersRequest:
+    """
+    Worker -> master: keep this many workers (asked on the worker's admin
+    page).
+
+    @ivar count: the count.
+    """
+
+    kind: ClassVar[str] = "workers"
+    count: int = 0
+
+
+@frozen
 class ShutdownRequest:
     """
     Worker -> master: shut the group down.
@@ -176,7 +189,8 @@ class Retire:
 
 
 Message = Union[
-    Ready, Started, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire
+    Ready, Started, SlotServes, Error, Accepted, Released, Need, Status, Group, RestartRequest, ShutdownRequest, Retire,
+    WorkersRequest,
 ]
 
 _KINDS: dict[str, type[Any]] = {
@@ -194,6 +208,7 @@ _KINDS: dict[str, type[Any]] = {
         RestartRequest,
         ShutdownRequest,
         Retire,
+        WorkersRequest,
     )
 }
 

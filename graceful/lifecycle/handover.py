@@ -23,7 +23,7 @@ from .core import ProcessCore
 from .departure import Departure
 from . import restart_log
 from .verification import start_verified
-from .._errors import ConfigError, RestartRefused
+from .._errors import ConfigError, RestartRefused, WorkerCountRefused
 from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
 from ..handoff.pipes import ListeningSocket
@@ -537,4 +537,9 @@ class SingleRole(HandoffRole):
     def status(self) -> ProcessStatus:
         return self.process.own_status(
             self.name, self.draining, self.restarting, self.drain_progress()
+        )
+
+    def set_workers(self, count: int | None, step: int = 0, why: str = "") -> int:
+        raise WorkerCountRefused(
+            404, "this process serves alone (workers = 1): it has no workers to change"
         )

@@ -30,7 +30,9 @@ from ..handoff.messages import (
     Retire,
     ShutdownRequest,
     Status,
+    WorkersRequest,
 )
+from .._errors import WorkerCountRefused
 from .._history import RestartLog
 from .._status import StatusError
 from .._sockets import ListenSpec
@@ -201,6 +203,16 @@ class WorkerRole:
     def shutdown(self) -> Deferred[None]:
         self.process.old_process.send(ShutdownRequest())
         return succeed(None)
+
+    def set_workers(self, count: int | None, step: int = 0, why: str = "") -> int:
+        # The master keeps the count: a signal goes to it, a request is
+        # passed on (and checked again there).
+        if count is None:
+            raise WorkerCountRefused(404, "a worker has no workers: signal the master")
+        if self.restarting:
+            raise WorkerCountRefused(409, "a restart is running")
+        self.process.old_process.send(WorkersRequest(count))
+        return count
 
     def leave(self) -> Deferred[None]:
         """

@@ -23,6 +23,7 @@ from graceful.handoff.messages import (
     Status,
     decode,
     encode,
+    WorkersRequest,
 )
 from graceful._sockets import ListenSpec
 from graceful._status import PortStatus, ProcessStatus, ServerStatus, WorkerStatus
@@ -52,6 +53,7 @@ class RoundTripTests(SynchronousTestCase):
                 )
             ),
             Group(ProcessStatus(pid=4, generation=2, servers=()), [{"generation": 2}]),
+            WorkersRequest(3),
             RestartRequest("/srv/app/current/app"),
             RestartRequest(),
             ShutdownRequest(),

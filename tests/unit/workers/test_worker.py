@@ -84,7 +84,9 @@ class WorkerMasterGoneTests(_RuntimeCase):
 
     def test_sigterm_alone_drains_as_shutdown(self) -> None:
         self.runtime.serving_started()
-        self.runtime._shutdown_signalled()
+        self.runtime.install_signal_handlers()
+        self.environment.handlers[signal.SIGTERM]()
+        self.reactor.advance(0)
         self.assertEqual(self.worker_status()["drain"]["reason"], "shutdown")
 
     def test_master_died_before_the_signal_was_armed(self) -> None:
