@@ -157,6 +157,10 @@ class AdminClient(Protocol):
 
     def shutdown(self, node: str) -> None: ...
 
+    def history(self, node: str) -> Any: ...
+
+    def workers(self, node: str, count: int) -> Any: ...
+
 
 class HttpAdminClient:
     """
@@ -187,12 +191,23 @@ class HttpAdminClient:
     def shutdown(self, node: str) -> None:
         self._request(node, "POST", "shutdown")
 
-    def _request(self, node: str, method: str, page: str) -> Any:
+    def history(self, node: str) -> Any:
+        return self._request(node, "GET", "history")
+
+    def workers(self, node: str, count: int) -> Any:
+        return self._request(node, "POST", "workers", {"count": str(count)})
+
+    def _request(
+        self, node: str, method: str, page: str, form: dict[str, str] | None = None
+    ) -> Any:
         url = f"{node}/{page}"
         headers = {"Accept": "application/json", "User-Agent": "graceful-ctl"}
         if self.token and not node.startswith("unix:"):
             headers["Authorization"] = f"Bearer {self.token}"
         data = b"" if method == "POST" else None
+        if form:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         if node.startswith("unix:"):
             body, content_type = self._unix_request(node, method, page, headers, data)
             return _json_of(node, method, page, body, content_type)
@@ -309,6 +324,8 @@ def _error_of(error: urllib.error.HTTPError) -> str:
 
 def _explain_http_error(method: str, page: str, code: int, message: str) -> str:
     said = f": {message}" if message else ""
+    if page == "workers" and message and code in (400, 404, 409):
+        return f"refused ({code}): {message}"
     if code == 401:
         return f"wrong or missing token (401 Unauthorized{said})"
     if code == 403:
@@ -699,9 +716,13 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "command",
-        choices=("status", "list", "restart", "shutdown"),
+        choices=("status", "list", "restart", "shutdown", "history", "workers"),
         help="status: one line per node; list: servers and ports; "
-        "restart: rolling, one node at a time; shutdown: graceful, every node",
+        "restart: rolling, one node at a time; shutdown: graceful, every node; "
+        "history: the last restarts, one line each; workers N: keep N workers",
+    )
+    parser.add_argument(
+        "count", nargs="?", type=_worker_count, help="workers: how many (a master's)"
     )
     parser.add_argument(
         "--node",
@@ -769,6 +790,16 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         "--insecure", action="store_true", help="https:// nodes: do not check certificates"
     )
     return parser.parse_args(argv)
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a worker count is 1 or more, not {count}")
+    return count
 
 
 def _positive(text: str) -> float:
@@ -917,6 +948,8 @@ def run(
     Carry out C{arguments.command}; the exit status.
     """
     command = arguments.command
+    if command in ("history", "workers"):
+        return run_operation(arguments, client, nodes, out, err)
     if command in ("status", "list"):
         results = ask_all(client, nodes)
         if arguments.json:
@@ -954,6 +987,19 @@ def run(
         else:
             out.write(f"{node}: shutting down\n")
     return status
+
+
+def run_operation(
+    arguments: argparse.Namespace, client: AdminClient, nodes: Sequence[str], out: TextIO, err: TextIO
+) -> int:
+    from .operations import print_history, set_workers
+
+    if arguments.command == "history":
+        return OK if print_history(client, nodes, out, err, arguments.json, NodeError) else FAILED
+    if arguments.count is None:
+        err.write("graceful ctl: workers needs a count: graceful ctl ... workers N\n")
+        return USAGE
+    return OK if set_workers(client, nodes, arguments.count, out, err, NodeError) else FAILED
 
 
 def progress_for(choice: str, out: TextIO) -> Progress:

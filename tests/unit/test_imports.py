@@ -279,7 +279,7 @@ class CtlTests(SynchronousTestCase):
         import (0.24 s and 112 modules when it did).
         """
         code = (
-            "import sys, graceful.ctl.cli, graceful._cli\n"
+            "import sys, graceful.ctl.cli, graceful.ctl.operations, graceful._cli\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'automat')))\n"
         )
         out = subprocess.run(
