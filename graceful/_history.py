@@ -68,7 +68,7 @@ class RestartRecord:
         master that is PID 1 replaces its workers).
     @ivar started: when it began.
     @ivar ready: when the new process reported ready.
-    @ivar handed_over: when the new process heard it took over.
+    @ivar handed_over: when the old process handed over.
     @ivar released: when the old process's background services stopped.
     @ivar exited: when the old process was seen gone, its drain over.
     @ivar outcome: one of L{OUTCOMES}.

@@ -6,9 +6,9 @@ ready, or it failed and why.  It passes the whole history on in its
 C{accepted} message: a message it sends anyway, at the moment the new
 process takes over, so the history it carries is complete up to then and
 no other channel (an environment variable, fixed at spawn) must be kept in
-step.  The new process writes the rest on it: when it took over, what its
-C{verify} requests said, when the old one released the services, and when
-the old one was gone.
+step.  The new process writes the rest on it: when it took over (the old
+process's time of it), what its C{verify} requests said, when the old one
+released the services, and when the old one was gone.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def took_over(process: ProcessCore, accepted: Accepted) -> None:
     record = process.history.log.of(process.pid)
     if record is None:
         return
-    record.handed_over = process.environment.now()
+    # The old process's time of the hand-over, as its other times are.
+    record.handed_over = accepted.at if accepted.at is not None else process.environment.now()
     paths = [
         f"{server.name} {path}"
         for server in process.servers.values()

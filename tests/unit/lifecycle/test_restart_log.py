@@ -98,14 +98,24 @@ class NewProcessTests(_RuntimeCase):
         if verify:  # as if they had answered: the process serves now
             self.runtime.server("s1").set_verify(*verify)
         self.environment.wall = 22.0
-        self.old.accept(Accepted(restarts=1, failed_restarts=1, at=21.0, history=_passed_on()))
+        self.old.accept(Accepted(restarts=1, failed_restarts=1, at=21.2, history=_passed_on()))
         failed, mine = self.runtime.core.history.log.records
         self.assertEqual((failed.reason, mine.new_pid), ("x", PID))
         return mine
 
     def test_handed_over(self) -> None:
+        """
+        At the old process's time of the hand-over, as its other times are
+        (the new process may read the message after the release).
+        """
         mine = self.take_over()
-        self.assertEqual((mine.ready, mine.handed_over, mine.verify), (21.0, 22.0, None))
+        self.assertEqual((mine.ready, mine.handed_over, mine.verify), (21.0, 21.2, None))
+
+    def test_handed_over_without_a_time(self) -> None:
+        self.runtime.serving_started()
+        self.environment.wall = 22.0
+        self.old.accept(Accepted(restarts=1, history=_passed_on()))
+        self.assertEqual(self.runtime.core.history.log.records[-1].handed_over, 22.0)
 
     def test_verify_paths_passed(self) -> None:
         mine = self.take_over("/healthz", "/ready")
