@@ -48,6 +48,15 @@ def install_signal_handlers(core: ProcessCore, role: Callable[[], Role]) -> None
             "{pid}: restart refused: SIGUSR1 arrived while this process was starting",
             pid=core.pid,
         )
+    for name in WORKER_SIGNALS:
+        # Held back too: one sent to the whole group then was meant for the
+        # master that started us.
+        if environment.release_signal(getattr(signal, name)):
+            core.log.warn(
+                "{pid}: {signal} ignored: it arrived while this process was starting",
+                pid=core.pid,
+                signal=name,
+            )
 
 
 def _scheduled(

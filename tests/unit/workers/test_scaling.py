@@ -142,3 +142,25 @@ class WorkerTests(_RuntimeCase):
         self.environment.send_signal(signal.SIGTTOU)
         self.reactor.advance(0)
         self.assertLoggedPart("SIGTTOU ignored: a worker has no workers: signal the master")
+
+
+class HeldWhileStartingTests(_RuntimeCase):
+    def test_held_from_the_start(self) -> None:
+        from graceful.handoff.pipes import HELD_SIGNALS
+
+        self.assertTrue({signal.SIGTTIN, signal.SIGTTOU} <= HELD_SIGNALS)
+
+    def test_one_that_arrived_while_starting_is_dropped(self) -> None:
+        """
+        A worker count signal sent to the whole group while this process
+        started was meant for its master: dropped with a line, and the next
+        one is handled.
+        """
+        self.environment.held.add(signal.SIGTTIN)
+        self.runtime.install_signal_handlers()
+        self.assertIn(signal.SIGTTIN, self.environment.released)
+        self.assertIn(signal.SIGTTOU, self.environment.released)
+        self.assertLogged(f"{PID}: SIGTTIN ignored: it arrived while this process was starting")
+        self.environment.send_signal(signal.SIGTTIN)
+        self.reactor.advance(0)
+        self.assertLoggedPart(f"{PID}: SIGTTIN ignored: this process serves alone")
