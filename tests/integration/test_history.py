@@ -107,3 +107,28 @@ class HistoryTests(SynchronousTestCase):
         self.assertIn("reason: ", lines[1])
         self.assertIn(f"gen 3  {second} -> {third}  ok", lines[2])
         self.assertIn("verify ok", lines[2])
+
+
+class MasterHistoryTests(SynchronousTestCase):
+    def test_workers_answer_with_the_masters_history(self) -> None:
+        """
+        With workers, a restart replaces the master: its workers (which
+        answer the admin) show the record of that hand-over, old master to
+        new one.
+        """
+        from .test_workers import WORKERS, settled
+
+        port = free_port()
+        proc = ServerProcess.python(WORKERS, "2", str(port)).start()
+        self.addCleanup(proc.stop)
+        first = wait_until(lambda: (lambda s: s if len([w for w in s["workers"] if w["ready"]]) == 2 else None)(
+            settled(port)), what="2 workers to serve")["pid"]
+        proc.signal(first, signal.SIGUSR1)
+        records = wait_until(
+            lambda: (lambda h: h if h and h[-1]["exited"] is not None else None)(history(port)),
+            what="the old master to be gone, in the history",
+        )
+        [record] = records
+        second = proc.remember(record["new_pid"])
+        self.assertEqual((record["old_pid"], record["outcome"]), (first, "ok"))
+        self.assertEqual(settled(port)["pid"], second)
