@@ -20,3 +20,15 @@ class ExecutableNotAllowed(Exception):
     """
     A restart named an executable that C{allowed_executables} does not list.
     """
+
+
+class WorkerCountRefused(Exception):
+    """
+    A change of the worker count that cannot be made: C{code} is the admin
+    API's answer (400: a bad count; 404: no workers here; 409: a restart
+    runs, or the group leaves).
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

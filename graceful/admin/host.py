@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .._settings import Settings
     from .state import AdminState
     from .._status import ProcessStatus
+    from ..lifecycle.core import RestartHistory
     from ..http.server import Server
 
 
@@ -61,3 +62,10 @@ class AdminHost(ServerHost, Protocol):
 
     def status(self) -> ProcessStatus:
         "The process's status: its own facts, its servers and workers."
+
+    @property
+    def history(self) -> RestartHistory:
+        "The restarts (a worker's: its master's, as last pushed)."
+
+    def set_workers(self, count: int) -> int:
+        "Keep C{count} workers; raises L{graceful._errors.WorkerCountRefused}."

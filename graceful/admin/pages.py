@@ -20,7 +20,7 @@ def add_operational_pages(runtime: AdminHost, server: Server) -> None:
     if server.health_path:
         server.router.add_resource(server.health_path, HealthResource(runtime))
     if server.admin_prefix:
-        from .resource import AdminResource
+        from .operations import OperationsAdmin
 
         if not server.admin_token:
             # Now, not at the first request: a token that cannot be kept is
@@ -28,7 +28,7 @@ def add_operational_pages(runtime: AdminHost, server: Server) -> None:
             from .token import generated_token
 
             generated_token(runtime)
-        server.router.mount(server.admin_prefix, AdminResource(runtime, server))
+        server.router.mount(server.admin_prefix, OperationsAdmin(runtime, server))
 
 
 def prepare_admin_token(runtime: AdminHost) -> None:
@@ -49,14 +49,14 @@ def admin_socket_site(runtime: AdminHost) -> Site:
     """
     from twisted.web.server import Site
 
-    from .resource import AdminResource
+    from .operations import OperationsAdmin
     from ..http.routing import Router
     from ..http.server import DEFAULT_ADMIN_PREFIX, Server
 
     router = Router()
     # A stand-in server: the admin socket shows the whole process.
     pages = Server("admin_socket", runtime, admin_prefix=DEFAULT_ADMIN_PREFIX)
-    router.mount(DEFAULT_ADMIN_PREFIX, AdminResource(runtime, pages, private=True))
+    router.mount(DEFAULT_ADMIN_PREFIX, OperationsAdmin(runtime, pages, private=True))
     site = Site(router)
     site.noisy = False
     # The admin logs its actions itself; status polls need no lines.

@@ -117,9 +117,13 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "command",
-        choices=("status", "list", "restart", "shutdown"),
+        choices=("status", "list", "restart", "shutdown", "history", "workers"),
         help="status: one line per node; list: servers and ports; "
-        "restart: rolling, one node at a time; shutdown: graceful, every node",
+        "restart: rolling, one node at a time; shutdown: graceful, every node; "
+        "history: the last restarts, one line each; workers N: keep N workers",
+    )
+    parser.add_argument(
+        "count", nargs="?", type=_worker_count, help="workers: how many (a master's)"
     )
     parser.add_argument(
         "--node",
@@ -187,6 +191,16 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         "--insecure", action="store_true", help="https:// nodes: do not check certificates"
     )
     return parser.parse_args(argv)
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a worker count is 1 or more, not {count}")
+    return count
 
 
 def _positive(text: str) -> float:
@@ -297,6 +311,8 @@ def run(
     Carry out C{arguments.command}; the exit status.
     """
     command = arguments.command
+    if command in ("history", "workers"):
+        return run_operation(arguments, client, nodes, out, err)
     if command in ("status", "list"):
         results = ask_all(client, nodes)
         if arguments.json:
@@ -358,3 +374,16 @@ def main(
     except KeyboardInterrupt:
         err.write("\ngraceful ctl: interrupted\n")
         return 130
+
+
+def run_operation(
+    arguments: argparse.Namespace, client: AdminClient, nodes: Sequence[str], out: TextIO, err: TextIO
+) -> int:
+    from .operations import print_history, set_workers
+
+    if arguments.command == "history":
+        return OK if print_history(client, nodes, out, err, arguments.json, NodeError) else FAILED
+    if arguments.count is None:
+        err.write("graceful ctl: workers needs a count: graceful ctl ... workers N\n")
+        return USAGE
+    return OK if set_workers(client, nodes, arguments.count, out, err, NodeError) else FAILED

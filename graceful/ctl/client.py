@@ -122,6 +122,10 @@ class AdminClient(Protocol):
 
     def shutdown(self, node: str) -> None: ...
 
+    def history(self, node: str) -> Any: ...
+
+    def workers(self, node: str, count: int) -> Any: ...
+
 
 class HttpAdminClient:
     """
@@ -152,12 +156,23 @@ class HttpAdminClient:
     def shutdown(self, node: str) -> None:
         self._request(node, "POST", "shutdown")
 
-    def _request(self, node: str, method: str, page: str) -> Any:
+    def history(self, node: str) -> Any:
+        return self._request(node, "GET", "history")
+
+    def workers(self, node: str, count: int) -> Any:
+        return self._request(node, "POST", "workers", {"count": str(count)})
+
+    def _request(
+        self, node: str, method: str, page: str, form: dict[str, str] | None = None
+    ) -> Any:
         url = f"{node}/{page}"
         headers = {"Accept": "application/json", "User-Agent": "graceful-ctl"}
         if self.token and not node.startswith("unix:"):
             headers["Authorization"] = f"Bearer {self.token}"
         data = b"" if method == "POST" else None
+        if form:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         if node.startswith("unix:"):
             body, content_type = self._unix_request(node, method, page, headers, data)
             return _json_of(node, method, page, body, content_type)
@@ -274,6 +289,8 @@ def _error_of(error: urllib.error.HTTPError) -> str:
 
 def _explain_http_error(method: str, page: str, code: int, message: str) -> str:
     said = f": {message}" if message else ""
+    if page == "workers" and message and code in (400, 404, 409):
+        return f"refused ({code}): {message}"
     if code == 401:
         return f"wrong or missing token (401 Unauthorized{said})"
     if code == 403:

@@ -82,6 +82,8 @@ class Accepted:
     @ivar at: wall-clock time of the handoff.
     @ivar restarts: restarts so far, this one included.
     @ivar failed_restarts: failed restarts so far.
+    @ivar history: the restart history (L{graceful._history.RestartLog} in
+        JSON), this restart last; the new process carries it on.
     """
 
     kind: ClassVar[str] = "accepted"
@@ -91,6 +93,7 @@ class Accepted:
     failed_restarts: int = 0
     canary_old_error_ratio: float | None = None
     canary_new_error_ratio: float | None = None
+    history: list[dict[str, Any]] | None = None
 
 
 @frozen
@@ -138,10 +141,16 @@ class Group:
     Master -> worker: the whole group's status, for the worker's admin page.
 
     @ivar status: the group's status.
+    @ivar history: the master's restart history, in JSON (its
+        C{GET history}, which a worker answers).  Sent with every push,
+        the simplest way a new worker has it at once: at the full 50
+        records about 14 KB, 1.3 ms to encode and 0.8 ms to read, per
+        worker every half second.
     """
 
     kind: ClassVar[str] = "group"
     status: ProcessStatus
+    history: list[dict[str, Any]] | None = None
 
 
 @frozen
@@ -154,6 +163,19 @@ class RestartRequest:
 
     kind: ClassVar[str] = "restart"
     executable: str | None = None
+
+
+@frozen
+class WorkersRequest:
+    """
+    Worker -> master: keep this many workers (asked on the worker's admin
+    page).
+
+    @ivar count: the count.
+    """
+
+    kind: ClassVar[str] = "workers"
+    count: int = 0
 
 
 @frozen
@@ -239,6 +261,7 @@ Message = Union[
     CountsRequest,
     CanaryCounts,
     Rollback,
+    WorkersRequest,
 ]
 
 _KINDS: dict[str, type[Any]] = {
@@ -260,6 +283,7 @@ _KINDS: dict[str, type[Any]] = {
         CountsRequest,
         CanaryCounts,
         Rollback,
+        WorkersRequest,
     )
 }
 
@@ -275,6 +299,8 @@ def encode(message: Message) -> bytes:
         fields: dict[str, Any] = {"specs": [_spec_json(spec) for spec in message.specs]}
     elif isinstance(message, (Status, Group)):
         fields = {"status": message.status.to_json()}
+        if isinstance(message, Group) and message.history is not None:
+            fields["history"] = message.history
     else:
         # Fields left unset are left out: a reader takes the default.
         fields = {k: v for k, v in asdict(message).items() if v is not None}
@@ -298,7 +324,11 @@ def decode(line: str) -> Message | None:
             return Need([_spec_of(raw) for raw in fields.get("specs", [])])
         if cls in _STATUS_KINDS:
             # StatusError, a ValueError, for a status of the wrong shape.
-            return cls(ProcessStatus.from_json(fields.get("status", fields)))
+            status = ProcessStatus.from_json(fields.get("status", fields))
+            history = fields.get("history")
+            if cls is Group and isinstance(history, list):
+                return Group(status, history)
+            return cls(status)
         known = {name: value for name, value in fields.items() if name in _names(cls)}
         return cls(**known)
     except (TypeError, ValueError, KeyError):

@@ -321,9 +321,10 @@ def describe_exit(reason: Failure) -> str:
 #: Signals a new process starts with blocked, until its handlers are in
 #: place: a restart signal sent to the whole group (C{kill -USR1 -PGID},
 #: C{pkill}) would otherwise kill it with the default action while it
-#: imports its code.  A blocked signal stays blocked across exec, where an
+#: imports its code, and a worker count signal (C{systemctl kill -s TTIN})
+#: would stop it.  A blocked signal stays blocked across exec, where an
 #: ignored one would be reset by Twisted's spawnProcess.
-HELD_SIGNALS = frozenset({signal.SIGUSR1})
+HELD_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU})
 
 
 @contextmanager

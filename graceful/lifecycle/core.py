@@ -19,6 +19,7 @@ from twisted.internet.error import ReactorNotRunning
 from .._logging import NamedLogger
 from ..handoff.environment import Environment, OSEnvironment
 from .._event import Event
+from .._history import RestartLog
 from ..handoff.pipes import NoOldProcess, OldProcess, ListeningSocket
 from ..handoff.messages import Accepted
 from ..http.server import Server
@@ -46,11 +47,13 @@ class RestartHistory:
     @ivar restarts: the restarts that succeeded.
     @ivar failed_restarts: the restarts that failed.
     @ivar last: the last one, if any.
+    @ivar log: the last restarts, one record each.
     """
 
     restarts: int = 0
     failed_restarts: int = 0
     last: LastRestart | None = None
+    log: RestartLog = field(factory=RestartLog)
 
     def record(
         self,

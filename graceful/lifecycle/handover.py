@@ -25,8 +25,9 @@ from twisted.python.failure import Failure
 from .canary import CANARY_VARIABLE, Candidate, CanaryWindow
 from .core import ProcessCore
 from .departure import Departure
+from . import restart_log
 from .verification import start_verified
-from .._errors import ConfigError, RestartRefused
+from .._errors import ConfigError, RestartRefused, WorkerCountRefused
 from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
 from ..handoff.pipes import ListeningSocket
@@ -192,6 +193,7 @@ def _start_restart(
     restart = handover.current = Restart(result, process.reactor.seconds())
     restart.canary_seconds = _canary_seconds(handover)
     process.notify_reloading()
+    restart_log.began(process)
     sockets = handover.served_by.passed_sockets()
     handover.served_by.spawning()
     try:
@@ -211,6 +213,7 @@ def _start_restart(
         failure = Failure(RestartFailed(f"cannot start new process: {e}"))
         process.reactor.callLater(0, handover.feed, lambda i: i.failed(failure))
         return restart
+    restart_log.spawned(process, restart.new_process.pid)
     restart.new_process.on_message = handover.served_by.successor_says
     new_process = restart.new_process
     restart.new_process.ready.addCallbacks(
@@ -354,6 +357,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
                 "{pid}: canary passed: {reason}", pid=process.pid, reason=window.verdict.reason
             )
         process.history.record(True, None, process.environment.now(), seconds, ratios)
+        restart_log.ready(process, new_pid)
         process.write_pidfile(new_pid)
         process.notifier.notify(mainpid=new_pid, ready=1)
         process.log.info(
@@ -375,6 +379,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
                 failed_restarts=process.history.failed_restarts,
                 canary_old_error_ratio=ratios[0] if ratios else None,
                 canary_new_error_ratio=ratios[1] if ratios else None,
+                history=restart_log.passed_on(process),
             )
         )
         now = process.environment.now
@@ -398,6 +403,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
         process.history.record(False, reason, process.environment.now(), None)
+        restart_log.failed(process, reason)
         process.log.error(
             "{pid}: restart failed, still serving: {reason}", pid=process.pid, reason=reason
         )
@@ -472,6 +478,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         error = failure.value
         reason = getattr(error, "reason", None) or str(error)
         handover.process.history.record(False, reason, handover.process.environment.now(), None)
+        restart_log.failed(handover.process, reason)
 
     @pep614(Leaving.upon(HandoverInputs.ready).loop())
     @pep614(HandingOver.upon(HandoverInputs.ready).loop())
@@ -602,9 +609,12 @@ class HandoffRole:
 
     def _took_over(self, accepted: Accepted) -> None:
         self.process.history.took_over(accepted, self.process.environment.now())
+        restart_log.took_over(self.process, accepted)
         self.process.claim_pidfile()
 
     def _released(self, released: Released) -> None:
+        if released.at is not None:  # a release, not the pipe's close
+            restart_log.released(self.process, released)
         if not self.draining:
             self.process.succeeded.happen()
             self.served_by.released(released)
@@ -635,6 +645,7 @@ class HandoffRole:
         if released or self.draining:
             return
         process = self.process
+        restart_log.old_gone(process)
         process.log.warn(
             "{pid}: previous generation {old} is gone; taking over",
             pid=process.pid,
@@ -676,4 +687,9 @@ class SingleRole(HandoffRole):
     def status(self) -> ProcessStatus:
         return self.process.own_status(
             self.name, self.draining, self.restarting, self.drain_progress()
+        )
+
+    def set_workers(self, count: int | None, step: int = 0, why: str = "") -> int:
+        raise WorkerCountRefused(
+            404, "this process serves alone (workers = 1): it has no workers to change"
         )

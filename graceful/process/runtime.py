@@ -18,7 +18,7 @@ from .._logging import NamedLogger
 from ..admin.pages import add_operational_pages, admin_socket_site, prepare_admin_token
 from ..admin.state import AdminState
 from ..lifecycle.admin_socket import AdminSocket
-from ..lifecycle.core import ProcessCore
+from ..lifecycle.core import ProcessCore, RestartHistory
 from ..handoff.environment import Environment, OSEnvironment
 from .._errors import ConfigError, ExecutableNotAllowed
 from ..lifecycle.executables import check_executable
@@ -179,6 +179,7 @@ class Runtime:
     lifespans: _Shared[list[Any]] = _Shared()
     apps_started: _Shared[bool] = _Shared()
     unix_files: _Shared[dict[str, int]] = _Shared()
+    history: _Shared[RestartHistory] = _Shared()
 
     @property
     def reactor(self) -> Any:
@@ -340,18 +341,10 @@ class Runtime:
 
     def install_signal_handlers(self) -> None:
         """
-        SIGUSR1 restarts, the shutdown signals shut down; the handlers only
-        schedule the work on the reactor.
+        SIGUSR1 restarts, the shutdown signals shut down, SIGTTIN and
+        SIGTTOU change the worker count; the handlers only schedule the work.
         """
-        install_signal_handlers(self.core, self._restart_from_signal, self._shutdown_signalled)
-
-    def _restart_from_signal(self) -> None:
-        self.restart().addErrback(lambda failure: None)
-
-    def _shutdown_signalled(self) -> None:
-        # A worker leaves alone (its master asked, the whole group got the
-        # signal, or the master died); anything else shuts the process down.
-        self._the_role().shutdown_signalled()
+        install_signal_handlers(self.core, self._the_role)
 
     # -- the role's interface ---------------------------------------------
 
@@ -372,6 +365,10 @@ class Runtime:
             except ExecutableNotAllowed as e:
                 return fail(e)
         return self._the_role().restart(executable)
+
+    def set_workers(self, count: int) -> int:
+        "Keep C{count} workers (see L{graceful.workers.scaling})."
+        return self._the_role().set_workers(count, 0, "asked on the admin API")
 
     def shutdown(self) -> Deferred[None]:
         """

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ..lifecycle.core import ProcessCore
+from ..lifecycle import restart_log
 from .._errors import RestartRefused
 from .._event import Event
 from .._feeding import Feeder
@@ -82,6 +83,7 @@ def _begin_roll(
     newest = max([w.generation for w in group.workers] + [group.generation])
     roll = Roll(result, core.reactor.seconds(), newest + 1, executable)
     core.notify_reloading()
+    restart_log.began(core, kind="roll")
     group.feeder.later(lambda: group._roll_slot(roll, 0))
     return roll
 
@@ -122,6 +124,7 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
         seconds = core.reactor.seconds() - roll.began
         group.generation = roll.generation
         core.history.record(True, None, core.environment.now(), seconds)
+        restart_log.rolled(core)
         core.notifier.notify(ready=1, status=f"serving, generation {group.generation}")
         core.log.info(
             "{pid}: every worker replaced (generation {generation}) in {seconds:.3f}s",
@@ -137,6 +140,7 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
         core = group.process
         reason = getattr(failure.value, "reason", None) or failure.getErrorMessage()
         core.history.record(False, reason, core.environment.now(), None)
+        restart_log.failed(core, reason)
         core.log.error(
             "{pid}: restart failed, the roll stops here and the other workers go on "
             "serving: {reason}",

@@ -106,7 +106,7 @@ class StatusPush:
 
     def push(self) -> None:
         try:
-            status = Group(self._shown())
+            status = Group(self._shown(), self._process.history.log.to_json())
         except Exception:
             # A failing report must not stop the pushes for good.
             self._process.log.failure(

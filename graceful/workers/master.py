@@ -30,6 +30,7 @@ from ..handoff.messages import Message, Released, SlotServes, Started
 from ..lifecycle.handover import Departing, HandoffRole
 from .._status import DrainStatus, ProcessStatus
 from .group import WorkerGroup
+from .scaling import hear_requests, set_workers
 from .starter import HeldSocket
 
 
@@ -160,6 +161,7 @@ class MasterRole(HandoffRole):
         )
         if process.old_process.is_handoff:
             group.predecessor_alive = process.old_process.alive
+        hear_requests(self, group)
 
         def ready(_: object) -> None:
             process.log.info(
@@ -229,6 +231,9 @@ class MasterRole(HandoffRole):
         if self.starting and self.process.old_process.is_handoff:
             return True
         return super().restarting or (self.group is not None and self.group.rolling)
+
+    def set_workers(self, count: int | None, step: int = 0, why: str = "") -> int:
+        return set_workers(self, count, step, why)
 
     def status(self) -> ProcessStatus:
         if self.group is None:

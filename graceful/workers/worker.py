@@ -31,7 +31,11 @@ from ..handoff.messages import (
     Retire,
     ShutdownRequest,
     Status,
+    WorkersRequest,
 )
+from .._errors import WorkerCountRefused
+from .._history import RestartLog
+from .._status import StatusError
 from .._sockets import ListenSpec
 from .._status import ProcessStatus
 
@@ -201,6 +205,16 @@ class WorkerRole:
         self.process.old_process.send(ShutdownRequest())
         return succeed(None)
 
+    def set_workers(self, count: int | None, step: int = 0, why: str = "") -> int:
+        # The master keeps the count: a signal goes to it, a request is
+        # passed on (and checked again there).
+        if count is None:
+            raise WorkerCountRefused(404, "a worker has no workers: signal the master")
+        if self.restarting:
+            raise WorkerCountRefused(409, "a restart is running")
+        self.process.old_process.send(WorkersRequest(count))
+        return count
+
     def leave(self) -> Deferred[None]:
         """
         This worker alone drains and exits (the master asked, the whole
@@ -267,6 +281,11 @@ class WorkerRole:
             self.leave()
         elif isinstance(message, Group):
             self.group_status = message.status
+            if message.history is not None:
+                try:
+                    self.process.history.log = RestartLog.from_json(message.history)
+                except StatusError:
+                    pass  # the next push may be readable; meanwhile the last one stays
 
     def _released(self, released: Released) -> None:
         if not self.draining:

@@ -23,6 +23,7 @@ from graceful.handoff.messages import (
     Status,
     decode,
     encode,
+    WorkersRequest,
 )
 from graceful._sockets import ListenSpec
 from graceful._status import PortStatus, ProcessStatus, ServerStatus, WorkerStatus
@@ -37,6 +38,7 @@ class RoundTripTests(SynchronousTestCase):
             Started(),
             Error("port 8100 is used twice"),
             Accepted(handoff_seconds=0.25, at=1700000000.5, restarts=3, failed_restarts=1),
+            Accepted(restarts=1, history=[{"generation": 2, "old_pid": 4, "started": 1.5}]),
             Released(1700000000.25),
             Released(),
             Need([ListenSpec("web", True, 8443, "127.0.0.1", 1), ListenSpec("web", False, 0, "", 0, "/run/a.sock")]),
@@ -50,6 +52,8 @@ class RoundTripTests(SynchronousTestCase):
                     workers=(WorkerStatus(pid=5, slot=0, generation=2, ready=True),),
                 )
             ),
+            Group(ProcessStatus(pid=4, generation=2, servers=()), [{"generation": 2}]),
+            WorkersRequest(3),
             RestartRequest("/srv/app/current/app"),
             RestartRequest(),
             ShutdownRequest(),

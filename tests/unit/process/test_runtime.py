@@ -143,7 +143,9 @@ class SignalTests(_RuntimeCase):
         self.install()
         self.reactor.advance(0)
         self.assertEqual(self.spawner.calls, [])
-        self.assertEqual(self.environment.released, [signal.SIGUSR1])
+        self.assertEqual(
+            self.environment.released, [signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU]
+        )
         self.assertLogged(
             f"{PID}: restart refused: SIGUSR1 arrived while this process was starting"
         )
@@ -167,7 +169,9 @@ class SignalTests(_RuntimeCase):
 
     def test_nothing_held_nothing_said(self) -> None:
         self.install()
-        self.assertEqual(self.environment.released, [signal.SIGUSR1])
+        self.assertEqual(
+            self.environment.released, [signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU]
+        )
         self.assertFalse(any("SIGUSR1 arrived" in line for line in self.log), self.log)
 
     def test_shutdown_signals(self) -> None:

@@ -267,3 +267,27 @@ class StartingTests(MasterCase):
         self.assertFalse(runtime.status().to_json()["restarting"])
         runtime.restart()
         self.assertEqual(self.environment.spawner.calls[-1]["generation"], 3)
+
+
+class HistoryPushTests(MasterCase):
+    def test_workers_hear_the_masters_history(self) -> None:
+        """
+        The group's pushes carry the master's restart history, which its
+        workers answer C{GET history} with.
+        """
+        from graceful.handoff.messages import Group
+        from graceful.workers.worker import STATUS_INTERVAL
+
+        runtime, role = self.master()
+        self.workers_up()
+        failed = runtime.restart()
+        self.spawned[2].report_failure("new master exited with status 1: boom")
+        self.failureResultOf(failed)
+        self.reactor.advance(STATUS_INTERVAL)
+        pushes = [m for m in self.spawned[0].sent if isinstance(m, Group)]
+        assert pushes[-1].history is not None
+        [record] = pushes[-1].history
+        self.assertEqual(
+            (record["old_pid"], record["outcome"], record["reason"]),
+            (MASTER, "failed", "new master exited with status 1: boom"),
+        )

@@ -10,7 +10,8 @@ from typing import Any
 
 from twisted.application.service import Service
 
-from graceful.handoff.messages import Retire
+from graceful.handoff.messages import Group, Retire
+from graceful._status import ProcessStatus
 from graceful.process.runtime import runtime_from_environment
 from graceful.testing import FakeOldProcess
 
@@ -83,7 +84,9 @@ class WorkerMasterGoneTests(_RuntimeCase):
 
     def test_sigterm_alone_drains_as_shutdown(self) -> None:
         self.runtime.serving_started()
-        self.runtime._shutdown_signalled()
+        self.runtime.install_signal_handlers()
+        self.environment.handlers[signal.SIGTERM]()
+        self.reactor.advance(0)
         self.assertEqual(self.worker_status()["drain"]["reason"], "shutdown")
 
     def test_master_died_before_the_signal_was_armed(self) -> None:
@@ -117,3 +120,23 @@ class WorkerMasterGoneTests(_RuntimeCase):
         self.reactor.advance(0)
         self.assertTrue(self.runtime.draining)
         self.assertEqual(self.gone_lines(), [])
+
+
+class WorkerHistoryTests(_RuntimeCase):
+    """
+    A worker answers its admin page's C{history} with its master's, as the
+    master last pushed it.
+    """
+
+    def test_master_history_mirrored(self) -> None:
+        master = FakeOldProcess()
+        self.environment.parent = OLD_PID
+        runtime = self.make_runtime(worker_slot=0, group_status=None, old_process=master)
+        runtime.serving_started()
+        status = ProcessStatus(pid=OLD_PID, generation=2, servers=())
+        record = {"generation": 2, "old_pid": 1, "new_pid": OLD_PID, "started": 5.0, "outcome": "ok"}
+        master.tell(Group(status, [record]))
+        [mirrored] = runtime.core.history.log.records
+        self.assertEqual((mirrored.new_pid, mirrored.outcome), (OLD_PID, "ok"))
+        master.tell(Group(status, [{"generation": "bad"}]))  # kept: the last readable one
+        self.assertEqual(runtime.core.history.log.records, [mirrored])
