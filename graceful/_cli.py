@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
         description="Check what `graceful run` would serve with these options, and exit.",
     )
     _run_options(check)
-    commands.add_parser("ctl", help="status, list, restart and shutdown of running nodes",
+    commands.add_parser("ctl", help="status, list, restart, shutdown, history and workers of running nodes",
                         add_help=False)
     return top
 
