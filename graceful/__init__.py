@@ -79,6 +79,7 @@ __all__ = [
     "restart",
     "server",
     "set_admin_socket",
+    "set_backlog",
     "set_canary",
     "set_directory",
     "set_drain_spread",
@@ -88,6 +89,8 @@ __all__ = [
     "set_pidfile",
     "set_proxy_headers",
     "set_ready_timeout",
+    "set_timeout_keep_alive",
+    "set_websocket_options",
     "set_worker_timeout",
     "set_workers",
     "shutdown",
@@ -277,6 +280,45 @@ def set_proxy_headers(enabled: bool = True, forwarded_allow_ips: list[str] | Non
             raise ConfigError(f"forwarded_allow_ips: {e}") from None
         settings.forwarded_allow_ips = list(forwarded_allow_ips)
     settings.proxy_headers = bool(enabled)
+
+
+def set_backlog(count: int) -> None:
+    """
+    The listen backlog of the sockets this process binds (default 2048; a
+    socket a restart hands over keeps its own).  Call it before the first
+    C{start()}.
+    """
+    from ._settings import check_connection_settings
+
+    settings = _process_runtime().settings
+    settings.backlog = check_connection_settings(backlog=count)[0]
+
+
+def set_timeout_keep_alive(seconds: float) -> None:
+    """
+    Close a keep-alive connection idle this long between two requests
+    (default 5 s).  Call it before the first C{start()}.
+    """
+    from ._settings import check_connection_settings
+
+    settings = _process_runtime().settings
+    settings.timeout_keep_alive = check_connection_settings(timeout_keep_alive=seconds)[1]
+
+
+def set_websocket_options(max_size: int | None = None, ping_interval: float | None = None) -> None:
+    """
+    ASGI WebSockets: the largest message an app is sent (default 16 MiB;
+    0: no limit) and the seconds between pings (default 20; 0: none).  Call
+    it before the first C{start()}.
+    """
+    from ._settings import check_connection_settings
+
+    settings = _process_runtime().settings
+    checked = check_connection_settings(
+        ws_max_size=settings.ws_max_size if max_size is None else max_size,
+        ws_ping_interval=settings.ws_ping_interval if ping_interval is None else ping_interval,
+    )
+    settings.ws_max_size, settings.ws_ping_interval = checked[2], checked[3]
 
 
 def add_service(service: IService) -> None:

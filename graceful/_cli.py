@@ -81,6 +81,16 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="seconds over which WebSockets are closed while draining")
     add("--ready-timeout", type=_seconds, metavar="SECONDS",
         help="seconds a new process has to serve (default 15)")
+    add("--backlog", type=int, metavar="N",
+        help="the listen backlog of the sockets bound (default 2048)")
+    add("--timeout-keep-alive", type=_seconds, metavar="SECONDS",
+        help="close a keep-alive connection idle this long between requests (default 5)")
+    add("--http", choices=["auto", "twisted", "native", "httptools", "h11"],
+        help="the HTTP/1.1 channel (uvicorn's names; today each serves with twisted.web's)")
+    add("--ws-max-size", type=int, metavar="BYTES",
+        help="the largest WebSocket message an ASGI app is sent (default 16777216)")
+    add("--ws-ping-interval", type=_seconds, metavar="SECONDS",
+        help="ping ASGI WebSockets this often (default 20; 0: never)")
     add("--max-requests", type=int, metavar="N", help="recycle a worker after N requests (0: never)")
     add("--admin", metavar="PATH", help="serve the admin pages under this path, such as /debug/admin")
     add("--pidfile", metavar="FILE", help="keep a pidfile naming the serving process")

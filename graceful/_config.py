@@ -27,7 +27,7 @@ from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
 from .process.runtime import Runtime, Settings
-from ._settings import check_canary
+from ._settings import check_canary, check_connection_settings, check_http_impl
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -59,6 +59,10 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "reload_dirs": (list, "a list of directory paths"),
     "canary_seconds": ((int, float), "a number of seconds"),
     "canary_max_error_ratio": ((int, float), "a number from 0 to 1"),
+    "backlog": (int, "a whole number"),
+    "timeout_keep_alive": ((int, float), "a number of seconds"),
+    "ws_max_size": (int, "a whole number of bytes"),
+    "ws_ping_interval": ((int, float), "a number of seconds"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -85,6 +89,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "cert_reqs": (str, '"none", "optional" or "required"'),
     "ciphers": (str, "an OpenSSL cipher string"),
     "tls_min_version": (str, '"1.2" or "1.3"'),
+    "http_impl": (str, '"auto", "twisted", "native", "httptools" or "h11"'),
 }
 
 
@@ -117,6 +122,7 @@ class ServerConfig:
     cert_reqs: str = "none"
     ciphers: str | None = None
     tls_min_version: str = "1.2"
+    http_impl: str = "auto"
 
     @property
     def tls(self) -> TLSSettings:
@@ -287,6 +293,14 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
             )
         dirs.append(str(_resolve(base, directory)))
     settings.reload_dirs = dirs
+    keys = ("backlog", "timeout_keep_alive", "ws_max_size", "ws_ping_interval")
+    try:
+        (settings.backlog, settings.timeout_keep_alive, settings.ws_max_size,
+         settings.ws_ping_interval) = check_connection_settings(
+            *(table.get(key, getattr(settings, key)) for key in keys)
+        )
+    except ConfigError as e:
+        raise ConfigError(f"{path}: graceful.{e}") from None
 
 
 def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerConfig:
@@ -351,6 +365,10 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     root_path = table.get("root_path", "").rstrip("/")
     if root_path and not root_path.startswith("/"):
         raise ConfigError(f"{path}: {where}.root_path must start with '/'")
+    try:
+        check_http_impl(table.get("http_impl", "auto"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}.{e}") from None
     if table.get("lifespan", "auto") not in ("auto", "on", "off"):
         raise ConfigError(
             f"{path}: {where}.lifespan must be \"auto\", \"on\" or \"off\", not {table['lifespan']!r}"
@@ -379,6 +397,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         cert_reqs=table.get("cert_reqs", "none"),
         ciphers=table.get("ciphers"),
         tls_min_version=table.get("tls_min_version", "1.2"),
+        http_impl=table.get("http_impl", "auto"),
     )
 
 
@@ -634,6 +653,7 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
         if server_config.health:
             server.enable_health(server_config.health)
         server.set_verify(*server_config.verify)
+        server.set_http_impl(server_config.http_impl)
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)

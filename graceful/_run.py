@@ -62,6 +62,11 @@ OPTION_KEYS: dict[str, str] = {
     "pidfile": "graceful.pidfile",
     "reload": "graceful.reload",
     "reload_dir": "graceful.reload_dirs",
+    "backlog": "graceful.backlog",
+    "timeout_keep_alive": "graceful.timeout_keep_alive",
+    "http": "server.http_impl",
+    "ws_max_size": "graceful.ws_max_size",
+    "ws_ping_interval": "graceful.ws_ping_interval",
 }
 
 #: Options whose values are paths: made absolute from the current directory,

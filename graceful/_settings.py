@@ -6,10 +6,12 @@ setters of the code API.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from attrs import define, field, frozen
 
 from ._errors import ConfigError
+from ._sockets import BACKLOG
 
 DEFAULT_DRAIN_SPREAD = 5.0
 
@@ -26,6 +28,28 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 CERT_REQS = ("none", "optional", "required")
 #: What C{tls_min_version} takes.
 TLS_VERSIONS = ("1.2", "1.3")
+
+#: What C{http_impl} takes: uvicorn's C{--http} names, and graceful's.  Every
+#: one serves with the twisted.web channel unless graceful's own HTTP/1.1
+#: channel is there to take C{"auto"}, C{"native"} or C{"httptools"}; C{"h11"}
+#: (uvicorn's pure-Python one) is the twisted.web channel too.
+HTTP_IMPLS = ("auto", "twisted", "native", "httptools", "h11")
+
+#: The listen backlog of the sockets graceful binds, as uvicorn's default:
+#: the kernel caps it at net.core.somaxconn (4096 on Linux 5.4 and later).
+DEFAULT_BACKLOG = BACKLOG
+
+#: Seconds an idle keep-alive connection is kept open between requests, as
+#: uvicorn's default.
+DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0
+
+#: The largest WebSocket message an ASGI app is sent (uvicorn's 16 MiB): a
+#: bigger one closes the connection with 1009 rather than filling memory.
+DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
+
+#: Seconds between the pings an ASGI WebSocket is sent (uvicorn's 20), which
+#: keep proxies from dropping a quiet connection; 0: none.
+DEFAULT_WS_PING_INTERVAL = 20.0
 
 
 @frozen
@@ -98,6 +122,13 @@ class Settings:
         one before it takes over (0: hand over at once).
     @ivar canary_max_error_ratio: how far its 5xx share may exceed the old
         one's in that window before the restart rolls back.
+    @ivar backlog: the listen backlog of the sockets graceful binds.
+    @ivar timeout_keep_alive: seconds an idle keep-alive connection is kept
+        open between requests.
+    @ivar ws_max_size: the largest WebSocket message (bytes) an ASGI app is
+        sent; 0: no limit.
+    @ivar ws_ping_interval: seconds between pings on ASGI WebSockets; 0:
+        none.
     """
 
     drain_timeout: float = 30.0
@@ -128,6 +159,24 @@ class Settings:
     tls: dict[str, TLSSettings] = field(factory=dict)
     canary_seconds: float = 0.0
     canary_max_error_ratio: float = 0.01
+    backlog: int = DEFAULT_BACKLOG
+    timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE
+    ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL
+
+    @property
+    def websocket_options(self) -> dict[str, Any]:
+        """
+        C{ws_max_size} and C{ws_ping_interval} as autobahn's protocol
+        options (its 0s mean no limit and no pings, as ours do).  A failed
+        connection gets a close frame before it is dropped, so that a client
+        whose message is too big hears 1009, as from uvicorn.
+        """
+        return {
+            "maxMessagePayloadSize": self.ws_max_size,
+            "autoPingInterval": self.ws_ping_interval,
+            "failByDrop": False,
+        }
 
     @property
     def spread(self) -> float:
@@ -152,3 +201,44 @@ def check_canary(seconds: object, max_error_ratio: object) -> tuple[float, float
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
         raise ConfigError(f"canary_max_error_ratio must be from 0 to 1, not {ratio!r}")
     return float(seconds), float(ratio)
+
+
+def check_connection_settings(
+    backlog: object = DEFAULT_BACKLOG,
+    timeout_keep_alive: object = DEFAULT_TIMEOUT_KEEP_ALIVE,
+    ws_max_size: object = DEFAULT_WS_MAX_SIZE,
+    ws_ping_interval: object = DEFAULT_WS_PING_INTERVAL,
+) -> tuple[int, float, int, float]:
+    """
+    The connection settings, checked, or a L{ConfigError} naming the one
+    that is wrong.
+    """
+    for name, value in (("backlog", backlog), ("ws_max_size", ws_max_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    assert isinstance(backlog, int) and isinstance(ws_max_size, int)
+    if backlog < 1:
+        raise ConfigError(f"backlog must be 1 or more, not {backlog!r}")
+    if ws_max_size < 0:
+        raise ConfigError(f"ws_max_size must be 0 (no limit) or more, not {ws_max_size!r}")
+    seconds = []
+    for name, value in (("timeout_keep_alive", timeout_keep_alive),
+                        ("ws_ping_interval", ws_ping_interval)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number of seconds, not {value!r}")
+        seconds.append(float(value))
+    if not 0 < seconds[0] < math.inf:  # also refuses nan
+        raise ConfigError(f"timeout_keep_alive must be above 0 and finite, not {timeout_keep_alive!r}")
+    if not 0 <= seconds[1] < math.inf:
+        raise ConfigError(f"ws_ping_interval must be 0 (off) or more, not {ws_ping_interval!r}")
+    return backlog, seconds[0], ws_max_size, seconds[1]
+
+
+def check_http_impl(value: object) -> str:
+    """
+    C{value} if C{http_impl} takes it, else a L{ConfigError}.
+    """
+    if value not in HTTP_IMPLS:
+        raise ConfigError(f"http_impl must be one of {', '.join(HTTP_IMPLS)}, not {value!r}")
+    assert isinstance(value, str)
+    return value

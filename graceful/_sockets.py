@@ -29,8 +29,9 @@ from ._errors import ConfigError
 #: The first inherited descriptor (systemd's C{SD_LISTEN_FDS_START}).
 LISTEN_FDS_START = 3
 
-#: Backlog of every listening socket; the kernel caps it at somaxconn.
-BACKLOG = 1024
+#: Backlog of a listening socket unless the C{backlog} setting says
+#: otherwise (uvicorn's default); the kernel caps it at somaxconn.
+BACKLOG = 2048
 
 #: sun_path holds 108 bytes on Linux, the last one a NUL.
 UNIX_PATH_MAX = 107
@@ -255,7 +256,7 @@ class InheritedSockets:
         return left
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """
     Create, bind and listen a non-blocking TCP socket.
 
@@ -271,7 +272,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and not host:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
@@ -350,7 +351,7 @@ def set_unix_group(path: str | bytes, gid: int) -> None:
 
 
 def bind_unix_socket(
-    path: str, mode: int = DEFAULT_UNIX_MODE, group: int | None = None
+    path: str, mode: int = DEFAULT_UNIX_MODE, group: int | None = None, backlog: int = BACKLOG
 ) -> socket.socket:
     """
     Create, bind and listen a non-blocking UNIX socket at C{path}, with
@@ -375,7 +376,7 @@ def bind_unix_socket(
         os.chmod(path, mode)
         if group is not None:
             set_unix_group(path, group)
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as e:
         sock.close()

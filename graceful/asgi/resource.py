@@ -24,7 +24,7 @@ import inspect
 import sys
 from collections import deque
 from io import BytesIO
-from typing import IO, Any, AnyStr, Sequence
+from typing import IO, Any, AnyStr, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -136,6 +136,7 @@ class ASGIResource(Resource):
         root_path: str = "",
         lifespan: Lifespan | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        websocket_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # asgiref is imported only by servers that mount an ASGI app.
@@ -146,6 +147,7 @@ class ASGIResource(Resource):
         self.lifespan = lifespan if lifespan is not None else Lifespan(self.app, loop)
         self._loop = loop
         self._websocket: Any = None
+        self._websocket_options = websocket_options
 
     def render(self, request: Request) -> int | bytes:
         if self._loop is None:
@@ -156,7 +158,10 @@ class ASGIResource(Resource):
 
             if self._websocket is None:
                 self._websocket = (
-                    ws.websocket_factory(self.app, lambda: self._loop, global_reactor()) or False
+                    ws.websocket_factory(
+                        self.app, lambda: self._loop, global_reactor(), self._websocket_options
+                    )
+                    or False
                 )
             if not self._websocket:
                 return ws.not_implemented(request)

@@ -13,7 +13,7 @@ first): autobahn then finishes the opening handshake.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -66,7 +66,9 @@ def build_websocket_scope(request: Request, root_path: str, state: dict[str, Any
     return scope
 
 
-def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
+def websocket_factory(
+    app: ASGIApp, loop_of: Any, reactor: Any = None, options: Mapping[str, Any] | None = None
+) -> Any:
     """
     An autobahn C{WebSocketResource} builder for C{app}, or C{None} (logged
     once) when autobahn is not installed.
@@ -74,6 +76,8 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
     @param loop_of: a callable returning the loop to run the app on.
     @param reactor: the reactor its connections run on; the caller names
         it (L{graceful.asgi.resource} passes the global one).
+    @param options: autobahn's protocol options for its connections (the
+        settings' C{websocket_options}).
     """
     global _missing_logged
     try:
@@ -241,6 +245,8 @@ def websocket_factory(app: ASGIApp, loop_of: Any, reactor: Any = None) -> Any:
             return protocol
 
     factory = ASGIWebSocketFactory(reactor=reactor)
+    if options:
+        factory.setProtocolOptions(**options)
     resource = WebSocketResource(factory)
 
     def render(request: Request, scope: Scope) -> Any:

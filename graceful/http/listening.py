@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from .._errors import ConfigError
 from .._logging import NamedLogger
-from .._sockets import HeldSocket, ListenSpec, bind_socket, bind_unix_socket, set_unix_group
+from .._sockets import BACKLOG, HeldSocket, ListenSpec, bind_socket, bind_unix_socket, set_unix_group
 from .._status import PortStatus
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ class ServerSockets:
         unix_mode: int,
         unix_group: int | None,
         https_ports: bool,
+        backlog: int = BACKLOG,
     ) -> None:
         """
         Take the inherited sockets (if C{graceful}) and bind the new ones.
@@ -130,10 +131,14 @@ class ServerSockets:
 
         @param https_ports: whether the server's HTTPS ports were set apart
             from its plain ones (for the key an error names).
+        @param backlog: the listen backlog of the sockets bound here (an
+            inherited socket keeps the one it was bound with).
         """
         try:
             for spec in specs:
-                prepared = self._socket_for(spec, graceful, unix_mode, unix_group, https_ports)
+                prepared = self._socket_for(
+                    spec, graceful, unix_mode, unix_group, https_ports, backlog
+                )
                 if prepared is not None:
                     self.prepared.append(prepared)
                     # Ours to remove at the final shutdown (if still this file).
@@ -149,6 +154,7 @@ class ServerSockets:
         unix_mode: int,
         unix_group: int | None,
         https_ports: bool,
+        backlog: int,
     ) -> HeldSocket | None:
         inherited = self.host.inherited.claim(spec) if graceful else None
         if inherited is not None:
@@ -159,9 +165,9 @@ class ServerSockets:
             return None
         try:
             if spec.path is not None:
-                sock = bind_unix_socket(spec.path, unix_mode, unix_group)
+                sock = bind_unix_socket(spec.path, unix_mode, unix_group, backlog)
             else:
-                sock = bind_socket(spec.host, spec.port)
+                sock = bind_socket(spec.host, spec.port, backlog)
         except ConfigError as e:
             if spec.path is not None:
                 key = "unix_sockets"

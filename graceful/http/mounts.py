@@ -8,7 +8,7 @@ each path is served by one of them only.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from attrs import Factory, define, field
 from twisted.web.resource import IResource
@@ -68,10 +68,16 @@ class AppMounts:
         """
         self._served.claim(path, what, keep=False)
 
-    def build(self, reactor: Any, add_lifespan: Callable[[Any], None]) -> None:
+    def build(
+        self,
+        reactor: Any,
+        add_lifespan: Callable[[Any], None],
+        websocket_options: Mapping[str, Any] | None = None,
+    ) -> None:
         """
         Mount the WSGI and ASGI apps on the router, with one lifespan per
-        ASGI app even when it is mounted twice (given to C{add_lifespan}).
+        ASGI app even when it is mounted twice (given to C{add_lifespan});
+        their WebSockets get autobahn's C{websocket_options}.
         """
         for prefix, app in self.wsgi_apps:
             self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
@@ -81,7 +87,9 @@ class AppMounts:
 
             lifespans: dict[int, Lifespan] = {}
             for prefix, app in self._asgi_apps:
-                resource = ASGIResource(app, prefix, lifespans.get(id(app)))
+                resource = ASGIResource(
+                    app, prefix, lifespans.get(id(app)), websocket_options=websocket_options
+                )
                 if id(app) not in lifespans:
                     lifespans[id(app)] = resource.lifespan
                     add_lifespan(resource.lifespan)

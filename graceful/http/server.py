@@ -18,7 +18,7 @@ from .._logging import NamedLogger
 from .access_log import formatter
 from .proxy import site_root
 from .site import DrainingSite
-from .._settings import Settings
+from .._settings import Settings, check_http_impl
 from .._errors import ConfigError
 from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
 from .mounts import AppMounts
@@ -106,6 +106,7 @@ class Server(Verifies):
     admin_prefix: str | None = None
     admin_token: str | None = None
     health_path: str | None = None
+    http_impl: str = "auto"
     _apps: AppMounts = field(
         default=Factory(lambda self: AppMounts(f"server {self.name!r}", self.router), takes_self=True)
     )
@@ -186,6 +187,14 @@ class Server(Verifies):
         """
         self.graceful = bool(enabled)
 
+    def set_http_impl(self, impl: str) -> None:
+        """
+        The HTTP/1.1 channel: C{"auto"}, C{"twisted"}, C{"native"},
+        C{"httptools"} or C{"h11"}; each serves with twisted.web's until
+        graceful's own channel is there.
+        """
+        self.http_impl = check_http_impl(impl)
+
     def enable_admin(
         self, prefix: str = DEFAULT_ADMIN_PREFIX, token: str | None = None
     ) -> None:
@@ -248,6 +257,7 @@ class Server(Verifies):
             self.unix_socket_mode,
             self.unix_socket_group,
             https_ports=bool(self.https_ports),
+            backlog=self.runtime.settings.backlog,
         )
 
     @property
@@ -304,12 +314,15 @@ class Server(Verifies):
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
-        self._apps.build(reactor, self.runtime.add_lifespan)
+        self._apps.build(
+            reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options
+        )
         self.runtime.add_operational_pages(self)
         site = DrainingSite(
             site_root(self.router, self.runtime.settings),
             server_name=self.name,
             access_log=self.runtime.access_log(),
+            keep_alive=self.runtime.settings.timeout_keep_alive,
             reactor=reactor,
         )
         if self._apps.asgi:

@@ -210,6 +210,9 @@ class DrainableChannel(HTTPChannel):
     #: What L{DrainingSite.connections_by_kind} counts this connection as.
     kind = "http/1.1"
     _host: IAddress | None = None
+    #: Idle between two requests, on the site's C{keep_alive} timeout rather
+    #: than C{timeOut} (which a request being received gets).
+    _keeping_alive = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -222,6 +225,22 @@ class DrainableChannel(HTTPChannel):
             self.site.resets += 1  # lost with a request unanswered
         super().connectionLost(reason)
         self.site.channel_closed(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._keeping_alive:
+            # The next request began: it gets the ordinary time to arrive.
+            self._keeping_alive = False
+            self.timeOut = self.site.timeOut  # type: ignore[assignment]
+        super().dataReceived(data)
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        keep_alive = self.site.keep_alive
+        if keep_alive and self.persistent and not self.site.draining and self.is_idle():
+            # Nothing of a next request is in: wait keep_alive for one.  A
+            # drain that starts meanwhile gives its own grace instead.
+            self._keeping_alive = True
+            self.setTimeout(keep_alive)
 
     def getHost(self) -> IAddress:
         # Every Request asks in its __init__, and each answer was a
@@ -343,7 +362,7 @@ class DrainableChannel(HTTPChannel):
             self.setTimeout(self.site.idle_grace_left())
 
     def timeoutConnection(self) -> None:
-        if self.site.draining:
+        if self.site.draining or self._keeping_alive:
             if not self.is_idle():
                 # Part of a request came in: it gets the ordinary time to
                 # arrive, and is answered with Connection: close.
@@ -354,8 +373,8 @@ class DrainableChannel(HTTPChannel):
                 # reactor read it and answer it, rather than reset it.
                 self.setTimeout(PENDING_RECHECK)
                 return
-            # The connection's grace ran out: close it quietly (a FIN), no
-            # log line for every idle client.
+            # The connection's grace (or keep-alive) ran out: close it
+            # quietly (a FIN), no log line for every idle client.
             self.loseConnection()
             return
         super().timeoutConnection()
@@ -381,6 +400,9 @@ class DrainingSite(Site):
     @ivar drain_reason: C{"restart"} or C{"shutdown"} once draining.
     @ivar idle_grace: seconds a draining site gives an idle connection to
         send its next request; L{drain} may set it.
+    @ivar keep_alive: seconds an idle keep-alive connection is kept open
+        between requests when not draining; L{None}: C{timeOut}, as
+        twisted.web does.
     """
 
     # HTTPFactory's stub wants a factory of its _GenericHTTPChannelProtocol
@@ -396,6 +418,7 @@ class DrainingSite(Site):
         server_name: str = "default",
         access_log: Callable[[str], None] | None = None,
         idle_grace: float = IDLE_GRACE,
+        keep_alive: float | None = None,
         reactor: IReactorTime | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -406,6 +429,7 @@ class DrainingSite(Site):
         self.responses = self.server_errors = self.resets = 0
         self.draining = False
         self.idle_grace = idle_grace
+        self.keep_alive = keep_alive
         self._access_log = access_log
         self._drained: list[Deferred[None]] = []
         #: Connections a protocol took from their channel (WebSockets).

@@ -271,11 +271,11 @@ class WorkerStarter:
             if spec.path is not None:
                 server = core.servers.get(spec.server)
                 mode = server.unix_socket_mode if server is not None else DEFAULT_UNIX_MODE
-                sock = bind_unix_socket(spec.path, mode)
+                sock = bind_unix_socket(spec.path, mode, backlog=core.settings.backlog)
                 core.own_unix_file(spec.path)
                 where = f"unix:{spec.path}"
             else:
-                sock = bind_socket(spec.host, spec.port)
+                sock = bind_socket(spec.host, spec.port, core.settings.backlog)
                 where = f"port {sock.getsockname()[1]}"
             self.sockets.append(HeldSocket(spec, sock.fileno(), sock))
             core.log.info(

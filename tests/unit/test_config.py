@@ -792,3 +792,36 @@ def not_a_service():
         error = self.assertRaises(ConfigError, apply_config, config, self.runtime)
         self.assertIn("graceful.services[0]", str(error))
         self.assertIn("IService", str(error))
+
+
+class ConnectionKeysTests(_ConfigDirectory):
+    """
+    C{backlog}, C{timeout_keep_alive}, C{ws_max_size}, C{ws_ping_interval}
+    and the servers' C{http_impl}.
+    """
+
+    def test_given(self) -> None:
+        config = self.load(
+            "[graceful]\nbacklog = 64\ntimeout_keep_alive = 1\nws_max_size = 0\n"
+            "ws_ping_interval = 7.5\n" + server_table('http_impl = "twisted"')
+        )
+        settings = config.settings
+        self.assertEqual(
+            (settings.backlog, settings.timeout_keep_alive, settings.ws_max_size,
+             settings.ws_ping_interval, config.servers[0].http_impl),
+            (64, 1.0, 0, 7.5, "twisted"),
+        )
+
+    def test_bad(self) -> None:
+        for text, fragment in [
+            ("[graceful]\nbacklog = 0\n", "graceful.backlog must be 1 or more, not 0"),
+            ('[graceful]\nbacklog = "2"\n', "graceful.backlog must be a whole number, not '2'"),
+            ("[graceful]\ntimeout_keep_alive = -1\n",
+             "graceful.timeout_keep_alive must be above 0 and finite, not -1"),
+            ("[graceful]\nws_ping_interval = nan\n", "graceful.ws_ping_interval must be 0 (off)"),
+        ]:
+            self.assertConfigError(text + MINIMAL_SERVER, str(self.config_path), fragment)
+        self.assertConfigError(
+            server_table('http_impl = "uvloop"'),
+            "servers.s1.http_impl must be one of auto, twisted, native, httptools, h11, not 'uvloop'",
+        )

@@ -165,6 +165,51 @@ class ParsedTests(SynchronousTestCase):
             self.assertEqual(config.settings.pidfile, os.path.join(os.getcwd(), "x.pid"))
 
 
+class ConnectionOptionTests(SynchronousTestCase):
+    """
+    C{--backlog}, C{--timeout-keep-alive}, C{--http}, C{--ws-max-size} and
+    C{--ws-ping-interval}: uvicorn's options, with uvicorn's defaults.
+    """
+
+    def test_defaults(self) -> None:
+        config = build_config(options("m:a"))
+        settings = config.settings
+        self.assertEqual(
+            (settings.backlog, settings.timeout_keep_alive, settings.ws_max_size,
+             settings.ws_ping_interval, config.servers[0].http_impl),
+            (2048, 5.0, 16 * 1024 * 1024, 20.0, "auto"),
+        )
+
+    def test_given(self) -> None:
+        config = build_config(options(
+            "m:a", "--backlog", "100", "--timeout-keep-alive", "2.5", "--http", "httptools",
+            "--ws-max-size", "1024", "--ws-ping-interval", "0",
+        ))
+        settings = config.settings
+        self.assertEqual(
+            (settings.backlog, settings.timeout_keep_alive, settings.ws_max_size,
+             settings.ws_ping_interval, config.servers[0].http_impl),
+            (100, 2.5, 1024, 0.0, "httptools"),
+        )
+
+    def test_bad_values_name_the_option(self) -> None:
+        for argv, message in [
+            (("--backlog", "0"), "graceful run: --backlog must be 1 or more, not 0"),
+            (("--timeout-keep-alive", "0"),
+             "graceful run: --timeout-keep-alive must be above 0 and finite, not 0.0"),
+            (("--ws-max-size", "-1"),
+             "graceful run: --ws-max-size must be 0 (no limit) or more, not -1"),
+        ]:
+            with self.assertRaises(ConfigError) as e:
+                build_config(options("m:a", *argv))
+            self.assertEqual(str(e.exception), message)
+
+    def test_http_choices(self) -> None:
+        code, _, err = run_main("check", "m:a", "--http", "gevent")
+        self.assertEqual(code, 2)
+        self.assertIn("--http: invalid choice: 'gevent'", err)
+
+
 class CommandTests(SynchronousTestCase):
     def test_help(self) -> None:
         code, out, _ = run_main("--help")

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from graceful._settings import Settings
 from graceful.asgi.resource import ASGIResource
 from graceful.asgi.websocket import build_websocket_scope, websocket_factory
 from graceful.http.site import DrainingSite
@@ -89,10 +90,14 @@ class ASGIWebSocketTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.access: list[str] = []
 
-    def connect(self, app: Any, handshake: bytes | None = None) -> HTTPConnection:
+    def connect(
+        self, app: Any, handshake: bytes | None = None, options: dict[str, Any] | None = None
+    ) -> HTTPConnection:
         if not hasattr(self, "site"):
             resource = ASGIResource(app, "/chat", loop=self.loop)
-            resource._websocket = websocket_factory(resource.app, lambda: self.loop, self.clock)
+            resource._websocket = websocket_factory(
+                resource.app, lambda: self.loop, self.clock, options
+            )
             self.site = DrainingSite(resource, reactor=self.clock, rng=random.Random(1),
                                      access_log=self.access.append)
         connection = HTTPConnection(self.site, TCPLikeTransport())
@@ -146,6 +151,32 @@ class ASGIWebSocketTests(SynchronousTestCase):
             {"type": "websocket.receive", "bytes": b"\x01\x02"},
         ])
         self.assertEqual(self.site.connections_by_kind(), {"websocket": 1})
+
+    def test_message_over_max_size_closes_1009(self) -> None:
+        """
+        C{ws_max_size}: a message over it closes the connection with 1009
+        (message too big) and never reaches the app.
+        """
+        app = EchoApp()
+        options = Settings(ws_max_size=4, ws_ping_interval=0).websocket_options
+        connection = self.connect(app, options=options)
+        self.frame(connection, masked(b"four"))
+        self.frame(connection, masked(b"fives"))
+        self.assertEqual(close_code(connection.transport.value()), 1009)
+        texts = [m.get("text") for m in app.received if m["type"] == "websocket.receive"]
+        self.assertEqual(texts, ["four"])
+
+    def test_pings_every_ping_interval(self) -> None:
+        import txaio
+
+        # autobahn's timers run on txaio's loop: the test's clock here.
+        self.patch(txaio.config, "loop", self.clock)
+        options = Settings(ws_ping_interval=20).websocket_options
+        connection = self.connect(EchoApp(), options=options)
+        self.clock.advance(19)
+        self.assertEqual(server_frames(connection.transport.value()), [])
+        self.clock.advance(1.5)  # autobahn's timers fire in 0.2 s buckets
+        self.assertEqual([op for op, _ in server_frames(connection.transport.value())], [9])
 
     def test_app_close(self) -> None:
         connection = self.connect(EchoApp())

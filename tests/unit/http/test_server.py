@@ -198,3 +198,73 @@ class _Text(Resource):
 
     def render_GET(self, request: Any) -> bytes:
         return self.body
+
+
+class ConnectionSettingsTests(_Installed):
+    """
+    The code calls of C{backlog}, C{timeout_keep_alive}, C{ws_max_size},
+    C{ws_ping_interval} and C{http_impl}, and where a server uses them.
+    """
+
+    def test_backlog_of_the_sockets_bound(self) -> None:
+        from graceful.http import listening
+
+        backlogs: list[int] = []
+
+        def bind(host: str, port: int, backlog: int = 0) -> Any:
+            backlogs.append(backlog)
+            return real(host, port, backlog)
+
+        real = listening.bind_socket
+        self.patch(listening, "bind_socket", bind)
+        s1 = g.server("s1")
+        s1.set_host("127.0.0.1")
+        s1.set_port(0)
+        s1.prepare()
+        self.addCleanup(s1.release_prepared)
+        g.set_backlog(77)
+        s2 = g.server("s2")
+        s2.set_host("127.0.0.1")
+        s2.set_port(0)
+        s2.prepare()
+        self.addCleanup(s2.release_prepared)
+        self.assertEqual(backlogs, [2048, 77])
+
+    def test_keep_alive_reaches_the_site(self) -> None:
+        g.set_timeout_keep_alive(2.5)
+        s1 = g.server("s1")
+        s1.route("/", lambda request: "hi")
+        site = s1._build_site()
+        self.assertEqual(site.keep_alive, 2.5)
+
+    def test_websocket_options(self) -> None:
+        g.set_websocket_options(max_size=1024)
+        g.set_websocket_options(ping_interval=0)
+        self.assertEqual(
+            self.runtime.settings.websocket_options,
+            {"maxMessagePayloadSize": 1024, "autoPingInterval": 0.0, "failByDrop": False},
+        )
+
+    def test_bad_values(self) -> None:
+        for call, message in [
+            (lambda: g.set_backlog(0), "backlog must be 1 or more, not 0"),
+            (lambda: g.set_backlog(1.5), "backlog must be a whole number, not 1.5"),  # type: ignore[arg-type]
+            (lambda: g.set_timeout_keep_alive(float("inf")),
+             "timeout_keep_alive must be above 0 and finite, not inf"),
+            (lambda: g.set_websocket_options(max_size=-1),
+             "ws_max_size must be 0 (no limit) or more, not -1"),
+            (lambda: g.set_websocket_options(ping_interval=-1),
+             "ws_ping_interval must be 0 (off) or more, not -1"),
+            (lambda: g.server("s1").set_http_impl("gevent"),
+             "http_impl must be one of auto, twisted, native, httptools, h11, not 'gevent'"),
+        ]:
+            error = self.assertRaises(ConfigError, call)
+            self.assertEqual(str(error), message)
+        settings = self.runtime.settings
+        self.assertEqual((settings.backlog, settings.timeout_keep_alive), (2048, 5.0))
+
+    def test_http_impl(self) -> None:
+        s1 = g.server("s1")
+        self.assertEqual(s1.http_impl, "auto")
+        s1.set_http_impl("twisted")
+        self.assertEqual(s1.http_impl, "twisted")

@@ -427,6 +427,119 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(connection.closing)
 
 
+KEEP_ALIVE = 5.0
+
+
+class KeepAliveTests(SynchronousTestCase):
+    """
+    C{keep_alive}: an idle keep-alive connection is closed that long after
+    its last response, quietly; a request being received, and a drain,
+    keep their own timeouts.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.app = App()
+        self.site = DrainingSite(
+            self.app, idle_grace=GRACE * 5, keep_alive=KEEP_ALIVE, reactor=self.clock
+        )
+
+    def connect(self, transport: StringTransport | None = None) -> HTTPConnection:
+        connection = (
+            HTTPConnection(self.site) if transport is None else HTTPConnection(self.site, transport)
+        )
+        self.addCleanup(connection.lose)
+        return connection
+
+    def test_idle_connection_closed_after_keep_alive(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE - 0.01)
+        self.assertFalse(connection.closing)
+        self.clock.advance(0.02)
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected)  # a FIN, not an abort
+        self.assertEqual(connection.only_response().header("connection"), None)
+
+    def test_each_response_starts_it_again(self) -> None:
+        connection = self.connect()
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE - 1)
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE - 1)
+        self.assertFalse(connection.closing)
+        self.assertEqual(len(connection.responses()), 2)
+
+    def test_slow_response_is_not_cut(self) -> None:
+        connection = self.connect()
+        connection.request("/slow")
+        self.clock.advance(KEEP_ALIVE * 10)
+        self.assertFalse(connection.closing)
+        self.app.answer()
+        self.assertEqual(connection.only_response().body, b"slow")
+
+    def test_request_being_received_gets_the_site_timeout(self) -> None:
+        """
+        The keep-alive timeout is for the wait between requests: once the
+        next one starts arriving, silence is measured against C{timeOut}.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE - 1)
+        connection.send(b"GET /fast HTTP/1.1\r\n")
+        self.clock.advance(KEEP_ALIVE * 2)
+        self.assertFalse(connection.closing)
+        connection.send(b"Host: test\r\n\r\n")
+        self.assertEqual(len(connection.responses()), 2)
+        self.assertFalse(connection.closing)
+
+    def test_new_connection_gets_the_site_timeout(self) -> None:
+        connection = self.connect()
+        self.clock.advance(KEEP_ALIVE * 2)
+        self.assertFalse(connection.closing)
+        self.clock.advance(self.site.timeOut)
+        self.assertTrue(connection.closing)
+
+    def test_unread_request_is_answered_not_reset(self) -> None:
+        transport = SocketTransport()
+        self.addCleanup(transport.close)
+        connection = self.connect(transport)
+        connection.request("/fast")
+        transport.peer.sendall(b"GET /fast HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.clock.advance(KEEP_ALIVE)
+        self.assertFalse(connection.closing)
+        connection.send(transport.socket.recv(1000))
+        self.assertEqual(len(connection.responses()), 2)
+        self.assertFalse(connection.closing)
+
+    def test_drain_gives_its_own_grace(self) -> None:
+        """
+        A drain that starts while a connection waits gives it the drain's
+        grace (here longer than the keep-alive), and its next request is
+        answered with C{Connection: close}.
+        """
+        connection = self.connect()
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE - 1)
+        drained = self.site.drain()
+        self.clock.advance(GRACE * 5 - 0.01)
+        self.assertFalse(connection.closing)
+        connection.request("/fast")
+        self.assertEqual(connection.responses()[1].header("connection"), "close")
+        self.assertTrue(connection.closing)
+        connection.lose()
+        self.successResultOf(drained)
+
+    def test_none_keeps_twisted_web_timeout(self) -> None:
+        site = DrainingSite(self.app, reactor=self.clock)
+        self.assertIsNone(site.keep_alive)
+        connection = HTTPConnection(site)
+        self.addCleanup(connection.lose)
+        connection.request("/fast")
+        self.clock.advance(KEEP_ALIVE * 2)
+        self.assertFalse(connection.closing)
+
+
 class SocketTransport(StringTransport):
     """
     A StringTransport whose handle is a real socket, as a TCP transport's
