@@ -127,6 +127,16 @@ def _prefix(where: str) -> str:
     return f"{where}." if where else ""
 
 
+#: The upper bounds, in seconds, of the request duration histogram's
+#: buckets (prometheus-client's defaults); a last one holds the rest.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+
+#: The classes responses are counted by.
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 # -- the parts ----------------------------------------------------------------------
 
 
@@ -180,8 +190,13 @@ class ServerStatus:
         over the workers' current processes, for a master); L{None} from a
         node too old to count them.
     @ivar connections: open connections by kind (C{http/1.1}, C{h2},
-        C{websocket}, C{stream}); L{None} where they are not counted (a
-        master's sums, or an older node).
+        C{websocket}, C{stream}), summed over the workers for a master;
+        L{None} where they are not counted (an older node).
+    @ivar responses: responses finished, by status class (C{"2xx"}...);
+        L{None} from an older node.
+    @ivar duration_counts: requests by duration: one count per bucket of
+        L{DURATION_BUCKETS}, then the rest; L{None} from an older node.
+    @ivar duration_sum: the seconds those requests took, together.
     """
 
     name: str
@@ -189,6 +204,9 @@ class ServerStatus:
     in_flight: int = 0
     requests: int | None = None
     connections: dict[str, int] | None = None
+    responses: dict[str, int] | None = None
+    duration_counts: tuple[int, ...] | None = None
+    duration_sum: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -200,6 +218,11 @@ class ServerStatus:
             data["requests"] = self.requests
         if self.connections is not None:
             data["connections"] = dict(self.connections)
+        if self.responses is not None:
+            data["responses"] = dict(self.responses)
+        if self.duration_counts is not None:
+            data["duration_counts"] = list(self.duration_counts)
+            data["duration_sum"] = self.duration_sum or 0.0
         return data
 
     @classmethod
@@ -207,6 +230,8 @@ class ServerStatus:
         data = _object(data, where)
         at = _prefix(where)
         connections = data.get("connections")
+        responses = data.get("responses")
+        durations = data.get("duration_counts")
         ports: list[Any] = _get(data, "ports", at, _list, [])
         return cls(
             name=_str(_required(data, "name", where), f"{at}name"),
@@ -222,6 +247,19 @@ class ServerStatus:
                 _str(kind, f"{at}connections"): _int(count, f"{at}connections.{kind}")
                 for kind, count in _object(connections, f"{at}connections").items()
             },
+            responses=None
+            if responses is None
+            else {
+                _str(kind, f"{at}responses"): _int(count, f"{at}responses.{kind}")
+                for kind, count in _object(responses, f"{at}responses").items()
+            },
+            duration_counts=None
+            if durations is None
+            else tuple(
+                _int(count, f"{at}duration_counts[{i}]")
+                for i, count in enumerate(_list(durations, f"{at}duration_counts"))
+            ),
+            duration_sum=_optional(_float, data.get("duration_sum"), f"{at}duration_sum"),
         )
 
 

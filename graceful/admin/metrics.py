@@ -12,6 +12,10 @@ metric                                 type     what
 =====================================  =======  ====================================
 graceful_requests_total{server}        counter  HTTP requests this process received
 graceful_requests_in_flight{server}    gauge    requests received, not yet answered
+graceful_responses_total               counter  responses finished, by status class:
+  {server,status}                               1xx, 2xx, 3xx, 4xx, 5xx
+graceful_request_duration_seconds      histogram  seconds from a request being in to
+  {server}                                      its response's end
 graceful_connections{server,kind}      gauge    open connections by kind: http/1.1,
                                                 h2, websocket, stream
 graceful_drain_connections_left        gauge    while draining: connections still
@@ -56,6 +60,8 @@ graceful_worker_last_replaced          gauge    1 for why the slot was last repl
 graceful_admin_refused_total{reason}   counter  admin requests refused: no_token,
                                                 wrong_token, cross_origin (this
                                                 process only)
+graceful_build_info                    gauge    1, labelled with graceful's, Python's
+  {version,python,twisted}                      and Twisted's versions
 process_*                              various  CPU, memory, open fds, start time
                                                 (prometheus-client's ProcessCollector)
 =====================================  =======  ====================================
@@ -75,15 +81,29 @@ server keeps running.
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from .refusals import refusals_of
-from .._status import REPLACEMENT_REASONS, ProcessStatus, WorkerStatus
+from .._status import (
+    DURATION_BUCKETS,
+    REPLACEMENT_REASONS,
+    STATUS_CLASSES,
+    ProcessStatus,
+    ServerStatus,
+    WorkerStatus,
+)
 
 #: Bytes in a MiB, which workers report their memory in.
 MIB = 1024 * 1024
@@ -114,6 +134,58 @@ class RuntimeCollector(Collector):
         yield refused
         if status.workers is not None:
             yield from worker_metrics(status)
+        yield build_info()
+
+
+def build_info() -> Metric:
+    """
+    C{graceful_build_info}: 1, with the versions as labels, so that a
+    dashboard shows what runs (and a restart's new version) by joining on it.
+    """
+    try:
+        graceful_version = version("graceful")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        graceful_version = "0+unknown"
+    import twisted
+
+    info = GaugeMetricFamily(
+        "graceful_build_info",
+        "1, labelled with the versions of graceful, Python and Twisted this process runs.",
+        labels=["version", "python", "twisted"],
+    )
+    info.add_metric([graceful_version, platform.python_version(), twisted.__version__], 1.0)
+    return info
+
+
+def response_metrics(servers: Iterable[ServerStatus]) -> Iterator[Metric]:
+    """
+    Responses by status class and the request duration histogram, per
+    server (summed over the workers, for a group).
+    """
+    responses = CounterMetricFamily(
+        "graceful_responses",
+        "Responses finished, per server and status class (1xx to 5xx).",
+        labels=["server", "status"],
+    )
+    durations = HistogramMetricFamily(
+        "graceful_request_duration_seconds",
+        "Seconds from a request being in to its response's end, per server.",
+        labels=["server"],
+    )
+    bounds = [repr(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
+    for server in servers:
+        if server.responses is not None:
+            for kind in STATUS_CLASSES:
+                responses.add_metric([server.name, kind], server.responses.get(kind, 0))
+        counts = server.duration_counts
+        if counts is not None and len(counts) == len(bounds):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            durations.add_metric([server.name], buckets, server.duration_sum or 0.0)
+    yield responses
+    yield durations
 
 
 def status_metrics(status: ProcessStatus) -> Iterator[Metric]:
@@ -143,6 +215,7 @@ def status_metrics(status: ProcessStatus) -> Iterator[Metric]:
     yield requests
     yield in_flight
     yield connections
+    yield from response_metrics(status.servers)
     left = GaugeMetricFamily(
         "graceful_drain_connections_left",
         "While this process drains: its connections still open.",

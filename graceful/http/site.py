@@ -64,6 +64,7 @@ from twisted.web.server import Site
 
 from .._logging import NamedLogger
 from .h2 import NegotiatingFactory
+from .response_stats import ResponseStats
 from .streams import StreamRegistry
 from .websocket import TakenConnection, UpgradeDrain, taken_over_by
 
@@ -394,6 +395,7 @@ class DrainingSite(Site):
     @ivar requests_served: requests received since the process started.
     @ivar responses: responses finished, of which C{server_errors} were 5xx.
     @ivar resets: connections lost with a request unanswered.
+    @ivar stats: responses by status class, requests by duration.
     @ivar taken: connections a protocol took from their channel (autobahn's
         WebSockets), tracked until they are lost.
     @ivar streams: the requests that asked to hear of the drain.
@@ -427,6 +429,8 @@ class DrainingSite(Site):
         self.channels: set[Connection] = set()
         self.requests_served = 0
         self.responses = self.server_errors = self.resets = 0
+        #: Responses by status class and requests by duration.
+        self.stats = ResponseStats()
         self.draining = False
         self.idle_grace = idle_grace
         self.keep_alive = keep_alive
@@ -471,12 +475,21 @@ class DrainingSite(Site):
         """
         return sum(len(channel.requests) for channel in self.channels)
 
+    def getResourceFor(self, request: Request) -> IResource:
+        # Every request (HTTP/1.1 and h2) passes here once it is in, before
+        # it is rendered: its duration is counted from here to log().
+        request._graceful_started = self.reactor.seconds()  # type: ignore[attr-defined]
+        return super().getResourceFor(request)
+
     def log(self, request: Request) -> None:
         # Every finished response passes here: a canary restart compares
         # the generations' 5xx shares from these counts.
         self.responses += 1
-        if request.code >= 500:
+        code = request.code
+        if code >= 500:
             self.server_errors += 1
+        started = getattr(request, "_graceful_started", None)
+        self.stats.record(code, None if started is None else self.reactor.seconds() - started)
         if self._access_log is not None:
             self._access_log(combinedLogFormatter(self._logDateTime, request))
 

@@ -137,9 +137,21 @@ def server_statuses(servers: Iterable[Server]) -> tuple[ServerStatus, ...]:
             in_flight=server.in_flight,
             requests=server.site.requests_served if server.site else 0,
             connections=_connection_counts(server.site),
+            **_response_counts(server.site),
         )
         for server in servers
     )
+
+
+def _response_counts(site: Any) -> dict[str, Any]:
+    stats = getattr(site, "stats", None)
+    if stats is None:
+        return {}
+    return {
+        "responses": stats.by_class(),
+        "duration_counts": tuple(stats.durations),
+        "duration_sum": stats.duration_sum,
+    }
 
 
 @define(eq=False)

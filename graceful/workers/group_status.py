@@ -58,6 +58,10 @@ def group_status(
                 ports=s.ports if w is slots.get(w.slot) else entry.ports,
                 in_flight=entry.in_flight + s.in_flight,
                 requests=(entry.requests or 0) + (s.requests or 0),
+                connections=_summed(entry.connections, s.connections),
+                responses=_summed(entry.responses, s.responses),
+                duration_counts=_added(entry.duration_counts, s.duration_counts),
+                duration_sum=(entry.duration_sum or 0.0) + (s.duration_sum or 0.0),
             )
     own = process.own_status("master", leaving, restarting, None)
     return evolve(
@@ -75,6 +79,20 @@ def group_status(
         servers=tuple(servers.values())
         or tuple(ServerStatus(name=name, requests=0) for name in process.servers),
     )
+
+
+def _summed(a: Mapping[str, int] | None, b: Mapping[str, int] | None) -> dict[str, int]:
+    total = dict(a or {})
+    for key, count in (b or {}).items():
+        total[key] = total.get(key, 0) + count
+    return total
+
+
+def _added(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if not a or not b or len(a) != len(b):
+        # The first worker's, or a worker too old (or too new) to count.
+        return a or b
+    return tuple(x + y for x, y in zip(a, b))
 
 
 class StatusPush:

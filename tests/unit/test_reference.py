@@ -33,6 +33,7 @@ from graceful.admin.metrics import RuntimeCollector, status_metrics, worker_metr
 from graceful.http.server import Server
 from graceful._sockets import DEFAULT_UNIX_MODE
 from graceful._status import (
+    DURATION_BUCKETS,
     DrainStatus,
     LastRestart,
     PortStatus,
@@ -386,7 +387,7 @@ class TestingExampleTests(SynchronousTestCase):
 
 METRICS_SECTION = "The metrics (``GET <admin>/metrics``)"
 _METRIC_ROW = re.compile(
-    r"^``(?P<name>graceful_\w+)(?:\{(?P<labels>[\w,]+)\})?``\s+(?P<type>counter|gauge)\s"
+    r"^``(?P<name>graceful_\w+)(?:\{(?P<labels>[\w,]+)\})?``\s+(?P<type>counter|gauge|histogram)\s"
 )
 
 
@@ -415,7 +416,9 @@ def _every_metric() -> dict[str, tuple[str, frozenset[str]]]:
         generation=2,
         servers=(
             ServerStatus(
-                "web", (PortStatus(port=8100),), 1, requests=5, connections={"http/1.1": 1}
+                "web", (PortStatus(port=8100),), 1, requests=5, connections={"http/1.1": 1},
+                responses={"2xx": 5}, duration_counts=(5,) + (0,) * len(DURATION_BUCKETS),
+                duration_sum=0.01,
             ),
         ),
         role="master",
@@ -435,6 +438,8 @@ def _every_metric() -> dict[str, tuple[str, frozenset[str]]]:
     for family in families:
         name = family.name + ("_total" if family.type == "counter" else "")
         labels = frozenset(label for sample in family.samples for label in sample.labels)
+        if family.type == "histogram":
+            labels -= {"le"}  # each bucket's bound, not a label of the metric
         assert family.samples, f"{name}: the status above should give it a value"
         found[name] = (family.type, labels)
     return found
@@ -453,3 +458,8 @@ class MetricsTests(SynchronousTestCase):
                 labels = frozenset((match["labels"] or "").split(",")) - {""}
                 documented[match["name"]] = (match["type"], labels)
         self.assertEqual(documented, _every_metric())
+
+    def test_readme_lists_every_metric(self) -> None:
+        readme = (REFERENCE.parents[1] / "README.rst").read_text()
+        missing = {name for name in _every_metric() if f"``{name}" not in readme}
+        self.assertEqual(missing, set())

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from graceful.admin.state import AdminState
 from graceful.admin.metrics import RuntimeCollector
-from graceful._status import PortStatus, ProcessStatus, ServerStatus, WorkerStatus
+from graceful._status import DURATION_BUCKETS, PortStatus, ProcessStatus, ServerStatus, WorkerStatus
 
 SERVERS = (ServerStatus("web", (PortStatus(port=8100),), in_flight=1, requests=40),)
 
@@ -174,3 +174,53 @@ class WorkerSeriesTests(SynchronousTestCase):
         self.assertNotIn("graceful_worker", text)
         self.assertNotIn("graceful_workers", text)
         self.assertIn('graceful_requests_total{server="web"} 40.0', text)
+
+
+class ServerSeriesTests(SynchronousTestCase):
+    """
+    Per server: responses by status class, the request duration histogram
+    (also summed over a group's workers), and the build's versions.
+    """
+
+    def test_responses_and_durations(self) -> None:
+        counts = [0] * (len(DURATION_BUCKETS) + 1)
+        counts[0], counts[DURATION_BUCKETS.index(0.5)], counts[-1] = 3, 1, 1
+        server = ServerStatus(
+            "web", in_flight=0, requests=5,
+            responses={"2xx": 4, "5xx": 1}, duration_counts=tuple(counts), duration_sum=12.5,
+        )
+        text = exposition(ProcessStatus(pid=100, generation=1, servers=(server,)))
+        self.assertEqual(samples(text, "graceful_responses_total"), {
+            (("server", "web"), ("status", kind)): value
+            for kind, value in (("1xx", 0), ("2xx", 4), ("3xx", 0), ("4xx", 0), ("5xx", 1))
+        })
+        buckets = samples(text, "graceful_request_duration_seconds_bucket")
+        self.assertEqual(buckets[(("le", "0.005"), ("server", "web"))], 3)
+        self.assertEqual(buckets[(("le", "0.25"), ("server", "web"))], 3)
+        self.assertEqual(buckets[(("le", "0.5"), ("server", "web"))], 4)
+        self.assertEqual(buckets[(("le", "+Inf"), ("server", "web"))], 5)
+        self.assertEqual(samples(text, "graceful_request_duration_seconds_count"),
+                         {(("server", "web"),): 5})
+        self.assertEqual(samples(text, "graceful_request_duration_seconds_sum"),
+                         {(("server", "web"),): 12.5})
+
+    def test_connections_of_a_group(self) -> None:
+        server = ServerStatus("web", requests=5, connections={"http/1.1": 3})
+        text = exposition(ProcessStatus(
+            pid=100, generation=2, servers=(server,), role="master", workers=(),
+        ))
+        self.assertEqual(samples(text, "graceful_connections"),
+                         {(("kind", "http/1.1"), ("server", "web")): 3})
+
+    def test_build_info(self) -> None:
+        import platform
+
+        import twisted
+
+        text = exposition(group())
+        [(labels, value)] = samples(text, "graceful_build_info").items()
+        labels_ = dict(labels)
+        self.assertEqual(value, 1.0)
+        self.assertEqual((labels_["python"], labels_["twisted"]),
+                         (platform.python_version(), twisted.__version__))
+        self.assertTrue(labels_["version"])

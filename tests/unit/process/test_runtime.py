@@ -102,6 +102,9 @@ class ServingStartedTests(_RuntimeCase):
                     "in_flight": 0,
                     "requests": 0,
                     "connections": {"http/1.1": 0, "h2": 0, "websocket": 0, "stream": 0},
+                    "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
+                    "duration_counts": [0] * 15,
+                    "duration_sum": 0.0,
                 }
             ],
         )

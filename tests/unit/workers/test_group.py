@@ -385,6 +385,28 @@ class WatchdogTests(GroupTestCase):
         self.reactor.advance(1000)
         self.assertEqual([p.signals for p in self.spawned], [[], []])
 
+    def test_status_sums_the_servers_of_the_workers(self) -> None:
+        """
+        The group's servers show their connections, responses and request
+        durations summed over the workers, as the metrics read them.
+        """
+        group = self.group()
+        for process, count in zip(self.spawned, (1, 2)):
+            process.say(Status(ProcessStatus(
+                pid=process.pid, generation=1, role="worker",
+                servers=(ServerStatus(
+                    "s", requests=count, connections={"http/1.1": count, "websocket": 1},
+                    responses={"2xx": count, "5xx": 1}, duration_counts=(count, 0, 1),
+                    duration_sum=0.5,
+                ),),
+            )))
+        [server] = group.status().servers
+        self.assertEqual(
+            (server.requests, server.connections, server.responses, server.duration_counts,
+             server.duration_sum),
+            (3, {"http/1.1": 3, "websocket": 2}, {"2xx": 3, "5xx": 2}, (3, 0, 2), 1.0),
+        )
+
     def test_status_shows_heartbeat(self) -> None:
         """
         The status shows each worker's requests, RSS and seconds since its
