@@ -22,9 +22,11 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from html import escape
-from typing import Iterable
+from typing import Iterable, Sequence
 
+from .._history import RestartRecord
 from .._status import DrainStatus, LastRestart, PortStatus, ProcessStatus, WorkerStatus
+from .restarts_view import history_table, restart_progress
 
 #: Seconds between reloads of a page that follows a restart.
 RELOAD_SECONDS = 1
@@ -213,6 +215,9 @@ def admin_page(
     allowed_executables: Iterable[str] = (),
     restarted_from: int | None = None,
     now: float | None = None,
+    history: Sequence[RestartRecord] = (),
+    ready_timeout: float = 15.0,
+    own_server: str | None = None,
 ) -> bytes:
     """
     The admin page for C{status}.
@@ -220,6 +225,10 @@ def admin_page(
     @param prefix: where the admin pages are, for the forms and links.
     @param token: the token the request presented, to carry in the forms;
         L{None} when it presented none.
+    @param history: the restart history's records, oldest first.
+    @param ready_timeout: what a new process is allowed to become ready.
+    @param own_server: the server whose in-flight count holds the request
+        for this page, which is left out of the counts shown.
     """
     now = time.time() if now is None else now
     state = status.state
@@ -233,7 +242,7 @@ def admin_page(
         "<tr>"
         f'<td class="server-name">{escape(s.name)}</td>'
         f"<td>{_ports(s.ports)}</td>"
-        f'<td class="num in-flight">{s.in_flight}</td>'
+        f'<td class="num in-flight">{max(0, s.in_flight - (s.name == own_server))}</td>'
         f'<td class="num">{s.requests or 0}</td>'
         f'<td class="connections">{_connections(s.connections or {})}</td>'
         "</tr>"
@@ -241,6 +250,9 @@ def admin_page(
     ) or '<tr><td colspan="5" class="muted">No server started.</td></tr>'
 
     workers_html = _workers(status.workers)
+    # The request for this page is in flight as it is rendered: not shown.
+    own = any(s.name == own_server for s in servers)
+    in_flight = max(0, status.in_flight - own)
 
     hidden = (
         f'<input type="hidden" name="token" value="{escape(token, quote=True)}">'
@@ -291,8 +303,9 @@ def admin_page(
 <div><dt>pid</dt><dd id="pid">{pid}</dd></div>
 <div><dt>generation</dt><dd id="generation">{generation}</dd></div>
 {master}<div><dt>uptime</dt><dd id="uptime" title="started {escape(_when(status.started_at))}">{escape(uptime)}</dd></div>
-<div><dt>in flight</dt><dd id="in-flight">{status.in_flight}</dd></div>
+<div><dt>in flight</dt><dd id="in-flight">{in_flight}</dd></div>
 {_drain(status.drain)}
+{restart_progress(status, history, ready_timeout, now)}
 </dl>
 <h2>Servers</h2>
 <table id="servers">
@@ -304,6 +317,8 @@ def admin_page(
 {workers_html}
 <h2>Last restart</h2>
 {_last_restart(status.last_restart, now)}
+<h2>Restart history</h2>
+{history_table(history)}
 <h2>Actions</h2>
 <div class="actions">
 <form method="post" action="{action}/restart" id="restart-form">

@@ -87,6 +87,7 @@ from .answers import (
     wants_html,
 )
 from .page import admin_page
+from .restarts_view import counted_in
 
 if TYPE_CHECKING:
     from .host import AdminHost
@@ -216,4 +217,7 @@ class AdminResource(Resource):
             token=self._access.presented_token(request),
             allowed_executables=self._runtime.settings.allowed_executables,
             restarted_from=restarted_from,
+            history=self._runtime.history.log.records,
+            ready_timeout=self._runtime.settings.ready_timeout,
+            own_server=counted_in(request, self._runtime),
         )

@@ -150,6 +150,21 @@ class AdminPageInBrowserTests(TestCase):
         self.assertIn("ok", driver.find_element("id", "last-restart").text)
         proc.wait_gone(old)
 
+        # The restart history table shows the restart: its outcome and the
+        # two pids, and the page's own request is not counted in flight.
+        driver.refresh()
+        rows = driver.find_elements("css selector", "#history tbody tr")
+        self.assertEqual(len(rows), 1)
+        self.assertIn("ok", rows[0].text)
+        self.assertIn(f"{old} → {new}", rows[0].text)
+        self.assertTrue(driver.find_element("id", "history").is_displayed())
+        self.assertEqual(driver.find_element("id", "in-flight").text, "0")
+        screenshot = self.directory / "admin-page.png"
+        self.assertTrue(driver.save_screenshot(str(screenshot)))
+        self.assertEqual(screenshot.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+        if os.environ.get("GRACEFUL_KEEP_SCREENSHOT"):
+            shutil.copy(screenshot, os.environ["GRACEFUL_KEEP_SCREENSHOT"])
+
         # Unconfirmed, the form does not go.
         driver.find_element("id", "shutdown").click()
         self.assertEqual(driver.find_element("id", "pid").text, str(new))
