@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from harness.processes import script
+from harness.processes import listening_pids, script
 from harness.wrk import Wrk, wrk_path
 from tests.support import ROOT, ServerProcess, free_port, get, pid_of, wait_until
 
@@ -291,3 +291,74 @@ class RunOptionsTests(SynchronousTestCase):
         self.assertEqual(answers, [200])
         self.assertEqual(get(port, "/pid")[0], 200)
         self.assertIn("limit_concurrency 1 reached", proc.log())
+
+
+#: The README's quick start: each framework's app as its own tutorial
+#: makes it, and the one command that serves it.
+QUICK_START = {
+    "FastAPI": (
+        "main.py",
+        "from fastapi import FastAPI\napp = FastAPI()\n\n@app.get('/')\ndef root():\n"
+        "    return {'hello': 'world'}\n",
+        "graceful run main:app",
+    ),
+    "Django": (None, None, "graceful run mysite.asgi:application"),
+    "Flask": (
+        "app.py",
+        "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/')\ndef root():\n"
+        "    return 'hello'\n",
+        "graceful run app:app",
+    ),
+}
+
+
+class QuickStartTests(SynchronousTestCase):
+    """
+    The README's one command for FastAPI, Django and Flask users serves
+    their app from its folder, and a SIGUSR1 hands it over.
+    """
+
+    def serve(self, framework: str) -> None:
+        module = {"FastAPI": "fastapi", "Django": "django", "Flask": "flask"}[framework]
+        try:
+            __import__(module)
+        except ImportError:
+            raise SkipTest(f"{module} is not installed")
+        name, source, command = QUICK_START[framework]
+        readme = (ROOT / "README.rst").read_text()
+        self.assertIn(f"&& {command}  ", readme)
+        directory = tempfile.TemporaryDirectory(prefix="graceful-quickstart-")
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        if name is None:
+            subprocess.run(
+                [sys.executable, "-m", "django", "startproject", "mysite", str(folder)],
+                check=True, timeout=60,
+            )
+        else:
+            (folder / name).write_text(source or "")
+        port = free_port()
+        proc = ServerProcess(graceful(*command.split()[1:], "--port", str(port)), cwd=str(folder))
+        proc.start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: get(port, "/")[0] == 200, what=f"the {framework} app to serve")
+        old = proc.pid
+        proc.signal(old, signal.SIGUSR1)
+
+        def new_listener() -> int | None:
+            # Only the new process listens once the old one handed over.
+            pids = listening_pids(port)
+            return pids.pop() if len(pids) == 1 and old not in pids else None
+
+        proc.remember(wait_until(new_listener, what="the new process to take over"))
+        proc.wait_gone(old)
+        self.assertEqual(get(port, "/")[0], 200)
+
+    def test_fastapi(self) -> None:
+        self.serve("FastAPI")
+
+    def test_django(self) -> None:
+        self.serve("Django")
+
+    def test_flask(self) -> None:
+        self.serve("Flask")
