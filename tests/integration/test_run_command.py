@@ -7,6 +7,7 @@ and drained by SIGTERM; C{graceful check} and C{graceful --version}.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,27 @@ class RunCommandTests(SynchronousTestCase):
 
     def test_django_restarts_under_load(self) -> None:
         self.restart_under_wrk(f"{PROGRAMS}.django_app:application", "/")
+
+    def test_backlog_and_keep_alive(self) -> None:
+        """
+        C{--backlog} is the listening socket's backlog (as C{ss} shows it),
+        and C{--timeout-keep-alive} closes an idle keep-alive connection
+        that long after its response, quietly (no log line).
+        """
+        proc = self.start(f"{PROGRAMS}.run_flask:app", "--backlog", "77",
+                          "--timeout-keep-alive", "1")
+        wait_until(lambda: pid_of(self.port, "/pid"), what="the app to serve")
+        listing = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{self.port}"], capture_output=True, text=True, timeout=10
+        ).stdout.split()
+        self.assertEqual(listing[:3], ["LISTEN", "0", "77"], listing)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as client:
+            client.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(client.recv(4096).startswith(b"HTTP/1.1 200"))
+            started = time.monotonic()
+            self.assertEqual(client.recv(4096), b"")  # closed, with a FIN
+            self.assertTrue(0.8 < time.monotonic() - started < 5, time.monotonic() - started)
+        self.assertNotIn("Timing out client", proc.log())
 
     def test_sigterm_drains(self) -> None:
         """
