@@ -20,6 +20,7 @@ from twisted.web.resource import IResource
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._errors import ConfigError
 from .process.runtime import Runtime, Settings
+from .http.server import HTTP_IMPLS
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -53,6 +54,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "admin_token": (str, "a string"),
     "admin_token_file": (str, "a file path"),
     "health": (str, 'a path such as "/healthz"'),
+    "http_impl": (str, '"native" or "twisted"'),
 }
 
 
@@ -76,6 +78,7 @@ class ServerConfig:
     admin: str | None = None
     admin_token: str | None = None
     health: str | None = None
+    http_impl: str | None = None
 
 
 @frozen
@@ -219,6 +222,8 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     for page in ("admin", "health"):
         if page in table and not table[page].startswith("/"):
             raise ConfigError(f"{path}: {where}.{page} must start with '/'")
+    if table.get("http_impl", "native") not in HTTP_IMPLS:
+        raise ConfigError(f"{path}: {where}.http_impl must be \"native\" or \"twisted\"")
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -234,6 +239,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin=table.get("admin"),
         admin_token=token,
         health=table.get("health"),
+        http_impl=table.get("http_impl"),
     )
 
 
@@ -469,6 +475,8 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.enable_admin(server_config.admin, server_config.admin_token)
         if server_config.health:
             server.enable_health(server_config.health)
+        if server_config.http_impl:
+            server.set_http_impl(server_config.http_impl)
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)

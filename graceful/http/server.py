@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 DEFAULT_ADMIN_PREFIX = "/debug/admin"
 
+#: What C{http_impl} may name: graceful's own HTTP/1.1 channel, or twisted.web's.
+HTTP_IMPLS = ("native", "twisted")
+
 
 class ServerHost(Protocol):
     """
@@ -143,6 +146,7 @@ class Server:
     admin_prefix: str | None = None
     admin_token: str | None = None
     health_path: str | None = None
+    http_impl: str | None = None  # None: "native" where it can serve, else "twisted"
     _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _served: ServedPaths = field(
@@ -247,6 +251,10 @@ class Server:
 
     def enable_health(self, path: str = "/healthz") -> None:
         self.health_path = path
+
+    def set_http_impl(self, impl: str) -> None:
+        "C{'native'} (graceful's own HTTP/1.1 channel) or C{'twisted'} (twisted.web's)."
+        self.http_impl = _check_impl(self.name, impl)
 
     # -- running ------------------------------------------------------------
 
@@ -414,21 +422,12 @@ class Server:
         for prefix, app in self._wsgi_mounts:
             self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
         self._wsgi_mounts.clear()
-        if _mount_asgi_apps(self.router, self._asgi_mounts, self.runtime):
-            self._asgi_mounts_built = True
+        only_apps = not self.router.served_paths()
+        mounted = _mount_asgi_apps(self.router, self._asgi_mounts, self.runtime)
+        self._asgi_mounts_built = bool(mounted)
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
-        site = DrainingSite(
-            self.router,
-            server_name=self.name,
-            access_log=self.runtime.access_log(),
-            reactor=reactor,
-        )
-        if self._asgi_mounts_built:
-            from ..asgi.resource import ASGIRequest
-
-            # Its requests reach an ASGI app before their body has arrived.
-            site.requestFactory = ASGIRequest
+        site = _site(self, mounted, only_apps)
         return site
 
     def resume_accepting(self) -> None:
@@ -612,23 +611,79 @@ def access_log_writer(target: str | None) -> Callable[[str], None] | None:
     return write
 
 
-def _mount_asgi_apps(router: Router, mounts: list[tuple[str, Any]], runtime: ServerHost) -> bool:
+def _mount_asgi_apps(
+    router: Router, mounts: list[tuple[str, Any]], runtime: ServerHost
+) -> list[Any]:
     """
     Mount each ASGI app on C{router}, with one lifespan per app even when it
-    is mounted twice; return whether any was mounted.
+    is mounted twice; return the resources mounted.
     """
     if not mounts:
-        return False
+        return []
     from ..asgi.resource import ASGIResource, Lifespan
 
     lifespans: dict[int, Lifespan] = {}
+    mounted = []
     for prefix, app in mounts:
         resource = ASGIResource(app, prefix, lifespans.get(id(app)))
         if id(app) not in lifespans:
             lifespans[id(app)] = resource.lifespan
             runtime.add_lifespan(resource.lifespan)
         router.mount(prefix, resource)
-    return True
+        mounted.append(resource)
+    return mounted
+
+
+def _native_dispatch(server: Server, mounted: list[Any]) -> Any:
+    """
+    The native channel's dispatch for C{server}'s ASGI apps, or C{None}
+    where twisted.web serves it: asked to, or httptools missing.
+    """
+    if server.http_impl == "twisted":
+        return None
+    try:
+        from .native_site import prefix_dispatch
+    except ImportError:  # httptools is not installed: graceful[standard]
+        return None
+    from ..asgi.native import NativeASGI
+
+    apps = [
+        (r.root_path.encode("utf-8"), NativeASGI(r.app, r.root_path, r.lifespan))
+        for r in mounted
+    ]
+    prefixes = {prefix for prefix, _ in apps}
+    others = [p for p in server.router.served_paths() if p not in prefixes]
+    return prefix_dispatch(apps, others)
+
+
+def _site(server: Server, mounted: list[Any], only_apps: bool) -> DrainingSite:
+    """
+    The site of C{server}: on the native channel where it serves nothing
+    but ASGI apps (and the admin and health pages), unless told otherwise.
+    """
+    runtime = server.runtime
+    options: dict[str, Any] = dict(
+        server_name=server.name, access_log=runtime.access_log(), reactor=runtime.reactor
+    )
+    native = _native_dispatch(server, mounted) if only_apps and mounted else None
+    if native is not None:
+        from .native_site import NativeSite
+
+        site: DrainingSite = NativeSite(server.router, native, **options)
+    else:
+        site = DrainingSite(server.router, **options)
+    if mounted:
+        from ..asgi.resource import ASGIRequest
+
+        # Its requests reach an ASGI app before their body has arrived.
+        site.requestFactory = ASGIRequest
+    return site
+
+
+def _check_impl(name: str, impl: Any) -> str:
+    if impl not in HTTP_IMPLS:
+        raise ConfigError(f"server {name!r}: http_impl must be 'native' or 'twisted', not {impl!r}")
+    return str(impl)
 
 
 #: A C{token} in a query string: the admin's sign-in URL (C{prefix/?token=}),
