@@ -237,6 +237,8 @@ class NativeChannel(_Draining, Protocol):
         self._relay: Relay | None = None
         self._chunked_in = False
         self._body_writable = True
+        #: The status a callback refused the request with.
+        self._refusal = 0
 
     # -- the connection -------------------------------------------------------
 
@@ -279,11 +281,9 @@ class NativeChannel(_Draining, Protocol):
                 self._relay.parsing = False
                 self._relay.forward(data[upgrade.args[0]:])
             return
-        except _Refused as refused:
-            self._refuse(refused.status)
-            return
         except httptools.HttpParserError:
-            self._refuse(400)
+            # httptools hides what a callback raised behind its own error.
+            self._refuse(self._refusal or 400)
             return
         if self._relay is not None and not self._in_message:
             # A message boundary: what comes next is passed on as it is.
@@ -322,12 +322,14 @@ class NativeChannel(_Draining, Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > MAX_TARGET:
+            self._refusal = 414
             raise _Refused(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         headers = self._headers
         if self._header_bytes > MAX_HEADER_BYTES or len(headers) >= MAX_HEADERS:
+            self._refusal = 431
             raise _Refused(431)
         headers.append((name.lower(), value))
 
