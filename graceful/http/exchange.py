@@ -229,11 +229,10 @@ class Exchange:
             return
         if not self._body_allowed:
             data = b""
-        elif self._chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-            self.sentLength += len(data)
         else:
             self.sentLength += len(data)
+            if self._chunked:
+                data = b"%x\r\n%b\r\n" % (len(data), data)
         head, self._head = self._head, None
         self.channel.send(head + data if head is not None else data)
 
