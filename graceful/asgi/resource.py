@@ -89,12 +89,28 @@ def asyncio_reactor_running() -> bool:
 
 def ensure_asyncio_reactor() -> None:
     """
-    Install Twisted's asyncio reactor unless a reactor is installed already.
+    Install Twisted's asyncio reactor unless a reactor is installed already:
+    on uvloop's loop where uvloop is installed (C{graceful[standard]}), else
+    on asyncio's own.  Chosen once, and logged.
     """
     if "twisted.internet.reactor" not in sys.modules:
         from twisted.internet import asyncioreactor
 
-        asyncioreactor.install()
+        loop, name = new_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
+        _log.info("Twisted's asyncio reactor on {loop}", loop=name)
+
+
+def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    """
+    A new event loop, uvloop's where it is installed, and its name.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio's loop"
+    return uvloop.new_event_loop(), "uvloop"
 
 
 def global_reactor() -> Any:

@@ -43,6 +43,10 @@ class NativeSite(DrainingSite):
     def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
         return NativeChannel(self)
 
+    def logPrefix(self) -> str:
+        # The ports' log lines ("DrainingSite starting on 8100") stay as they were.
+        return "DrainingSite"
+
     def twisted_channel(self, addr: Any) -> Any:
         """
         A twisted.web channel of this site, to take a connection over.
