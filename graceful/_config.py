@@ -78,7 +78,7 @@ class ServerConfig:
     admin: str | None = None
     admin_token: str | None = None
     health: str | None = None
-    http_impl: str | None = None
+    http_impl: str = "native"
 
 
 @frozen
@@ -239,7 +239,7 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
         admin=table.get("admin"),
         admin_token=token,
         health=table.get("health"),
-        http_impl=table.get("http_impl"),
+        http_impl=table.get("http_impl", "native"),
     )
 
 
@@ -475,8 +475,7 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.enable_admin(server_config.admin, server_config.admin_token)
         if server_config.health:
             server.enable_health(server_config.health)
-        if server_config.http_impl:
-            server.set_http_impl(server_config.http_impl)
+        server.set_http_impl(server_config.http_impl)
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)

@@ -147,7 +147,7 @@ class Server:
     admin_prefix: str | None = None
     admin_token: str | None = None
     health_path: str | None = None
-    http_impl: str | None = None  # None: "native" where it can serve, else "twisted"
+    http_impl: str = "native"  # where it can serve (an ASGI app, httptools), else twisted
     _wsgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _asgi_mounts: list[tuple[str, Any]] = field(factory=list)
     _served: ServedPaths = field(
