@@ -420,16 +420,15 @@ class Server:
             raise
 
     def _build_site(self) -> DrainingSite:
-        reactor = self.runtime.reactor
-        for prefix, app in self._wsgi_mounts:
-            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
-        self._wsgi_mounts.clear()
         only_apps = not self.router.served_paths()
+        wsgi, self._wsgi_mounts = self._wsgi_mounts, []
+        for prefix, app in wsgi:
+            self.router.mount(prefix, WSGIOnAnySocket(self.runtime.reactor, app))
         mounted = _mount_asgi_apps(self.router, self._asgi_mounts, self.runtime)
         self._asgi_mounts_built = bool(mounted)
         self._asgi_mounts.clear()
         self.runtime.add_operational_pages(self)
-        site = _site(self, mounted, only_apps)
+        site = _site(self, mounted, wsgi if only_apps else None)
         return site
 
     def resume_accepting(self) -> None:
@@ -651,10 +650,10 @@ def _mount_asgi_apps(
     return mounted
 
 
-def _native_dispatch(server: Server, mounted: list[Any]) -> Any:
+def _native_dispatch(server: Server, mounted: list[Any], wsgi: list[tuple[str, Any]]) -> Any:
     """
-    The native channel's dispatch for C{server}'s ASGI apps, or C{None}
-    where twisted.web serves it: asked to, or httptools missing.
+    The native channel's dispatch for C{server}'s ASGI and WSGI apps, or
+    C{None} where twisted.web serves it: asked to, or httptools missing.
     """
     if server.http_impl == "twisted":
         return None
@@ -662,27 +661,40 @@ def _native_dispatch(server: Server, mounted: list[Any]) -> Any:
         from .native_site import prefix_dispatch
     except ImportError:  # httptools is not installed: graceful[standard]
         return None
-    from ..asgi.native import NativeASGI
+    apps: list[tuple[bytes, Any]] = []
+    if mounted:
+        from ..asgi.native import NativeASGI
 
-    apps = [
-        (r.root_path.encode("utf-8"), NativeASGI(r.app, r.root_path, r.lifespan))
-        for r in mounted
-    ]
+        apps += [
+            (r.root_path.encode("utf-8"), NativeASGI(r.app, r.root_path, r.lifespan))
+            for r in mounted
+        ]
+    if wsgi:
+        from .wsgi_native import NativeWSGI
+
+        reactor = server.runtime.reactor
+        apps += [
+            (prefix.rstrip("/").encode("utf-8"), NativeWSGI(reactor, app, prefix))
+            for prefix, app in wsgi
+        ]
     prefixes = {prefix for prefix, _ in apps}
     others = [p for p in server.router.served_paths() if p not in prefixes]
     return prefix_dispatch(apps, others)
 
 
-def _site(server: Server, mounted: list[Any], only_apps: bool) -> DrainingSite:
+def _site(server: Server, mounted: list[Any], wsgi: list[tuple[str, Any]] | None) -> DrainingSite:
     """
     The site of C{server}: on the native channel where it serves nothing
-    but ASGI apps (and the admin and health pages), unless told otherwise.
+    but ASGI and WSGI apps (and the admin and health pages; C{wsgi} is
+    C{None} when it serves more), unless told otherwise.
     """
     runtime = server.runtime
     options: dict[str, Any] = dict(
         server_name=server.name, access_log=runtime.access_log(), reactor=runtime.reactor
     )
-    native = _native_dispatch(server, mounted) if only_apps and mounted else None
+    native = None
+    if wsgi is not None and (mounted or wsgi):
+        native = _native_dispatch(server, mounted, wsgi)
     if native is not None:
         from .native_site import NativeSite
 
