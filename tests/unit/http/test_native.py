@@ -8,7 +8,7 @@ hand-over of other paths to twisted.web.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -397,3 +397,81 @@ class DrainTests(ChannelCase):
         harness.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
         self.assertEqual(self.site.abort(), 1)
         self.assertEqual(aborted, [True])
+
+
+class SiteChoiceTests(SynchronousTestCase):
+    """
+    Which channel a server's site builds: native for a server of apps alone
+    (and its admin and health pages), twisted.web when told or when the
+    tree mixes the app with other routes.
+    """
+
+    def setUp(self) -> None:
+        from ..runtime_case import _RuntimeCase
+
+        from twisted.python.threadpool import ThreadPool
+
+        case = _RuntimeCase("setUp")
+        case.setUp()
+        self.runtime = case.runtime
+        # twisted.web's WSGI resource takes the reactor's pool (never started here).
+        case.reactor.getThreadPool = ThreadPool  # type: ignore[attr-defined]
+        from graceful.admin.pages import add_operational_pages
+
+        self.runtime.operational_pages = add_operational_pages
+
+    def site_of(self, configure: Callable[[Any], None]) -> Any:
+        server = self.runtime.server("s")
+        configure(server)
+        return server._build_site()
+
+    def test_wsgi_app_alone_is_native(self) -> None:
+        site = self.site_of(lambda s: s.mount_wsgi("/", lambda environ, start: []))
+        self.assertIsInstance(site, NativeSite)
+
+    def test_admin_and_health_beside_the_app(self) -> None:
+        def configure(s: Any) -> None:
+            s.mount_wsgi("/", lambda environ, start: [])
+            s.enable_admin("/debug/admin", token="t")
+            s.enable_health("/healthz")
+
+        site = self.site_of(configure)
+        self.assertIsInstance(site, NativeSite)
+        self.assertIsNotNone(site.dispatch_for(b"/x"))
+        self.assertIsNone(site.dispatch_for(b"/healthz"))
+        self.assertIsNone(site.dispatch_for(b"/debug/admin/status?x=1"))
+        self.assertIsNotNone(site.dispatch_for(b"/debug/administrator"))
+
+    def test_twisted_on_request(self) -> None:
+        def configure(s: Any) -> None:
+            s.mount_wsgi("/", lambda environ, start: [])
+            s.set_http_impl("twisted")
+
+        self.assertNotIsInstance(self.site_of(configure), NativeSite)
+
+    def test_mixed_tree_is_twisted(self) -> None:
+        def configure(s: Any) -> None:
+            s.mount_wsgi("/", lambda environ, start: [])
+            s.route("/hello", lambda request: b"hi")
+
+        self.assertNotIsInstance(self.site_of(configure), NativeSite)
+
+    def test_unknown_impl_is_one_line(self) -> None:
+        from graceful._errors import ConfigError
+
+        error = self.assertRaises(ConfigError, self.runtime.server("s").set_http_impl, "fast")
+        self.assertEqual(str(error), "server 's': http_impl must be 'native' or 'twisted', not 'fast'")
+
+
+class FreezeTests(SynchronousTestCase):
+    def test_the_heap_is_frozen_once(self) -> None:
+        import gc
+
+        from graceful.http import server
+
+        frozen: list[bool] = []
+        self.patch(server, "_heap_frozen", False)
+        self.patch(gc, "freeze", lambda: frozen.append(True))
+        server._freeze_heap()
+        server._freeze_heap()
+        self.assertEqual(frozen, [True])
