@@ -231,6 +231,7 @@ class NativeChannel(_Draining, Protocol):
         self._head_bytes = 0
         self._in_message = False
         self._reading_paused_by: set[object] = set()
+        self._reading_paused = False
         self._direct = False
         self._closing = False
         #: The twisted.web channel that serves the rest of the connection.
@@ -433,10 +434,16 @@ class NativeChannel(_Draining, Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
+        # Only on a change: most requests never pause reading, and each
+        # resumeProducing() is a trip to the reactor's reader set.
+        paused = bool(self._reading_paused_by)
+        if paused == self._reading_paused:
+            return
         transport: Any = self.transport
         if transport is None or self._relay is not None:
             return
-        if self._reading_paused_by:
+        self._reading_paused = paused
+        if paused:
             transport.pauseProducing()
         else:
             transport.resumeProducing()
@@ -475,6 +482,7 @@ class NativeChannel(_Draining, Protocol):
         transport.unregisterProducer()
         # Reading is the twisted.web channel's to pause from now on.
         self._reading_paused_by.clear()
+        self._reading_paused = False
         transport.resumeProducing()
         self._cancel_grace()
         relay = self._relay = Relay(self.site.twisted_channel(self.peer), transport)
