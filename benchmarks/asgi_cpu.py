@@ -36,9 +36,13 @@ TICK = os.sysconf("SC_CLK_TCK")
 BASE = "uvicorn-standard"
 
 
+#: The interpreter that runs the servers.
+PYTHON = [sys.executable]
+
+
 def _uvicorn(http: str, loop: str) -> Callable[[str, int], list[str]]:
     return lambda app, port: [
-        sys.executable, "-m", "uvicorn", f"benchmarks.apps.asgi_cpu:{app}", "--host", "127.0.0.1",
+        *PYTHON, "-m", "uvicorn", f"benchmarks.apps.asgi_cpu:{app}", "--host", "127.0.0.1",
         "--port", str(port), "--http", http, "--loop", loop, "--log-level", "warning",
         "--no-access-log",
     ]
@@ -46,17 +50,17 @@ def _uvicorn(http: str, loop: str) -> Callable[[str, int], list[str]]:
 
 COMMANDS: dict[str, Callable[[str, int], list[str]]] = {
     "graceful-native": lambda app, port: [
-        sys.executable, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "native"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "native"],
     "graceful-twisted": lambda app, port: [
-        sys.executable, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "twisted"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "twisted"],
     BASE: _uvicorn("httptools", "uvloop"),
     "uvicorn-h11": _uvicorn("h11", "asyncio"),
     "granian": lambda app, port: [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+        *PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1", "--no-ws", "--log-level", "warning",
         f"benchmarks.apps.asgi_cpu:{app}"],
     "hypercorn": lambda app, port: [
-        sys.executable, "-m", "hypercorn", f"benchmarks.apps.asgi_cpu:{app}",
+        *PYTHON, "-m", "hypercorn", f"benchmarks.apps.asgi_cpu:{app}",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
 }
 
@@ -88,19 +92,18 @@ def measure(port: int, pid: int, seconds: float, close: bool, log: Path) -> dict
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--apps", default="raw,fastapi")
-    parser.add_argument("--kinds", default="keepalive,close")
-    parser.add_argument("--servers", default=",".join(COMMANDS))
-    options = parser.parse_args(argv)
-    _procs.install_cleanup()
-    workdir = Path(tempfile.mkdtemp(prefix="graceful-asgi-cpu-"))
-    names = [n for n in options.servers.split(",") if available(n)]
-    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for app in options.apps.split(","):
+Table = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def run(rounds: int, seconds: float, apps: list[str], kinds: list[str], servers: list[str],
+        workdir: Path) -> Table:
+    """
+    Every load (app and kind) on every server, in interleaved rounds: for
+    each load, the rows of each server, one per round.
+    """
+    names = [n for n in servers if available(n)]
+    table: Table = {}
+    for app in apps:
         ports = dict(zip(names, _procs.free_ports(len(names))))
         procs = {}
         try:
@@ -111,10 +114,10 @@ def main(argv: list[str] | None = None) -> None:
                 ).start()
                 procs[name] = proc
                 wait_answering(ports[name], False, 30, proc)
-            for kind in options.kinds.split(","):
-                for round_ in range(options.rounds):
+            for kind in kinds:
+                for round_ in range(rounds):
                     for name in names:
-                        row = measure(ports[name], procs[name].pid, options.seconds,
+                        row = measure(ports[name], procs[name].pid, seconds,
                                       kind == "close", workdir / "wrk.log")
                         table.setdefault(f"{app} {kind}", {}).setdefault(name, []).append(row)
                         print(f"{app} {kind} round {round_ + 1} {name}: "
@@ -123,24 +126,49 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for proc in procs.values():
                 proc.stop(grace=3.0)
-    print("\n| load | server | CPU us/request (median) | x uvicorn[standard] | req/s | p99 ms "
-          "| p99 x uvicorn[standard] | failed |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    return table
+
+
+def summary(table: Table) -> list[str]:
+    """
+    The table in Markdown: medians, and the medians of each round's ratios
+    to uvicorn[standard].
+    """
+    lines = [
+        "| load | server | CPU us/request (median) | x uvicorn[standard] | req/s | p99 ms "
+        "| p99 x uvicorn[standard] | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for load, by_server in table.items():
         base = by_server.get(BASE)
         for name, rows in by_server.items():
             cpu = statistics.median(r["cpu_us"] for r in rows)
+            ratio = p99 = "-"
             if base:
-                ratio = statistics.median(r["cpu_us"] / b["cpu_us"] for r, b in zip(rows, base))
-                p99 = statistics.median(r["p99_ms"] / b["p99_ms"] for r, b in zip(rows, base))
-                ratios = f"{ratio:.2f} | "
-                p99s = f"{p99:.2f}"
-            else:
-                ratios, p99s = "- | ", "-"
-            print(f"| {load} | {name} | {cpu:.1f} | {ratios}"
-                  f"{statistics.median(r['rps'] for r in rows):,.0f} | "
-                  f"{statistics.median(r['p99_ms'] for r in rows):.1f} | {p99s} | "
-                  f"{sum(r['failed'] for r in rows)} |")
+                ratio = f"{statistics.median(r['cpu_us'] / b['cpu_us'] for r, b in zip(rows, base)):.2f}"
+                p99 = f"{statistics.median(r['p99_ms'] / b['p99_ms'] for r, b in zip(rows, base)):.2f}"
+            lines.append(
+                f"| {load} | {name} | {cpu:.1f} | {ratio} | "
+                f"{statistics.median(r['rps'] for r in rows):,.0f} | "
+                f"{statistics.median(r['p99_ms'] for r in rows):.1f} | {p99} | "
+                f"{sum(r['failed'] for r in rows)} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--apps", default="raw,fastapi")
+    parser.add_argument("--kinds", default="keepalive,close")
+    parser.add_argument("--servers", default=",".join(COMMANDS))
+    options = parser.parse_args(argv)
+    _procs.install_cleanup()
+    workdir = Path(tempfile.mkdtemp(prefix="graceful-asgi-cpu-"))
+    table = run(options.rounds, options.seconds, options.apps.split(","),
+                options.kinds.split(","), options.servers.split(","), workdir)
+    print("\n" + "\n".join(summary(table)))
     (workdir / "asgi_cpu.json").write_text(json.dumps(table))
     print(f"\nraw numbers: {workdir / 'asgi_cpu.json'}")
 
