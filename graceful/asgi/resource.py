@@ -100,6 +100,24 @@ def ensure_asyncio_reactor() -> None:
         asyncio.set_event_loop(loop)
         asyncioreactor.install(loop)
         _log.info("Twisted's asyncio reactor on {loop}", loop=name)
+        if name == "uvloop":
+            reactor = global_reactor()
+            # Once uvloop's loop runs (it takes the wakeup fd as it starts).
+            reactor.callWhenRunning(reactor.callLater, 0, hear_children_exit, reactor)
+
+
+def hear_children_exit(reactor: Any) -> None:
+    """
+    Give Twisted back the signal wakeup fd that uvloop took when its loop
+    started: Twisted hears of SIGCHLD through it, and without it a master
+    never reaped its workers (an old master waited for a drained worker,
+    a zombie, until drain_timeout, and then for ever).
+    """
+    signals = getattr(reactor, "_signals", None)
+    for handling in getattr(signals, "_signalHandlings", ()):
+        waker = getattr(handling, "_childWaker", None)
+        if waker is not None:
+            waker.install()
 
 
 def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:

@@ -118,3 +118,41 @@ class NativeChannelTests(SynchronousTestCase):
                          what="the new process")
         self.proc.remember(new)
         self.proc.wait_gone(old)
+
+
+class WorkersOnUvloopTests(SynchronousTestCase):
+    def test_old_master_leaves_after_a_restart(self) -> None:
+        """
+        A master of ASGI workers (its asyncio reactor on uvloop) hears its
+        drained workers exit, so after a restart the old master is gone.
+        """
+        directory = tempfile.TemporaryDirectory(prefix="graceful-native-workers-")
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        (port,) = free_ports(1)
+        config = folder / "graceful.toml"
+        pidfile = folder / "master.pid"
+        config.write_text(
+            "[graceful]\nready_timeout = 15\ndrain_timeout = 10\nworkers = 2\n\n"
+            f'[servers.web]\napp = "{APP}"\nports = [{port}]\n'
+        )
+        proc = ServerProcess.twistd(
+            "-n", f"--pidfile={pidfile}", "graceful", "--config", str(config),
+            env=child_environment(),
+        ).start()
+        self.addCleanup(proc.stop)
+
+        def master() -> int | None:
+            try:
+                return int(pidfile.read_text())
+            except (OSError, ValueError):
+                return None
+
+        wait_until(lambda: pid_of(port, "/"), what="the workers to serve")
+        old = proc.remember(wait_until(master, what="the pidfile"))
+        proc.signal(old, signal.SIGUSR1)
+        new = wait_until(lambda: (lambda p: p if p not in (None, old) else None)(master()),
+                         what="the new master")
+        proc.remember(new)
+        proc.wait_gone(old, timeout=8)
+        self.assertEqual(get(port, "/")[0], 200)
