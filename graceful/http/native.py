@@ -180,10 +180,10 @@ def send_now(transport: Any, data: bytes, direct: bool) -> None:
     transport.write(data)
 
 
-def check_head(headers: list[tuple[bytes, bytes]], version: bytes) -> tuple[bool, bool]:
+def check_head(headers: list[tuple[bytes, bytes]], version: bytes) -> tuple[bool, bool, bool]:
     """
-    Whether a request with C{headers} has a chunked body, and whether it
-    asks for an upgrade.
+    Whether a request with C{headers} has a chunked body, whether it asks
+    for an upgrade, and whether it expects a C{100 Continue}.
 
     @raise _Refused: it has no single C{Host} on HTTP/1.1, or a
         C{Transfer-Encoding} other than C{chunked} alone on HTTP/1.1
@@ -191,7 +191,7 @@ def check_head(headers: list[tuple[bytes, bytes]], version: bytes) -> tuple[bool
         neither is framed the way every proxy in front reads it).
     """
     hosts = 0
-    chunked = upgrade = False
+    chunked = upgrade = expect = False
     for name, value in headers:
         if name == b"host":
             hosts += 1
@@ -201,9 +201,11 @@ def check_head(headers: list[tuple[bytes, bytes]], version: bytes) -> tuple[bool
             chunked = True
         elif name == b"upgrade":
             upgrade = True
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue" and version == b"HTTP/1.1"
     if version == b"HTTP/1.1" and hosts != 1:
         raise _Refused(400)
-    return chunked, upgrade
+    return chunked, upgrade, expect
 
 
 @implementer(IPushProducer)
@@ -338,7 +340,7 @@ class NativeChannel(_Draining, Protocol):
         parser = self._parser
         version = b"HTTP/1.1" if parser.get_http_version() == "1.1" else b"HTTP/1.0"
         headers = self._headers
-        self._chunked_in, upgrade = check_head(headers, version)
+        self._chunked_in, upgrade, expect = check_head(headers, version)
         self._head_bytes = 0
         method = parser.get_method()
         dispatch = None if upgrade or self._relay else self.site.dispatch_for(self._url)
@@ -350,6 +352,9 @@ class NativeChannel(_Draining, Protocol):
         self._parsing = exchange
         self.requests.append(exchange)
         if len(self.requests) == 1:
+            if expect:
+                # As twisted.web does: curl waits a second for it otherwise.
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             exchange.dispatched = True
             dispatch(exchange)
         else:

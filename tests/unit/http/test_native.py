@@ -188,6 +188,13 @@ class ParsingTests(ChannelCase):
         self.assertEqual(harness.take().count(b"HTTP/1.1 200 OK"), 2)
         self.assertEqual(harness.transport.producerState, "producing")
 
+    def test_expect_100_continue(self) -> None:
+        harness = self.connect()
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(harness.take(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        harness.send(b"abc")
+        self.assertEqual(self.app.sinks[0].events, [b"abc", "end"])
+
     def test_chunked_request_body(self) -> None:
         harness = self.connect()
         harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
