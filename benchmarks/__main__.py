@@ -24,13 +24,15 @@ from pathlib import Path
 
 from harness import processes as _procs
 
-from . import _report, _scenarios, workers
+from . import _report, _scenarios, asgi_cpu, workers
 from ._load import wrk_path
 from ._progress import Progress
 from ._targets import RESTART_TARGETS, Context, nginx_path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("restart", "overhead", "scale", "workers")
+SECTIONS = ("restart", "overhead", "scale", "workers", "asgi")
+#: What runs without --only (asgi, about 7 minutes on 2 cores, is asked for).
+DEFAULT_SECTIONS = ("restart", "overhead", "scale", "workers")
 
 
 def _csv(text: str) -> list[str]:
@@ -55,7 +57,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="one graceful restart under the Python sampler only, a few seconds")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/TIMESTAMP)")
-    parser.add_argument("--only", type=_csv, default=list(SECTIONS),
+    parser.add_argument("--only", type=_csv, default=list(DEFAULT_SECTIONS),
                         help=f"sections to run, from {','.join(SECTIONS)}")
     parser.add_argument("--targets", type=_csv, default=list(RESTART_TARGETS),
                         help=f"restart targets, from {','.join(RESTART_TARGETS)}")
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     steps += 1 if "overhead" in sections else 0
     steps += len(args.ports) + len(args.scale_connections) if "scale" in sections else 0
     steps += 1 if "workers" in sections else 0
+    steps += 1 if "asgi" in sections else 0
     progress = Progress(steps + 1)
     results: dict = {
         "command": "python -m benchmarks " + shlex.join(argv) if argv else "python -m benchmarks",
@@ -245,6 +248,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except Exception as e:
                 _failed(results, progress, "scale: connections", e)
+        if "asgi" in sections:
+            progress.step("asgi: CPU per request, interleaved")
+            try:
+                asgi_cpu.PYTHON[:] = [args.python]
+                table = asgi_cpu.run(
+                    args.rounds, args.overhead_duration, ["raw", "fastapi"],
+                    ["keepalive", "close"], list(asgi_cpu.COMMANDS), workdir,
+                )
+                results["asgi"] = table
+                (out / "asgi.md").write_text("\n".join(asgi_cpu.summary(table)) + "\n")
+            except Exception as e:
+                _failed(results, progress, "asgi", e)
         if "workers" in sections:
             progress.step("workers")
             cores = workers.usable_cores()

@@ -90,12 +90,46 @@ def asyncio_reactor_running() -> bool:
 
 def ensure_asyncio_reactor() -> None:
     """
-    Install Twisted's asyncio reactor unless a reactor is installed already.
+    Install Twisted's asyncio reactor unless a reactor is installed already:
+    on uvloop's loop where uvloop is installed (C{graceful[standard]}), else
+    on asyncio's own.  Chosen once, and logged.
     """
     if "twisted.internet.reactor" not in sys.modules:
         from twisted.internet import asyncioreactor
 
-        asyncioreactor.install()
+        loop, name = new_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
+        _log.info("Twisted's asyncio reactor on {loop}", loop=name)
+        if name == "uvloop":
+            reactor = global_reactor()
+            # Once uvloop's loop runs (it takes the wakeup fd as it starts).
+            reactor.callWhenRunning(reactor.callLater, 0, hear_children_exit, reactor)
+
+
+def hear_children_exit(reactor: Any) -> None:
+    """
+    Give Twisted back the signal wakeup fd that uvloop took when its loop
+    started: Twisted hears of SIGCHLD through it, and without it a master
+    never reaped its workers (an old master waited for a drained worker,
+    a zombie, until drain_timeout, and then for ever).
+    """
+    signals = getattr(reactor, "_signals", None)
+    for handling in getattr(signals, "_signalHandlings", ()):
+        waker = getattr(handling, "_childWaker", None)
+        if waker is not None:
+            waker.install()
+
+
+def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    """
+    A new event loop, uvloop's where it is installed, and its name.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio's loop"
+    return uvloop.new_event_loop(), "uvloop"
 
 
 def global_reactor() -> Any:

@@ -17,6 +17,22 @@ from .._errors import ConfigError
 from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 
 
+@define
+class BuiltApps:
+    """
+    What a server's site is built with, for the choice of its channel.
+
+    @ivar only_apps: the server serves nothing but these apps (no route, no
+        twisted.web resource; its admin and health pages aside).
+    @ivar wsgi: its WSGI apps, by prefix.
+    @ivar asgi: the resources of its ASGI apps.
+    """
+
+    only_apps: bool
+    wsgi: list[tuple[str, Any]]
+    asgi: list[Any] = field(factory=list)
+
+
 @define(eq=False)
 class AppMounts:
     """
@@ -73,12 +89,13 @@ class AppMounts:
         reactor: Any,
         add_lifespan: Callable[[Any], None],
         websocket_options: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> BuiltApps:
         """
         Mount the WSGI and ASGI apps on the router, with one lifespan per
         ASGI app even when it is mounted twice (given to C{add_lifespan});
         their WebSockets get autobahn's C{websocket_options}.
         """
+        built = BuiltApps(only_apps=not self.router.served_paths(), wsgi=list(self.wsgi_apps))
         for prefix, app in self.wsgi_apps:
             self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
         self.wsgi_apps.clear()
@@ -94,5 +111,7 @@ class AppMounts:
                     lifespans[id(app)] = resource.lifespan
                     add_lifespan(resource.lifespan)
                 self.router.mount(prefix, resource)
+                built.asgi.append(resource)
             self.asgi = True
         self._asgi_apps.clear()
+        return built

@@ -248,6 +248,13 @@ class Router(Resource):
         self._mounts[segments] = resource
         self._mount_order = sorted(self._mounts.items(), key=lambda item: len(item[0]), reverse=True)
 
+    def served_paths(self) -> list[bytes]:
+        """
+        The paths of its routes and the prefixes of its mounts (C{b""} for
+        the root).
+        """
+        return [b"/" + b"/".join(p) if p else b"" for p in [*self._routes, *self._mounts]]
+
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
         # Twisted has moved `name` from postpath to prepath already; both are
         # lists once Site has a request in hand.

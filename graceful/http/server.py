@@ -22,6 +22,7 @@ from .._settings import Settings, check_http_impl
 from .._errors import ConfigError
 from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
 from .mounts import AppMounts
+from .site_choice import build_site, freeze_heap
 from .routing import Handler, Router
 from .verify import Verifies
 from .._sockets import (
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 DEFAULT_ADMIN_PREFIX = "/debug/admin"
-
 
 class ServerHost(SocketHost, Protocol):
     """
@@ -311,25 +311,16 @@ class Server(Verifies):
             self.unix_socket_group,
             hold=(self._apps.asgi or bool(self.verify_paths)) and not self.runtime.apps_started,
         )
+        freeze_heap()
 
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
-        self._apps.build(
+        built = self._apps.build(
             reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options
         )
         self.runtime.add_operational_pages(self)
-        site = DrainingSite(
-            site_root(self.router, self.runtime.settings),
-            server_name=self.name,
-            access_log=self.runtime.access_log(),
-            keep_alive=self.runtime.settings.timeout_keep_alive,
-            reactor=reactor,
-        )
-        if self._apps.asgi:
-            from ..asgi.resource import ASGIRequest
-
-            # Its requests reach an ASGI app before their body has arrived.
-            site.requestFactory = ASGIRequest
+        root = site_root(self.router, self.runtime.settings)
+        site = build_site(self.name, self.http_impl, self.runtime, self.router, built, root)
         return site
 
     def resume_accepting(self) -> None:

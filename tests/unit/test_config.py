@@ -310,6 +310,13 @@ class BadConfigTests(_ConfigDirectory):
                 MINIMAL_SERVER + f'{key} = "debug"\n', f"servers.s1.{key}", "'/'"
             )
 
+    def test_http_impl(self) -> None:
+        self.assertEqual(self.load(MINIMAL_SERVER).servers[0].http_impl, "auto")
+        config = self.load(MINIMAL_SERVER + 'http_impl = "twisted"\n')
+        self.assertEqual(config.servers[0].http_impl, "twisted")
+        self.assertConfigError(MINIMAL_SERVER + 'http_impl = "fast"\n', "servers.s1.http_impl",
+                               "auto, twisted, native, httptools, h11")
+
     def test_admin_token_file_missing(self) -> None:
         self.assertConfigError(
             MINIMAL_SERVER + 'admin = "/a"\nadmin_token_file = "token"\n',

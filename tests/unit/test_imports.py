@@ -276,7 +276,7 @@ class LayerTests(SynchronousTestCase):
         C{from . import module}.
         """
         self.assertIn("admin.host", imports("admin.resource"))
-        self.assertIn("asgi.resource", imports("http.server"))
+        self.assertIn("asgi.resource", imports("http.site_choice"))
         self.assertIn("asgi.websocket", imports("asgi.resource"))
         self.assertIn("_errors", imports("http.server"))
 

@@ -31,7 +31,7 @@ class PackagingTests(SynchronousTestCase):
         """
         self.assertEqual(graceful.__version__, project()["project"]["version"])
         self.assertEqual(graceful.__version__, version("graceful"))
-        literal = re.compile(r"""^\s*(__version__|version)\s*=\s*["']\d""", re.M)
+        literal = re.compile(r"""^\s*__version__\s*=\s*["']\d""", re.M)
         for path in (ROOT / "graceful").rglob("*.py"):
             self.assertIsNone(literal.search(path.read_text()), path)
         self.assertFalse((ROOT / "setup.py").exists())

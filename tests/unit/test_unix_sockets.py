@@ -465,6 +465,9 @@ class WSGIOnUnixSocketTests(TempDir):
         runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)
         server = runtime.server("legacy")
         server.mount_wsgi("/", environ_app)
+        # twisted.web's WSGI path (the native channel's environ is tested in
+        # tests/unit/http/test_wsgi_native.py).
+        server.set_http_impl("twisted")
         server.set_unix_socket(path)
         server.prepare()
         server.serve()

@@ -188,6 +188,21 @@ class ScopeTests(SynchronousTestCase):
         scope = self.scope_of(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(scope["extensions"], {})
 
+    def test_tls_asked_once_per_connection(self) -> None:
+        """
+        Whether a connection is TLS is asked once, not per request (each
+        answer is a zope interface lookup).
+        """
+        app = Recorder()
+        harness = Harness(self, app, tls=True)
+        asked: list[bool] = []
+        is_secure = harness.channel.isSecure
+        harness.channel.isSecure = lambda: asked.append(True) or is_secure()  # type: ignore[method-assign]
+        for _ in range(3):
+            harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual([scope["scheme"] for scope in app.scopes], ["https"] * 3)
+        self.assertEqual(len(asked), 1)
+
     def test_https_and_ipv6(self) -> None:
         scope = self.scope_of(
             b"POST /x HTTP/1.0\r\nContent-Length: 0\r\n\r\n",

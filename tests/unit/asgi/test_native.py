@@ -1,0 +1,250 @@
+"""
+ASGI apps on the native HTTP/1.1 channel (L{graceful.asgi.native}): the
+scope, the body streamed both ways with back pressure, trailers, errors
+before and after the response started, and the drain; on an asyncio loop
+driven by hand and a native site over an in-memory transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from graceful.asgi.native import NativeASGI
+from graceful.asgi.resource import BODY_BUFFER, Lifespan
+from graceful.http.native_site import NativeSite, prefix_dispatch
+from graceful.http.routing import Router
+
+from .test_resource import Recorder, settle
+
+
+class Harness:
+    """
+    One connection to a native site serving C{app} at C{prefix}.
+    """
+
+    def __init__(self, test: SynchronousTestCase, app: Any, prefix: str = "",
+                 access_log: Any = None, peer: Any = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        test.addCleanup(self.loop.close)
+        self.lifespan = Lifespan(app, self.loop)
+        glue = NativeASGI(app, prefix, self.lifespan, self.loop)
+        self.clock = Clock()
+        self.site = NativeSite(
+            Router(), prefix_dispatch([(prefix.encode(), glue)]),
+            reactor=self.clock, access_log=access_log,
+        )
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8100),
+            peerAddress=peer or IPv4Address("TCP", "10.0.0.7", 51000),
+        )
+        self.channel = self.site.buildProtocol(None)
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> bytes:
+        self.channel.dataReceived(data)
+        settle(self.loop)
+        return self.transport.value()
+
+
+class ScopeTests(SynchronousTestCase):
+    def test_fields(self) -> None:
+        app = Recorder()
+        harness = Harness(self, app)
+        harness.lifespan.state["db"] = "x"
+        harness.send(b"GET /a%20b?q=1 HTTP/1.1\r\nHost: h\r\nB: 1\r\nA: 2\r\nb: 3\r\n\r\n")
+        [scope] = app.scopes
+        self.assertEqual(scope["type"], "http")
+        self.assertEqual(scope["asgi"], {"version": "3.0", "spec_version": "2.3"})
+        self.assertEqual((scope["http_version"], scope["method"], scope["scheme"]), ("1.1", "GET", "http"))
+        self.assertEqual((scope["path"], scope["raw_path"], scope["query_string"]),
+                         ("/a b", b"/a%20b", b"q=1"))
+        self.assertEqual(scope["root_path"], "")
+        self.assertEqual(scope["headers"], [(b"host", b"h"), (b"b", b"1"), (b"a", b"2"), (b"b", b"3")])
+        self.assertEqual(scope["client"], ["10.0.0.7", 51000])
+        self.assertEqual(scope["server"], ["127.0.0.1", 8100])
+        self.assertEqual(scope["state"], {"db": "x"})
+        self.assertIsNot(scope["state"], harness.lifespan.state)
+        self.assertEqual(scope["extensions"], {"http.response.trailers": {}})
+
+    def test_http10_has_no_trailers(self) -> None:
+        app = Recorder()
+        Harness(self, app).send(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual((app.scopes[0]["http_version"], app.scopes[0]["extensions"]), ("1.0", {}))
+
+    def test_unix_socket_has_no_addresses(self) -> None:
+        app = Recorder()
+        Harness(self, app, peer=UNIXAddress(None)).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertIsNone(app.scopes[0]["client"])
+
+    def test_root_path_of_a_mount(self) -> None:
+        app = Recorder()
+        Harness(self, app, prefix="/api").send(b"GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual((app.scopes[0]["path"], app.scopes[0]["root_path"]), ("/api/x", "/api"))
+
+
+class FlowTests(SynchronousTestCase):
+    def test_body_reaches_the_app_as_it_arrives(self) -> None:
+        app = Recorder()
+        harness = Harness(self, app)
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
+        self.assertEqual(app.messages, [{"type": "http.request", "body": b"abc", "more_body": True}])
+        response = harness.send(b"def")
+        self.assertEqual(app.messages[-1], {"type": "http.request", "body": b"def", "more_body": False})
+        self.assertTrue(response.startswith(b"HTTP/1.1 201 Created\r\nx-size: 6\r\n"))
+
+    def test_reading_pauses_while_the_app_does_not_receive(self) -> None:
+        gate: asyncio.Future[None] | None = None
+        sizes: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal gate
+            gate = asyncio.get_running_loop().create_future()
+            await gate
+            while True:
+                message = await receive()
+                sizes.append(len(message["body"]))
+                if not message["more_body"]:
+                    break
+            await send({"type": "http.response.start", "status": 204})
+            await send({"type": "http.response.body"})
+
+        harness = Harness(self, app)
+        size = BODY_BUFFER * 3
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+        harness.send(b"x" * (BODY_BUFFER // 2))
+        self.assertEqual(harness.transport.producerState, "producing")
+        harness.send(b"x" * BODY_BUFFER)
+        self.assertEqual(harness.transport.producerState, "paused")
+        assert gate is not None
+        gate.set_result(None)
+        settle(harness.loop)
+        self.assertEqual(harness.transport.producerState, "producing")
+        response = harness.send(b"x" * (size - BODY_BUFFER - BODY_BUFFER // 2))
+        self.assertEqual(sum(sizes), size)
+        self.assertTrue(response.startswith(b"HTTP/1.1 204 "))
+
+    def test_send_waits_while_the_transport_is_full(self) -> None:
+        gate: asyncio.Future[None] | None = None
+        sent: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal gate
+            gate = asyncio.get_running_loop().create_future()
+            await gate
+            await send({"type": "http.response.start", "status": 200})
+            for i in range(5):
+                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+                sent.append(i)
+            await send({"type": "http.response.body", "body": b""})
+
+        harness = Harness(self, app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.channel.pauseProducing()  # what the transport calls when full
+        assert gate is not None
+        gate.set_result(None)
+        settle(harness.loop)
+        self.assertEqual(sent, [])
+        self.assertEqual(harness.transport.value().count(b"x" * 1000), 1)
+        harness.channel.resumeProducing()
+        settle(harness.loop)
+        self.assertEqual(sent, [0, 1, 2, 3, 4])
+        self.assertTrue(harness.transport.value().endswith(b"0\r\n\r\n"))
+        self.assertEqual(harness.site.in_flight, 0)
+
+    def test_streamed_response_is_chunked(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for part in (b"one,", b"two"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        response = Harness(self, app).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        head, _, body = response.partition(b"\r\n\r\n")
+        self.assertIn(b"transfer-encoding: chunked", head)
+        self.assertNotIn(b"content-type", head.lower())
+        self.assertEqual(body, b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n")
+
+    def test_trailers(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "trailers": True,
+                        "headers": [(b"trailer", b"x-checksum")]})
+            await send({"type": "http.response.body", "body": b"data", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            await send({"type": "http.response.trailers",
+                        "headers": [(b"x-checksum", b"abc")], "more_trailers": True})
+            await send({"type": "http.response.trailers", "headers": [(b"x-more", b"1")]})
+
+        harness = Harness(self, app)
+        response = harness.send(b"GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n")
+        self.assertTrue(
+            response.endswith(b"\r\n\r\n4\r\ndata\r\n0\r\nx-checksum: abc\r\nx-more: 1\r\n\r\n"),
+            response,
+        )
+        self.assertEqual(harness.site.in_flight, 0)
+
+    def test_disconnect(self) -> None:
+        messages: list[Any] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            messages.append(await receive())
+            messages.append(await receive())
+
+        harness = Harness(self, app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.channel.connectionLost()
+        settle(harness.loop)
+        self.assertEqual(messages[-1], {"type": "http.disconnect"})
+        self.assertEqual(harness.site.channels, set())
+
+    def test_error_before_start_is_500(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise ValueError("boom")
+
+        harness = Harness(self, app)
+        response = harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
+        self.assertTrue(response.endswith(b"Internal Server Error\n"))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertFalse(harness.transport.disconnecting)
+
+    def test_error_after_start_sends_what_was_sent_then_closes(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            raise ValueError("boom")
+
+        lines: list[str] = []
+        harness = Harness(self, app, access_log=lines.append)
+        response = harness.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 "))
+        self.assertTrue(response.endswith(b"\r\n\r\n4\r\npart\r\n"))
+        self.assertTrue(harness.transport.disconnecting)
+        self.assertFalse(harness.transport.disconnected)  # not aborted
+        self.assertEqual(len(lines), 1)
+        self.assertIn('"GET /x HTTP/1.1" 200 4', lines[0])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_returned_without_response(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            return None
+
+        response = Harness(self, app).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
+
+    def test_keep_alive_then_drain(self) -> None:
+        app = Recorder()
+        harness = Harness(self, app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertFalse(harness.transport.disconnecting)
+        harness.transport.clear()
+        harness.channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.site.drain()
+        settle(harness.loop)
+        self.assertIn(b"connection: close", harness.transport.value())
+        self.assertTrue(harness.transport.disconnecting)
