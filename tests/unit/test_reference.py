@@ -418,7 +418,7 @@ def _every_metric() -> dict[str, tuple[str, frozenset[str]]]:
             ServerStatus(
                 "web", (PortStatus(port=8100),), 1, requests=5, connections={"http/1.1": 1},
                 responses={"2xx": 5}, duration_counts=(5,) + (0,) * len(DURATION_BUCKETS),
-                duration_sum=0.01,
+                duration_sum=0.01, refused={"limit_concurrency": 1},
             ),
         ),
         role="master",

@@ -278,6 +278,17 @@ class AccessLogAndLimitTests(_Installed):
         self.assertEqual((response.status, response.header("retry-after")), (503, "1"))
         self.assertEqual(first.responses(), [])
 
+    def test_limit_concurrency_refusals_in_the_metrics(self) -> None:
+        from graceful.admin.metrics import exposition
+
+        g.set_limit_concurrency(1)
+        g.server("s1").route("/slow", lambda request: Deferred())
+        connections = [self.connection() for _ in range(3)]
+        for connection in connections:
+            connection.request("/slow")
+        text = exposition(self.runtime, None)[0].decode()
+        self.assertIn('graceful_refused_total{reason="limit_concurrency",server="s1"} 2.0', text)
+
     def test_bad_limit(self) -> None:
         for value in (-1, 1.5, True):
             error = self.assertRaises(ConfigError, g.set_limit_concurrency, value)
