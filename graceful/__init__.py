@@ -285,7 +285,7 @@ def set_proxy_headers(enabled: bool = True, forwarded_allow_ips: list[str] | Non
     settings.proxy_headers = bool(enabled)
 
 
-def set_access_log(target: str | os.PathLike[str] | None, format: str = "twisted") -> None:  # noqa: A002
+def set_access_log(target: str | os.PathLike[str] | None, format: str = "twisted") -> None:
     """
     Write an access-log line for every request: C{target} C{"-"} to the
     process's log, a path to that file (appended to), L{None} nowhere (the
