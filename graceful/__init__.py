@@ -14,6 +14,7 @@ graceful: named HTTP/HTTPS servers on Twisted that restart with zero downtime.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import ConfigError, ExecutableNotAllowed, RestartRefused
@@ -78,12 +79,14 @@ __all__ = [
     "on_drain",
     "restart",
     "server",
+    "set_access_log",
     "set_admin_socket",
     "set_backlog",
     "set_canary",
     "set_directory",
     "set_drain_spread",
     "set_drain_timeout",
+    "set_limit_concurrency",
     "set_max_requests",
     "set_max_worker_memory",
     "set_pidfile",
@@ -280,6 +283,42 @@ def set_proxy_headers(enabled: bool = True, forwarded_allow_ips: list[str] | Non
             raise ConfigError(f"forwarded_allow_ips: {e}") from None
         settings.forwarded_allow_ips = list(forwarded_allow_ips)
     settings.proxy_headers = bool(enabled)
+
+
+def set_access_log(target: str | os.PathLike[str] | None, format: str = "twisted") -> None:
+    """
+    Write an access-log line for every request: C{target} C{"-"} to the
+    process's log, a path to that file (appended to), L{None} nowhere (the
+    default); C{format} C{"twisted"}, C{"combined"} (Apache's) or
+    C{"json"}.  Call it before the first C{start()}.
+    """
+    from .http.access_log import ACCESS_LOG_FORMATS
+
+    if format not in ACCESS_LOG_FORMATS:
+        raise ConfigError(
+            f"access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)}, not {format!r}"
+        )
+    if target is not None and not isinstance(target, (str, os.PathLike)):
+        raise ConfigError(f'access_log must be "-", a file path or None, not {target!r}')
+    path = None if target is None else os.fspath(target)
+    if path not in (None, "", "-"):
+        # Here, not at start(): the file opens as the site is built.
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"access_log: directory not found: {folder}")
+    settings = _process_runtime().settings
+    settings.access_log, settings.access_log_format = path or None, format
+
+
+def set_limit_concurrency(count: int) -> None:
+    """
+    Answer 503 (with C{Retry-After}) beyond C{count} requests in progress
+    at once, per server, rather than queue work that cannot be done soon
+    (0: no limit, the default).  Call it before the first C{start()}.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ConfigError(f"limit_concurrency must be 0 (no limit) or more, not {count!r}")
+    _process_runtime().settings.limit_concurrency = count
 
 
 def set_backlog(count: int) -> None:

@@ -2,16 +2,20 @@
 """
 Preparing an app as C{graceful run}'s options ask: the environment file
 read before it is imported, a factory called, an ASGI app's root_path and
-lifespan mode.
+lifespan mode (those two in L{graceful.http.app_options}, which
+C{Server.mount_asgi()} uses too).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Callable, MutableMapping
+from typing import Any, MutableMapping
 
 from ._errors import ConfigError
+from .http.app_options import wrap_app
+
+__all__ = ["ENV_FILE_NAMES", "call_factory", "load_env_file", "parse_env_file", "wrap_app"]
 
 #: The names the environment file set, so that a restart (which inherits
 #: the environment) reads the file afresh rather than keeping old values,
@@ -73,69 +77,3 @@ def call_factory(factory: Any, where: str, spec: str) -> Any:
         raise ConfigError(
             f"{where}: calling {spec!r} failed: {type(e).__name__}: {e}".splitlines()[0]
         ) from None
-
-
-ASGIApp = Callable[..., Any]
-
-
-def wrap_app(kind: str, app: Any, root_path: str, lifespan: str) -> Any:
-    """
-    C{app} with its root_path and lifespan mode; unchanged (no cost) with
-    the defaults.
-    """
-    if kind == "wsgi" and root_path:
-        return _wsgi_root_path(app, root_path)
-    if kind != "asgi" or (not root_path and lifespan == "auto"):
-        return app
-    return _asgi(app, root_path, lifespan)
-
-
-def _wsgi_root_path(app: Any, root_path: str) -> Any:
-    def with_root_path(environ: dict[str, Any], start_response: Any) -> Any:
-        environ["SCRIPT_NAME"] = root_path + environ.get("SCRIPT_NAME", "")
-        return app(environ, start_response)
-
-    return with_root_path
-
-
-def _asgi(app: ASGIApp, root_path: str, lifespan: str) -> ASGIApp:
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            if lifespan == "off":
-                # Returning before lifespan.startup is how an app says it
-                # has none: graceful serves it without.
-                return
-            if lifespan == "on":
-                return await _lifespan_required(app, scope, receive, send)
-        elif root_path:
-            scope = {**scope, "root_path": root_path + scope.get("root_path", "")}
-        await app(scope, receive, send)
-
-    return wrapped
-
-
-async def _lifespan_required(app: ASGIApp, scope: Any, receive: Any, send: Any) -> None:
-    """
-    C{--lifespan on}: an app that fails before it asks for startup fails
-    startup, rather than being taken for one without lifespan.
-    """
-    received = False
-
-    async def tracking_receive() -> Any:
-        nonlocal received
-        received = True
-        return await receive()
-
-    try:
-        await app(scope, tracking_receive, send)
-    except Exception as e:
-        if received:
-            raise
-        await receive()
-        await send({"type": "lifespan.startup.failed",
-                    "message": f"lifespan on: {type(e).__name__}: {e}"})
-        return
-    if not received:
-        await receive()
-        await send({"type": "lifespan.startup.failed",
-                    "message": "lifespan on: the app returned without a lifespan"})

@@ -15,17 +15,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import asdict, frozen
 from twisted.application.service import IService
 from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._apps import call_factory, load_env_file, wrap_app
+from .http.app_options import check_lifespan, check_root_path
 from .http.access_log import ACCESS_LOG_FORMATS
 from .http.proxy import check_trusted
 from ._errors import ConfigError
 from .http.verify import check_verify_paths
-from ._settings import CERT_REQS, LOG_LEVELS, TLS_VERSIONS, TLSSettings
+from ._settings import LOG_LEVELS, TLSSettings, check_tls_settings
 from .process.runtime import Runtime, Settings
 from ._settings import check_canary, check_connection_settings, check_http_impl
 from ._sockets import check_names, check_unix_path, unix_group
@@ -362,17 +363,13 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
     except ConfigError as e:
         raise ConfigError(f"{path}: {where}.verify: {e}") from None
     _check_tls(table, base, where, path)
-    root_path = table.get("root_path", "").rstrip("/")
-    if root_path and not root_path.startswith("/"):
-        raise ConfigError(f"{path}: {where}.root_path must start with '/'")
     try:
+        # The checks of Server.mount_asgi(), so that both say the same.
+        root_path = check_root_path(table.get("root_path", ""))
+        check_lifespan(table.get("lifespan", "auto"))
         check_http_impl(table.get("http_impl", "auto"))
     except ConfigError as e:
         raise ConfigError(f"{path}: {where}.{e}") from None
-    if table.get("lifespan", "auto") not in ("auto", "on", "off"):
-        raise ConfigError(
-            f"{path}: {where}.lifespan must be \"auto\", \"on\" or \"off\", not {table['lifespan']!r}"
-        )
     return ServerConfig(
         name=name,
         app=table["app"],
@@ -402,13 +399,14 @@ def _server(name: str, table: dict[str, Any], base: Path, path: Path) -> ServerC
 
 
 def _check_tls(table: dict[str, Any], base: Path, where: str, path: Path) -> None:
-    for key, allowed in (("cert_reqs", CERT_REQS), ("tls_min_version", TLS_VERSIONS)):
-        if key in table and table[key] not in allowed:
-            raise ConfigError(
-                f"{path}: {where}.{key} must be one of {', '.join(allowed)}, not {table[key]!r}"
-            )
-    if table.get("cert_reqs", "none") != "none" and "ca_certs" not in table:
-        raise ConfigError(f"{path}: {where}.cert_reqs needs ca_certs: the authorities to check against")
+    # The checks of Server.enable_https(), so that both say the same.
+    try:
+        check_tls_settings(
+            table.get("key_password"), table.get("ca_certs"), table.get("cert_reqs", "none"),
+            table.get("ciphers"), table.get("tls_min_version", "1.2"),
+        )
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}.{e}") from None
     if "ca_certs" in table and not _resolve(base, table["ca_certs"]).is_file():
         raise ConfigError(
             f"{path}: {where}.ca_certs: file not found: {_resolve(base, table['ca_certs'])}"
@@ -646,7 +644,7 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
         server.set_host(server_config.host)
         if server_config.cert and server_config.key:
             # Without https_ports, `ports` serve HTTPS (as set_port does).
-            server.enable_https(server_config.cert, server_config.key)
+            server.enable_https(server_config.cert, server_config.key, **asdict(server_config.tls))
         server.set_graceful(server_config.graceful)
         if server_config.admin:
             server.enable_admin(server_config.admin, server_config.admin_token)

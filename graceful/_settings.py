@@ -6,6 +6,7 @@ setters of the code API.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from attrs import define, field, frozen
@@ -71,6 +72,41 @@ class TLSSettings:
     cert_reqs: str = "none"
     ciphers: str | None = None
     min_version: str = "1.2"
+
+
+def check_tls_settings(
+    key_password: object = None,
+    ca_certs: object = None,
+    cert_reqs: object = "none",
+    ciphers: object = None,
+    min_version: object = "1.2",
+    *,
+    min_version_name: str = "tls_min_version",
+) -> TLSSettings:
+    """
+    A server's L{TLSSettings}, checked as the config's keys are, or a
+    L{ConfigError} whose line starts with the name that is wrong (the
+    config's key, or C{min_version_name} for the lowest version).
+    """
+    for name, value in (("key_password", key_password), ("ciphers", ciphers)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, not {value!r}")
+    if ca_certs is not None and not isinstance(ca_certs, (str, os.PathLike)):
+        raise ConfigError(f"ca_certs must be a file path, not {ca_certs!r}")
+    for name, value, allowed in (("cert_reqs", cert_reqs, CERT_REQS),
+                                 (min_version_name, min_version, TLS_VERSIONS)):
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if cert_reqs != "none" and ca_certs is None:
+        raise ConfigError("cert_reqs needs ca_certs: the authorities to check against")
+    assert isinstance(cert_reqs, str) and isinstance(min_version, str)
+    return TLSSettings(
+        key_password,  # type: ignore[arg-type]
+        None if ca_certs is None else os.fspath(ca_certs),
+        cert_reqs,
+        ciphers,  # type: ignore[arg-type]
+        min_version,
+    )
 
 
 @define

@@ -133,6 +133,10 @@ DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
 
+#: Why a server answered a request itself, 503, without the app: beyond
+#: its C{limit_concurrency}.
+REFUSAL_REASONS = ("limit_concurrency",)
+
 #: The classes responses are counted by.
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -197,6 +201,8 @@ class ServerStatus:
     @ivar duration_counts: requests by duration: one count per bucket of
         L{DURATION_BUCKETS}, then the rest; L{None} from an older node.
     @ivar duration_sum: the seconds those requests took, together.
+    @ivar refused: requests answered 503 without the app, by reason
+        (L{REFUSAL_REASONS}); L{None} from an older node.
     """
 
     name: str
@@ -207,6 +213,7 @@ class ServerStatus:
     responses: dict[str, int] | None = None
     duration_counts: tuple[int, ...] | None = None
     duration_sum: float | None = None
+    refused: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -223,6 +230,8 @@ class ServerStatus:
         if self.duration_counts is not None:
             data["duration_counts"] = list(self.duration_counts)
             data["duration_sum"] = self.duration_sum or 0.0
+        if self.refused is not None:
+            data["refused"] = dict(self.refused)
         return data
 
     @classmethod
@@ -232,6 +241,7 @@ class ServerStatus:
         connections = data.get("connections")
         responses = data.get("responses")
         durations = data.get("duration_counts")
+        refused = data.get("refused")
         ports: list[Any] = _get(data, "ports", at, _list, [])
         return cls(
             name=_str(_required(data, "name", where), f"{at}name"),
@@ -260,6 +270,12 @@ class ServerStatus:
                 for i, count in enumerate(_list(durations, f"{at}duration_counts"))
             ),
             duration_sum=_optional(_float, data.get("duration_sum"), f"{at}duration_sum"),
+            refused=None
+            if refused is None
+            else {
+                _str(reason, f"{at}refused"): _int(count, f"{at}refused.{reason}")
+                for reason, count in _object(refused, f"{at}refused").items()
+            },
         )
 
 

@@ -16,6 +16,8 @@ graceful_responses_total               counter  responses finished, by status cl
   {server,status}                               1xx, 2xx, 3xx, 4xx, 5xx
 graceful_request_duration_seconds      histogram  seconds from a request being in to
   {server}                                      its response's end
+graceful_refused_total{server,reason}  counter  requests answered 503 without the app:
+                                                limit_concurrency
 graceful_connections{server,kind}      gauge    open connections by kind: http/1.1,
                                                 h2, websocket, stream
 graceful_drain_connections_left        gauge    while draining: connections still
@@ -98,6 +100,7 @@ from prometheus_client.registry import Collector
 from .refusals import refusals_of
 from .._status import (
     DURATION_BUCKETS,
+    REFUSAL_REASONS,
     REPLACEMENT_REASONS,
     STATUS_CLASSES,
     ProcessStatus,
@@ -159,8 +162,8 @@ def build_info() -> Metric:
 
 def response_metrics(servers: Iterable[ServerStatus]) -> Iterator[Metric]:
     """
-    Responses by status class and the request duration histogram, per
-    server (summed over the workers, for a group).
+    Responses by status class, the request duration histogram and the
+    requests refused, per server (summed over the workers, for a group).
     """
     responses = CounterMetricFamily(
         "graceful_responses",
@@ -172,8 +175,17 @@ def response_metrics(servers: Iterable[ServerStatus]) -> Iterator[Metric]:
         "Seconds from a request being in to its response's end, per server.",
         labels=["server"],
     )
+    refused = CounterMetricFamily(
+        "graceful_refused",
+        "Requests a server answered 503 itself, without the app, by reason "
+        "(limit_concurrency).",
+        labels=["server", "reason"],
+    )
     bounds = [repr(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
     for server in servers:
+        if server.refused is not None:
+            for reason in REFUSAL_REASONS:
+                refused.add_metric([server.name, reason], server.refused.get(reason, 0))
         if server.responses is not None:
             for kind in STATUS_CLASSES:
                 responses.add_metric([server.name, kind], server.responses.get(kind, 0))
@@ -186,6 +198,7 @@ def response_metrics(servers: Iterable[ServerStatus]) -> Iterator[Metric]:
             durations.add_metric([server.name], buckets, server.duration_sum or 0.0)
     yield responses
     yield durations
+    yield refused
 
 
 def status_metrics(status: ProcessStatus) -> Iterator[Metric]:

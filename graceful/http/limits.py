@@ -2,7 +2,7 @@
 """
 C{limit_concurrency}: beyond this many requests in progress at once, a
 server answers 503 at once rather than queue work it cannot do soon, and
-counts the refusals.  WebSocket upgrades are not counted: their request
+counts the refusals (in its site's L{ResponseStats}, for the metrics).  WebSocket upgrades are not counted: their request
 never finishes while the connection lives.
 """
 
@@ -15,6 +15,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from .._logging import NamedLogger
+from .response_stats import ResponseStats
 
 RETRY_AFTER = b"1"
 
@@ -68,6 +69,11 @@ class ConcurrencyLimit:
             return True
         if self.active >= self.limit:
             self.refused += 1
+            # Counted where the metrics read the site's other counts: the
+            # site set itself on the request before the first lookup.
+            stats = getattr(getattr(request, "site", None), "stats", None)
+            if isinstance(stats, ResponseStats):
+                stats.refuse("limit_concurrency")
             if self.refused == 1 or self.refused % 1000 == 0:
                 self._log.warn(
                     "limit_concurrency {limit} reached: {refused} request(s) answered 503",

@@ -14,6 +14,7 @@ from attrs import Factory, define, field
 from twisted.web.resource import IResource
 
 from .._errors import ConfigError
+from .app_options import check_lifespan, check_root_path, wrap_app
 from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 
 
@@ -51,7 +52,7 @@ class AppMounts:
         default=Factory(lambda self: ServedPaths(self.owner), takes_self=True)
     )
     wsgi_apps: list[tuple[str, Any]] = field(factory=list)
-    _asgi_apps: list[tuple[str, Any]] = field(factory=list)
+    _asgi_apps: list[tuple[str, Any, int]] = field(factory=list)
 
     def route(self, path: str, handler: Handler | None = None) -> Any:
         self._served.claim(path, "route()")
@@ -61,13 +62,18 @@ class AppMounts:
         self._served.claim(prefix, "mount()")
         self.router.mount(prefix, resource)
 
-    def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
+    def mount_wsgi(self, prefix: str, app: Callable[..., Any], root_path: str = "") -> None:
+        root_path = self._checked(check_root_path, root_path)
         self._served.claim(prefix, "mount_wsgi()")
-        self.wsgi_apps.append((prefix, app))
+        self.wsgi_apps.append((prefix, wrap_app("wsgi", app, root_path, "auto")))
 
-    def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
+    def mount_asgi(
+        self, prefix: str, app: Callable[..., Any], root_path: str = "", lifespan: str = "auto"
+    ) -> None:
         from ..asgi.resource import asyncio_reactor_running, ensure_asyncio_reactor
 
+        root_path = self._checked(check_root_path, root_path)
+        lifespan = self._checked(check_lifespan, lifespan)
         self._served.claim(prefix, "mount_asgi()")
         ensure_asyncio_reactor()
         if not asyncio_reactor_running():
@@ -75,7 +81,14 @@ class AppMounts:
                 "ASGI apps need Twisted's asyncio reactor, but another reactor is "
                 "installed: mount the app before twisted.internet.reactor is imported"
             )
-        self._asgi_apps.append((prefix, app))
+        # Keyed by the app as given: mounted twice, it has one lifespan.
+        self._asgi_apps.append((prefix, wrap_app("asgi", app, root_path, lifespan), id(app)))
+
+    def _checked(self, check: Callable[[object], str], value: object) -> str:
+        try:
+            return check(value)
+        except ConfigError as e:
+            raise ConfigError(f"{self.owner}: {e}") from None
 
     def claim_page(self, path: str, what: str) -> None:
         """
@@ -103,12 +116,12 @@ class AppMounts:
             from ..asgi.resource import ASGIResource, Lifespan
 
             lifespans: dict[int, Lifespan] = {}
-            for prefix, app in self._asgi_apps:
+            for prefix, app, key in self._asgi_apps:
                 resource = ASGIResource(
-                    app, prefix, lifespans.get(id(app)), websocket_options=websocket_options
+                    app, prefix, lifespans.get(key), websocket_options=websocket_options
                 )
-                if id(app) not in lifespans:
-                    lifespans[id(app)] = resource.lifespan
+                if key not in lifespans:
+                    lifespans[key] = resource.lifespan
                     add_lifespan(resource.lifespan)
                 self.router.mount(prefix, resource)
                 built.asgi.append(resource)

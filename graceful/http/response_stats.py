@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from .._status import DURATION_BUCKETS, STATUS_CLASSES
+from .._status import DURATION_BUCKETS, REFUSAL_REASONS, STATUS_CLASSES
 
 
 class ResponseStats:
@@ -21,14 +21,17 @@ class ResponseStats:
     @ivar durations: requests by duration, one count per bucket of
         L{DURATION_BUCKETS} (its upper bound included), then the rest.
     @ivar duration_sum: the seconds those requests took, together.
+    @ivar refused: requests the server answered 503 itself, without the
+        app, by reason (L{REFUSAL_REASONS}).
     """
 
-    __slots__ = ("classes", "durations", "duration_sum")
+    __slots__ = ("classes", "durations", "duration_sum", "refused")
 
     def __init__(self) -> None:
         self.classes = [0] * len(STATUS_CLASSES)
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
 
     def record(self, code: int, seconds: float | None) -> None:
         """
@@ -40,6 +43,12 @@ class ResponseStats:
         if seconds is not None:
             self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
             self.duration_sum += seconds
+
+    def refuse(self, reason: str) -> None:
+        """
+        One request answered without the app, for C{reason}.
+        """
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def by_class(self) -> dict[str, int]:
         return dict(zip(STATUS_CLASSES, self.classes))

@@ -24,6 +24,7 @@ from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, lis
 from .mounts import AppMounts
 from .site_choice import build_site, freeze_heap
 from .routing import Handler, Router
+from .server_options import ServerOptions
 from .verify import Verifies
 from .._sockets import (
     DEFAULT_UNIX_MODE,
@@ -85,10 +86,11 @@ class ServerHost(SocketHost, Protocol):
 
 
 @define(eq=False)
-class Server(Verifies):
+class Server(ServerOptions, Verifies):
     """
     One named HTTP/HTTPS server of the process; get it with
-    C{graceful.server(name)}.
+    C{graceful.server(name)}.  Its C{mount_wsgi}, C{mount_asgi} and
+    C{enable_https} are L{ServerOptions}'.
     """
 
     name: str
@@ -132,21 +134,6 @@ class Server(Verifies):
         """
         self._apps.mount(prefix, resource)
 
-    def mount_wsgi(self, prefix: str, app: Callable[..., Any]) -> None:
-        """
-        Serve everything under C{prefix} with a WSGI app, run in the
-        reactor's thread pool.
-        """
-        self._apps.mount_wsgi(prefix, app)
-
-    def mount_asgi(self, prefix: str, app: Callable[..., Any]) -> None:
-        """
-        Serve everything under C{prefix} with an ASGI app (ASGI 3, or 2),
-        on Twisted's asyncio reactor; its lifespan startup runs before the
-        process reports ready.
-        """
-        self._apps.mount_asgi(prefix, app)
-
     def set_port(self, *ports: int) -> None:
         self.http_ports = _check_ports(ports)
 
@@ -176,9 +163,6 @@ class Server(Verifies):
         Listen on one address only (default: every interface).
         """
         self.host = host
-
-    def enable_https(self, cert: str, key: str) -> None:
-        self.cert, self.key = str(cert), str(key)
 
     def set_graceful(self, enabled: bool) -> None:
         """

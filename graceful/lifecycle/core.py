@@ -151,6 +151,7 @@ def _response_counts(site: Any) -> dict[str, Any]:
         "responses": stats.by_class(),
         "duration_counts": tuple(stats.durations),
         "duration_sum": stats.duration_sum,
+        "refused": dict(stats.refused),
     }
 
 

@@ -62,6 +62,7 @@ def group_status(
                 responses=_summed(entry.responses, s.responses),
                 duration_counts=_added(entry.duration_counts, s.duration_counts),
                 duration_sum=(entry.duration_sum or 0.0) + (s.duration_sum or 0.0),
+                refused=_summed(entry.refused, s.refused),
             )
     own = process.own_status("master", leaving, restarting, None)
     return evolve(

@@ -418,7 +418,7 @@ def _every_metric() -> dict[str, tuple[str, frozenset[str]]]:
             ServerStatus(
                 "web", (PortStatus(port=8100),), 1, requests=5, connections={"http/1.1": 1},
                 responses={"2xx": 5}, duration_counts=(5,) + (0,) * len(DURATION_BUCKETS),
-                duration_sum=0.01,
+                duration_sum=0.01, refused={"limit_concurrency": 1},
             ),
         ),
         role="master",
@@ -463,3 +463,33 @@ class MetricsTests(SynchronousTestCase):
         readme = (REFERENCE.parents[1] / "README.rst").read_text()
         missing = {name for name in _every_metric() if f"``{name}" not in readme}
         self.assertEqual(missing, set())
+
+
+class ReadmeOptionsTableTests(SynchronousTestCase):
+    """
+    README's table of C{graceful run}'s options gives each a code call (or
+    says why there is none), and the calls it names exist.
+    """
+
+    def rows(self) -> list[str]:
+        readme = (REFERENCE.parents[1] / "README.rst").read_text().splitlines()
+        start = next(i for i, line in enumerate(readme) if line.split()[:3] == ["option", "TOML", "key"])
+        rows = []
+        for line in readme[start + 1:]:
+            if not line.strip():
+                break
+            rows.append(line)
+        return rows
+
+    def test_every_option_has_a_code_call(self) -> None:
+        rows = self.rows()
+        self.assertGreater(len(rows), 30)
+        self.assertEqual([row for row in rows if row.rstrip().endswith(" -")], [])
+
+    def test_the_calls_exist(self) -> None:
+        named = set()
+        for row in self.rows():
+            named.update(re.findall(r"\b([gs])\.(\w+)\(", row))
+        self.assertGreater(len(named), 15)
+        for owner, name in sorted(named):
+            self.assertTrue(hasattr(graceful if owner == "g" else Server, name), f"{owner}.{name}")

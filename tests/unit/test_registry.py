@@ -9,11 +9,14 @@ C{tests/unit/http/test_server.py}.
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -214,3 +217,80 @@ class WorkersAfterStartTests(SynchronousTestCase):
         with self.assertRaises(graceful.ConfigError) as caught:
             graceful.set_workers(2)
         self.assertIn("before the first start()", str(caught.exception))
+
+
+class AccessLogAndLimitTests(_Installed):
+    """
+    C{set_access_log()} and C{set_limit_concurrency()}: the C{access_log},
+    C{access_log_format} and C{limit_concurrency} keys in code, as a
+    server's site serves them.
+    """
+
+    def connection(self) -> Any:
+        from .http.test_routing import HTTPConnection
+
+        server = g.server("s1")
+        if server.site is None:
+            server.site = server._build_site()
+            # As a port does: the log's date is kept from here on.
+            server.site.doStart()
+            self.addCleanup(server.site.doStop)
+        return HTTPConnection(server.site)
+
+    def test_access_log_file_in_json(self) -> None:
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        log = folder / "access.log"
+        g.set_access_log(str(log), format="json")
+        g.server("s1").route("/hello", lambda request: "hi")
+        self.connection().request("/hello")
+        [line] = log.read_text().splitlines()
+        entry = json.loads(line)
+        self.assertEqual((entry["method"], entry["path"], entry["status"]), ("GET", "/hello", 200))
+
+    def test_access_log_off(self) -> None:
+        g.set_access_log("-")
+        self.assertIsNotNone(self.runtime.access_log())
+        g.set_access_log(None)
+        self.assertIsNone(self.runtime.access_log())
+
+    def test_bad_access_log(self) -> None:
+        for call, message in [
+            (lambda: g.set_access_log("-", format="apache"),
+             "access_log_format must be one of twisted, combined, json, not 'apache'"),
+            (lambda: g.set_access_log("/nonexistent/dir/access.log"),
+             "access_log: directory not found: /nonexistent/dir"),
+            (lambda: g.set_access_log(1),  # type: ignore[arg-type]
+             'access_log must be "-", a file path or None, not 1'),
+        ]:
+            self.assertEqual(str(self.assertRaises(ConfigError, call)), message)
+        self.assertEqual((self.runtime.settings.access_log,
+                          self.runtime.settings.access_log_format), (None, "twisted"))
+
+    def test_limit_concurrency_answers_503_beyond_it(self) -> None:
+        g.set_limit_concurrency(1)
+        waiting: Deferred[str] = Deferred()
+        g.server("s1").route("/slow", lambda request: waiting)
+        first, second = self.connection(), self.connection()
+        first.request("/slow")
+        second.request("/slow")
+        response = second.only_response()
+        self.assertEqual((response.status, response.header("retry-after")), (503, "1"))
+        self.assertEqual(first.responses(), [])
+
+    def test_limit_concurrency_refusals_in_the_metrics(self) -> None:
+        from graceful.admin.metrics import exposition
+
+        g.set_limit_concurrency(1)
+        g.server("s1").route("/slow", lambda request: Deferred())
+        connections = [self.connection() for _ in range(3)]
+        for connection in connections:
+            connection.request("/slow")
+        text = exposition(self.runtime, None)[0].decode()
+        self.assertIn('graceful_refused_total{reason="limit_concurrency",server="s1"} 2.0', text)
+
+    def test_bad_limit(self) -> None:
+        for value in (-1, 1.5, True):
+            error = self.assertRaises(ConfigError, g.set_limit_concurrency, value)
+            self.assertEqual(str(error), f"limit_concurrency must be 0 (no limit) or more, not {value!r}")
+        self.assertEqual(self.runtime.settings.limit_concurrency, 0)

@@ -44,6 +44,7 @@ SINGLE: dict[str, Any] = {
             "in_flight": 2,
             "requests": 117,
             "connections": {"http/1.1": 1, "h2": 0, "websocket": 2, "stream": 0},
+            "refused": {"limit_concurrency": 4},
         },
         {
             "name": "private",

@@ -204,6 +204,22 @@ class ServerSeriesTests(SynchronousTestCase):
         self.assertEqual(samples(text, "graceful_request_duration_seconds_sum"),
                          {(("server", "web"),): 12.5})
 
+    def test_refused_per_server(self) -> None:
+        """
+        Requests refused beyond limit_concurrency, per server, 0 until one
+        is; none from a node that does not count them.
+        """
+        servers = (
+            ServerStatus("web", requests=5, refused={"limit_concurrency": 2}),
+            ServerStatus("api", requests=1, refused={}),
+            ServerStatus("old", requests=1),
+        )
+        text = exposition(ProcessStatus(pid=100, generation=1, servers=servers))
+        self.assertEqual(samples(text, "graceful_refused_total"), {
+            (("reason", "limit_concurrency"), ("server", "web")): 2,
+            (("reason", "limit_concurrency"), ("server", "api")): 0,
+        })
+
     def test_connections_of_a_group(self) -> None:
         server = ServerStatus("web", requests=5, connections={"http/1.1": 3})
         text = exposition(ProcessStatus(

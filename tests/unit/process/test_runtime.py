@@ -105,6 +105,7 @@ class ServingStartedTests(_RuntimeCase):
                     "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
                     "duration_counts": [0] * 15,
                     "duration_sum": 0.0,
+                    "refused": {"limit_concurrency": 0},
                 }
             ],
         )

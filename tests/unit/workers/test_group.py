@@ -397,14 +397,15 @@ class WatchdogTests(GroupTestCase):
                 servers=(ServerStatus(
                     "s", requests=count, connections={"http/1.1": count, "websocket": 1},
                     responses={"2xx": count, "5xx": 1}, duration_counts=(count, 0, 1),
-                    duration_sum=0.5,
+                    duration_sum=0.5, refused={"limit_concurrency": count},
                 ),),
             )))
         [server] = group.status().servers
         self.assertEqual(
             (server.requests, server.connections, server.responses, server.duration_counts,
-             server.duration_sum),
-            (3, {"http/1.1": 3, "websocket": 2}, {"2xx": 3, "5xx": 2}, (3, 0, 2), 1.0),
+             server.duration_sum, server.refused),
+            (3, {"http/1.1": 3, "websocket": 2}, {"2xx": 3, "5xx": 2}, (3, 0, 2), 1.0,
+             {"limit_concurrency": 3}),
         )
 
     def test_status_shows_heartbeat(self) -> None:
