@@ -98,6 +98,8 @@ class Settings:
         one before it takes over (0: hand over at once).
     @ivar canary_max_error_ratio: how far its 5xx share may exceed the old
         one's in that window before the restart rolls back.
+    @ivar preload: workers fork from a template process that imported the
+        app, rather than each importing it afresh.
     """
 
     drain_timeout: float = 30.0
@@ -128,6 +130,7 @@ class Settings:
     tls: dict[str, TLSSettings] = field(factory=dict)
     canary_seconds: float = 0.0
     canary_max_error_ratio: float = 0.01
+    preload: bool = False
 
     @property
     def spread(self) -> float:
