@@ -203,6 +203,9 @@ class WorkerStarter:
                 core.forward_stderr(data)
 
         try:
+            # Read now: the template may have taken a while, and an older
+            # master that died meanwhile took its stderr descriptor along.
+            arguments["stderr_target"] = core.old_process.stderr_target()
             process = spawn(
                 sockets=sockets,
                 extra_environ={

@@ -54,6 +54,9 @@ REQUEST_FDS = 4
 
 _PACKET = 65536
 
+#: Signals the template ignores (its children take them back).
+LEFT_TO_OTHERS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 def send_packet(sock: socket.socket, payload: Mapping[str, Any], fds: list[int] = []) -> None:
     data = json.dumps(payload, separators=(",", ":")).encode()
@@ -444,7 +447,11 @@ def hold_forks(
     if not value:
         return False
     sock = socket.socket(fileno=int(value))
-    arm_parent_death()
+    # A signal to the whole group (SIGTERM to -PGID, ^C) is for the master
+    # and the workers: the template leaves when the master closes the
+    # request socket (at its exit, or its death), once its children have.
+    for signum in LEFT_TO_OTHERS:
+        signal.signal(signum, signal.SIG_IGN)
     report_ready()
     woken_r, woken_w = os.pipe()
     for fd in (woken_r, woken_w):
@@ -479,7 +486,8 @@ def hold_forks(
             pid = os.fork()
             if pid == 0:
                 signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for signum in (signal.SIGCHLD, *LEFT_TO_OTHERS):
+                    signal.signal(signum, signal.SIG_DFL)
                 for fd in (woken_r, woken_w):
                     _close_quietly(fd)
                 sock.close()
@@ -513,12 +521,6 @@ def _tell(sock: socket.socket, payload: Mapping[str, Any]) -> None:
         send_packet(sock, payload)
     except OSError:
         pass  # the master is gone; our children hear it from their pipes
-
-
-def arm_parent_death() -> None:
-    from ..handoff.supervision import parent_death_signal
-
-    parent_death_signal().arm(signal.SIGTERM)
 
 
 def become_worker(
@@ -558,34 +560,40 @@ def _dup_above(fd: int, minimum: int) -> int:
 
 def fresh_reactor() -> None:
     """
-    Replace an installed reactor with a new one of the same kind: the
-    template's shares its epoll (or selector) and waker with every sibling.
+    Give the installed reactor, in place, what it shares with the template
+    and every sibling: its epoll (or asyncio loop) and its waker.  In place,
+    since the app's modules may hold it (C{from twisted.internet import
+    reactor}, run as the template imported them).
     """
-    old = sys.modules.get("twisted.internet.reactor")
-    if old is None:
+    reactor: Any = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
         return
-    import twisted.internet
-    from twisted.internet.main import installReactor
-
-    del sys.modules["twisted.internet.reactor"]
-    if hasattr(twisted.internet, "reactor"):
-        del twisted.internet.reactor
-    loop = getattr(old, "_asyncioEventloop", None)
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        reactor._internalReaders.discard(waker)
+        for name in ("i", "o"):
+            fd = getattr(waker, name, None)
+            if isinstance(fd, int):
+                _close_quietly(fd)
+        reactor.waker = None
+    loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is not None:
         import asyncio
 
-        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-
-        try:
-            loop.close()
-        except Exception:
-            pass
         fresh = asyncio.new_event_loop()
         asyncio.set_event_loop(fresh)
-        installReactor(AsyncioSelectorReactor(fresh))
-        return
-    poller = getattr(old, "_poller", None)
-    if poller is not None and hasattr(poller, "close"):
-        poller.close()
-    kind: Any = type(old)
-    installReactor(kind())
+        reactor._asyncioEventloop = fresh
+        reactor._readers.clear()
+        reactor._writers.clear()
+        try:
+            loop.close()  # our copies of its descriptors only
+        except Exception:
+            pass
+    elif isinstance(getattr(reactor, "_poller", None), select.epoll):
+        old = reactor._poller
+        reactor._poller = select.epoll(1024)
+        reactor._reads.clear()
+        reactor._writes.clear()
+        reactor._selectables.clear()
+        old.close()
+    reactor.installWaker()

@@ -8,12 +8,14 @@ no zombie on the way.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -29,7 +31,13 @@ def parent_of(pid: int) -> int:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
-class PreloadTests(SynchronousTestCase):
+class PreloadCase(SynchronousTestCase):
+    """
+    C{graceful run} with 2 workers forked from a template of C{app}.
+    """
+
+    app = APP
+
     def setUp(self) -> None:
         directory = tempfile.TemporaryDirectory(prefix="graceful-preload-")
         self.addCleanup(directory.cleanup)
@@ -37,7 +45,7 @@ class PreloadTests(SynchronousTestCase):
         config = Path(directory.name) / "graceful.toml"
         config.write_text(
             f'[graceful]\nworkers = 2\npreload = true\n'
-            f'[servers.web]\nports = [{self.port}]\napp = "{APP}"\n'
+            f'[servers.web]\nports = [{self.port}]\napp = "{self.app}"\n'
         )
         self.proc = ServerProcess(
             [sys.executable, script("graceful"), "run", "--config", str(config)]
@@ -53,6 +61,8 @@ class PreloadTests(SynchronousTestCase):
     def serving(self, count: int = 20) -> set[int]:
         return {self.proc.remember(pid_of(self.port)) for _ in range(count)}
 
+
+class PreloadTests(PreloadCase):
     def test_workers_are_forks_of_the_template(self) -> None:
         """
         Both workers serve, and each is a child of the template, itself
@@ -152,3 +162,43 @@ class PreloadTests(SynchronousTestCase):
         for pid in [template, *workers]:
             wait_until(lambda: not alive(pid), timeout=10, what=f"process {pid} to leave")
         self.assertEqual(self.proc.members(), {})
+
+
+class PreloadedReactorTests(PreloadCase):
+    """
+    A twisted.web app whose module holds the reactor it imported in the
+    template (C{from twisted.internet import reactor}).
+    """
+
+    app = "tests.integration.programs.pages:root"
+
+    def slow(self, result: dict[str, object]) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: result.update(answer=get(self.port, "/slow?seconds=1", timeout=15))
+        )
+        thread.start()
+        return thread
+
+    def test_the_imported_reactor_runs_in_the_worker(self) -> None:
+        """
+        A forked worker's reactor is the one the app's module imported: a
+        timed call on it fires.
+        """
+        result: dict[str, object] = {}
+        self.slow(result).join(15)
+        self.assertEqual(cast(tuple[int, object, bytes], result["answer"])[0], 200)
+
+    def test_sigterm_to_the_group_finishes_in_flight(self) -> None:
+        """
+        SIGTERM to the whole process group (as systemd or ^C sends it): the
+        template ignores it and leaves last, so a request in flight on a
+        worker is answered.
+        """
+        result: dict[str, object] = {}
+        thread = self.slow(result)
+        time.sleep(0.3)  # the request reaches a worker
+        os.killpg(self.proc.pgid, signal.SIGTERM)
+        thread.join(15)
+        self.assertEqual(cast(tuple[int, object, bytes], result.get("answer", (0,)))[0], 200)
+        self.assertIsNotNone(self.proc.wait_exit(30))
+        wait_until(lambda: self.proc.members() == {}, what="every process to leave")
