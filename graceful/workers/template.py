@@ -543,9 +543,9 @@ def become_worker(
         # fd 2 stays inheritable, as it is for what an app starts.
         os.dup2(source, target, inheritable=target == 2)
         _close_quietly(source)
-    # The template's own pipes and request socket sat after the sockets.
-    for fd in range(ready_fd + 3, ready_fd + 5):
-        _close_quietly(fd)
+    # The template's own pipes sat right after its request socket: the
+    # dup2s above replaced them (its stderr copy it closed when ready).
+    # Nothing else is closed by number: the number may be reused already.
     for name in ("LISTEN_PID", TEMPLATE_VARIABLE):
         environ.pop(name, None)
     environ.update(worker_environ)
@@ -580,20 +580,26 @@ def fresh_reactor() -> None:
     if loop is not None:
         import asyncio
 
+        # Closed first (our copies of its descriptors only), so that no
+        # descriptor of the new loop can have a number it closes.
+        try:
+            loop.close()
+        except Exception:
+            pass
         fresh = asyncio.new_event_loop()
         asyncio.set_event_loop(fresh)
         reactor._asyncioEventloop = fresh
         reactor._readers.clear()
         reactor._writers.clear()
-        try:
-            loop.close()  # our copies of its descriptors only
-        except Exception:
-            pass
+        # A timer the template scheduled is a handle of the old loop, which
+        # never runs: the reactor would wait for it and put off every
+        # sooner call (requests answered only on the next 0.5 s report).
+        reactor._scheduledAt = None
+        reactor._timerHandle = None
     elif isinstance(getattr(reactor, "_poller", None), select.epoll):
-        old = reactor._poller
+        reactor._poller.close()
         reactor._poller = select.epoll(1024)
         reactor._reads.clear()
         reactor._writes.clear()
         reactor._selectables.clear()
-        old.close()
     reactor.installWaker()
