@@ -47,6 +47,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "services": (list, 'a list of "module:attribute" strings'),
     "admin_socket": (str, "a UNIX socket path"),
     "fd_store": (bool, "true or false"),
+    "preload": (bool, "true or false"),
     "proxy_headers": (bool, "true or false"),
     "limit_concurrency": (int, "a whole number"),
     "forwarded_allow_ips": (list, 'a list of addresses or networks, or ["*"]'),
@@ -218,6 +219,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     settings.fd_store = table.get("fd_store", True)
+    settings.preload = table.get("preload", False)
     _command_settings(settings, table, base, path)
     if "canary_seconds" in table or "canary_max_error_ratio" in table:
         try:

@@ -16,7 +16,8 @@ from twisted.python import usage
 
 from ._config import Apps, Config, apply_config, load_apps, load_config
 from ._errors import ConfigError
-from ._process import runtime as process_runtime
+from . import _process
+from ._process import preload_point, runtime as process_runtime
 from .process.runtime import Runtime
 
 
@@ -38,12 +39,15 @@ class Options(usage.Options):
         # Twisted's asyncio reactor, which graceful installs only then, as
         # it costs plain twisted.web a third of its requests per second.  A
         # bad config is reported by makeService, in one place.
+        _process.apps_come_later = True
         try:
             config = load_config(self["config"])
             # (load_apps installs the asyncio reactor for an ASGI app.)
             self.loaded = (config, load_apps(config, process_runtime().cwd))
         except ConfigError as e:
             self.load_error = e
+        else:
+            preload_point()
 
 
 class GracefulService(Service):

@@ -11,7 +11,9 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import ConfigError
+from .handoff.pipes import OldProcess
 from .process.runtime import Runtime, runtime_from_environment
+from .workers.template import TEMPLATE_VARIABLE, hold_forks
 
 
 class LazyReactor:
@@ -29,15 +31,41 @@ class LazyReactor:
 
 _runtime: Runtime | None = None
 
+#: Whether the entry point imports the app after it first asks for the
+#: runtime, and calls L{preload_point} then (the plugin, C{graceful run}).
+apps_come_later = False
+
 
 def runtime() -> Runtime:
     global _runtime
+    if _runtime is None and not apps_come_later:
+        # A program serving in code imported its app before it got here.
+        preload_point()
     if _runtime is None:
         # Imported on first use: an ASGI app mounted before then gets
         # Twisted's asyncio reactor.
         _runtime = runtime_from_environment(os.environ, LazyReactor())
         _report_config_errors_in_one_line()
     return _runtime
+
+
+def preload_point() -> None:
+    """
+    In a worker template (the master started this process to fork its
+    workers from), wait for the master's requests here, with the app
+    imported and no reactor running; each child returns from here as an
+    exec'd worker would arrive, and builds its own runtime.  In any other
+    process, return at once.
+    """
+    global _runtime
+    if TEMPLATE_VARIABLE not in os.environ:
+        return
+    old = _runtime.old_process if _runtime is not None else None
+    if old is None:
+        old = OldProcess.from_environment(os.environ)
+    report = old.report_ready if old is not None else (lambda **_: None)
+    if hold_forks(os.environ, lambda: report(keep_open=True)):
+        _runtime = None
 
 
 def _report_config_errors_in_one_line() -> None:

@@ -281,7 +281,8 @@ def run(options: argparse.Namespace) -> int:
     """
     from ._config import apply_config, load_apps
     from ._logging import begin_logging
-    from ._process import runtime as process_runtime
+    from . import _process
+    from ._process import preload_point, runtime as process_runtime
 
     try:
         take_fds(options, os.environ, os.getpid())
@@ -293,12 +294,17 @@ def run(options: argparse.Namespace) -> int:
                       config.settings.log_config)
     except ConfigError as e:
         return _fail(e)
+    _process.apps_come_later = True
     runtime = process_runtime()
     runtime._log_to_stdout = False
     try:
+        apps = load_apps(config, runtime.cwd)
+        # A worker template waits here; its children go on as workers.
+        preload_point()
+        runtime = process_runtime()
+        runtime._log_to_stdout = False
         if config.settings.pidfile and not runtime.is_handoff:
             runtime.set_pidfile(config.settings.pidfile)
-        apps = load_apps(config, runtime.cwd)
         apply_config(config, runtime, apps)
         for server in runtime.servers.values():
             runtime.prepare_server(server)

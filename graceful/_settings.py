@@ -165,6 +165,8 @@ class Settings:
         sent; 0: no limit.
     @ivar ws_ping_interval: seconds between pings on ASGI WebSockets; 0:
         none.
+    @ivar preload: workers fork from a template process that imported the
+        app, rather than each importing it afresh.
     """
 
     drain_timeout: float = 30.0
@@ -195,6 +197,7 @@ class Settings:
     tls: dict[str, TLSSettings] = field(factory=dict)
     canary_seconds: float = 0.0
     canary_max_error_ratio: float = 0.01
+    preload: bool = False
     backlog: int = DEFAULT_BACKLOG
     timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
     ws_max_size: int = DEFAULT_WS_MAX_SIZE

@@ -83,6 +83,7 @@ class NativeSiteView(Interface):
     draining: bool
     idle_grace: float
     timeOut: float | None
+    keep_alive: float | None
     reactor: Any
     requests_served: int
 
@@ -258,6 +259,8 @@ class NativeChannel(_Draining, Protocol):
         self.site.channel_opened(self)
         if self.site.draining:
             self.drain()
+        else:
+            self._wait_keep_alive()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_grace()
@@ -428,6 +431,17 @@ class NativeChannel(_Draining, Protocol):
             # Its response began before the drain: the connection gets the
             # grace for one more request, answered with Connection: close.
             self._start_grace(self.site.idle_grace)
+            return
+        self._wait_keep_alive()
+
+    def _wait_keep_alive(self) -> None:
+        # Idle between requests: the site's keep_alive for the next one
+        # (uvicorn's timeout_keep_alive).  Its end is the drain grace's end:
+        # a request partly in, or unread in the kernel, is still answered,
+        # and a silent connection gets a quiet FIN.
+        keep_alive = self.site.keep_alive
+        if keep_alive:
+            self._start_grace(keep_alive)
 
     # -- reading --------------------------------------------------------------
 

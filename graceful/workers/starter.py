@@ -28,6 +28,7 @@ from ..handoff.pipes import ChildProcess, ListeningSocket, RestartFailed
 from ..handoff.messages import Message, Need, Ready, Retire, Status
 from .._sockets import DEFAULT_UNIX_MODE, HeldSocket, ListenSpec, bind_socket, bind_unix_socket
 from .._status import ProcessStatus
+from .template import Spawn, TemplateChoice
 from .worker import GROUP_VARIABLE, WORKER_VARIABLE
 
 #: Seconds a worker asked to retire may take to hear it before it is sent
@@ -134,6 +135,13 @@ class WorkerStarter:
     size: int = 1
     workers: list[Worker] = field(factory=list)
     rng: random.Random = field(factory=random.Random)
+    _choice: TemplateChoice | None = None
+
+    @property
+    def choice(self) -> TemplateChoice:
+        if self._choice is None:
+            self._choice = TemplateChoice(self.process)
+        return self._choice
 
     def start(self, slot: int, generation: int, executable: str | None = None) -> Deferred[Worker]:
         """
@@ -146,6 +154,32 @@ class WorkerStarter:
 
     def _spawn(
         self, slot: int, generation: int, executable: str | None, result: Deferred[Worker]
+    ) -> None:
+        core = self.process
+        arguments: dict[str, Any] = dict(
+            command=core.command_for(executable),
+            environ=core.environ,
+            cwd=core.settings.directory or core.cwd,
+            generation=generation,
+            ready_timeout=core.settings.ready_timeout,
+            # Never our own fd 2 while that is a pipe to an older master,
+            # which may die and leave the worker a stderr nobody reads.
+            stderr_target=core.old_process.stderr_target(),
+        )
+        sockets = [ListeningSocket(held.fd, held.spec.fd_name) for held in self.sockets]
+        self.choice.spawner(sockets, forward_stderr=core.forward_stderr, **arguments).addCallback(
+            self._spawn_with, slot, generation, executable, result, sockets, arguments
+        )
+
+    def _spawn_with(
+        self,
+        spawn: Spawn,
+        slot: int,
+        generation: int,
+        executable: str | None,
+        result: Deferred[Worker],
+        sockets: list[ListeningSocket],
+        arguments: dict[str, Any],
     ) -> None:
         core = self.process
         needed: list[ListenSpec] = []
@@ -169,23 +203,17 @@ class WorkerStarter:
                 core.forward_stderr(data)
 
         try:
-            process = core.environment.spawn(
-                core.reactor,
-                core.reactor,
-                command=core.command_for(executable),
-                environ=core.environ,
-                cwd=core.settings.directory or core.cwd,
-                sockets=[ListeningSocket(held.fd, held.spec.fd_name) for held in self.sockets],
-                generation=generation,
+            # Read now: the template may have taken a while, and an older
+            # master that died meanwhile took its stderr descriptor along.
+            arguments["stderr_target"] = core.old_process.stderr_target()
+            process = spawn(
+                sockets=sockets,
                 extra_environ={
                     WORKER_VARIABLE: str(slot),
                     GROUP_VARIABLE: json.dumps(self.status().to_json(), separators=(",", ":")),
                 },
-                ready_timeout=core.settings.ready_timeout,
                 forward_stderr=stderr,
-                # Never our own fd 2 while that is a pipe to an older master,
-                # which may die and leave the worker a stderr nobody reads.
-                stderr_target=core.old_process.stderr_target(),
+                **arguments,
             )
         except Exception as e:
             result.errback(Failure(RestartFailed(f"cannot start worker: {e}")))
@@ -268,6 +296,7 @@ class WorkerStarter:
         for spec in specs:
             if any(held.spec == spec for held in self.sockets):
                 continue
+            self.choice.sockets_changed()
             if spec.path is not None:
                 server = core.servers.get(spec.server)
                 mode = server.unix_socket_mode if server is not None else DEFAULT_UNIX_MODE

@@ -335,6 +335,45 @@ class RefusalTests(ChannelCase):
         self.assertTrue(harness.take().startswith(b"HTTP/1.1 200 OK"))
 
 
+class KeepAliveTests(ChannelCase):
+    """
+    C{timeout_keep_alive} on the native channel: an idle connection is
+    closed quietly after it, between requests and before the first.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.site.keep_alive = 5.0
+
+    def test_idle_after_a_response_closes(self) -> None:
+        harness = self.connect()
+        harness.send(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.take()
+        self.clock.advance(4.9)
+        self.assertFalse(harness.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(harness.transport.disconnecting)
+
+    def test_silent_new_connection_closes(self) -> None:
+        harness = self.connect()
+        self.clock.advance(5.0)
+        self.assertTrue(harness.transport.disconnecting)
+
+    def test_a_request_in_time_is_served(self) -> None:
+        harness = self.connect()
+        self.clock.advance(4.0)
+        harness.send(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertIn(b"200 OK", harness.take())
+        self.clock.advance(4.0)
+        self.assertFalse(harness.transport.disconnecting)
+
+    def test_off(self) -> None:
+        self.site.keep_alive = None
+        harness = self.connect()
+        self.clock.advance(3600)
+        self.assertFalse(harness.transport.disconnecting)
+
+
 class DrainTests(ChannelCase):
     def test_idle_connection_gets_the_grace_then_closes(self) -> None:
         harness = self.connect()

@@ -1,0 +1,19 @@
+"""
+A FastAPI app for the preload tests: C{/pid} answers the serving pid from a
+plain C{def}, which FastAPI runs in a worker thread, so that the answer
+reaches the loop from another thread (a wake-up of the loop).
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+app = FastAPI()
+
+
+@app.get("/pid", response_class=PlainTextResponse)
+def pid() -> str:
+    return f"{os.getpid()}\n"
