@@ -13,7 +13,7 @@ new release is an old process talking to a new one.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Union, get_args
 
 from attrs import asdict, field, frozen
 
@@ -264,28 +264,8 @@ Message = Union[
     WorkersRequest,
 ]
 
-_KINDS: dict[str, type[Any]] = {
-    cls.kind: cls
-    for cls in (
-        Ready,
-        Started,
-        SlotServes,
-        Error,
-        Accepted,
-        Released,
-        Need,
-        Status,
-        Group,
-        RestartRequest,
-        ShutdownRequest,
-        Retire,
-        CanaryStart,
-        CountsRequest,
-        CanaryCounts,
-        Rollback,
-        WorkersRequest,
-    )
-}
+# Every kind of the union above, by its name on the wire (listed once).
+_KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(Message)}
 
 #: Messages that carry a whole status, in the admin API's JSON.
 _STATUS_KINDS = (Status, Group)
