@@ -151,7 +151,12 @@ class CanaryTests(SynchronousTestCase):
         bad = [(at, pid) for at, status, pid in clients.answers if status != 200]
         self.assertTrue(bad)
         self.assertEqual({pid for _, pid in bad}, {new})
-        self.assertTrue(all(at <= rolled_back for at, _ in bad))
+        # Within the window: the canary answers what it accepted before the
+        # rollback reached it, and those answers may arrive after this test
+        # read the log line (CI saw one, on a machine running the whole
+        # suite); none comes once it has had time to stop accepting.
+        late = [at - rolled_back for at, _ in bad if at > rolled_back + 1.0]
+        self.assertEqual(late, [])
         served_by_new = sum(1 for _, _, pid in clients.answers if pid == new)
         self.assertLessEqual(len(bad), served_by_new // 2 + 1)
         proc.wait_gone(new)
