@@ -235,13 +235,19 @@ class DrainableChannel(HTTPChannel):
         super().dataReceived(data)
 
     def requestDone(self, request: Request) -> None:
-        super().requestDone(request)
         keep_alive = self.site.keep_alive
-        if keep_alive and self.persistent and not self.site.draining and self.is_idle():
-            # Nothing of a next request is in: wait keep_alive for one.  A
-            # drain that starts meanwhile gives its own grace instead.
+        if keep_alive and self.persistent and not self.site.draining:
+            # Wait keep_alive for the next request: twisted.web restores the
+            # saved timeout in requestDone, so it starts the timer with ours
+            # at once.  (Setting it after, a timer made sooner, cost a search
+            # of the reactor's timer heap per request: +5 us of 23 in
+            # process, and an ASGI request on the asyncio reactor went from
+            # 68 to 254 us.)  A next request already buffered switches back
+            # in dataReceived; a drain that starts meanwhile gives its own
+            # grace instead.
             self._keeping_alive = True
-            self.setTimeout(keep_alive)
+            self._savedTimeOut = keep_alive  # type: ignore[assignment]
+        super().requestDone(request)
 
     def getHost(self) -> IAddress:
         # Every Request asks in its __init__, and each answer was a
