@@ -6,7 +6,7 @@ app's root_path, a JSON access log and limit_concurrency.
     python tests/integration/programs/code_options.py PORT KEY PASSWORD ACCESS_LOG
 
 C{GET /pid} answers the pid and the app's SCRIPT_NAME; C{GET /slow} the
-same after 1.5 s.
+same after 3 s.
 """
 
 import os
@@ -22,7 +22,7 @@ certs = Path(__file__).resolve().parents[3] / "certs"
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     if environ["PATH_INFO"] == "/slow":
-        time.sleep(1.5)
+        time.sleep(3.0)
     body = f"{os.getpid()} {environ['SCRIPT_NAME']}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
