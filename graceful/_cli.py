@@ -86,7 +86,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     add("--timeout-keep-alive", type=_seconds, metavar="SECONDS",
         help="close a keep-alive connection idle this long between requests (default 5)")
     add("--http", choices=["auto", "twisted", "native", "httptools", "h11"],
-        help="the HTTP/1.1 channel (uvicorn's names; today each serves with twisted.web's)")
+        help="the HTTP/1.1 channel: auto, native or httptools (graceful's own, where installed), "
+             "twisted or h11 (twisted.web's)")
     add("--ws-max-size", type=int, metavar="BYTES",
         help="the largest WebSocket message an ASGI app is sent (default 16777216)")
     add("--ws-ping-interval", type=_seconds, metavar="SECONDS",
