@@ -173,9 +173,9 @@ class Server(ServerOptions, Verifies):
 
     def set_http_impl(self, impl: str) -> None:
         """
-        The HTTP/1.1 channel: C{"auto"}, C{"twisted"}, C{"native"},
-        C{"httptools"} or C{"h11"}; each serves with twisted.web's until
-        graceful's own channel is there.
+        The HTTP/1.1 channel: C{"auto"}, C{"native"} or C{"httptools"} for
+        graceful's own where it can serve (L{graceful.http.site_choice}),
+        C{"twisted"} or C{"h11"} for twisted.web's.
         """
         self.http_impl = check_http_impl(impl)
 
