@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import traceback
 from collections import deque
 from io import BytesIO
 from typing import IO, Any, AnyStr, Mapping, Sequence
@@ -707,9 +708,10 @@ class Lifespan:
                 if self.started:
                     # Past startup: nothing else would say why it ended.
                     _log.failure("ASGI lifespan raised", Failure(e, type(e), e.__traceback__))
-                self._reply(
-                    {"type": "raised", "message": f"{type(e).__name__}: {e}".splitlines()[0]}
-                )
+                # The whole traceback, as uvicorn prints it: the log keeps it
+                # once, the reason is its last line.
+                trace = "".join(traceback.format_exception(e)) if not self.started else ""
+                self._reply({"type": "raised", "message": trace or f"{type(e).__name__}: {e}"})
             if not isinstance(e, Exception):
                 raise
             return

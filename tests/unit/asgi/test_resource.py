@@ -698,6 +698,26 @@ class LifespanTests(SynchronousTestCase):
         )
         self.assertEqual(str(failure.value), "OSError: connection refused")
 
+    def test_startup_raises_logs_the_traceback(self) -> None:
+        """
+        An app that raises in its startup: the log has the whole traceback,
+        down to the app's line (as uvicorn prints it), the reason its last line.
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            raise OSError("connection refused")
+
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        failure = self.failureResultOf(
+            self.run_deferred(Lifespan(app, self.loop).startup()), LifespanFailed
+        )
+        self.assertEqual(str(failure.value), "OSError: connection refused")
+        text = "\n".join(formatEvent(e) for e in logged)
+        self.assertIn("Traceback (most recent call last)", text)
+        self.assertIn('raise OSError("connection refused")', text)
+
     def test_startup_failed_with_a_traceback(self) -> None:
         """
         Starlette sends the whole traceback as the message: the one-line
