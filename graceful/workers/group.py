@@ -195,12 +195,14 @@ class Startup:
     again after a back-off.
 
     @ivar group: the group.
-    @ivar in_turn: told of each slot as its worker serves, if one at a time.
+    @ivar in_turn: told of each slot as its worker serves, if one at a time;
+        the next slot waits for the Deferred it may return (a canary's
+        verdict).
     @ivar done: fires once every slot's worker serves.
     """
 
     group: WorkerGroup
-    in_turn: Callable[[int], None] | None
+    in_turn: Callable[[int], Deferred[None] | None] | None
     done: Deferred[None] = field(factory=Deferred)
     _remaining: set[int] = field(factory=set)
     _launched: set[int] = field(factory=set)
@@ -232,8 +234,15 @@ class Startup:
         group = self.group
         group.slots.serve(worker.slot, worker)
         self._remaining.discard(worker.slot)
-        if self.in_turn is not None:
-            self.in_turn(worker.slot)
+        held = self.in_turn(worker.slot) if self.in_turn is not None else None
+        if held is None:
+            self._next()
+        else:
+            held.addCallback(lambda _: self._next())
+
+    def _next(self) -> None:
+        group = self.group
+        if self.in_turn is not None and not group.leaving:
             if group.alone:
                 self.start_the_rest()
             else:
@@ -376,7 +385,9 @@ class WorkerGroup:
 
     # -- serving ------------------------------------------------------------
 
-    def serve(self, in_turn: Callable[[int], None] | None = None) -> Deferred[None]:
+    def serve(
+        self, in_turn: Callable[[int], Deferred[None] | None] | None = None
+    ) -> Deferred[None]:
         """
         Start a worker in every slot; fires once all serve.  With
         C{in_turn}, one slot after the other, each told to C{in_turn} as
