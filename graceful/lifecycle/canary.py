@@ -249,6 +249,9 @@ class CanaryWindow:
     def _heard(self, message: Message) -> None:
         if self._closed or self._timer is None:
             return
+        if isinstance(message, Error):
+            self._fail(message.reason)  # a new master's worker died, or did not come up
+            return
         if self._rolling_on:
             self._heard_rolling_on(message)
             return
@@ -281,8 +284,6 @@ class CanaryWindow:
         if isinstance(message, Ready):
             self.close()
             self.passed()
-        elif isinstance(message, Error):
-            self._fail(message.reason)
         elif self._timer is not None and self._timer.active():
             self._timer.reset(self.process.settings.ready_timeout)
 

@@ -20,12 +20,14 @@ from typing import Callable, Iterable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from ..handoff.messages import (
     Accepted,
     CanaryCounts,
     CanaryPassed,
     CountsRequest,
+    Error,
     Message,
     Ready,
     Rollback,
@@ -33,6 +35,7 @@ from ..handoff.messages import (
 )
 from ..lifecycle.canary import CANARY_VARIABLE, Counts
 from ..lifecycle.core import ProcessCore
+from ..handoff.pipes import describe_exit
 from ..lifecycle.handover import Departing
 from .starter import Worker
 
@@ -157,6 +160,20 @@ class CanaryStartup:
             then(message)
 
         return accepted
+
+    def died(self, worker: Worker, reason: Failure) -> bool:
+        """
+        A worker of ours died on its own: during the window that fails the
+        canary (its requests in flight were lost, and a worker started in
+        its place would count from nothing); the old generation rolls us
+        back.
+        """
+        if self.go_on.called or self.departure is not None:
+            return False
+        why = f"canary worker {worker.pid} {describe_exit(reason)} during the canary window"
+        self.process.log.error("{pid}: {why}", pid=self.process.pid, why=why)
+        self.process.old_process.send(Error(why))
+        return True
 
     def heard(self, message: Message) -> None:
         if isinstance(message, CountsRequest):

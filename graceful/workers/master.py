@@ -195,6 +195,8 @@ class MasterRole(HandoffRole):
                 lambda: GroupDeparture(group, "restart", final=False, handed_over=False),
                 lambda: self.draining,
             )
+            if canary is not None:
+                group.refill.handled = canary.died
             # Heard from the start: should the old master die before all our
             # workers serve, we are all that is left, and take over at once.
             old.listen(

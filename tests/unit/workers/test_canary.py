@@ -200,6 +200,13 @@ class OldMasterTests(MasterCase):
         reason = str(self.failureResultOf(result, RestartFailed).value)
         self.assertIn(f"new master {new_master.pid} did not replace the other workers", reason)
 
+    def test_a_canary_worker_that_dies_rolls_back(self) -> None:
+        runtime, result, new_master = self.window()
+        why = "canary worker 2000 exited with status 1 during the canary window"
+        new_master.say(Error(why))
+        self.assertEqual(str(self.failureResultOf(result, RestartFailed).value), why)
+        self.assertEqual(new_master.sent[-1], Rollback(why))
+
     def test_a_new_single_process_takes_over_at_once(self) -> None:
         """
         A new config with one worker makes the new process serve alone: it
@@ -305,6 +312,24 @@ class NewMasterTests(MasterCase):
         first.exit(0)
         self.assertTrue(self.reactor.hasStopped)
         self.assertEqual(len(self.spawned), 1)
+
+    def test_its_worker_dying_in_the_window_fails_the_canary(self) -> None:
+        """
+        Its answers in flight were lost, and a worker started in its place
+        would count from nothing: the old generation hears why, and rolls
+        back; the slot is not filled again.
+        """
+        runtime, role, old = self.new_master()
+        [first] = self.spawned
+        first.report_ready()
+        first.exit(1)
+        why = f"canary worker {first.pid} exited with status 1 during the canary window"
+        self.assertEqual(old.sent[-1], Error(why))
+        self.assertIn(f"{MASTER}: {why}", self.messages)
+        self.reactor.advance(60)
+        self.assertEqual(len(self.spawned), 1)
+        old.tell(Rollback(why))
+        self.assertTrue(self.reactor.hasStopped)
 
     def test_the_old_master_dies_in_the_window(self) -> None:
         """
