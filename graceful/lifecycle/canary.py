@@ -257,7 +257,8 @@ class CanaryWindow:
             return
         if not isinstance(message, CanaryCounts):
             return
-        verdict = self.verdict = judge(self._old_since(), Counts.of_message(message), self.allowance)
+        new = Counts.of_message(message)
+        verdict = self.verdict = judge(self._old_since(), new, self.allowance)
         restart_log.canary(self.process, verdict.ratios, verdict.passed)
         if not verdict.passed:
             self._fail(verdict.reason)

@@ -12,6 +12,10 @@ canary) then, answers C{count} with that worker's counts, and, told that the
 canary passed, replaces the old master's workers one slot at a time as a new
 master does, before it says C{ready} again.  Rolled back, it drains its
 worker and exits; the old master and its workers never stopped serving.
+
+A master that is PID 1 rolls its workers instead (it never leaves): its
+first new worker serves beside every old one for the window
+(L{RollCanary}), and the roll replaces the workers only if it passed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Callable, Iterable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from ..handoff.messages import (
@@ -33,7 +38,8 @@ from ..handoff.messages import (
     Rollback,
     SlotServes,
 )
-from ..lifecycle.canary import CANARY_VARIABLE, Counts
+from ..lifecycle import restart_log
+from ..lifecycle.canary import CANARY_VARIABLE, CanaryVerdict, Counts, judge
 from ..lifecycle.core import ProcessCore
 from ..handoff.pipes import describe_exit
 from ..lifecycle.handover import Departing
@@ -201,3 +207,72 @@ class CanaryStartup:
         )
         self.departure = self.depart()
         self.departure.start()
+
+
+@define(eq=False)
+class RollCanary:
+    """
+    A roll's canary window: the first new worker serves beside every old
+    one; at the end of C{canary_seconds}, their reports are judged.
+
+    @ivar process: the master.
+    @ivar worker: the new worker.
+    @ivar workers: every worker of the group (the new one among them while
+        it lives).
+    @ivar passed: called once it passed: the roll goes on.
+    @ivar failed: called with the reason once it failed (the new worker
+        was told to drain).
+    @ivar leaving: whether the group leaves (then nothing is judged).
+    @ivar verdict: how it went, once judged.
+    """
+
+    process: ProcessCore
+    worker: Worker
+    workers: Callable[[], list[Worker]]
+    passed: Callable[[], None]
+    failed: Callable[[str], None]
+    leaving: Callable[[], bool]
+    verdict: CanaryVerdict | None = None
+    _old_since: Callable[[], Counts] = lambda: Counts()
+    _timer: IDelayedCall | None = None
+
+    def open(self) -> RollCanary:
+        process, seconds = self.process, self.process.settings.canary_seconds
+        self._old_since = counting_workers(
+            lambda: [w for w in self.workers() if w is not self.worker]
+        )
+        self._timer = process.reactor.callLater(seconds, self._judge)
+        process.log.info(
+            "{pid}: new worker {worker} (slot {slot}) serves beside the others for "
+            "{seconds:g}s (canary)",
+            pid=process.pid,
+            worker=self.worker.pid,
+            slot=self.worker.slot,
+            seconds=seconds,
+        )
+        return self
+
+    def _judge(self) -> None:
+        self._timer = None
+        if self.leaving():
+            return  # the group drains every worker, this one too
+        process, worker = self.process, self.worker
+        if worker not in self.workers():
+            self.failed(f"canary worker {worker.pid} exited during the canary window")
+            return
+        new = Counts.of_servers(worker.report.servers if worker.report else ())
+        allowance = process.settings.canary_max_error_ratio
+        verdict = self.verdict = judge(self._old_since(), new, allowance)
+        restart_log.canary(process, verdict.ratios, verdict.passed)
+        if verdict.passed:
+            process.log.info(
+                "{pid}: canary passed: {reason}", pid=process.pid, reason=verdict.reason
+            )
+            self.passed()
+        else:
+            worker.retire(process.reactor)
+            self.failed(verdict.reason)
+
+    @property
+    def ratios(self) -> tuple[float, float] | None:
+        return self.verdict.ratios if self.verdict is not None else None

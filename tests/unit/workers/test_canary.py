@@ -354,3 +354,91 @@ class NewMasterTests(MasterCase):
         old.accept(Accepted(restarts=1))
         self.assertEqual(len(self.spawned), 2)
 
+
+
+class RollTests(MasterCase):
+    """
+    A master that is PID 1 rolls its workers: with canary_seconds, its
+    first new worker serves beside every old one for the window, and the
+    roll replaces them only if it passed.
+    """
+
+    def roll(self) -> tuple[Runtime, Deferred[int], FakeNewProcess]:
+        self.environment.spawner.next_pid = 1000
+        runtime = Runtime(
+            self.reactor, {}, 1, environment=self.environment, forward_stderr=lambda d: None
+        )
+        runtime.settings.workers = 2
+        runtime.settings.worker_timeout = 0
+        runtime.settings.canary_seconds = 30.0
+        server = runtime.server("web")
+        server.set_port(8100)
+        from graceful.http.server import HeldSocket
+        from graceful._sockets import ListenSpec
+
+        from .test_master import _Held
+
+        server._prepared.append(HeldSocket(ListenSpec("web", False, 8100), 41, _Held(41), 2))
+        runtime.serving_started()
+        self.workers_up()
+        answered(self.spawned[0], 100)  # before the window: not counted
+        result = runtime.restart()
+        new = self.spawned[2]
+        new.report_ready()
+        return runtime, result, new
+
+    def test_a_failing_new_worker_rolls_back(self) -> None:
+        runtime, result, new = self.roll()
+        old0, old1 = self.spawned[:2]
+        self.assertIn(
+            f"1: new worker {new.pid} (slot 0) serves beside the others for 30s (canary)",
+            self.messages,
+        )
+        self.assertTrue(runtime.restarting)
+        answered(old0, 140)
+        answered(old1, 40)
+        answered(new, 20, 20)
+        self.reactor.advance(30)
+        reason = str(self.failureResultOf(result, RestartFailed).value)
+        self.assertIn("canary error ratio 0.5000 (20 5xx, 0 reset, of 40)", reason)
+        self.assertIn("against the old generation's 0.0000 (0 5xx, 0 reset, of 80)", reason)
+        self.assertIn(f"1: restart rolled back, still serving: {reason}", self.messages)
+        self.assertIn(Retire(), new.sent)
+        self.assertNotIn(Retire(), old0.sent + old1.sent)
+        self.assertEqual(len(self.spawned), 3)
+        last = runtime.status().to_json()["last_restart"]
+        self.assertEqual(
+            (last["ok"], last["canary_old_error_ratio"], last["canary_new_error_ratio"]),
+            (False, 0.0, 0.5),
+        )
+        [record] = runtime.core.history.log.to_json()
+        self.assertEqual(
+            (record["kind"], record["outcome"], record["canary"]),
+            ("roll", "failed", {"old_error_ratio": 0.0, "new_error_ratio": 0.5, "passed": False}),
+        )
+
+    def test_a_good_new_worker_lets_the_roll_go_on(self) -> None:
+        runtime, result, new = self.roll()
+        old0, old1 = self.spawned[:2]
+        answered(old0, 140)
+        answered(new, 40)
+        self.assertNotIn(Retire(), old0.sent)
+        self.reactor.advance(30)
+        self.assertIn(Retire(), old0.sent)
+        self.assertNotIn(Retire(), old1.sent)
+        self.spawned[3].report_ready()
+        self.assertIn(Retire(), old1.sent)
+        self.assertEqual(self.successResultOf(result), 1)
+        last = runtime.status().to_json()["last_restart"]
+        self.assertEqual(
+            (last["ok"], last["canary_old_error_ratio"], last["canary_new_error_ratio"]),
+            (True, 0.0, 0.0),
+        )
+
+    def test_a_new_worker_that_exits_in_the_window_rolls_back(self) -> None:
+        runtime, result, new = self.roll()
+        new.exit(1)
+        self.reactor.advance(30)
+        reason = str(self.failureResultOf(result, RestartFailed).value)
+        self.assertEqual(reason, f"canary worker {new.pid} exited during the canary window")
+        self.assertNotIn(Retire(), self.spawned[0].sent + self.spawned[1].sent)
