@@ -11,7 +11,7 @@ holds its ports after its ready until the old process says C{canary}, and
 leaves as an old generation does when it hears C{rollback}.
 
 With workers, the new generation is a new master of which one worker
-serves beside the old master's workers (C{workers/canary.py}); once the
+serves beside the old generation (C{workers/canary.py}); once the
 window passed, the old process tells it so, and it replaces the other
 workers one slot at a time before it says C{ready} again.
 """

@@ -132,7 +132,7 @@ class CanaryStartup:
         process = self.process
         worker = next((w for w in self.workers() if w.slot == slot), None)
         process.log.info(
-            "{pid}: worker {worker} (slot {slot}) serves beside the old master's workers; "
+            "{pid}: worker {worker} (slot {slot}) serves beside the old generation; "
             "the other slots wait for the canary's verdict",
             pid=process.pid,
             worker=worker.pid if worker is not None else "?",

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.workers.test_master -*-
+# -*- test-case-name: tests.unit.workers.test_master,tests.unit.workers.test_canary -*-
 """
 A master: holds every listening socket for its workers and serves nothing
 itself.  A restart hands everything to a new master, as a process serving
@@ -8,6 +8,10 @@ time, and as each serves, the old master's worker of that slot drains (as
 replaced); once all serve, the old master hands the services over and
 exits.  Should the new master or one of its workers fail, it exits, and the
 old master starts workers again for the slots it had handed over.
+
+With C{canary_seconds}, the new master's first worker serves beside every
+old worker for that long before any slot is handed over, and the restart
+rolls back if it answers worse (C{workers/canary.py}).
 
 As PID 1 (a container) a master never leaves, since its exit would end the
 PID namespace: it rolls its workers one slot at a time instead, and keeps

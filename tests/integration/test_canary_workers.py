@@ -115,7 +115,7 @@ class CanaryWorkersTests(SynchronousTestCase):
         [new] = {pid for _, pid in bad}
         proc.remember(new)
         self.assertNotIn(new, old_workers | {master})
-        self.assertIn(f"worker {new} (slot 0) serves beside the old master's workers", log)
+        self.assertIn(f"worker {new} (slot 0) serves beside the old generation", log)
         self.assertEqual([at for at, _ in bad if at < signalled or at > rolled_back + 1.0], [])
         self.assertEqual({pid for _, _, pid in clients.answers} - old_workers, {new})
         # The old workers never stopped serving: they answered in every

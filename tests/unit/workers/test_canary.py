@@ -265,7 +265,7 @@ class NewMasterTests(MasterCase):
         self.assertEqual((old.reported, old.ready_facts), (["ready"], Ready(canary=True)))
         self.assertEqual(len(self.spawned), 1)
         self.assertIn(
-            f"{MASTER}: worker {first.pid} (slot 0) serves beside the old master's workers; "
+            f"{MASTER}: worker {first.pid} (slot 0) serves beside the old generation; "
             "the other slots wait for the canary's verdict",
             self.messages,
         )
