@@ -187,3 +187,31 @@ class CanaryWorkersTests(SynchronousTestCase):
             (last["ok"], last["canary_old_error_ratio"], last["canary_new_error_ratio"]),
             (True, 0.0, 0.0),
         )
+
+    def test_sigterm_during_the_window_drains_both(self) -> None:
+        """
+        SIGTERM to the old master while the new worker serves beside its
+        workers: both masters drain and exit, the new one as rolled back.
+        """
+        proc, port, folder, master, old_workers = self.release("good")
+        proc.signal(master, signal.SIGUSR1)
+        wait_until(lambda: "serves beside this one" in proc.log(), what="the canary window")
+        new = wait_until(
+            lambda: (pid := pid_of(port)) not in old_workers and pid, what="an answer of the canary"
+        )
+        proc.remember(new)
+        [new_master] = [
+            int(line.split(": a worker of new master ")[1].split()[0])
+            for line in proc.log().splitlines()
+            if ": a worker of new master " in line
+        ]
+        proc.remember(new_master)
+        proc.signal(master, signal.SIGTERM)
+        self.assertEqual(proc.wait_exit(), 0)
+        for pid in {new, new_master} | old_workers:
+            proc.wait_gone(pid)
+        self.assertIn(
+            f"{new_master}: rolled back by the old generation (shutdown asked for during the "
+            "canary window)",
+            proc.log(),
+        )
