@@ -75,7 +75,8 @@ class RestartRecord:
     @ivar outcome: one of L{OUTCOMES}.
     @ivar reason: why it failed.
     @ivar verify: the C{verify} requests' result, if the config had any.
-    @ivar canary: the canary's result: not built yet, always L{None}.
+    @ivar canary: with a canary window, once judged: C{old_error_ratio},
+        C{new_error_ratio} and C{passed}; L{None} without one.
     """
 
     generation: int

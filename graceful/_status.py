@@ -203,6 +203,9 @@ class ServerStatus:
     @ivar duration_sum: the seconds those requests took, together.
     @ivar refused: requests answered 503 without the app, by reason
         (L{REFUSAL_REASONS}); L{None} from an older node.
+    @ivar resets: connections lost with a request unanswered (a canary
+        window counts them against a generation); L{None} from an older
+        node.
     """
 
     name: str
@@ -214,6 +217,7 @@ class ServerStatus:
     duration_counts: tuple[int, ...] | None = None
     duration_sum: float | None = None
     refused: dict[str, int] | None = None
+    resets: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -232,6 +236,8 @@ class ServerStatus:
             data["duration_sum"] = self.duration_sum or 0.0
         if self.refused is not None:
             data["refused"] = dict(self.refused)
+        if self.resets is not None:
+            data["resets"] = self.resets
         return data
 
     @classmethod
@@ -270,6 +276,7 @@ class ServerStatus:
                 for i, count in enumerate(_list(durations, f"{at}duration_counts"))
             ),
             duration_sum=_optional(_float, data.get("duration_sum"), f"{at}duration_sum"),
+            resets=_optional(_int, data.get("resets"), f"{at}resets"),
             refused=None
             if refused is None
             else {

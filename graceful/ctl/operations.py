@@ -46,6 +46,21 @@ def _after(at: float | None, started: float) -> str | None:
     return None if at is None else f"+{max(0.0, at - started):.2f}s"
 
 
+def _canary(canary: Any) -> str:
+    """
+    C{canary failed, error ratio 0.4998 against 0.0000}: the new generation's
+    share of 5xx answers and resets in the window, then the old one's.
+    """
+    if not isinstance(canary, dict):
+        return f"canary {canary}"  # a newer node's shape: shown as it came
+    how = "passed" if canary.get("passed") else "failed"
+    try:
+        new, old = float(canary["new_error_ratio"]), float(canary["old_error_ratio"])
+    except (KeyError, TypeError, ValueError):
+        return f"canary {how}"
+    return f"canary {how}, error ratio {new:.4f} against {old:.4f}"
+
+
 def history_line(node: str, record: RestartRecord) -> str:
     """
     One restart, as C{graceful ctl history} prints it:
@@ -69,7 +84,7 @@ def history_line(node: str, record: RestartRecord) -> str:
     if record.verify is not None:
         parts.append(f"verify {'ok' if record.verify.ok else 'failed'}")
     if record.canary is not None:
-        parts.append(f"canary {record.canary}")
+        parts.append(_canary(record.canary))
     if record.reason:
         parts.append(f"reason: {record.reason}")
     return "  ".join(parts)

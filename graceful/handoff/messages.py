@@ -232,6 +232,17 @@ class CanaryCounts:
 
 
 @frozen
+class CanaryPassed:
+    """
+    Old process -> new master: the canary window went well; replace my
+    other workers one slot at a time, as a new master does, and say
+    C{ready} once all of yours serve.
+    """
+
+    kind: ClassVar[str] = "passed"
+
+
+@frozen
 class Rollback:
     """
     Old process -> new one: the canary failed (or we shut down); stop
@@ -260,6 +271,7 @@ Message = Union[
     CanaryStart,
     CountsRequest,
     CanaryCounts,
+    CanaryPassed,
     Rollback,
     WorkersRequest,
 ]

@@ -196,7 +196,11 @@ class NewProcess(ProcessProtocol):
 
     def _message(self, line: str) -> None:
         message = decode(line)
-        if isinstance(message, Ready):
+        if isinstance(message, (Ready, Error)) and self.ready.called:
+            # A new master that served as a canary says so a second time
+            # once all its workers serve (or that they did not).
+            self.on_message(message)
+        elif isinstance(message, Ready):
             self.ready_facts = message
             self._succeed()
         elif isinstance(message, Error):

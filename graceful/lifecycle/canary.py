@@ -9,6 +9,11 @@ The old process's side is L{CanaryWindow} (the hand-over machine's
 C{Canary} state holds it); the new process's side is L{Candidate}, which
 holds its ports after its ready until the old process says C{canary}, and
 leaves as an old generation does when it hears C{rollback}.
+
+With workers, the new generation is a new master of which one worker
+serves beside the old generation (C{workers/canary.py}); once the
+window passed, the old process tells it so, and it replaces the other
+workers one slot at a time before it says C{ready} again.
 """
 
 from __future__ import annotations
@@ -21,7 +26,18 @@ from twisted.python.failure import Failure
 
 from .core import ProcessCore
 from .departure import Departure
-from ..handoff.messages import CanaryCounts, CanaryStart, CountsRequest, Message, Rollback
+from . import restart_log
+from .._status import ServerStatus
+from ..handoff.messages import (
+    CanaryCounts,
+    CanaryPassed,
+    CanaryStart,
+    CountsRequest,
+    Error,
+    Message,
+    Ready,
+    Rollback,
+)
 from ..handoff.pipes import ChildProcess, describe_exit
 
 T = TypeVar("T")
@@ -64,11 +80,31 @@ class Counts:
         return cls(responses, errors, resets)
 
     @classmethod
+    def of_servers(cls, servers: Iterable[ServerStatus]) -> Counts:
+        """
+        The counts a worker reported to its master (its status's servers).
+        """
+        responses = errors = resets = 0
+        for server in servers:
+            by_class = server.responses or {}
+            responses += sum(by_class.values())
+            errors += by_class.get("5xx", 0)
+            resets += server.resets or 0
+        return cls(responses, errors, resets)
+
+    @classmethod
     def of_message(cls, message: CanaryCounts) -> Counts:
         return cls(message.responses, message.errors, message.resets)
 
     def message(self) -> CanaryCounts:
         return CanaryCounts(self.responses, self.errors, self.resets)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.responses + other.responses,
+            self.errors + other.errors,
+            self.resets + other.resets,
+        )
 
     def since(self, earlier: Counts) -> Counts:
         return Counts(
@@ -128,11 +164,22 @@ def judge(old: Counts, new: Counts, allowance: float, minimum: int = MIN_REQUEST
     return CanaryVerdict(old, new, True, f"{ratios}: within {allowance:g}")
 
 
+def counting_sites(process: ProcessCore) -> Callable[[], Counts]:
+    """
+    Start counting the answers of a process serving alone: the result
+    gives those since.
+    """
+    at_start = Counts.of_sites(process.sites())
+    return lambda: Counts.of_sites(process.sites()).since(at_start)
+
+
 @define(eq=False)
 class CanaryWindow:
     """
     The old process's side of a canary window: it tells the new process to
-    accept, asks for its counts at the end, and judges.
+    accept, asks for its counts at the end, and judges.  A new master (it
+    said C{started}) that passed is told so, and has replaced the other
+    workers once it says C{ready} again: only then has it passed.
 
     @ivar process: the old process.
     @ivar new_process: the new one.
@@ -140,8 +187,11 @@ class CanaryWindow:
     @ivar allowance: C{canary_max_error_ratio}.
     @ivar passed: called once the new generation passed.
     @ivar failed: called with the reason once it failed (or ended).
-    @ivar old_at_start: the old generation's counts as the window opened.
+    @ivar count_old: starts counting the old generation's answers; what it
+        returns gives them since (L{counting_sites} for a process serving
+        alone).
     @ivar verdict: how it went, once judged.
+    @ivar master: whether the new process is a master (it said C{started}).
     """
 
     process: ProcessCore
@@ -150,15 +200,19 @@ class CanaryWindow:
     allowance: float
     passed: Callable[[], None]
     failed: Callable[[str], None]
-    old_at_start: Counts = Counts()
+    count_old: Callable[[], Callable[[], Counts]] | None = None
     verdict: CanaryVerdict | None = None
+    master: bool = False
+    _old_since: Callable[[], Counts] = lambda: Counts()
     _timer: IDelayedCall | None = None
+    _rolling_on: bool = False
     _closed: bool = False
     _exited_already: bool = False
 
     def open(self) -> None:
         process = self.process
-        self.old_at_start = Counts.of_sites(process.sites())
+        count_old = self.count_old or (lambda: counting_sites(process))
+        self._old_since = count_old()
         said = self.new_process.on_message
 
         def on_message(message: Message) -> None:
@@ -170,8 +224,9 @@ class CanaryWindow:
         self.new_process.send(CanaryStart())
         self._timer = process.reactor.callLater(self.seconds, self._ask)
         process.log.info(
-            "{pid}: process {new_pid} serves beside this one for {seconds:g}s (canary)",
+            "{pid}: {what} {new_pid} serves beside this one for {seconds:g}s (canary)",
             pid=process.pid,
+            what="a worker of new master" if self.master else "process",
             new_pid=self.new_process.pid,
             seconds=self.seconds,
         )
@@ -182,27 +237,61 @@ class CanaryWindow:
 
     def _silent(self) -> None:
         self._timer = None
+        if self._rolling_on:
+            what = f"new master {self.new_process.pid} did not replace the other workers"
+            self._fail(f"{what} within {self.process.settings.ready_timeout:g}s of a step")
+            return
         self._fail(
             f"new process {self.new_process.pid} did not report its canary counts "
             f"within {COUNTS_TIMEOUT:g}s"
         )
 
     def _heard(self, message: Message) -> None:
-        if not isinstance(message, CanaryCounts) or self._closed or self._timer is None:
+        if self._closed or self._timer is None:
             return
-        old = Counts.of_sites(self.process.sites()).since(self.old_at_start)
-        self.verdict = judge(old, Counts.of_message(message), self.allowance)
-        self.close()
-        if self.verdict.passed:
+        if isinstance(message, Error):
+            self._fail(message.reason)  # a new master's worker died, or did not come up
+            return
+        if self._rolling_on:
+            self._heard_rolling_on(message)
+            return
+        if not isinstance(message, CanaryCounts):
+            return
+        new = Counts.of_message(message)
+        verdict = self.verdict = judge(self._old_since(), new, self.allowance)
+        restart_log.canary(self.process, verdict.ratios, verdict.passed)
+        if not verdict.passed:
+            self._fail(verdict.reason)
+            return
+        process = self.process
+        process.log.info("{pid}: canary passed: {reason}", pid=process.pid, reason=verdict.reason)
+        if not self.master:
+            self.close()
             self.passed()
-        else:
-            self.failed(self.verdict.reason)
+            return
+        # The new master replaces the other workers now, each step within
+        # ready_timeout (as when it started without a canary).
+        self._rolling_on = True
+        self._timer.cancel()
+        self._timer = process.reactor.callLater(process.settings.ready_timeout, self._silent)
+        process.log.info(
+            "{pid}: new master {new_pid} replaces the other workers",
+            pid=process.pid,
+            new_pid=self.new_process.pid,
+        )
+        self.new_process.send(CanaryPassed())
+
+    def _heard_rolling_on(self, message: Message) -> None:
+        if isinstance(message, Ready):
+            self.close()
+            self.passed()
+        elif self._timer is not None and self._timer.active():
+            self._timer.reset(self.process.settings.ready_timeout)
 
     def _exited(self, reason: Failure) -> None:
         self._exited_already = True
-        self._fail(
-            f"new process {self.new_process.pid} {describe_exit(reason)} during the canary window"
-        )
+        when = "after its canary passed" if self._rolling_on else "during the canary window"
+        self._fail(f"new process {self.new_process.pid} {describe_exit(reason)} {when}")
 
     def _fail(self, reason: str) -> None:
         if self._closed:

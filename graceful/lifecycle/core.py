@@ -152,6 +152,7 @@ def _response_counts(site: Any) -> dict[str, Any]:
         "duration_counts": tuple(stats.durations),
         "duration_sum": stats.duration_sum,
         "refused": dict(stats.refused),
+        "resets": getattr(site, "resets", 0),
     }
 
 

@@ -22,7 +22,7 @@ from automat import TypeMachineBuilder, pep614
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from .canary import CANARY_VARIABLE, Candidate, CanaryWindow
+from .canary import CANARY_VARIABLE, Candidate, CanaryWindow, Counts, counting_sites
 from .core import ProcessCore
 from .departure import Departure
 from . import restart_log
@@ -32,7 +32,7 @@ from .._feeding import Feeder
 from ..handoff.pipes import ChildProcess, RestartFailed, describe_exit
 from ..handoff.pipes import ListeningSocket
 from ..handoff.fd_store import FdStore
-from ..handoff.messages import Accepted, Message, Ready, Released
+from ..handoff.messages import Accepted, Message, Ready, Released, Started
 from .._status import DrainStatus, ProcessStatus
 
 
@@ -73,6 +73,9 @@ class ServedBy(Protocol):
     def released(self, released: Released) -> None:
         "The older generation's services stopped: ours may start."
 
+    def count_answers(self) -> Callable[[], Counts]:
+        "Start counting this generation's answers (a canary window opens)."
+
 
 @define(eq=False)
 class Sites:
@@ -101,6 +104,9 @@ class Sites:
 
     def released(self, released: Released) -> None:
         self.process.start_services(released)
+
+    def count_answers(self) -> Callable[[], Counts]:
+        return counting_sites(self.process)
 
 
 class HandoverInputs(Protocol):
@@ -177,6 +183,8 @@ class Restart:
     @ivar new_process: the process it started, once started.
     @ivar canary_seconds: its canary window (0: none).
     @ivar window: the canary window, once open.
+    @ivar new_master: whether the new process is a master (it said
+        C{started}).
     """
 
     result: Deferred[int]
@@ -184,6 +192,7 @@ class Restart:
     new_process: ChildProcess | None = None
     canary_seconds: float = 0.0
     window: CanaryWindow | None = None
+    new_master: bool = False
 
 
 def _start_restart(
@@ -191,7 +200,7 @@ def _start_restart(
 ) -> Restart:
     process = handover.process
     restart = handover.current = Restart(result, process.reactor.seconds())
-    restart.canary_seconds = _canary_seconds(handover)
+    restart.canary_seconds = process.settings.canary_seconds
     process.notify_reloading()
     restart_log.began(process)
     sockets = handover.served_by.passed_sockets()
@@ -214,7 +223,13 @@ def _start_restart(
         process.reactor.callLater(0, handover.feed, lambda i: i.failed(failure))
         return restart
     restart_log.spawned(process, restart.new_process.pid)
-    restart.new_process.on_message = handover.served_by.successor_says
+    says = handover.served_by.successor_says
+
+    def successor_says(message: Message) -> None:
+        restart.new_master = restart.new_master or isinstance(message, Started)
+        says(message)
+
+    restart.new_process.on_message = successor_says
     new_process = restart.new_process
     restart.new_process.ready.addCallbacks(
         lambda pid: handover.feed(
@@ -228,17 +243,6 @@ def _start_restart(
     return restart
 
 
-def _canary_seconds(handover: Handover) -> float:
-    seconds = handover.process.settings.canary_seconds
-    if seconds and not isinstance(handover.served_by, Sites):
-        handover.process.log.warn(
-            "{pid}: canary_seconds is not supported with workers yet; restarting without",
-            pid=handover.process.pid,
-        )
-        return 0.0
-    return seconds
-
-
 def _open_canary(inputs: HandoverInputs, handover: Handover, new_pid: int) -> Restart:
     restart = handover.current
     assert restart is not None and restart.new_process is not None
@@ -250,6 +254,8 @@ def _open_canary(inputs: HandoverInputs, handover: Handover, new_pid: int) -> Re
         process.settings.canary_max_error_ratio,
         passed=lambda: handover.feed(lambda i: i.canary_passed(new_pid)),
         failed=lambda reason: handover.feed(lambda i: i.canary_failed(reason)),
+        count_old=handover.served_by.count_answers,
+        master=restart.new_master,
     )
     handover.after.append(restart.window.open)
     return restart
@@ -352,10 +358,6 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         seconds = process.reactor.seconds() - restart.began
         window = restart.window
         ratios = window.ratios if window is not None else None
-        if window is not None and window.verdict is not None:
-            process.log.info(
-                "{pid}: canary passed: {reason}", pid=process.pid, reason=window.verdict.reason
-            )
         process.history.record(True, None, process.environment.now(), seconds, ratios)
         restart_log.ready(process, new_pid)
         process.write_pidfile(new_pid)
@@ -436,6 +438,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         reopen = handover.served_by.restart_failed
         window.roll_back(reason, gone=lambda: handover.feed(lambda _: handover.feeder.later(reopen)))
         process.history.record(False, reason, process.environment.now(), None, window.ratios)
+        restart_log.failed(process, reason)
         process.log.error(
             "{pid}: restart rolled back, still serving: {reason}", pid=process.pid, reason=reason
         )
@@ -457,6 +460,7 @@ def _build() -> Callable[[Handover], HandoverInputs]:
         handover.process.history.record(
             False, reason, handover.process.environment.now(), None, restart.window.ratios
         )
+        restart_log.failed(handover.process, reason)
         handover.after.append(lambda: restart.result.errback(RestartFailed(reason)))
 
     @pep614(Restarting.upon(HandoverInputs.shutdown).to(Leaving))

@@ -72,6 +72,19 @@ def rolled(process: ProcessCore) -> None:
         record.outcome = "ok"
 
 
+def canary(process: ProcessCore, ratios: tuple[float, float], passed: bool) -> None:
+    """
+    The canary window was judged: both generations' error ratios.
+    """
+    record = process.history.log.running()
+    if record is not None:
+        record.canary = {
+            "old_error_ratio": ratios[0],
+            "new_error_ratio": ratios[1],
+            "passed": passed,
+        }
+
+
 def failed(process: ProcessCore, reason: str) -> None:
     process.history.log.failed(reason)
 

@@ -30,6 +30,7 @@ from .._feeding import Feeder
 from .group_status import StatusPush, group_status
 from ..handoff.pipes import RestartFailed
 from ..handoff.messages import Message, Released, RestartRequest, ShutdownRequest, Status
+from .canary import RollCanary
 from .recycling import Recycler, Watchdog
 from .._status import ProcessStatus
 from .refill import Refill
@@ -48,12 +49,14 @@ class Roll:
     @ivar began: the reactor's time it began.
     @ivar generation: the generation of the new workers.
     @ivar executable: what the new workers run, if not the master's command.
+    @ivar canary: the first new worker's canary window, with canary_seconds.
     """
 
     result: Deferred[int]
     began: float
     generation: int
     executable: str | None
+    canary: RollCanary | None = None
 
 
 class GroupInputs(Protocol):
@@ -123,7 +126,8 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
         core = group.process
         seconds = core.reactor.seconds() - roll.began
         group.generation = roll.generation
-        core.history.record(True, None, core.environment.now(), seconds)
+        ratios = roll.canary.ratios if roll.canary is not None else None
+        core.history.record(True, None, core.environment.now(), seconds, ratios)
         restart_log.rolled(core)
         core.notifier.notify(ready=1, status=f"serving, generation {group.generation}")
         core.log.info(
@@ -139,14 +143,20 @@ def _build() -> Callable[[WorkerGroup], GroupInputs]:
     def stopped(inputs: GroupInputs, group: WorkerGroup, roll: Roll, failure: Failure) -> None:
         core = group.process
         reason = getattr(failure.value, "reason", None) or failure.getErrorMessage()
-        core.history.record(False, reason, core.environment.now(), None)
+        ratios = roll.canary.ratios if roll.canary is not None else None
+        core.history.record(False, reason, core.environment.now(), None, ratios)
         restart_log.failed(core, reason)
-        core.log.error(
-            "{pid}: restart failed, the roll stops here and the other workers go on "
-            "serving: {reason}",
-            pid=core.pid,
-            reason=reason,
-        )
+        if roll.canary is not None:
+            core.log.error(
+                "{pid}: restart rolled back, still serving: {reason}", pid=core.pid, reason=reason
+            )
+        else:
+            core.log.error(
+                "{pid}: restart failed, the roll stops here and the other workers go on "
+                "serving: {reason}",
+                pid=core.pid,
+                reason=reason,
+            )
         tail = getattr(failure.value, "stderr_tail", "")
         if tail:
             core.log.error("{pid}: new worker's stderr:\n{tail}", pid=core.pid, tail=tail)
@@ -195,12 +205,14 @@ class Startup:
     again after a back-off.
 
     @ivar group: the group.
-    @ivar in_turn: told of each slot as its worker serves, if one at a time.
+    @ivar in_turn: told of each slot as its worker serves, if one at a time;
+        the next slot waits for the Deferred it may return (a canary's
+        verdict).
     @ivar done: fires once every slot's worker serves.
     """
 
     group: WorkerGroup
-    in_turn: Callable[[int], None] | None
+    in_turn: Callable[[int], Deferred[None] | None] | None
     done: Deferred[None] = field(factory=Deferred)
     _remaining: set[int] = field(factory=set)
     _launched: set[int] = field(factory=set)
@@ -232,8 +244,15 @@ class Startup:
         group = self.group
         group.slots.serve(worker.slot, worker)
         self._remaining.discard(worker.slot)
-        if self.in_turn is not None:
-            self.in_turn(worker.slot)
+        held = self.in_turn(worker.slot) if self.in_turn is not None else None
+        if held is None:
+            self._next()
+        else:
+            held.addCallback(lambda _: self._next())
+
+    def _next(self) -> None:
+        group = self.group
+        if self.in_turn is not None and not group.leaving:
             if group.alone:
                 self.start_the_rest()
             else:
@@ -376,7 +395,9 @@ class WorkerGroup:
 
     # -- serving ------------------------------------------------------------
 
-    def serve(self, in_turn: Callable[[int], None] | None = None) -> Deferred[None]:
+    def serve(
+        self, in_turn: Callable[[int], Deferred[None] | None] | None = None
+    ) -> Deferred[None]:
         """
         Start a worker in every slot; fires once all serve.  With
         C{in_turn}, one slot after the other, each told to C{in_turn} as
@@ -490,6 +511,8 @@ class WorkerGroup:
             if self.leaving:
                 worker.signal("TERM")
                 return
+            if slot == 0 and not roll.canary and _canary_first(self, roll, worker, ready, failed):
+                return
             old = self.slots.get(slot)
             self.replace(slot, worker, "roll")
             if old is not None:
@@ -568,6 +591,30 @@ class WorkerGroup:
             timeouts=self.watchdog.timeouts,
             replacements=self.slots.replacements,
         )
+
+
+def _canary_first(
+    group: WorkerGroup,
+    roll: Roll,
+    worker: Worker,
+    ready: Callable[[Worker], None],
+    failed: Callable[[Failure], None],
+) -> bool:
+    """
+    With canary_seconds, the roll's first new worker serves beside every
+    old one for the window before any is replaced: whether it does.
+    """
+    if not group.process.settings.canary_seconds:
+        return False
+    roll.canary = RollCanary(
+        group.process,
+        worker,
+        lambda: group.workers,
+        lambda: ready(worker),
+        lambda why: failed(Failure(RestartFailed(why))),
+        lambda: group.leaving,
+    ).open()
+    return True
 
 
 _machine = _build()

@@ -63,6 +63,7 @@ def group_status(
                 duration_counts=_added(entry.duration_counts, s.duration_counts),
                 duration_sum=(entry.duration_sum or 0.0) + (s.duration_sum or 0.0),
                 refused=_summed(entry.refused, s.refused),
+                resets=None if s.resets is None else (entry.resets or 0) + s.resets,
             )
     own = process.own_status("master", leaving, restarting, None)
     return evolve(

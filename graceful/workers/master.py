@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.workers.test_master -*-
+# -*- test-case-name: tests.unit.workers.test_master,tests.unit.workers.test_canary -*-
 """
 A master: holds every listening socket for its workers and serves nothing
 itself.  A restart hands everything to a new master, as a process serving
@@ -8,6 +8,10 @@ time, and as each serves, the old master's worker of that slot drains (as
 replaced); once all serve, the old master hands the services over and
 exits.  Should the new master or one of its workers fail, it exits, and the
 old master starts workers again for the slots it had handed over.
+
+With C{canary_seconds}, the new master's first worker serves beside every
+old worker for that long before any slot is handed over, and the restart
+rolls back if it answers worse (C{workers/canary.py}).
 
 As PID 1 (a container) a master never leaves, since its exit would end the
 PID namespace: it rolls its workers one slot at a time instead, and keeps
@@ -22,6 +26,7 @@ from attrs import define, evolve
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.python.failure import Failure
 
+from ..lifecycle.canary import Counts
 from ..lifecycle.core import ProcessCore
 from ..lifecycle.departure import Departure
 from .._errors import RestartRefused
@@ -29,6 +34,7 @@ from ..handoff.pipes import ListeningSocket
 from ..handoff.messages import Message, Released, SlotServes, Started
 from ..lifecycle.handover import Departing, HandoffRole
 from .._status import DrainStatus, ProcessStatus
+from .canary import CanaryStartup, counting_workers
 from .group import WorkerGroup
 from .scaling import hear_requests, set_workers
 from .starter import HeldSocket
@@ -108,6 +114,9 @@ class Workers:
         if self.group is not None:
             self.group.release_services()
 
+    def count_answers(self) -> Callable[[], Counts]:
+        return counting_workers(lambda: self.group.workers if self.group is not None else [])
+
 
 class MasterRole(HandoffRole):
     """
@@ -127,6 +136,7 @@ class MasterRole(HandoffRole):
         super().__init__(process, self.workers)
         self.serve_admin_socket = serve_admin_socket
         self._listening = False
+        self._canary: CanaryStartup | None = None
 
     @property
     def group(self) -> WorkerGroup | None:
@@ -183,14 +193,27 @@ class MasterRole(HandoffRole):
             # One slot at a time, each new worker serving before the old
             # master's worker of that slot drains.
             old = process.old_process
+            canary = self._canary = CanaryStartup.requested(
+                process,
+                lambda: group.workers,
+                lambda: GroupDeparture(group, "restart", final=False, handed_over=False),
+                lambda: self.draining,
+            )
+            if canary is not None:
+                group.refill.handled = canary.died
             # Heard from the start: should the old master die before all our
             # workers serve, we are all that is left, and take over at once.
             old.listen(
-                process.reactor, self._took_over, on_gone=self._old_master_gone
+                process.reactor,
+                canary.took_over(self._took_over) if canary else self._took_over,
+                on_message=canary.heard if canary else lambda message: None,
+                on_gone=self._old_master_gone,
             ).addCallback(self._released)
             self._listening = True
             old.send(Started())
-            serving = group.serve(in_turn=lambda slot: old.send(SlotServes(slot)))
+            serving = group.serve(
+                in_turn=canary.in_turn if canary else lambda slot: old.send(SlotServes(slot))
+            )
         else:
             serving = group.serve()
         self.workers.serving = serving
@@ -204,9 +227,14 @@ class MasterRole(HandoffRole):
         self.process.old_process.report_ready()
 
     def _old_master_gone(self, released: bool) -> None:
+        if self._canary is not None:
+            self._canary.proceed()
         if not released and self.group is not None:
             self.group.predecessor_gone()
         self._old_generation_gone(released)
+
+    def _rolled_back(self) -> Departing | None:
+        return self._canary.departure if self._canary is not None else None
 
     @property
     def starting(self) -> bool:

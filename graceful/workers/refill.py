@@ -43,6 +43,9 @@ class Refill:
         self._start = start
         self._leaving = leaving
         self._slot_zero_serves = slot_zero_serves
+        #: Told first of a worker that died; true if that is taken care of
+        #: and its slot stays empty (a canary's worker fails the canary).
+        self.handled: Callable[[Worker, Failure], bool] = lambda worker, reason: False
 
     def died(self, worker: Worker, reason: Failure) -> None:
         """
@@ -50,6 +53,8 @@ class Refill:
         """
         core = self._process
         self._slots.vacate(worker.slot)
+        if self.handled(worker, reason):
+            return
         self._slots.replaced(worker.slot, worker.killed_for or "died")
         delay = self._slots.died(worker.slot, lived=core.reactor.seconds() - worker.started)
         code = getattr(reason.value, "exitCode", None)

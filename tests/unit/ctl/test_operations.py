@@ -95,6 +95,14 @@ class HistoryTests(SynchronousTestCase):
         self.assertIn("gen 3  roll  1 -> 1  FAILED", line)
         self.assertIn("verify failed", line)
 
+    def test_canary_ratios_shown(self) -> None:
+        canary = {"old_error_ratio": 0.0, "new_error_ratio": 0.4998, "passed": False}
+        record = RestartRecord(3, 1, STARTED, outcome="failed", canary=canary, reason="canary")
+        self.assertIn("canary failed, error ratio 0.4998 against 0.0000", history_line(A, record))
+        canary = {"old_error_ratio": 0.01, "new_error_ratio": 0.0, "passed": True}
+        record = RestartRecord(3, 1, STARTED, outcome="ok", canary=canary)
+        self.assertIn("canary passed, error ratio 0.0000 against 0.0100", history_line(A, record))
+
     def test_a_node_that_fails_is_named(self) -> None:
         client = FakeClient({A: NodeError(A, "wrong or missing token (401 Unauthorized)"), B: {"history": []}})
         code, out, err = ctl(client, "history")

@@ -23,7 +23,6 @@ from graceful.lifecycle.canary import CANARY_VARIABLE, COUNTS_TIMEOUT, Candidate
 from graceful.testing import FakeOldProcess
 
 from ..runtime_case import NEW_PID, PID, _RuntimeCase
-from ..workers.test_master import MASTER, MasterCase
 
 
 class JudgeTests(SynchronousTestCase):
@@ -321,24 +320,3 @@ class CandidateTests(_RuntimeCase):
         runtime.old_process = FakeOldProcess()  # type: ignore[assignment]
         runtime.environ[CANARY_VARIABLE] = "0"
         self.assertIsNone(Candidate.requested(runtime.core))
-
-
-class WorkersTests(MasterCase):
-    def test_not_supported_with_workers_yet(self) -> None:
-        """
-        With workers the canary is not silently ignored: the restart says
-        so in the log, and hands over as without one.
-        """
-        runtime, role = self.master()
-        runtime.settings.canary_seconds = 30.0
-        self.workers_up()
-        result = runtime.restart()
-        self.assertIn(
-            f"{MASTER}: canary_seconds is not supported with workers yet; restarting without",
-            self.messages,
-        )
-        self.assertEqual(self.environment.spawner.calls[2]["extra_environ"], {CANARY_VARIABLE: "0"})
-        new_master = self.spawned[2]
-        new_master.report_ready(Ready(canary=True))
-        self.assertEqual(self.successResultOf(result), new_master.pid)
-        self.assertEqual(new_master.sent, [])

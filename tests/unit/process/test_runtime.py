@@ -106,6 +106,7 @@ class ServingStartedTests(_RuntimeCase):
                     "duration_counts": [0] * 15,
                     "duration_sum": 0.0,
                     "refused": {"limit_concurrency": 0},
+                    "resets": 0,
                 }
             ],
         )
