@@ -93,6 +93,8 @@ class H2Site(Protocol):
     requests_served: int
     draining: bool
     idle_grace: float
+    requestFactory: Any
+    timeOut: float | None
 
     def channel_opened(self, channel: Any) -> None: ...
 
@@ -111,7 +113,7 @@ class H2Site(Protocol):
 #: negotiation starts from.
 DrainableChannel = Any
 
-__all__ = ["H2_ENABLED", "NegotiatingFactory", "alpn_protocols", "negotiating"]
+__all__ = ["H2_ENABLED", "NegotiatingFactory", "alpn_protocols", "h2_takes_over", "negotiating"]
 
 #: The stream id of the first GOAWAY of a two-step drain: "no stream refused
 #: yet", RFC 9113 section 6.8.
@@ -144,6 +146,31 @@ def negotiating(channel: DrainableChannel, site: H2Site) -> IProtocol:
     wrapper.timeOut = channel.timeOut
     wrapper.callLater = channel.callLater
     return wrapper
+
+
+def h2_takes_over(tls: Any, site: H2Site) -> IProtocol:
+    """
+    Serve the TLS connection C{tls} (a C{TLSMemoryBIOProtocol} that
+    negotiated C{h2}, whose first protocol gave it up: no longer its
+    producer, and not yet told a byte) with a L{DrainableH2Connection} of
+    C{site} from now on.
+
+    The native channel calls this when the handshake completes, where
+    Twisted's switch wraps every channel to look on each first read: the
+    TLS wrapper asks its protocol for every byte, so replacing it costs the
+    HTTP/1.1 connections nothing.
+    """
+    connection = DrainableH2Connection(site.reactor)
+    connection.requestFactory = site.requestFactory
+    connection.site = site
+    connection.factory = site  # type: ignore[assignment]
+    connection.timeOut = site.timeOut  # type: ignore[assignment]
+    connection.callLater = site.reactor.callLater  # type: ignore[method-assign]
+    tls.wrappedProtocol = connection
+    connection.makeConnection(tls)
+    # As Twisted's switch: the transport applies back pressure to it.
+    tls.registerProducer(connection, True)
+    return connection
 
 
 class NegotiatingFactory(Factory):
