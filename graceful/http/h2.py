@@ -10,6 +10,9 @@ result on the first bytes received.  That wrapper builds Twisted's own
 C{H2Connection}; here L{NegotiatingChannel} does the same switch but builds a
 L{DrainableH2Connection}, which the site tracks like its HTTP/1.1 channels
 (C{kind} C{"h2"}; its streams count as requests in flight).
+A native site's TLS channel (L{graceful.http.native_site.TLSChannel})
+switches without the wrapper: the TLS layer tells it when the handshake is
+done, and L{h2_takes_over} makes the same connection its TLS protocol's.
 
 How an HTTP/2 connection drains, and why
 ========================================

@@ -31,7 +31,8 @@ from .site import DrainingSite
 
 class NativeSite(DrainingSite):
     """
-    A draining site whose plain connections are L{NativeChannel}s.
+    A draining site whose HTTP/1.1 connections are L{NativeChannel}s
+    (L{TLSChannel}s on its TLS ports).
 
     @ivar dispatch_for: the app's glue for a request target, or C{None}
         where a twisted.web channel must serve it.
