@@ -76,7 +76,10 @@ class TLSChannel(NativeChannel):
     at the ALPN outcome on the first read and forwards every call after; the
     TLS layer tells a protocol that provides C{IHandshakeListener} when the
     handshake is done (ALPN decided, no application byte read yet), which
-    is where this one decides.
+    is where this one decides.  A raw ASGI app over TLS (wrk -c16, loaded
+    2-core machine) cost 50 us of CPU a keep-alive request here against 100
+    on twisted.web's path; a new connection's handshake (~1 ms) dominates
+    either way.
     """
 
     secure = True
