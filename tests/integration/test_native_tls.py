@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -124,8 +125,8 @@ class NativeTLSTests(SynchronousTestCase):
         """
         Across a restart a keep-alive TLS connection idle at the hand-over
         gets the grace for one more request, answered by the old process
-        with C{Connection: close}; h2load's rounds on the same port lose no
-        stream.
+        with C{Connection: close}; a WebSocket over TLS is closed with 1012;
+        h2load's rounds on the same port lose no stream.
         """
         old = self.proc.remember(pid_of(self.port, "/", tls=True))
         rounds: list[tuple[dict[str, int], str]] = []
@@ -146,6 +147,15 @@ class NativeTLSTests(SynchronousTestCase):
             thread.start()
         idle = connection(self.port, tls=True, timeout=15)
         self.addCleanup(idle.close)
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        stack = ExitStack()
+        self.addCleanup(stack.close)
+        ws = stack.enter_context(
+            connect(f"wss://127.0.0.1:{self.port}/ws", ssl=tls_context(), open_timeout=5)
+        )
+        self.assertEqual(int(ws.recv(timeout=5)), old)
         try:
             if thread is not None:
                 wait_until(lambda: len(rounds) >= 2, what="h2load's first rounds")
@@ -160,12 +170,17 @@ class NativeTLSTests(SynchronousTestCase):
             idle.request("GET", "/")
             last = idle.getresponse()
             last_body = last.read()
+            # The WebSocket, tracked through the hand-over, is closed as
+            # at any restart.
+            with self.assertRaises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
             self.proc.wait_gone(old)
             time.sleep(0.5)  # h2load rounds on the new process too
         finally:
             stop.set()
             if thread is not None:
                 thread.join(30)
+        self.assertEqual(closed.exception.rcvd.code, 1012)  # type: ignore[union-attr]
         self.assertEqual((last.status, last.getheader("connection")), (200, "close"))
         self.assertIsNone(last.getheader("server"))  # the native channel
         self.assertEqual(int(last_body.split()[0]), old)

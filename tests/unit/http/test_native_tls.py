@@ -210,6 +210,61 @@ class NativeOverTLSTests(SynchronousTestCase):
         idle.take()
         self.assertTrue(idle.client.lost)
 
+    def h2_request(self, connection: TLSConnection, path: str) -> tuple[Any, list[Any]]:
+        """
+        An h2 client's preface and a GET of C{path}; its events.
+        """
+        import h2.config
+        import h2.connection
+
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(
+            1, [(":method", "GET"), (":path", path), (":scheme", "https"),
+                (":authority", "t")], end_stream=True,
+        )
+        return client, client.receive_data(connection.send(client.data_to_send()))
+
+    def test_h2_drain_waits_for_the_preface(self) -> None:
+        """
+        A site that drains between an h2 connection's handshake and its
+        client's first bytes serves the streams those bytes open (a GOAWAY
+        before them refused them all), then closes the connection.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("h2 (the http2 extra) is not installed")
+        import h2.events
+
+        connection = self.connect([b"h2", b"http/1.1"])
+        self.assertEqual(self.site.connections_by_kind(), {"h2": 1})
+        drained = self.site.drain()
+        self.clock.advance(GRACE / 2)
+        _, events = self.h2_request(connection, "/admin")
+        kinds = [type(e) for e in events]
+        self.assertIn(h2.events.StreamEnded, kinds)
+        self.assertNotIn(h2.events.StreamReset, kinds)
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        self.assertEqual(body, b"twisted secure=1")
+        [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway.last_stream_id, 1)
+        self.clock.advance(GRACE)
+        connection.take()
+        self.assertTrue(connection.client.lost)
+        self.assertIsNone(self.successResultOf(drained))
+
+    def test_h2_silent_client_closed_after_the_grace(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("h2 (the http2 extra) is not installed")
+        connection = self.connect([b"h2", b"http/1.1"])
+        drained = self.site.drain()
+        self.clock.advance(GRACE / 2)
+        connection.take()
+        self.assertFalse(connection.client.lost)
+        self.clock.advance(GRACE)
+        connection.take()
+        self.assertTrue(connection.client.lost)
+        self.assertIsNone(self.successResultOf(drained))
+
     def test_h2_by_alpn(self) -> None:
         """
         A client that negotiated h2 is served by Twisted's HTTP/2
