@@ -71,7 +71,9 @@ class NativeTLSTests(SynchronousTestCase):
         config = self.folder / "graceful.toml"
         tls = f'cert = "{CERT}"\nkey = "{KEY}"\n'
         config.write_text(
-            "[graceful]\nready_timeout = 10\ndrain_timeout = 10\n\n"
+            # A keep-alive timeout longer than a restart under load takes
+            # (8 s seen), so that the idle connection is still there for it.
+            "[graceful]\nready_timeout = 30\ndrain_timeout = 15\ntimeout_keep_alive = 60\n\n"
             f'[servers.native]\napp = "{APP}"\nhttps_ports = [{self.port}]\n{tls}'
             'admin = "/debug/admin"\nadmin_token = "t"\nhealth = "/healthz"\n\n'
             f'[servers.tw]\napp = "{APP}"\nhttps_ports = [{self.twisted}]\n{tls}'
