@@ -158,10 +158,10 @@ def h2_takes_over(tls: Any, site: H2Site) -> IProtocol:
     producer, and not yet told a byte) with a L{DrainableH2Connection} of
     C{site} from now on.
 
-    The native channel calls this when the handshake completes, where
-    Twisted's switch wraps every channel to look on each first read: the
-    TLS wrapper asks its protocol for every byte, so replacing it costs the
-    HTTP/1.1 connections nothing.
+    The native channel calls this when the handshake completes.  Twisted's
+    switch wraps every channel in a proxy that forwards each call; the TLS
+    wrapper looks its protocol up on every read, so replacing it there
+    costs the HTTP/1.1 connections nothing.
     """
     connection = DrainableH2Connection(site.reactor)
     connection.requestFactory = site.requestFactory
