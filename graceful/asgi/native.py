@@ -96,7 +96,7 @@ class NativeASGI:
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": version,
             "method": exchange.method.decode("latin-1"),
-            "scheme": "http",
+            "scheme": "https" if channel.secure else "http",
             "path": unquote(path) if "%" in path else path,
             "raw_path": raw_path,
             "query_string": query,

@@ -10,6 +10,9 @@ result on the first bytes received.  That wrapper builds Twisted's own
 C{H2Connection}; here L{NegotiatingChannel} does the same switch but builds a
 L{DrainableH2Connection}, which the site tracks like its HTTP/1.1 channels
 (C{kind} C{"h2"}; its streams count as requests in flight).
+A native site's TLS channel (L{graceful.http.native_site.TLSChannel})
+switches without the wrapper: the TLS layer tells it when the handshake is
+done, and L{h2_takes_over} makes the same connection its TLS protocol's.
 
 How an HTTP/2 connection drains, and why
 ========================================
@@ -93,6 +96,8 @@ class H2Site(Protocol):
     requests_served: int
     draining: bool
     idle_grace: float
+    requestFactory: Any
+    timeOut: float | None
 
     def channel_opened(self, channel: Any) -> None: ...
 
@@ -111,7 +116,7 @@ class H2Site(Protocol):
 #: negotiation starts from.
 DrainableChannel = Any
 
-__all__ = ["H2_ENABLED", "NegotiatingFactory", "alpn_protocols", "negotiating"]
+__all__ = ["H2_ENABLED", "NegotiatingFactory", "alpn_protocols", "h2_takes_over", "negotiating"]
 
 #: The stream id of the first GOAWAY of a two-step drain: "no stream refused
 #: yet", RFC 9113 section 6.8.
@@ -144,6 +149,31 @@ def negotiating(channel: DrainableChannel, site: H2Site) -> IProtocol:
     wrapper.timeOut = channel.timeOut
     wrapper.callLater = channel.callLater
     return wrapper
+
+
+def h2_takes_over(tls: Any, site: H2Site) -> IProtocol:
+    """
+    Serve the TLS connection C{tls} (a C{TLSMemoryBIOProtocol} that
+    negotiated C{h2}, whose first protocol gave it up: no longer its
+    producer, and not yet told a byte) with a L{DrainableH2Connection} of
+    C{site} from now on.
+
+    The native channel calls this when the handshake completes.  Twisted's
+    switch wraps every channel in a proxy that forwards each call; the TLS
+    wrapper looks its protocol up on every read, so replacing it there
+    costs the HTTP/1.1 connections nothing.
+    """
+    connection = DrainableH2Connection(site.reactor)
+    connection.requestFactory = site.requestFactory
+    connection.site = site
+    connection.factory = site  # type: ignore[assignment]
+    connection.timeOut = site.timeOut  # type: ignore[assignment]
+    connection.callLater = site.reactor.callLater  # type: ignore[method-assign]
+    tls.wrappedProtocol = connection
+    connection.makeConnection(tls)
+    # As Twisted's switch: the transport applies back pressure to it.
+    tls.registerProducer(connection, True)
+    return connection
 
 
 class NegotiatingFactory(Factory):
@@ -283,6 +313,8 @@ if H2_ENABLED:
             self._first_goaway = False
             self._lost = False
             self._timer: IDelayedCall | None = None
+            #: The client has sent something (its preface, at least).
+            self._heard = False
 
         @property
         def requests(self) -> Sequence[object]:
@@ -316,6 +348,7 @@ if H2_ENABLED:
             self.multiplexing = self.multiplexing or len(self.streams) > 1
 
         def dataReceived(self, data: bytes) -> None:
+            self._heard = True
             super().dataReceived(data)
             if self.site.draining and not self.draining and not self._lost:
                 self.drain()
@@ -336,6 +369,17 @@ if H2_ENABLED:
             """
             if self.draining:
                 return
+            if not self._heard:
+                # Made at the end of the TLS handshake (the native channel's
+                # switch) and the client's preface not in yet: a GOAWAY now
+                # would refuse the streams it is about to open (h2load
+                # counted 10 of 40 failed now and then at a restart).  The
+                # drain starts with its first bytes, as on Twisted's switch;
+                # a client that sends none is closed after the idle grace.
+                if self._timer is None:
+                    self._timer = self._reactor.callLater(self.site.idle_grace, self._close)
+                return
+            self._cancel_timer()
             self.draining = True
             if self.multiplexing:
                 self._still_busy()
@@ -399,7 +443,12 @@ if H2_ENABLED:
         def _close(self) -> None:
             self._cancel_timer()
             if not self._lost and self.transport is not None:
-                self.transport.loseConnection()
+                # Twisted's TLS sends its close only once no producer is
+                # registered: until then the connection stayed open for as
+                # long as the client kept it (to drain_timeout).
+                transport: Any = self.transport
+                transport.unregisterProducer()
+                transport.loseConnection()
 
         def _cancel_timer(self) -> None:
             if self._timer is not None and self._timer.active():

@@ -152,7 +152,15 @@ class _Draining:
             self._start_grace(PENDING_RECHECK)
             return
         self._closing = True
-        self.transport.loseConnection()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        # As twisted.web's channel does: under TLS the transport holds its
+        # close (close_notify, then FIN) until no producer is registered.
+        transport: Any = self.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
 
     def _wait_keep_alive(self) -> None:
         # Idle between requests: the site's keep_alive for the next one
@@ -246,9 +254,12 @@ class NativeChannel(_Draining, Protocol):
     @ivar requests: the exchanges received and not yet answered, oldest
         first; only the first is being answered (pipelined ones wait).
     @ivar kind: what L{DrainingSite.connections_by_kind} counts it as.
+    @ivar secure: it came over TLS (the TLS ports' subclass says so, once
+        per connection rather than per request).
     """
 
     kind = "http/1.1"
+    secure = False
     peer: Any = None
 
     def __init__(self, site: NativeSiteView) -> None:
@@ -338,7 +349,7 @@ class NativeChannel(_Draining, Protocol):
             return
         if not self.requests or not self.requests[0].started:
             self.send(_REFUSALS[status])
-        self.transport.loseConnection()
+        self._lose_connection()
 
     def send(self, data: bytes) -> None:
         """
@@ -428,9 +439,7 @@ class NativeChannel(_Draining, Protocol):
             self._closing = True
             if self.requests and self.requests[0] is exchange:
                 self.requests.pop(0)
-            transport = self.transport
-            if transport is not None:
-                transport.loseConnection()
+            self._lose_connection()
             return
         if not exchange.body_in:
             # The rest of its body is read (and dropped) before the next

@@ -126,6 +126,8 @@ def environ_of(exchange: Exchange, root_path: str) -> dict[str, Any]:
         text = value.decode("latin-1")
         environ[key] = environ[key] + "," + text if key in environ else text
     channel: Any = exchange.channel
+    if channel.secure:
+        environ["wsgi.url_scheme"] = "https"
     peer = channel.peer
     local: Any = channel.transport.getHost() if channel.transport is not None else None
     if getattr(local, "port", None) is not None:
