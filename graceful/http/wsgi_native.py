@@ -29,10 +29,12 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from .._settings import DEFAULT_WSGI_THREADS
 from .exchange import Exchange
 
-#: Threads that run a server's WSGI app at most.
-WSGI_THREADS = 16
+#: Threads that run a WSGI app at most, unless the C{wsgi_threads} setting
+#: says otherwise.
+WSGI_THREADS = DEFAULT_WSGI_THREADS
 #: Request body bytes that may wait for the app before reading pauses.
 BODY_BUFFER = 65536
 #: Bytes of a C{wsgi.file_wrapper} file per reactor call.
@@ -64,6 +66,29 @@ class FileWrapper:
             close()
 
 
+class AppThreads:
+    """
+    A WSGI app's own bounded pool of threads, on either channel: started
+    by the app's first request (a server that never serves it starts no
+    thread) and stopped as the reactor shuts down.  It is what
+    C{twisted.web.wsgi.WSGIResource} asks of a thread pool, too.
+
+    @ivar pool: the pool, or what the caller gave instead (a test's).
+    """
+
+    def __init__(self, reactor: Any, threads: int = WSGI_THREADS, pool: Any = None) -> None:
+        self.reactor = reactor
+        self.pool = pool or ThreadPool(minthreads=0, maxthreads=threads, name="graceful-wsgi")
+        self._started = pool is not None
+
+    def callInThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not self._started:
+            self._started = True
+            self.pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+        self.pool.callInThread(f, *args, **kwargs)
+
+
 class NativeWSGI:
     """
     Serves the native channel's requests under C{root_path} with a WSGI app.
@@ -74,17 +99,16 @@ class NativeWSGI:
         self.reactor = reactor
         self.app = app
         self.root_path = root_path.rstrip("/")
-        self.pool = pool or ThreadPool(minthreads=0, maxthreads=threads, name="graceful-wsgi")
-        self._started = pool is not None
+        self.threads = AppThreads(reactor, threads, pool)
+
+    @property
+    def pool(self) -> Any:
+        return self.threads.pool
 
     def __call__(self, exchange: Exchange) -> None:
-        if not self._started:
-            self._started = True
-            self.pool.start()
-            self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
         call = WSGICall(self, exchange)
         exchange.attach(call)
-        self.pool.callInThread(call.run)
+        self.threads.callInThread(call.run)
 
 
 def environ_of(exchange: Exchange, root_path: str) -> dict[str, Any]:

@@ -210,3 +210,51 @@ class WSGITests(SynchronousTestCase):
         self.assertTrue(harness.transport.value().endswith(b"\r\n\r\n4\r\npart\r\n"))
         self.assertTrue(harness.transport.disconnecting)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class ThreadPoolSizeTests(SynchronousTestCase):
+    """
+    The C{wsgi_threads} setting sizes each WSGI app's pool, on the native
+    channel and on twisted.web's path alike; no thread starts before the
+    app's first request.
+    """
+
+    def setUp(self) -> None:
+        from ..runtime_case import _RuntimeCase
+
+        case = _RuntimeCase("setUp")
+        case.setUp()
+        self.addCleanup(case.tearDown)
+        self.runtime = case.runtime
+        from graceful.admin.pages import add_operational_pages
+
+        self.runtime.operational_pages = add_operational_pages
+
+    def pools(self, http_impl: str) -> list[Any]:
+        from graceful.http.routing import WSGIOnAnySocket
+
+        server = self.runtime.server("s")
+        server.mount_wsgi("/", hello)
+        server.set_http_impl(http_impl)
+        site = server._build_site()
+        pools = [r.threads.pool for r in server.router._mounts.values()
+                 if isinstance(r, WSGIOnAnySocket)]
+        if http_impl == "native":
+            dispatch = site.dispatch_for(b"/")
+            pools.append(dispatch.pool)
+        return pools
+
+    def test_default(self) -> None:
+        pools = self.pools("native")
+        self.assertEqual([p.max for p in pools], [16, 16])
+
+    def test_setting_on_the_native_channel(self) -> None:
+        self.runtime.settings.wsgi_threads = 3
+        pools = self.pools("native")
+        self.assertEqual([p.max for p in pools], [3, 3])
+        self.assertEqual([p.started for p in pools], [False, False])
+
+    def test_setting_on_twisted_web(self) -> None:
+        self.runtime.settings.wsgi_threads = 5
+        [pool] = self.pools("twisted")
+        self.assertEqual((pool.max, pool.started), (5, False))
