@@ -430,6 +430,12 @@ class NativeChannel(_Draining, Protocol):
                 self.requests.pop(0)
             transport = self.transport
             if transport is not None:
+                if getattr(transport, "producer", None) is self:
+                    # Else, were the channel paused as producer, the
+                    # transport would resume it once its buffer drained
+                    # rather than close: a large response with
+                    # Connection: close to a slow reader never ended.
+                    transport.unregisterProducer()
                 transport.loseConnection()
             return
         if not exchange.body_in:
