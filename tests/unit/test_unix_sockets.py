@@ -462,7 +462,7 @@ class WSGIOnUnixSocketTests(TempDir):
 
         from .http.test_routing import SyncThreadPool
 
-        self.patch(wsgi_native, "ThreadPool", lambda **_: SyncThreadPool())
+        self.patch(wsgi_native, "WorkerThreads", lambda threads: SyncThreadPool())
         runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)
         server = runtime.server("legacy")
         server.mount_wsgi("/", environ_app)

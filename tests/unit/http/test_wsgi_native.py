@@ -612,3 +612,73 @@ class StreamedBodyOnASocketTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 2, whole=True)
         self.assertTrue(bytes(transport.socket.wire).endswith(b"\r\n0\r\n\r\n"))
         self.assertIsNotNone(results[-1])  # CONNECTION_DONE: the reactor closes it
+
+
+class FakeThread:
+    "A thread that runs only when the test calls L{run}."
+
+    made: list[FakeThread] = []
+
+    def __init__(self, target: Callable[[], None], daemon: bool, name: str) -> None:
+        self.target, self.name = target, name
+        self.started = self.joined = False
+        FakeThread.made.append(self)
+
+    def start(self) -> None:
+        self.started = True
+
+    def run(self) -> None:
+        self.target()
+
+    def join(self) -> None:
+        self.joined = True
+
+
+class WorkerThreadsTests(SynchronousTestCase):
+    """
+    The pool starts a thread only when none is idle, never more than its
+    C{max}; its threads run all they were given, and end at C{stop()}.
+    """
+
+    def setUp(self) -> None:
+        FakeThread.made = []
+
+    def test_bounded_and_all_run(self) -> None:
+        from graceful.http.wsgi_native import WorkerThreads
+
+        pool = WorkerThreads(2, thread=FakeThread)  # type: ignore[arg-type]
+        pool.start()
+        done: list[int] = []
+        for i in range(5):
+            pool.callInThread(done.append, i)
+        self.assertEqual([t.started for t in FakeThread.made], [True, True])
+        pool.stop()
+        for thread in FakeThread.made:
+            thread.run()  # each returns at the end stop() queued for it
+        self.assertEqual(done, [0, 1, 2, 3, 4])
+        self.assertEqual([t.joined for t in FakeThread.made], [True, True])
+        self.assertFalse(pool.started)
+
+    def test_idle_thread_reused(self) -> None:
+        from graceful.http.wsgi_native import WorkerThreads
+
+        pool = WorkerThreads(4, thread=FakeThread)  # type: ignore[arg-type]
+        pool.start()
+        done: list[int] = []
+        pool.callInThread(done.append, 1)
+        pool._queue.put(None)
+        FakeThread.made[0].run()  # does its work, counts itself idle
+        pool.callInThread(done.append, 2)
+        self.assertEqual((len(FakeThread.made), done), (1, [1]))
+
+    def test_failure_is_logged_and_the_thread_goes_on(self) -> None:
+        from graceful.http.wsgi_native import WorkerThreads
+
+        pool = WorkerThreads(1, thread=FakeThread)  # type: ignore[arg-type]
+        done: list[int] = []
+        pool.callInThread(lambda: 1 / 0)
+        pool.callInThread(done.append, 1)
+        pool._queue.put(None)
+        FakeThread.made[0].run()
+        self.assertEqual(done, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
