@@ -195,10 +195,37 @@ class NativeWSGI:
         self.threads = AppThreads(reactor, threads, pool)
         #: C{os.sendfile}, or C{None} where the platform has none.
         self.sendfile = sendfile
+        self._handed: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._flush_asked = False
 
     @property
     def pool(self) -> Any:
         return self.threads.pool
+
+    def to_reactor(self, f: Callable[..., None], *args: Any) -> None:
+        """
+        Run C{f(*args)} on the reactor's thread, in the order handed; from
+        the app's threads.  Each C{callFromThread} wakes the reactor with a
+        write to its waker pipe (~10% of a raw hello's CPU under wrk -c32):
+        what the threads hand over while a flush is pending joins it.
+        """
+        self._handed.append((f, args))
+        if not self._flush_asked:
+            # Two threads may both ask: the second flush finds nothing.
+            self._flush_asked = True
+            self.reactor.callFromThread(self._flush)
+
+    def _flush(self) -> None:
+        # Asked again from here on: what is handed after this line is either
+        # taken by the loop below or asks for a flush of its own.
+        self._flush_asked = False
+        handed = self._handed
+        while handed:
+            f, args = handed.popleft()
+            try:
+                f(*args)
+            except Exception:
+                _log.failure("WSGI response hand-over raised")
 
     def __call__(self, exchange: Exchange) -> None:
         call = WSGICall(self, exchange)
@@ -522,7 +549,7 @@ class WSGICall:
             if resume:
                 self._paused = False
         if resume:
-            self.glue.reactor.callFromThread(self.exchange.resume_reading)
+            self.glue.to_reactor(self.exchange.resume_reading)
         return chunk
 
     def _wait_writable(self) -> bool:
@@ -557,7 +584,7 @@ class WSGICall:
         self._started = True
         if more:
             self._handed += 1
-        self.glue.reactor.callFromThread(self._write, head, pieces, more)
+        self.glue.to_reactor(self._write, head, pieces, more)
         if more:
             self._wait_writable()
 
@@ -644,7 +671,7 @@ class WSGICall:
             count = 0
         first = os.pread(fd, min(count, FILE_HEAD_BLOCK), offset) if count else b""
         self._started = True
-        self.glue.reactor.callFromThread(
+        self.glue.to_reactor(
             self._start_file, (code, headers), first, fd, offset + len(first), count - len(first)
         )
         with self._lock:
@@ -686,7 +713,7 @@ class WSGICall:
                 self._stream(result)
         except Exception:
             _log.failure("WSGI app raised on {uri}", uri=self.exchange.uri)
-            self.glue.reactor.callFromThread(self._fail, self._started)
+            self.glue.to_reactor(self._fail, self._started)
         finally:
             close = getattr(result, "close", None)
             if close is not None:

@@ -682,3 +682,34 @@ class WorkerThreadsTests(SynchronousTestCase):
         FakeThread.made[0].run()
         self.assertEqual(done, [1])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class HandOverTests(SynchronousTestCase):
+    """
+    What the app's threads hand the reactor while a flush is pending joins
+    that flush: one wake of the reactor for several responses, in order.
+    """
+
+    def test_one_wake_for_what_comes_meanwhile(self) -> None:
+        reactor = QueuedReactor()
+        glue = NativeWSGI(reactor, hello, pool=Pool())
+        ran: list[int] = []
+        glue.to_reactor(ran.append, 1)
+        glue.to_reactor(ran.append, 2)
+        self.assertEqual((len(reactor.queue), ran), (1, []))
+        reactor.run_queue()
+        self.assertEqual(ran, [1, 2])
+        glue.to_reactor(ran.append, 3)
+        self.assertEqual(len(reactor.queue), 1)
+        reactor.run_queue()
+        self.assertEqual(ran, [1, 2, 3])
+
+    def test_a_failure_does_not_stop_the_rest(self) -> None:
+        reactor = QueuedReactor()
+        glue = NativeWSGI(reactor, hello, pool=Pool())
+        ran: list[int] = []
+        glue.to_reactor(lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+        glue.to_reactor(ran.append, 1)
+        reactor.run_queue()
+        self.assertEqual(ran, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
