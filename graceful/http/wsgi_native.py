@@ -2,17 +2,19 @@
 """
 WSGI apps on graceful's native HTTP/1.1 channel (L{graceful.http.native}).
 
-The app runs in a bounded pool of threads of its own (L{WSGI_THREADS}),
-not the reactor's: a slow app cannot starve the reactor's other users of
-threads (DNS, anyio's), and the pool's size bounds the requests an app has
-in hand at once.  The environ is built from the parsed request; the body
-is read from C{wsgi.input}, which blocks the app's thread until bytes come
-(the connection is not read while more than L{BODY_BUFFER} bytes wait).
-The response goes to the reactor once per response when the app returns a
-list (the common case: one call of the reactor's thread for a whole
-response) and once per piece of a streamed body, the thread waiting while
-the connection's write buffer is over its high-water mark.  twisted.web's
-WSGIResource goes to the reactor once per C{write}, and again to finish.
+The app runs in a bounded pool of threads of its own (L{WSGI_THREADS}, or
+the C{wsgi_threads} setting), not the reactor's: a slow app cannot starve
+the reactor's other users of threads (DNS, anyio's), and the pool's size
+bounds the requests an app has in hand at once.  The environ is built from
+the parsed request; the body is read from C{wsgi.input}, which blocks the
+app's thread until bytes come (the connection is not read while more than
+L{BODY_BUFFER} bytes wait).  The response goes to the reactor once per
+response when the app returns a list (the common case: one hand-over for a
+whole response; hand-overs made while one is pending share its wake of the
+reactor) and once per piece of a streamed body, the thread waiting until
+that piece is written and the connection's write buffer is under its
+high-water mark.  twisted.web's WSGIResource goes to the reactor once per
+C{write}, and again to finish.
 
 C{wsgi.file_wrapper} over a regular file, on a plain TCP or UNIX socket,
 is sent by sendfile(2) from the reactor's thread (L{FileSender}): the head
@@ -480,7 +482,10 @@ class WSGICall:
     def __init__(self, glue: NativeWSGI, exchange: Exchange) -> None:
         self.glue = glue
         self.exchange = exchange
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        #: Made by the first wait, on C{_lock}: most requests never wait
+        #: (a Condition is ~1.5 us to make, per request).
+        self._condition: threading.Condition | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._body_complete = False
@@ -495,6 +500,19 @@ class WSGICall:
         self._handed = 0
         self._written = 0
 
+    def _notify(self) -> None:
+        # With _lock held.
+        condition = self._condition
+        if condition is not None:
+            condition.notify_all()
+
+    def _wait(self) -> None:
+        # With _lock held, having found what it waits for not there yet.
+        condition = self._condition
+        if condition is None:
+            condition = self._condition = threading.Condition(self._lock)
+        condition.wait()
+
     # -- on the reactor's thread: the exchange's sink ---------------------------
 
     def body(self, data: bytes) -> None:
@@ -504,14 +522,14 @@ class WSGICall:
             pause = self._buffered > BODY_BUFFER and not self._paused
             if pause:
                 self._paused = True
-            self._lock.notify_all()
+            self._notify()
         if pause:
             self.exchange.pause_reading()
 
     def body_end(self) -> None:
         with self._lock:
             self._body_complete = True
-            self._lock.notify_all()
+            self._notify()
 
     def gone(self) -> None:
         sender = self._sender
@@ -520,7 +538,7 @@ class WSGICall:
         with self._lock:
             self._gone = True
             self._writable = True
-            self._lock.notify_all()
+            self._notify()
 
     def writable(self, ready: bool) -> None:
         sender = self._sender
@@ -530,7 +548,7 @@ class WSGICall:
             return
         with self._lock:
             self._writable = ready
-            self._lock.notify_all()
+            self._notify()
 
     # -- on the app's thread --------------------------------------------------
 
@@ -540,7 +558,7 @@ class WSGICall:
         """
         with self._lock:
             while not self._chunks and not self._body_complete and not self._gone:
-                self._lock.wait()
+                self._wait()
             if not self._chunks:
                 return None
             chunk = self._chunks.popleft()
@@ -559,7 +577,7 @@ class WSGICall:
         # reactor its whole body (64 MiB to a slow reader: RSS +62 MiB).
         with self._lock:
             while (self._written < self._handed or not self._writable) and not self._gone:
-                self._lock.wait()
+                self._wait()
             return not self._gone
 
     def start_response(self, status: str, headers: Sequence[tuple[str, str]],
@@ -604,7 +622,7 @@ class WSGICall:
             if more:
                 with self._lock:
                     self._written += 1
-                    self._lock.notify_all()
+                    self._notify()
 
     def _content_length(self) -> int | None:
         assert self._status is not None
@@ -676,7 +694,7 @@ class WSGICall:
         )
         with self._lock:
             while not self._file_sent and not self._gone:
-                self._lock.wait()
+                self._wait()
         return True
 
     def _start_file(self, head: tuple[int, list[tuple[bytes, bytes]]], first: bytes,
@@ -699,7 +717,7 @@ class WSGICall:
     def _file_done(self) -> None:
         with self._lock:
             self._file_sent = True
-            self._lock.notify_all()
+            self._notify()
 
     def run(self) -> None:
         environ = environ_of(self.exchange, self.glue.root_path)

@@ -175,7 +175,7 @@ class WSGITests(SynchronousTestCase):
                 finally:
                     lock.__enter__()
 
-        call._lock = Condition()
+        call._condition = Condition()
         harness.channel.pauseProducing()
         harness.pool.run()
         self.assertEqual(events, ["piece 0", "wait", "piece 1", "piece 2"])
@@ -383,7 +383,7 @@ class SendfileHarness(Harness):
                 finally:
                     lock.__enter__()
 
-        call._lock = Condition()
+        call._condition = Condition()
         self.pool.run()
         return bytes(self.sock.wire)
 
@@ -591,7 +591,7 @@ class StreamedBodyOnASocketTests(SynchronousTestCase):
                 finally:
                     lock.__enter__()
 
-        call._lock = Condition()
+        call._condition = Condition()
         pool.run()
         reactor.run_queue()
         results.append(transport.drain(10**7))
