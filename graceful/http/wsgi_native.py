@@ -147,16 +147,23 @@ class WorkerThreads:
 
     def stop(self) -> None:
         """
-        Let the threads finish what they were given, and end them.
+        Drop the work not begun, and end each thread once its work is done.
+        Called as the reactor stops (after the drain): the threads are
+        daemons and are not waited for, as one may wait for the reactor
+        (twisted.web's WSGI writes with blockingCallFromThread), which
+        would then never stop.
         """
         self.started = False
         with self._lock:
             threads, self._threads = self._threads, []
             self._idle = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
         for _ in threads:
             self._queue.put(None)
-        for thread in threads:
-            thread.join()
 
 
 class AppThreads:

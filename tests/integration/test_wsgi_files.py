@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -188,3 +189,42 @@ class FileWrapperTests(SynchronousTestCase):
         wait_until(lambda: not file_open(), what="the file to be closed")
         self.assertEqual(self.curl("-o", "/dev/null", "-w", "%{http_code}", self.url + "?length=5"),
                          "200")
+
+
+class ShutdownWithQueuedWorkTests(SynchronousTestCase):
+    """
+    SIGTERM while a WSGI app's pool has work queued (2 threads, 16
+    requests of 0.2 s whose clients left): the process exits, on both
+    paths.  twisted.web's WSGI writes wait for the reactor, so a pool that
+    ran queued work, or joined its threads, as the reactor stopped never
+    let it stop.
+    """
+
+    def exits(self, http: str) -> None:
+        port = free_port()
+        proc = ServerProcess(
+            [sys.executable, script("graceful"), "run",
+             "tests.integration.programs.wsgi_files:app", "--port", str(port),
+             "--threads", "2", "--http", http, "--timeout-graceful-shutdown", "5"],
+            env=child_environment(GRACEFUL_TEST_FILE=os.devnull),
+        ).start()
+        self.addCleanup(proc.kill)
+        wait_until(lambda: answers(port, "/?sleep=0"), what="the WSGI app to serve")
+        sockets = []
+        try:
+            for _ in range(16):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"GET /?sleep=0.2 HTTP/1.1\r\nHost: h\r\n\r\n")
+                sockets.append(sock)
+            time.sleep(0.3)  # the first two run, the rest wait for a thread
+        finally:
+            for sock in sockets:
+                sock.close()
+        proc.signal(proc.pid, signal.SIGTERM)
+        self.assertEqual(proc.wait_exit(15), 0, proc.log()[-2000:])
+
+    def test_twisted_web_path(self) -> None:
+        self.exits("twisted")
+
+    def test_native_channel(self) -> None:
+        self.exits("native")

@@ -652,11 +652,27 @@ class WorkerThreadsTests(SynchronousTestCase):
         for i in range(5):
             pool.callInThread(done.append, i)
         self.assertEqual([t.started for t in FakeThread.made], [True, True])
+        pool._queue.put(None)
+        FakeThread.made[0].run()
+        self.assertEqual(done, [0, 1, 2, 3, 4])
+
+    def test_stop_drops_work_not_begun_and_waits_for_no_thread(self) -> None:
+        """
+        As the reactor stops: work still queued is dropped, and no thread is
+        joined (one may be waiting for the reactor, which would never stop).
+        """
+        from graceful.http.wsgi_native import WorkerThreads
+
+        pool = WorkerThreads(2, thread=FakeThread)  # type: ignore[arg-type]
+        pool.start()
+        done: list[int] = []
+        for i in range(5):
+            pool.callInThread(done.append, i)
         pool.stop()
         for thread in FakeThread.made:
             thread.run()  # each returns at the end stop() queued for it
-        self.assertEqual(done, [0, 1, 2, 3, 4])
-        self.assertEqual([t.joined for t in FakeThread.made], [True, True])
+        self.assertEqual(done, [])
+        self.assertEqual([t.joined for t in FakeThread.made], [False, False])
         self.assertFalse(pool.started)
 
     def test_idle_thread_reused(self) -> None:
