@@ -96,6 +96,7 @@ __all__ = [
     "set_websocket_options",
     "set_worker_timeout",
     "set_workers",
+    "set_wsgi_threads",
     "shutdown",
     "wait",
 ]
@@ -342,6 +343,16 @@ def set_timeout_keep_alive(seconds: float) -> None:
 
     settings = _process_runtime().settings
     settings.timeout_keep_alive = check_connection_settings(timeout_keep_alive=seconds)[1]
+
+
+def set_wsgi_threads(count: int) -> None:
+    """
+    The threads that run each WSGI app at most (default 16; gunicorn's
+    C{--threads}).  Call it before the first C{start()}.
+    """
+    from ._settings import check_wsgi_threads
+
+    _process_runtime().settings.wsgi_threads = check_wsgi_threads(count)
 
 
 def set_websocket_options(max_size: int | None = None, ping_interval: float | None = None) -> None:

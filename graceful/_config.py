@@ -29,6 +29,7 @@ from .http.verify import check_verify_paths
 from ._settings import LOG_LEVELS, TLSSettings, check_tls_settings
 from .process.runtime import Runtime, Settings
 from ._settings import check_canary, check_connection_settings, check_http_impl
+from ._settings import check_wsgi_threads
 from ._sockets import check_names, check_unix_path, unix_group
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -65,6 +66,7 @@ _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "timeout_keep_alive": ((int, float), "a number of seconds"),
     "ws_max_size": (int, "a whole number of bytes"),
     "ws_ping_interval": ((int, float), "a number of seconds"),
+    "wsgi_threads": (int, "a whole number"),
 }
 
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -302,6 +304,10 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
          settings.ws_ping_interval) = check_connection_settings(
             *(table.get(key, getattr(settings, key)) for key in keys)
         )
+    except ConfigError as e:
+        raise ConfigError(f"{path}: graceful.{e}") from None
+    try:
+        settings.wsgi_threads = check_wsgi_threads(table.get("wsgi_threads", settings.wsgi_threads))
     except ConfigError as e:
         raise ConfigError(f"{path}: graceful.{e}") from None
 

@@ -67,6 +67,7 @@ OPTION_KEYS: dict[str, str] = {
     "http": "server.http_impl",
     "ws_max_size": "graceful.ws_max_size",
     "ws_ping_interval": "graceful.ws_ping_interval",
+    "threads": "graceful.wsgi_threads",
 }
 
 #: Options whose values are paths: made absolute from the current directory,

@@ -52,6 +52,10 @@ DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
 #: keep proxies from dropping a quiet connection; 0: none.
 DEFAULT_WS_PING_INTERVAL = 20.0
 
+#: Threads that run each WSGI app at most (gunicorn's C{--threads}): the
+#: requests an app has in hand at once.
+DEFAULT_WSGI_THREADS = 16
+
 
 @frozen
 class TLSSettings:
@@ -167,6 +171,7 @@ class Settings:
         none.
     @ivar preload: workers fork from a template process that imported the
         app, rather than each importing it afresh.
+    @ivar wsgi_threads: the threads that run each WSGI app at most.
     """
 
     drain_timeout: float = 30.0
@@ -202,6 +207,7 @@ class Settings:
     timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
     ws_max_size: int = DEFAULT_WS_MAX_SIZE
     ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL
+    wsgi_threads: int = DEFAULT_WSGI_THREADS
 
     @property
     def websocket_options(self) -> dict[str, Any]:
@@ -280,4 +286,14 @@ def check_http_impl(value: object) -> str:
     if value not in HTTP_IMPLS:
         raise ConfigError(f"http_impl must be one of {', '.join(HTTP_IMPLS)}, not {value!r}")
     assert isinstance(value, str)
+    return value
+
+
+def check_wsgi_threads(value: object) -> int:
+    """
+    C{value} if C{wsgi_threads} takes it (a whole number of 1 or more),
+    else a L{ConfigError}.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"wsgi_threads must be a whole number of 1 or more, not {value!r}")
     return value

@@ -14,6 +14,7 @@ from attrs import Factory, define, field
 from twisted.web.resource import IResource
 
 from .._errors import ConfigError
+from .._settings import DEFAULT_WSGI_THREADS
 from .app_options import check_lifespan, check_root_path, wrap_app
 from .routing import Handler, Router, ServedPaths, WSGIOnAnySocket
 
@@ -27,11 +28,13 @@ class BuiltApps:
         twisted.web resource; its admin and health pages aside).
     @ivar wsgi: its WSGI apps, by prefix.
     @ivar asgi: the resources of its ASGI apps.
+    @ivar wsgi_threads: the threads that run each WSGI app at most.
     """
 
     only_apps: bool
     wsgi: list[tuple[str, Any]]
     asgi: list[Any] = field(factory=list)
+    wsgi_threads: int = DEFAULT_WSGI_THREADS
 
 
 @define(eq=False)
@@ -102,15 +105,18 @@ class AppMounts:
         reactor: Any,
         add_lifespan: Callable[[Any], None],
         websocket_options: Mapping[str, Any] | None = None,
+        wsgi_threads: int = DEFAULT_WSGI_THREADS,
     ) -> BuiltApps:
         """
         Mount the WSGI and ASGI apps on the router, with one lifespan per
         ASGI app even when it is mounted twice (given to C{add_lifespan});
-        their WebSockets get autobahn's C{websocket_options}.
+        their WebSockets get autobahn's C{websocket_options}, and each WSGI
+        app a pool of C{wsgi_threads} threads.
         """
-        built = BuiltApps(only_apps=not self.router.served_paths(), wsgi=list(self.wsgi_apps))
+        built = BuiltApps(only_apps=not self.router.served_paths(), wsgi=list(self.wsgi_apps),
+                          wsgi_threads=wsgi_threads)
         for prefix, app in self.wsgi_apps:
-            self.router.mount(prefix, WSGIOnAnySocket(reactor, app))
+            self.router.mount(prefix, WSGIOnAnySocket(reactor, app, wsgi_threads))
         self.wsgi_apps.clear()
         if self._asgi_apps:
             from ..asgi.resource import ASGIResource, Lifespan

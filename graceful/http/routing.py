@@ -153,7 +153,7 @@ _HOST_PORT = re.compile(rb":([0-9]+)$")
 
 class WSGIOnAnySocket(Resource):
     """
-    A WSGI app, run in the reactor's thread pool by
+    A WSGI app, run in a pool of C{threads} threads of its own by
     C{twisted.web.wsgi.WSGIResource}, on TCP and on UNIX sockets alike.
 
     twisted.web.wsgi reads the environ's C{REMOTE_ADDR}, C{SERVER_NAME}
@@ -167,12 +167,19 @@ class WSGIOnAnySocket(Resource):
 
     isLeaf = True
 
-    def __init__(self, reactor: Any, app: Callable[..., Any]) -> None:
-        # Imported here: a process without a WSGI app need not load it.
+    def __init__(self, reactor: Any, app: Callable[..., Any], threads: int | None = None,
+                 pool: Any = None) -> None:
+        # Imported here: a process without a WSGI app need not load them.
         from twisted.web.wsgi import WSGIResource
 
+        from .wsgi_native import WSGI_THREADS, AppThreads
+
         super().__init__()
-        self._wsgi = WSGIResource(reactor, reactor.getThreadPool(), app)
+        # A pool of its own, of the wsgi_threads setting's size, as on the
+        # native channel, rather than the reactor's: that one's 10 threads
+        # are shared with DNS lookups and anyio's worker threads.
+        self.threads = AppThreads(reactor, threads or WSGI_THREADS, pool)
+        self._wsgi = WSGIResource(reactor, self.threads, app)
 
     def render(self, request: Request) -> Any:
         if not isinstance(request.getHost(), UNIXAddress):

@@ -300,7 +300,8 @@ class Server(ServerOptions, Verifies):
     def _build_site(self) -> DrainingSite:
         reactor = self.runtime.reactor
         built = self._apps.build(
-            reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options
+            reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options,
+            self.runtime.settings.wsgi_threads,
         )
         self.runtime.add_operational_pages(self)
         root = site_root(self.router, self.runtime.settings)

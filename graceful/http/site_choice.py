@@ -78,7 +78,8 @@ def native_dispatch(reactor: Any, router: Router, built: BuiltApps) -> Any:
         from .wsgi_native import NativeWSGI
 
         apps += [
-            (prefix.rstrip("/").encode("utf-8"), NativeWSGI(reactor, app, prefix))
+            (prefix.rstrip("/").encode("utf-8"),
+             NativeWSGI(reactor, app, prefix, built.wsgi_threads))
             for prefix, app in built.wsgi
         ]
     prefixes = {prefix for prefix, _ in apps}

@@ -832,3 +832,25 @@ class ConnectionKeysTests(_ConfigDirectory):
             server_table('http_impl = "uvloop"'),
             "servers.s1.http_impl must be one of auto, twisted, native, httptools, h11, not 'uvloop'",
         )
+
+
+class WSGIThreadsKeyTests(_ConfigDirectory):
+    """
+    C{wsgi_threads}: the threads that run each WSGI app at most.
+    """
+
+    def test_default_and_given(self) -> None:
+        self.assertEqual(self.load(MINIMAL_SERVER).settings.wsgi_threads, 16)
+        config = self.load("[graceful]\nwsgi_threads = 4\n" + MINIMAL_SERVER)
+        self.assertEqual(config.settings.wsgi_threads, 4)
+
+    def test_bad(self) -> None:
+        for text, fragment in [
+            ("[graceful]\nwsgi_threads = 0\n",
+             "graceful.wsgi_threads must be a whole number of 1 or more, not 0"),
+            ('[graceful]\nwsgi_threads = "8"\n',
+             "graceful.wsgi_threads must be a whole number, not '8'"),
+            ("[graceful]\nwsgi_threads = true\n",
+             "graceful.wsgi_threads must be a whole number, not True"),
+        ]:
+            self.assertConfigError(text + MINIMAL_SERVER, str(self.config_path), fragment)

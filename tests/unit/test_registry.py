@@ -294,3 +294,20 @@ class AccessLogAndLimitTests(_Installed):
             error = self.assertRaises(ConfigError, g.set_limit_concurrency, value)
             self.assertEqual(str(error), f"limit_concurrency must be 0 (no limit) or more, not {value!r}")
         self.assertEqual(self.runtime.settings.limit_concurrency, 0)
+
+
+class WSGIThreadsTests(_Installed):
+    """
+    C{set_wsgi_threads()}: the C{wsgi_threads} key in code.
+    """
+
+    def test_set(self) -> None:
+        g.set_wsgi_threads(2)
+        self.assertEqual(self.runtime.settings.wsgi_threads, 2)
+
+    def test_bad(self) -> None:
+        for value in (0, -1, 1.5, True, "4"):
+            error = self.assertRaises(ConfigError, g.set_wsgi_threads, value)
+            self.assertEqual(str(error),
+                             f"wsgi_threads must be a whole number of 1 or more, not {value!r}")
+        self.assertEqual(self.runtime.settings.wsgi_threads, 16)

@@ -309,3 +309,19 @@ def _is_open(fd: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class ThreadsOptionTests(SynchronousTestCase):
+    """
+    C{--threads N} (gunicorn's name): the C{wsgi_threads} key.
+    """
+
+    def test_given(self) -> None:
+        self.assertEqual(build_config(options("m:a")).settings.wsgi_threads, 16)
+        self.assertEqual(build_config(options("m:a", "--threads", "3")).settings.wsgi_threads, 3)
+
+    def test_bad_value_names_the_option(self) -> None:
+        with self.assertRaises(ConfigError) as e:
+            build_config(options("m:a", "--threads", "0"))
+        self.assertEqual(str(e.exception),
+                         "graceful run: --threads must be a whole number of 1 or more, not 0")

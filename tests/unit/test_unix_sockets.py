@@ -428,14 +428,10 @@ class MasterHoldTests(TempDir):
 
 class _WSGIReactor(MemoryReactorClock):
     """
-    A memory reactor whose thread pool and C{callFromThread} run the work at
-    once, so a WSGI app answers within the request.
+    A memory reactor whose C{callFromThread} runs the call at once, so a
+    WSGI app answers within the request (its pool is patched to run the
+    app at once too).
     """
-
-    def getThreadPool(self) -> Any:
-        from .http.test_routing import SyncThreadPool
-
-        return SyncThreadPool()
 
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         f(*args, **kwargs)
@@ -462,6 +458,11 @@ class WSGIOnUnixSocketTests(TempDir):
         from .http.test_routing import HTTPConnection
 
         path = str(self.tempdir() / "wsgi.sock")
+        from graceful.http import wsgi_native
+
+        from .http.test_routing import SyncThreadPool
+
+        self.patch(wsgi_native, "WorkerThreads", lambda threads: SyncThreadPool())
         runtime = Runtime(reactor=_WSGIReactor(), environ={}, pid=1)
         server = runtime.server("legacy")
         server.mount_wsgi("/", environ_app)

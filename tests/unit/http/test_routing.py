@@ -171,6 +171,12 @@ class SyncThreadPool:
     def callInThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         f(*args, **kwargs)
 
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
 
 class SyncReactor(Clock):
     """

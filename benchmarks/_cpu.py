@@ -1,0 +1,157 @@
+"""
+The pieces of the CPU-per-request benchmarks (benchmarks/wsgi_cpu.py; meant
+for benchmarks/asgi_cpu.py too): the CPU of a serving process and all its
+descendants, one wrk load measured against it, interleaved rounds over
+several servers, and their Markdown summary.
+
+A server may serve from a child (granian, gunicorn's worker): the CPU of a
+load is the user+system time of the whole process tree from /proc, read
+before and after, with what reaped children used (each process's
+cutime+cstime) so that a worker that exits inside the window still counts.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness import processes as _procs
+from harness.probes import wait_answering
+from harness.wrk import Wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+#: A server's command line for an app and a port.
+Command = Callable[[str, int], list[str]]
+#: For each load ("raw keepalive"), each server's rows, one per round.
+Table = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def _own_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0  # gone meanwhile: its parent's cutime has it once reaped
+    # utime, stime, cutime, cstime: fields 14-17 of stat, [11]-[14] here.
+    return sum(int(f) for f in fields[11:15])
+
+
+def children(pid: int) -> set[int]:
+    """
+    The live children of C{pid}.
+    """
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            found.update(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except OSError:
+            return _procs.children(pid)  # a kernel without CONFIG_PROC_CHILDREN
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """
+    User and system CPU of C{pid}, its threads and its descendants (live,
+    or exited and reaped), in seconds.
+    """
+    ticks = 0
+    seen: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        ticks += _own_ticks(current)
+        todo.extend(children(current))
+    return ticks / TICK
+
+
+def measure(port: int, pid: int, seconds: float, close: bool, log: Path,
+            connections: int = 32) -> dict[str, Any]:
+    """
+    One wrk load on C{port}: requests a second, CPU microseconds a request
+    of C{pid}'s process tree, p99 and failures.
+    """
+    before = tree_cpu_seconds(pid)
+    result = Wrk(f"http://127.0.0.1:{port}/", seconds, connections, log, close=close).result()
+    used = tree_cpu_seconds(pid) - before
+    if result is None or not result["requests"]:
+        raise RuntimeError(f"wrk gave no result on port {port}")
+    return {
+        "rps": result["requests"] / (result["duration_us"] / 1e6),
+        "cpu_us": used / result["requests"] * 1e6,
+        "p99_ms": result["p99_us"] / 1000,
+        "failed": result["failed"],
+    }
+
+
+def run(commands: dict[str, Command], names: Sequence[str], rounds: int, seconds: float,
+        apps: Sequence[str], kinds: Sequence[str], workdir: Path) -> Table:
+    """
+    Every load (app and kind) on every server of C{names}, one serving
+    process each, in interleaved rounds (each round runs every server once,
+    in turn, so a noisy neighbour costs every server alike).
+    """
+    table: Table = {}
+    for app in apps:
+        ports = dict(zip(names, _procs.free_ports(len(names))))
+        procs = {}
+        try:
+            for name in names:
+                proc = _procs.Process(
+                    commands[name](app, ports[name]), log=workdir / f"{name}-{app}.log",
+                    name=name, cwd=ROOT,
+                ).start()
+                procs[name] = proc
+                wait_answering(ports[name], False, 30, proc)
+            for kind in kinds:
+                for round_ in range(rounds):
+                    for name in names:
+                        row = measure(ports[name], procs[name].pid, seconds,
+                                      kind == "close", workdir / "wrk.log")
+                        table.setdefault(f"{app} {kind}", {}).setdefault(name, []).append(row)
+                        print(f"{app} {kind} round {round_ + 1} {name}: "
+                              f"{row['cpu_us']:.1f} us/request, {row['rps']:,.0f} req/s, "
+                              f"p99 {row['p99_ms']:.1f} ms", flush=True)
+        finally:
+            for proc in procs.values():
+                proc.stop(grace=3.0)
+    return table
+
+
+def summary(table: Table, bases: Sequence[str]) -> list[str]:
+    """
+    The table in Markdown: medians, and for each of C{bases} the median of
+    each round's ratio to that server.
+    """
+    lines = [
+        "| load | server | CPU us/request (median) | "
+        + "".join(f"x {b} | " for b in bases)
+        + "req/s | p99 ms | failed |",
+        "|---|---|---:|" + "---:|" * len(bases) + "---:|---:|---:|",
+    ]
+    for load, by_server in table.items():
+        for name, rows in by_server.items():
+            ratios = []
+            for base in bases:
+                base_rows = by_server.get(base)
+                ratios.append(
+                    f"{statistics.median(r['cpu_us'] / b['cpu_us'] for r, b in zip(rows, base_rows)):.2f}"
+                    if base_rows else "-"
+                )
+            lines.append(
+                f"| {load} | {name} | {statistics.median(r['cpu_us'] for r in rows):.1f} | "
+                + "".join(f"{r} | " for r in ratios)
+                + f"{statistics.median(r['rps'] for r in rows):,.0f} | "
+                f"{statistics.median(r['p99_ms'] for r in rows):.1f} | "
+                f"{sum(r['failed'] for r in rows)} |"
+            )
+    return lines
