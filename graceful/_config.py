@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
-from twisted.application.service import IService
 from twisted.web.resource import IResource
 
 from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
@@ -647,8 +646,10 @@ def apply_config(
             server.enable_health(server_config.health)
         server.set_verify(*server_config.verify)
         server.set_http_impl(server_config.http_impl)
-    if not serves:
+    if not serves or not config.services:
         return
+    from twisted.application.service import IService
+
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)
