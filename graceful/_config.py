@@ -688,7 +688,7 @@ def check_apps_apart(config: Config, cwd: str) -> None:
     imports none itself (its workers do): an app that will not import is
     still one line and exit status 1 before anything listens, and the
     master's memory holds none of the app's modules (a FastAPI app's were
-    40 MiB of its resident set).
+    16 MiB of its PSS).
 
     @raise ConfigError: what the child found wrong.
     """
