@@ -16,13 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
-from twisted.web.resource import IResource
 
-from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._apps import call_factory, load_env_file, wrap_app
 from .http.app_options import check_lifespan, check_root_path
 from .http.access_log import ACCESS_LOG_FORMATS
-from .http.proxy import check_trusted
 from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from ._settings import LOG_LEVELS, TLSSettings, check_tls_settings
@@ -255,6 +252,8 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
     settings.limit_concurrency = table.get("limit_concurrency", 0)
     if "forwarded_allow_ips" in table:
         allowed = _strings(table["forwarded_allow_ips"], "graceful.forwarded_allow_ips", path)
+        from .http.proxy import check_trusted  # (twisted.web: not for a master)
+
         try:
             check_trusted(allowed)
         except ConfigError as e:
@@ -538,6 +537,11 @@ def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
     if it is a zero-argument factory: C{("resource", r)}, C{("wsgi", app)}
     or C{("asgi", app)}.
     """
+    # Here, not at the top: a master imports no app, and no twisted.web.
+    from twisted.web.resource import IResource
+
+    from .asgi.resource import is_asgi_app
+
     for attempt in range(2):
         if IResource.providedBy(obj):
             return "resource", obj
@@ -606,6 +610,8 @@ def load_apps(config: Config, cwd: str) -> Apps:
         app = wrap_app(kind, app, server_config.root_path, server_config.lifespan)
         apps[server_config.name] = (kind, app)
         if kind == "asgi":
+            from .asgi.resource import ensure_asyncio_reactor
+
             # At once: the apps imported after this one get the asyncio
             # reactor too, should their modules import the reactor.
             ensure_asyncio_reactor()

@@ -63,6 +63,7 @@ class MasterImportsTests(SynchronousTestCase):
         self.assertIn("graceful.workers.master", master)  # it was the master
         heavy = {m for m in master if m == APP_MODULE or m.split(".")[0] in ("fastapi", "starlette", "pydantic")}
         self.assertEqual(sorted(heavy), [])
+        self.assertEqual(sorted(m for m in master if m.startswith("twisted.web")), [])
 
     def test_master_imports_neither_app_nor_twisted_web(self) -> None:
         self.assertLean(*self.modules_of(preload=False))

@@ -411,7 +411,21 @@ class NamingTests(SynchronousTestCase):
 _SERVE_AND_LIST = """
 import json, os, sys
 entry = sys.argv[1]
-if entry == "plugin":
+if entry == "master":
+    from graceful import _cli, _process, _run
+    from graceful._config import apply_config
+    options = _cli.parser().parse_args(["run", "--config", "graceful.toml", "--workers", "2"])
+    config = _run.build_config(options)
+    _process.apps_come_later = True
+    runtime = _process.runtime()
+    assert not _process.serves_apps(config.settings), "not a master"
+    apply_config(config, runtime, serves=False)
+    for server in runtime.servers.values():
+        runtime.prepare_server(server)
+    assert runtime.servers["web"].has_prepared(), "no socket held"
+    print(json.dumps(sorted(sys.modules)))
+    sys.exit(0)
+elif entry == "plugin":
     from graceful import _plugin
     options = _plugin.Options()
     options.parseOptions(["--config", "graceful.toml"])
@@ -501,6 +515,18 @@ class ServingImportsTests(SynchronousTestCase):
         """
         self.assertLean(
             self.served_modules("run", "asgi"), ["twisted.application.service", "twisted.plugin"]
+        )
+
+    def test_master(self) -> None:
+        """
+        A workers master holds the sockets and serves nothing: no app, no
+        twisted.web, no ASGI (its workers import them).
+        """
+        modules = self.served_modules("master", "asgi")
+        self.assertIn("graceful.http.server", modules)
+        self.assertEqual(
+            sorted(m for m in modules if m.startswith(("lean_apps", "twisted.web", "graceful.asgi"))),
+            [],
         )
 
     def test_wsgi_has_no_asyncio_reactor(self) -> None:
