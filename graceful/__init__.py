@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .http.websocket import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, DrainNotice
     from .process.runtime import Runtime
 
+#: pyproject.toml's version, read when first asked for (L{__getattr__}).
+__version__: str
+
 #: The public names that need Twisted, imported when first asked for (PEP
 #: 562), so that C{graceful ctl}, which imports this package too, loads no
 #: Twisted: 112 modules and 0.24 s before it asks a node anything.
@@ -46,6 +49,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # Asked for, not read at import: importlib.metadata and the email
+        # package it reads METADATA with cost a new generation 15-30 ms.
+        return _version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'graceful' has no attribute {name!r}")
@@ -55,7 +62,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
 
 
 def _process_runtime() -> Runtime:
@@ -110,8 +117,6 @@ def _version() -> str:
     except PackageNotFoundError:  # a checkout on sys.path, not installed
         return "0+unknown"
 
-
-__version__ = _version()
 
 
 def server(name: str = "default") -> Server:

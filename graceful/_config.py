@@ -13,17 +13,13 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
-from twisted.application.service import IService
-from twisted.web.resource import IResource
 
-from .asgi.resource import ensure_asyncio_reactor, is_asgi_app
 from ._apps import call_factory, load_env_file, wrap_app
 from .http.app_options import check_lifespan, check_root_path
 from .http.access_log import ACCESS_LOG_FORMATS
-from .http.proxy import check_trusted
 from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from ._settings import LOG_LEVELS, TLSSettings, check_tls_settings
@@ -31,6 +27,9 @@ from .process.runtime import Runtime, Settings
 from ._settings import check_canary, check_connection_settings, check_http_impl
 from ._settings import check_wsgi_threads
 from ._sockets import check_names, check_unix_path, unix_group
+
+if TYPE_CHECKING:
+    from .http.server import Server
 
 _SETTINGS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_timeout": ((int, float), "a number of seconds"),
@@ -255,6 +254,8 @@ def _command_settings(settings: Settings, table: dict[str, Any], base: Path, pat
     settings.limit_concurrency = table.get("limit_concurrency", 0)
     if "forwarded_allow_ips" in table:
         allowed = _strings(table["forwarded_allow_ips"], "graceful.forwarded_allow_ips", path)
+        from .http.proxy import check_trusted  # (twisted.web: not for a master)
+
         try:
             check_trusted(allowed)
         except ConfigError as e:
@@ -542,6 +543,11 @@ def classify_app(obj: Any, where: str, spec: str) -> tuple[str, Any]:
     if it is a zero-argument factory: C{("resource", r)}, C{("wsgi", app)}
     or C{("asgi", app)}.
     """
+    # Here, not at the top: a master imports no app, and no twisted.web.
+    from twisted.web.resource import IResource
+
+    from .asgi.resource import is_asgi_app
+
     for attempt in range(2):
         if IResource.providedBy(obj):
             return "resource", obj
@@ -610,38 +616,30 @@ def load_apps(config: Config, cwd: str) -> Apps:
         app = wrap_app(kind, app, server_config.root_path, server_config.lifespan)
         apps[server_config.name] = (kind, app)
         if kind == "asgi":
+            from .asgi.resource import ensure_asyncio_reactor
+
             # At once: the apps imported after this one get the asyncio
             # reactor too, should their modules import the reactor.
             ensure_asyncio_reactor()
     return apps
 
 
-def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> None:
+def apply_config(
+    config: Config, runtime: Runtime, apps: Apps | None = None, *, serves: bool = True
+) -> None:
     """
     Set the runtime's settings, load every app (unless C{apps} has them
     loaded already) and service, and declare the servers.  Nothing listens
-    yet.
+    yet.  A master (C{serves} false) declares the servers' sockets alone:
+    its workers import the apps and run the services.
     """
-    if apps is None:
+    if apps is None and serves:
         apps = load_apps(config, runtime.cwd)
     runtime.settings = config.settings
     for server_config in config.servers:
-        kind, app = apps[server_config.name]
         server = runtime.server(server_config.name)
-        if kind == "asgi":
-            where = f"{config.path}: servers.{server_config.name}.app"
-            try:
-                server.mount_asgi("/", app)
-            except ConfigError:
-                raise ConfigError(
-                    f"{where}: ASGI apps need Twisted's asyncio reactor, but "
-                    "twisted.internet.reactor was imported before this app (by an "
-                    "app listed above, or twistd -r): list the ASGI servers first"
-                ) from None
-        elif kind == "wsgi":
-            server.mount_wsgi("/", app)
-        else:
-            server.mount("/", app)
+        if apps is not None:
+            _mount(config, server_config.name, server, *apps[server_config.name])
         server.set_port(*server_config.ports)
         server.set_https_port(*server_config.https_ports)
         server.set_unix_socket(
@@ -660,6 +658,10 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
             server.enable_health(server_config.health)
         server.set_verify(*server_config.verify)
         server.set_http_impl(server_config.http_impl)
+    if not serves or not config.services:
+        return
+    from twisted.application.service import IService
+
     for index, spec in enumerate(config.services):
         where = f"{config.path}: graceful.services[{index}]"
         service = load_object(spec, where)
@@ -670,3 +672,58 @@ def apply_config(config: Config, runtime: Runtime, apps: Apps | None = None) -> 
         if not IService.providedBy(service):
             raise ConfigError(f"{where}: {spec!r} is not a twisted IService")
         runtime.add_service(service)
+
+
+def _mount(config: Config, name: str, server: Server, kind: str, app: Any) -> None:
+    """
+    Mount a server's app at C{/}, as its kind wants.
+    """
+    if kind == "asgi":
+        where = f"{config.path}: servers.{name}.app"
+        try:
+            server.mount_asgi("/", app)
+        except ConfigError:
+            raise ConfigError(
+                f"{where}: ASGI apps need Twisted's asyncio reactor, but "
+                "twisted.internet.reactor was imported before this app (by an "
+                "app listed above, or twistd -r): list the ASGI servers first"
+            ) from None
+    elif kind == "wsgi":
+        server.mount_wsgi("/", app)
+    else:
+        server.mount("/", app)
+
+
+def check_apps_apart(config: Config, cwd: str) -> None:
+    """
+    Import every app and service in a forked child, for a master that
+    imports none itself (its workers do): an app that will not import is
+    still one line and exit status 1 before anything listens, and the
+    master's memory holds none of the app's modules (a FastAPI app's were
+    16 MiB of its PSS).
+
+    @raise ConfigError: what the child found wrong.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child never returns)
+        status = 0
+        try:
+            os.close(read_end)
+            load_apps(config, cwd)
+            for index, spec in enumerate(config.services):
+                load_object(spec, f"{config.path}: graceful.services[{index}]")
+        except ConfigError as e:
+            os.write(write_end, str(e).encode(errors="replace"))
+            status = 1
+        except BaseException as e:
+            os.write(write_end, f"{config.path}: {type(e).__name__}: {e}".encode(errors="replace"))
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        found = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(child, 0)
+    if found or os.waitstatus_to_exitcode(status) != 0:
+        raise ConfigError(found or f"{config.path}: checking the apps failed (status {status})")

@@ -14,10 +14,10 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.python import usage
 
-from ._config import Apps, Config, apply_config, load_apps, load_config
+from ._config import Apps, Config, apply_config, check_apps_apart, load_apps, load_config
 from ._errors import ConfigError
 from . import _process
-from ._process import preload_point, runtime as process_runtime
+from ._process import preload_point, runtime as process_runtime, serves_apps
 from .process.runtime import Runtime
 
 
@@ -32,7 +32,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        self.loaded: tuple[Config, Apps] | None = None
+        self.loaded: tuple[Config, Apps | None] | None = None
         self.load_error: ConfigError | None = None
         # The apps are imported here, before twist installs its reactor
         # (twistd does so only after makeService): an ASGI app needs
@@ -42,8 +42,15 @@ class Options(usage.Options):
         _process.apps_come_later = True
         try:
             config = load_config(self["config"])
-            # (load_apps installs the asyncio reactor for an ASGI app.)
-            self.loaded = (config, load_apps(config, process_runtime().cwd))
+            runtime = process_runtime()
+            if serves_apps(config.settings):
+                # (load_apps installs the asyncio reactor for an ASGI app.)
+                self.loaded = (config, load_apps(config, runtime.cwd))
+            else:
+                # A master: its workers import the apps.
+                if not runtime.is_handoff:
+                    check_apps_apart(config, runtime.cwd)
+                self.loaded = (config, None)
         except ConfigError as e:
             self.load_error = e
         else:
@@ -85,7 +92,7 @@ def makeService(options: Options) -> GracefulService:
         if loaded is None:
             apply_config(load_config(options["config"]), runtime)
         else:
-            apply_config(loaded[0], runtime, loaded[1])
+            apply_config(loaded[0], runtime, loaded[1], serves=loaded[1] is not None)
         for server in runtime.servers.values():
             runtime.prepare_server(server)
     except ConfigError as e:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._errors import ConfigError
 from .handoff.pipes import OldProcess
+from ._settings import Settings
 from .process.runtime import Runtime, runtime_from_environment
 from .workers.template import TEMPLATE_VARIABLE, hold_forks
 
@@ -47,6 +48,18 @@ def runtime() -> Runtime:
         _runtime = runtime_from_environment(os.environ, LazyReactor())
         _report_config_errors_in_one_line()
     return _runtime
+
+
+def serves_apps(settings: Settings) -> bool:
+    """
+    Whether this process imports its servers' apps: every process but a
+    master, whose workers (or whose worker template) import them.
+    """
+    if TEMPLATE_VARIABLE in os.environ:
+        return True
+    served = runtime()
+    served.settings = settings
+    return served.role != "master"
 
 
 def preload_point() -> None:

@@ -280,10 +280,10 @@ def run(options: argparse.Namespace) -> int:
     """
     Serve until shut down.
     """
-    from ._config import apply_config, load_apps
+    from ._config import apply_config, check_apps_apart, load_apps
     from ._logging import begin_logging
     from . import _process
-    from ._process import preload_point, runtime as process_runtime
+    from ._process import preload_point, runtime as process_runtime, serves_apps
 
     try:
         take_fds(options, os.environ, os.getpid())
@@ -299,14 +299,21 @@ def run(options: argparse.Namespace) -> int:
     runtime = process_runtime()
     runtime._log_to_stdout = False
     try:
-        apps = load_apps(config, runtime.cwd)
+        serves = serves_apps(config.settings)
+        if serves:
+            apps = load_apps(config, runtime.cwd)
+        else:
+            apps = None
+            if not runtime.is_handoff:
+                # A new master's workers report a bad app to the old one.
+                check_apps_apart(config, runtime.cwd)
         # A worker template waits here; its children go on as workers.
         preload_point()
         runtime = process_runtime()
         runtime._log_to_stdout = False
         if config.settings.pidfile and not runtime.is_handoff:
             runtime.set_pidfile(config.settings.pidfile)
-        apply_config(config, runtime, apps)
+        apply_config(config, runtime, apps, serves=serves)
         for server in runtime.servers.values():
             runtime.prepare_server(server)
     except ConfigError as e:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .health import HealthResource
 
 if TYPE_CHECKING:
     from twisted.web.server import Site
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
 
 def add_operational_pages(runtime: AdminHost, server: Server) -> None:
     if server.health_path:
+        from .health import HealthResource
+
         server.router.add_resource(server.health_path, HealthResource(runtime))
     if server.admin_prefix:
         from .operations import OperationsAdmin

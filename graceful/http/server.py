@@ -12,18 +12,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 from attrs import Factory, define, field
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.resource import IResource
 
 from .._logging import NamedLogger
 from .access_log import formatter
-from .proxy import site_root
-from .site import DrainingSite
 from .._settings import Settings, check_http_impl
 from .._errors import ConfigError
 from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
-from .mounts import AppMounts
-from .site_choice import build_site, freeze_heap
-from .routing import Handler, Router
 from .server_options import ServerOptions
 from .verify import Verifies
 from .._sockets import (
@@ -38,6 +32,11 @@ from .._sockets import (
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
+    from twisted.web.resource import IResource
+
+    from .mounts import AppMounts
+    from .routing import Handler, Router
+    from .site import DrainingSite
 
 # Imported from here before the sockets had a module of their own.
 __all__ = [
@@ -95,7 +94,9 @@ class Server(ServerOptions, Verifies):
 
     name: str
     runtime: ServerHost
-    router: Router = field(factory=Router)
+    # The router and the apps' mounts are made when first used: a master,
+    # which serves no request, never makes them, and imports no twisted.web.
+    _router: Router | None = field(default=None, alias="router")
     http_ports: list[int] = field(factory=list)
     https_ports: list[int] = field(factory=list)
     unix_sockets: list[str] = field(factory=list)
@@ -109,9 +110,8 @@ class Server(ServerOptions, Verifies):
     admin_token: str | None = None
     health_path: str | None = None
     http_impl: str = "auto"
-    _apps: AppMounts = field(
-        default=Factory(lambda self: AppMounts(f"server {self.name!r}", self.router), takes_self=True)
-    )
+    _mounts: AppMounts | None = None
+    _claimed: list[tuple[str, str]] = field(factory=list)
     _tls_options: CertificateOptions | None = None
     _sockets: ServerSockets = field(
         default=Factory(lambda self: ServerSockets(self.name, self.runtime), takes_self=True)
@@ -120,6 +120,24 @@ class Server(ServerOptions, Verifies):
     _log = NamedLogger("graceful._server.Server")
 
     # -- building -----------------------------------------------------------
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            from .routing import Router
+
+            self._router = Router()
+        return self._router
+
+    @property
+    def _apps(self) -> AppMounts:
+        if self._mounts is None:
+            from .mounts import AppMounts
+
+            self._mounts = AppMounts(f"server {self.name!r}", self.router)
+            for path, what in self._claimed:
+                self._mounts.claim_page(path, what)
+        return self._mounts
 
     def route(self, path: str, handler: Handler | None = None) -> Any:
         """
@@ -221,11 +239,13 @@ class Server(ServerOptions, Verifies):
                 f"server {self.name!r} has HTTPS ports but no certificate: "
                 "call enable_https()"
             )
-        # These pages join the router as the site is built, over the app's.
+        # These pages join the router as the site is built, over the app's;
+        # claimed when the apps' mounts are made (now, if they are).
         pages = [(self.admin_prefix, "enable_admin()"), (self.health_path, "enable_health()")]
-        for path, what in pages:
-            if path is not None:
-                self._apps.claim_page(path, what)
+        self._claimed = [(path, what) for path, what in pages if path is not None]
+        if self._mounts is not None:
+            for path, what in self._claimed:
+                self._mounts.claim_page(path, what)
         if self.https_enabled:
             assert self.cert is not None and self.key is not None
             # Imported here: OpenSSL costs a new process ~0.1 s of start-up,
@@ -295,9 +315,14 @@ class Server(ServerOptions, Verifies):
             self.unix_socket_group,
             hold=(self._apps.asgi or bool(self.verify_paths)) and not self.runtime.apps_started,
         )
+        from .site_choice import freeze_heap
+
         freeze_heap()
 
     def _build_site(self) -> DrainingSite:
+        from .proxy import site_root
+        from .site_choice import build_site
+
         reactor = self.runtime.reactor
         built = self._apps.build(
             reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options,

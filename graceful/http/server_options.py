@@ -8,11 +8,13 @@ and key (a base of L{graceful.http.server.Server}).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .._errors import ConfigError
 from .._settings import Settings, TLSSettings, check_tls_settings
-from .mounts import AppMounts
+
+if TYPE_CHECKING:
+    from .mounts import AppMounts
 
 
 class _HasSettings(Protocol):
@@ -32,7 +34,10 @@ class ServerOptions:
     runtime: _HasSettings
     cert: str | None
     key: str | None
-    _apps: AppMounts
+
+    @property
+    def _apps(self) -> AppMounts:
+        raise NotImplementedError  # the server's own, made when first used
 
     def mount_wsgi(self, prefix: str, app: Callable[..., Any], *, root_path: str = "") -> None:
         """

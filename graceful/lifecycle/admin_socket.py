@@ -67,12 +67,12 @@ class AdminSocket:
         config) must not report its status there: C{graceful ctl} would
         take its moved generation for a good restart.
         """
+        if self._prepared is None:
+            return  # none configured: the admin pages' modules stay unimported
         site = self.site() if self.site is not None else None
         if site is None:
             return  # no admin pages wired in (a bare runtime, as in tests)
         prepared, self._prepared = self._prepared, None
-        if prepared is None:
-            return
         process = self.process
         fd = prepared.fd if isinstance(prepared, ListeningSocket) else prepared.fileno()
         try:

@@ -13,7 +13,6 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 
-from ..http.site import handover_idle_grace
 from .core import ProcessCore, connections_by_kind
 from .._status import DrainStatus
 
@@ -56,7 +55,12 @@ class Departure:
         self._sites = core.sites()
         self.began = core.reactor.seconds()
         timeout_s = core.settings.drain_timeout
-        idle_grace = handover_idle_grace(timeout_s) if self.reason == "restart" else None
+        idle_grace = None
+        if self.reason == "restart" and self._sites:
+            # Here: a master has no site, and imports no twisted.web.
+            from ..http.site import handover_idle_grace
+
+            idle_grace = handover_idle_grace(timeout_s)
         drained = DeferredList(
             [
                 site.drain(

@@ -6,13 +6,14 @@ a worker; chosen once, as it starts serving.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..lifecycle.core import ProcessCore
 from ..lifecycle.handover import SingleRole
 from ..lifecycle.roles import Role
-from ..workers.master import MasterRole
-from ..workers.worker import WorkerRole
+
+if TYPE_CHECKING:
+    from ..workers.worker import WorkerRole
 
 
 class RoleChoice:
@@ -61,6 +62,10 @@ class RoleChoice:
             if self._worker is not None:
                 self.chosen = self._worker
             elif name == "master":
+                # Only a master loads the group, its starter and template
+                # (nine modules a process serving alone never runs).
+                from ..workers.master import MasterRole
+
                 self.chosen = MasterRole(self._core, self._serve_admin_socket)
             else:
                 self.chosen = SingleRole(self._core)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Generic, MutableMapping, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Generic, MutableMapping, TypeVar, overload
 
-from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
 
 from .._logging import NamedLogger
@@ -32,6 +31,9 @@ from ..handoff.supervision import NoNotifier, NoPidfile, Pidfile, SystemdNotifie
 from ..workers.worker import WorkerRole, worker_slot
 from .role_choice import RoleChoice
 from .signals import install_signal_handlers
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
 
 PIDFILE_VARIABLE = "GRACEFUL_PIDFILE"
 

@@ -21,6 +21,7 @@ from twisted.web.resource import IResource, Resource
 from graceful._config import (
     Config,
     apply_config,
+    check_apps_apart,
     classify_app,
     load_config,
     load_object,
@@ -759,6 +760,43 @@ class ApplyConfigTests(_Modules):
         apply_config(config, self.runtime)
         self.assertEqual(sys.path[0], str(release))
         self.assertEqual(sys.modules[name].__file__, str(release / f"{name}.py"))
+
+    def test_a_master_imports_no_app(self) -> None:
+        """
+        A master (C{serves=False}) declares the servers' sockets, but
+        imports neither the apps nor the services: its workers do.
+        """
+        name = self.module(APP_SOURCE)
+        config = self.config(
+            f'[graceful]\nworkers = 2\nservices = ["{name}:root"]\n'
+            f'[servers.s]\napp = "{name}:root"\nports = [8100]\n'
+        )
+        apply_config(config, self.runtime, serves=False)
+        self.assertEqual(self.runtime.servers["s"].http_ports, [8100])
+        self.assertEqual(self.runtime.settings.workers, 2)
+        self.assertNotIn(name, sys.modules)
+        self.assertEqual(list(self.runtime.core.services), [])
+
+    def test_apps_checked_apart(self) -> None:
+        """
+        L{check_apps_apart} imports the apps and services in a child
+        process: a good config passes with nothing imported here, a bad app
+        or service is the child's one-line error.
+        """
+        name = self.module(APP_SOURCE)
+        good = self.config(
+            f'[graceful]\nservices = ["{name}:root"]\n[servers.s]\napp = "{name}:root"\nports = [1]\n'
+        )
+        check_apps_apart(good, str(self.folder))
+        self.assertNotIn(name, sys.modules)
+        for text, fragment in [
+            ('[servers.s]\napp = "graceful_absent_app:x"\nports = [1]\n', "servers.s.app"),
+            (f'[graceful]\nservices = ["{name}:nothing"]\n[servers.s]\napp = "{name}:root"\n'
+             "ports = [1]\n", "graceful.services[0]"),
+        ]:
+            error = self.assertRaises(ConfigError, check_apps_apart, self.config(text), str(self.folder))
+            self.assertNotIn("\n", str(error))
+            self.assertIn(fragment, str(error))
 
     def test_bad_app(self) -> None:
         config = self.config('[servers.s]\napp = "graceful_absent_app:x"\nports = [1]\n')
