@@ -341,8 +341,7 @@ class Server(ServerOptions, Verifies):
 
     def start(self) -> None:
         """
-        Listen now (adopting inherited sockets where a restart passed them);
-        returns at once.
+        Listen now, adopting sockets a restart passed on; returns at once.
         """
         self.runtime.start_server(self)
 
