@@ -10,12 +10,17 @@ headers change nothing.
 
 The headers stay on the request: the admin counts a request that carries
 them as never local, whoever sent it.
+
+Both channels read the headers with L{read_forwarded}: twisted.web's
+through L{ProxyHeaders} at the root resource, the native one through
+L{proxied}, wrapped around each app's dispatch (so a server without proxy
+headers pays nothing per request on either).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -25,7 +30,7 @@ from zope.interface import implementer
 
 from .._errors import ConfigError
 from .._settings import Settings
-from .limits import limit_concurrency
+from .limits import ConcurrencyLimit, limit_concurrency
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -142,14 +147,28 @@ def _forwarded_elements(headers: Sequence[bytes]) -> list[dict[str, str]]:
     return elements
 
 
+#: A request's values of a (lowercase) header, as
+#: L{twisted.web.http_headers.Headers.getRawHeaders} gives them.
+RawHeaders = Callable[[bytes], Sequence[bytes] | None]
+
+
 def forwarded(headers: Any, trusted: Trusted) -> Forwarded:
     """
-    What a trusted peer's headers say: C{Forwarded} if there is one,
-    otherwise the C{X-Forwarded-*} headers.
+    What a trusted peer's headers say (L{read_forwarded}).
 
     @param headers: the request's L{twisted.web.http_headers.Headers}.
     """
-    elements = _forwarded_elements(headers.getRawHeaders(b"forwarded") or [])
+    return read_forwarded(headers.getRawHeaders, trusted)
+
+
+def read_forwarded(raw: RawHeaders, trusted: Trusted) -> Forwarded:
+    """
+    What a trusted peer's headers say: C{Forwarded} if there is one,
+    otherwise the C{X-Forwarded-*} headers; any channel's request.
+
+    @param raw: the request's values of a header.
+    """
+    elements = _forwarded_elements(raw(b"forwarded") or [])
     if elements:
         hop = _pick(elements, lambda e: _node(e.get("for", "")), trusted)
         proto = hop.get("proto", "").lower()
@@ -158,15 +177,23 @@ def forwarded(headers: Any, trusted: Trusted) -> Forwarded:
             scheme=proto if proto in ("http", "https") else None,
             host=hop.get("host") or None,
         )
-    clients = _values(headers.getRawHeaders(b"x-forwarded-for"))
-    protos = _values(headers.getRawHeaders(b"x-forwarded-proto"))
-    hosts = _values(headers.getRawHeaders(b"x-forwarded-host"))
+    clients = _values(raw(b"x-forwarded-for"))
+    protos = _values(raw(b"x-forwarded-proto"))
+    hosts = _values(raw(b"x-forwarded-host"))
     proto = protos[-1].lower() if protos else ""
     return Forwarded(
         client=_node(_pick(clients, _node, trusted)) if clients else None,
         scheme=proto if proto in ("http", "https") else None,
         host=hosts[-1] if hosts else None,
     )
+
+
+def client_address(client: str) -> IPv4Address | IPv6Address:
+    """
+    The address a forwarded client is seen at (its port is not forwarded: 0).
+    """
+    kind = IPv6Address if ":" in client else IPv4Address
+    return kind("TCP", client, 0)
 
 
 def apply_forwarded(request: Any, trusted: Trusted) -> None:
@@ -181,8 +208,7 @@ def apply_forwarded(request: Any, trusted: Trusted) -> None:
         return
     said = forwarded(request.requestHeaders, trusted)
     if said.client is not None:
-        kind = IPv6Address if ":" in said.client else IPv4Address
-        request.client = kind("TCP", said.client, 0)
+        request.client = client_address(said.client)
     if said.scheme is not None:
         secure = said.scheme == "https"
         # Per request: Request.isSecure asks the channel, which knows only
@@ -229,3 +255,31 @@ def site_root(resource: IResource, settings: Settings) -> IResource:
     if not settings.proxy_headers:
         return resource
     return ProxyHeaders(resource, check_trusted(settings.forwarded_allow_ips))
+
+
+def proxied(dispatch: Callable[[Any], None], trusted: Trusted) -> Callable[[Any], None]:
+    """
+    The native channel's C{dispatch} of an app, behind trusted proxies:
+    what a trusted peer forwarded becomes the exchange's own
+    (L{graceful.http.exchange.Exchange.forward}) before the app sees it.
+    """
+
+    def serve(exchange: Any) -> None:
+        if trusted.peer(exchange.channel.peer):
+            said = read_forwarded(exchange.raw_headers, trusted)
+            exchange.forward(said, None if said.client is None else client_address(said.client))
+        dispatch(exchange)
+
+    return serve
+
+
+def root_layers(root: IResource) -> tuple[Trusted | None, ConcurrencyLimit | None]:
+    """
+    The proxies a L{site_root} trusts (L{None}: proxy headers off) and its
+    concurrency limit (L{None}: none), for the native channel to apply the
+    same ones, counting in the same limit.
+    """
+    trusted = None
+    if isinstance(root, ProxyHeaders):
+        trusted, root = root.trusted, root.inner
+    return trusted, root if isinstance(root, ConcurrencyLimit) else None
