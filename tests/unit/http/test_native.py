@@ -389,6 +389,50 @@ class KeepAliveTests(ChannelCase):
         self.clock.advance(0.02)
         self.assertTrue(harness.transport.disconnecting)
 
+    def test_silent_partial_request_gets_the_request_timeout(self) -> None:
+        """
+        A request whose head (or body) stops arriving gets the site's
+        timeOut (60 s) of silence, as on twisted.web's channel, then the
+        connection closes (the app hears the client went away); bytes that
+        keep coming keep it open.
+        """
+        self.assertEqual(self.site.timeOut, 60)
+        silent, slow, body = self.connect(), self.connect(), self.connect()
+        silent.send(b"GET /fast HTTP/1.1\r\nHo")
+        slow.send(b"GET /fast HTTP/1.1\r\nHo")
+        body.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        self.clock.advance(5.0 + 59)
+        self.assertFalse(silent.transport.disconnecting)
+        slow.send(b"st: h\r\n")
+        self.clock.advance(61)
+        self.assertEqual([c.transport.disconnecting for c in (silent, slow, body)], [True, False, True])
+        self.assertEqual(self.app.sinks[0].events, [b"abc"])
+        body.lose()
+        self.assertEqual(self.app.sinks[0].events, [b"abc", "gone"])
+        slow.send(b"\r\n")
+        self.assertIn(b"200 OK", slow.take())
+        self.clock.advance(5.0)
+        self.assertTrue(slow.transport.disconnecting)
+
+    def test_app_holding_reading_paused_is_not_the_clients_silence(self) -> None:
+        harness = self.connect()
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        self.app.exchanges[0].pause_reading()
+        self.clock.advance(600)
+        self.assertFalse(harness.transport.disconnecting)
+
+    def test_a_connection_handed_to_twisted_web_is_not_timed_here(self) -> None:
+        """
+        After an upgrade, the connection's idle time is its new protocol's
+        business: the native channel's keep-alive timer no longer closes it.
+        """
+        harness = self.connect()
+        harness.send(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        [twisted_channel] = self.site.channels
+        twisted_channel.setTimeout(None)  # as a WebSocket taking the connection does
+        self.clock.advance(600)
+        self.assertFalse(harness.transport.disconnecting)
+
     def test_off(self) -> None:
         self.site.keep_alive = None
         harness = self.connect()
