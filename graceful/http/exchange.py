@@ -142,14 +142,6 @@ class Exchange:
 
     # -- behind a proxy -------------------------------------------------------
 
-    def raw_headers(self, name: bytes) -> list[bytes] | None:
-        """
-        The values of header C{name} (lowercase), as twisted.web's
-        C{getRawHeaders} gives them.
-        """
-        values = [value for key, value in self.headers if key == name]
-        return values or None
-
     def forward(self, said: Any, client: Any) -> None:
         """
         What a trusted proxy said (L{graceful.http.proxy.Forwarded}) is the
