@@ -221,6 +221,12 @@ def apply_forwarded(request: Any, trusted: Trusted) -> None:
     said = forwarded(request.requestHeaders, trusted)
     if said.client is not None:
         request.client = client_address(said.client)
+    # The ASGI scope keeps a connection's isSecure() on its channel (asked
+    # once a connection); a proxy's connection carries requests of either
+    # scheme, so each of its requests asks again.
+    channel = getattr(request, "channel", None)
+    if channel is not None:
+        channel.graceful_secure = None
     if said.scheme is not None:
         secure = said.scheme == "https"
         # Per request: Request.isSecure asks the channel, which knows only
