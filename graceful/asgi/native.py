@@ -39,6 +39,8 @@ class NativeExchange(Protocol):
     clientproto: bytes
     headers: list[tuple[bytes, bytes]]
     channel: Any
+    #: What a trusted proxy said of the request (client, scheme), or None.
+    forwarded: Any
 
     def attach(self, sink: Any) -> None: ...
 
@@ -62,6 +64,17 @@ def _pair(address: Any) -> list[Any] | None:
     if host is None or port is None:
         return None  # a UNIX socket
     return [host, port]
+
+
+def forwarded_scope(scope: Scope, said: Any) -> None:
+    """
+    What a trusted proxy said (its C{Host} is in the headers already) in
+    C{scope}, as twisted.web's path shows it: the client at port 0.
+    """
+    if said.client is not None:
+        scope["client"] = [said.client, 0]
+    if said.scheme is not None:
+        scope["scheme"] = said.scheme
 
 
 class NativeASGI:
@@ -107,6 +120,9 @@ class NativeASGI:
             "state": dict(self.lifespan.state),
             "extensions": {TRAILERS: {}} if version == "1.1" else {},
         }
+        said = exchange.forwarded
+        if said is not None:
+            forwarded_scope(scope, said)
         cycle = NativeCycle(self.app, scope, exchange)
         exchange.attach(cycle)
         cycle.loop = loop

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 #: Statuses without a body (RFC 9110 6.4.1).
 _NO_BODY = frozenset({204, 304})
@@ -101,12 +101,17 @@ class Exchange:
     @ivar code: the response status, once started.
     @ivar sentLength: bytes of response body written.
     @ivar sink: what reads this request (its app's glue).
+    @ivar forwarded: what a trusted proxy said of the request
+        (L{graceful.http.proxy.Forwarded}), or L{None}.
+    @ivar on_finish: called once when the response ends or the connection
+        is lost before (a concurrency limit's place), or L{None}.
     """
 
     __slots__ = (
         "channel", "method", "uri", "clientproto", "headers", "keep_alive", "code",
         "sentLength", "sink", "started", "finished", "body_in", "_chunked", "_head",
-        "_body_allowed", "_pending", "dispatched", "_trailers",
+        "_body_allowed", "_pending", "dispatched", "_trailers", "forwarded", "client",
+        "on_finish",
     )
 
     def __init__(self, channel: ExchangeChannel, method: bytes, uri: bytes, version: bytes,
@@ -132,10 +137,32 @@ class Exchange:
         #: Body received before the request was dispatched.
         self._pending: list[bytes] | None = None
         self._trailers = False
+        self.forwarded: Any = None
+        self.on_finish: Callable[[], None] | None = None
+
+    # -- behind a proxy -------------------------------------------------------
+
+    def forward(self, said: Any, client: Any) -> None:
+        """
+        What a trusted proxy said (L{graceful.http.proxy.Forwarded}) is the
+        request's own: its client (at address C{client}, if said), its
+        scheme and its C{Host} (replaced where it stands, as twisted.web's
+        path replaces it; the C{X-Forwarded-*} headers stay).
+        """
+        self.forwarded = said
+        self.client = client
+        if said.host is not None:
+            host = said.host.encode("latin-1")
+            headers = [(key, host if key == b"host" else value) for key, value in self.headers]
+            if (b"host", host) not in headers:
+                headers.append((b"host", host))
+            self.headers = headers
 
     # -- what the access log formatter reads ----------------------------------
 
     def getClientAddress(self) -> Any:
+        if self.forwarded is not None and self.client is not None:
+            return self.client
         return self.channel.peer
 
     def getHeader(self, name: bytes) -> bytes | None:
@@ -252,6 +279,8 @@ class Exchange:
         if data:
             self.channel.send(data)
         self.finished = True
+        if self.on_finish is not None:
+            self._finish()
         self.channel.answered(self)
 
     def cut(self) -> None:
@@ -267,6 +296,8 @@ class Exchange:
             self.channel.send(head)
         self.finished = True
         self.keep_alive = False
+        if self.on_finish is not None:
+            self._finish()
         self.channel.answered(self, cut=True)
 
     def lost(self) -> None:
@@ -275,5 +306,12 @@ class Exchange:
         """
         if not self.finished:
             self.finished = True
+            if self.on_finish is not None:
+                self._finish()
             if self.sink is not None:
                 self.sink.gone()
+
+    def _finish(self) -> None:
+        on_finish, self.on_finish = self.on_finish, None
+        if on_finish is not None:
+            on_finish()

@@ -4,11 +4,17 @@ C{limit_concurrency}: beyond this many requests in progress at once, a
 server answers 503 at once rather than queue work it cannot do soon, and
 counts the refusals (in its site's L{ResponseStats}, for the metrics).  WebSocket upgrades are not counted: their request
 never finishes while the connection lives.
+
+On twisted.web's channel the limit is the site's root resource
+(L{ConcurrencyLimit}); on the native channel the same object is asked
+through L{limited}, wrapped around each app's dispatch, so the requests of
+both channels (the admin pages a native connection hands over included)
+count against one limit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
@@ -18,6 +24,8 @@ from .._logging import NamedLogger
 from .response_stats import ResponseStats
 
 RETRY_AFTER = b"1"
+BUSY_TYPE = b"text/plain; charset=utf-8"
+BUSY_BODY = b"Service Unavailable: too many requests in progress\n"
 
 
 @implementer(IResource)
@@ -31,8 +39,8 @@ class Busy:
     def render(self, request: Any) -> bytes:
         request.setResponseCode(503)
         request.setHeader(b"retry-after", RETRY_AFTER)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"Service Unavailable: too many requests in progress\n"
+        request.setHeader(b"content-type", BUSY_TYPE)
+        return BUSY_BODY
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:  # noqa: N802
         return self
@@ -67,11 +75,21 @@ class ConcurrencyLimit:
             return True
         if request.requestHeaders.hasHeader(b"upgrade"):
             return True
+        # Counted where the metrics read the site's other counts: the site
+        # set itself on the request before the first lookup.
+        if not self.take(getattr(getattr(request, "site", None), "stats", None)):
+            return False
+        request._graceful_admitted = True
+        request.notifyFinish().addBoth(self._finished)
+        return True
+
+    def take(self, stats: object) -> bool:
+        """
+        Admit one more request, or count (in C{stats}, a site's
+        L{ResponseStats}) and log its refusal.
+        """
         if self.active >= self.limit:
             self.refused += 1
-            # Counted where the metrics read the site's other counts: the
-            # site set itself on the request before the first lookup.
-            stats = getattr(getattr(request, "site", None), "stats", None)
             if isinstance(stats, ResponseStats):
                 stats.refuse("limit_concurrency")
             if self.refused == 1 or self.refused % 1000 == 0:
@@ -81,12 +99,16 @@ class ConcurrencyLimit:
                 )
             return False
         self.active += 1
-        request._graceful_admitted = True
-        request.notifyFinish().addBoth(self._finished)
         return True
 
-    def _finished(self, result: object) -> None:
+    def release(self) -> None:
+        """
+        An admitted request finished (or its connection was lost).
+        """
         self.active -= 1
+
+    def _finished(self, result: object) -> None:
+        self.release()
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:  # noqa: N802
         if not self._admit(request):
@@ -107,3 +129,28 @@ def limit_concurrency(resource: IResource, limit: int) -> IResource:
     C{resource} behind the limit; unchanged (no cost) for 0, no limit.
     """
     return ConcurrencyLimit(resource, limit) if limit else resource
+
+
+def limited(dispatch: Callable[[Any], None], limit: ConcurrencyLimit) -> Callable[[Any], None]:
+    """
+    The native channel's C{dispatch} of an app, behind C{limit}: beyond it
+    the exchange is answered 503 as L{Busy} answers (its refusal counted in
+    its site's L{ResponseStats}), else it holds a place until its response
+    ends or its connection is lost.  (Upgrades never come here: the native
+    channel hands them to twisted.web's.)
+    """
+
+    def serve(exchange: Any) -> None:
+        if not limit.take(exchange.channel.site.stats):
+            exchange.start(503, [
+                (b"retry-after", RETRY_AFTER),
+                (b"content-type", BUSY_TYPE),
+                (b"content-length", b"%d" % len(BUSY_BODY)),
+            ])
+            exchange.write(BUSY_BODY)
+            exchange.end()
+            return
+        exchange.on_finish = limit.release
+        dispatch(exchange)
+
+    return serve

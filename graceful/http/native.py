@@ -112,6 +112,12 @@ class _Draining:
     _grace: IDelayedCall | None = None
     _keep_alive_call: IDelayedCall | None = None
     _idle_since = 0.0
+    #: Bytes of requests received in pieces (a head over several reads, a
+    #: body): what tells a silent client from a slow one.
+    _received = 0
+    _progress: tuple[float, int] | None = None
+    _progress_at = 0.0
+    _reading_paused: bool
 
     def is_idle(self) -> bool:
         """
@@ -178,8 +184,13 @@ class _Draining:
     def _keep_alive_over(self) -> None:
         self._keep_alive_call = None
         keep_alive = self.site.keep_alive
-        if self.site.draining or not keep_alive or not self.is_idle() or self._closing:
-            return  # the drain's grace, or the next _wait_keep_alive, governs
+        if self.site.draining or not keep_alive or self._closing:
+            return  # the drain's grace governs
+        if self._in_message:
+            self._check_receiving(keep_alive)
+            return
+        if not self.is_idle():
+            return  # being answered: the response's end starts the wait again
         left = self._idle_since + keep_alive - self.site.reactor.seconds()
         if left > 0.001:
             self._keep_alive_call = self.site.reactor.callLater(left, self._keep_alive_over)
@@ -187,6 +198,30 @@ class _Draining:
         # As the drain grace ends: a request unread in the kernel is still
         # answered, and a silent connection gets a quiet FIN.
         self._start_grace(0)
+
+    def _check_receiving(self, every: float) -> None:
+        # A request is being received: as on twisted.web's channel, it gets
+        # the site's timeOut (60 s) of silence, checked every keep_alive by
+        # what arrived since, rather than by a timer moved on every read
+        # (so up to keep_alive more).  Silence while the app holds reading
+        # paused is not the client's.
+        timeout = self.site.timeOut
+        if not timeout:
+            return
+        now = self.site.reactor.seconds()
+        progress = (self._idle_since, self._received)
+        if progress != self._progress or self._reading_paused:
+            self._progress, self._progress_at = progress, now
+        elif now - self._progress_at >= timeout:
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._keep_alive_call = self.site.reactor.callLater(every, self._keep_alive_over)
+
+    def _cancel_keep_alive(self) -> None:
+        call, self._keep_alive_call = self._keep_alive_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def abort(self) -> None:
         transport: Any = self.transport
@@ -303,9 +338,7 @@ class NativeChannel(_Draining, Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_grace()
-        call, self._keep_alive_call = self._keep_alive_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._cancel_keep_alive()
         for exchange in self.requests:
             exchange.lost()
         self.requests = []
@@ -339,6 +372,7 @@ class NativeChannel(_Draining, Protocol):
             self._relay.parsing = False
         if self._parsing is None and self._in_message and not self._closing:
             self._head_bytes += len(data)
+            self._received += len(data)
             if self._head_bytes > MAX_HEADER_BYTES + MAX_TARGET:
                 self._refuse(431)
 
@@ -411,6 +445,7 @@ class NativeChannel(_Draining, Protocol):
         if self._relay is not None:
             self._relay.body(body)
             return
+        self._received += len(body)
         exchange = self._parsing
         if exchange is not None:
             exchange.received(body)
@@ -536,6 +571,9 @@ class NativeChannel(_Draining, Protocol):
         self._reading_paused = False
         transport.resumeProducing()
         self._cancel_grace()
+        # The connection's idle time is the twisted.web channel's (or its
+        # WebSocket's) to govern now.
+        self._cancel_keep_alive()
         relay = self._relay = Relay(self.site.twisted_channel(self.peer), transport)
         relay.hold(bool(self.requests))
         # It is tracked now, so the site never sees a moment without either.

@@ -10,12 +10,18 @@ headers change nothing.
 
 The headers stay on the request: the admin counts a request that carries
 them as never local, whoever sent it.
+
+Both channels read the headers with L{read_forwarded}: twisted.web's
+through L{ProxyHeaders} at the root resource, the native one through
+L{proxied}, wrapped around each app's dispatch (so a server without proxy
+headers pays nothing per request on either).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -25,12 +31,12 @@ from zope.interface import implementer
 
 from .._errors import ConfigError
 from .._settings import Settings
-from .limits import limit_concurrency
+from .limits import ConcurrencyLimit, limit_concurrency
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@frozen
+@frozen(cache_hash=True)
 class Trusted:
     """
     The peers trusted to send proxy headers: C{"*"} for all, addresses and
@@ -46,6 +52,9 @@ class Trusted:
             return True
         if not isinstance(host, str):
             return False
+        return _trusts(self, host)
+
+    def _holds(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
@@ -58,6 +67,13 @@ class Trusted:
         if isinstance(address, UNIXAddress):
             return True
         return getattr(address, "host", None) in self
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusts(trusted: Trusted, host: str) -> bool:
+    # A proxy's few addresses, asked on every request: parsing one with
+    # ipaddress took ~2 us, and a request asks two or three times.
+    return trusted._holds(host)
 
 
 def check_trusted(entries: Iterable[str]) -> Trusted:
@@ -101,6 +117,7 @@ def _values(headers: Sequence[bytes] | None) -> list[str]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
 def _node(value: str) -> str | None:
     """
     The address of an RFC 7239 node (C{192.0.2.1:80}, C{"[2001:db8::1]:80"},
@@ -142,14 +159,28 @@ def _forwarded_elements(headers: Sequence[bytes]) -> list[dict[str, str]]:
     return elements
 
 
+#: A request's values of a (lowercase) header, as
+#: L{twisted.web.http_headers.Headers.getRawHeaders} gives them.
+RawHeaders = Callable[[bytes], Sequence[bytes] | None]
+
+
 def forwarded(headers: Any, trusted: Trusted) -> Forwarded:
     """
-    What a trusted peer's headers say: C{Forwarded} if there is one,
-    otherwise the C{X-Forwarded-*} headers.
+    What a trusted peer's headers say (L{read_forwarded}).
 
     @param headers: the request's L{twisted.web.http_headers.Headers}.
     """
-    elements = _forwarded_elements(headers.getRawHeaders(b"forwarded") or [])
+    return read_forwarded(headers.getRawHeaders, trusted)
+
+
+def read_forwarded(raw: RawHeaders, trusted: Trusted) -> Forwarded:
+    """
+    What a trusted peer's headers say: C{Forwarded} if there is one,
+    otherwise the C{X-Forwarded-*} headers; any channel's request.
+
+    @param raw: the request's values of a header.
+    """
+    elements = _forwarded_elements(raw(b"forwarded") or [])
     if elements:
         hop = _pick(elements, lambda e: _node(e.get("for", "")), trusted)
         proto = hop.get("proto", "").lower()
@@ -158,15 +189,23 @@ def forwarded(headers: Any, trusted: Trusted) -> Forwarded:
             scheme=proto if proto in ("http", "https") else None,
             host=hop.get("host") or None,
         )
-    clients = _values(headers.getRawHeaders(b"x-forwarded-for"))
-    protos = _values(headers.getRawHeaders(b"x-forwarded-proto"))
-    hosts = _values(headers.getRawHeaders(b"x-forwarded-host"))
+    clients = _values(raw(b"x-forwarded-for"))
+    protos = _values(raw(b"x-forwarded-proto"))
+    hosts = _values(raw(b"x-forwarded-host"))
     proto = protos[-1].lower() if protos else ""
     return Forwarded(
         client=_node(_pick(clients, _node, trusted)) if clients else None,
         scheme=proto if proto in ("http", "https") else None,
         host=hosts[-1] if hosts else None,
     )
+
+
+def client_address(client: str) -> IPv4Address | IPv6Address:
+    """
+    The address a forwarded client is seen at (its port is not forwarded: 0).
+    """
+    kind = IPv6Address if ":" in client else IPv4Address
+    return kind("TCP", client, 0)
 
 
 def apply_forwarded(request: Any, trusted: Trusted) -> None:
@@ -181,8 +220,13 @@ def apply_forwarded(request: Any, trusted: Trusted) -> None:
         return
     said = forwarded(request.requestHeaders, trusted)
     if said.client is not None:
-        kind = IPv6Address if ":" in said.client else IPv4Address
-        request.client = kind("TCP", said.client, 0)
+        request.client = client_address(said.client)
+    # The ASGI scope keeps a connection's isSecure() on its channel (asked
+    # once a connection); a proxy's connection carries requests of either
+    # scheme, so each of its requests asks again.
+    channel = getattr(request, "channel", None)
+    if channel is not None:
+        channel.graceful_secure = None
     if said.scheme is not None:
         secure = said.scheme == "https"
         # Per request: Request.isSecure asks the channel, which knows only
@@ -229,3 +273,41 @@ def site_root(resource: IResource, settings: Settings) -> IResource:
     if not settings.proxy_headers:
         return resource
     return ProxyHeaders(resource, check_trusted(settings.forwarded_allow_ips))
+
+
+_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
+
+
+def proxied(dispatch: Callable[[Any], None], trusted: Trusted) -> Callable[[Any], None]:
+    """
+    The native channel's C{dispatch} of an app, behind trusted proxies:
+    what a trusted peer forwarded becomes the exchange's own
+    (L{graceful.http.exchange.Exchange.forward}) before the app sees it.
+    """
+
+    def serve(exchange: Any) -> None:
+        if trusted.peer(exchange.channel.peer):
+            # One pass over the headers, not one per header asked for.
+            said: dict[bytes, list[bytes]] = {}
+            for name, value in exchange.headers:
+                if name in _FORWARDING:
+                    said.setdefault(name, []).append(value)
+            if said:
+                forwarded = read_forwarded(said.get, trusted)
+                client = forwarded.client
+                exchange.forward(forwarded, None if client is None else client_address(client))
+        dispatch(exchange)
+
+    return serve
+
+
+def root_layers(root: IResource) -> tuple[Trusted | None, ConcurrencyLimit | None]:
+    """
+    The proxies a L{site_root} trusts (L{None}: proxy headers off) and its
+    concurrency limit (L{None}: none), for the native channel to apply the
+    same ones, counting in the same limit.
+    """
+    trusted = None
+    if isinstance(root, ProxyHeaders):
+        trusted, root = root.trusted, root.inner
+    return trusted, root if isinstance(root, ConcurrencyLimit) else None

@@ -8,18 +8,22 @@ twisted.web's.
 The native channel costs an ASGI hello ~18 us of CPU a request against
 ~66 us on twisted.web's Request (wrk -c32 keep-alive, interleaved with
 uvicorn[standard] at ~18 us): the parse, the Request object and the extra
-reactor pass per response are what it saves.  It does not (yet) apply the
-proxy headers, the concurrency limit or the keep-alive timeout, which live
-in twisted.web's request path: a server that asks for any of them is served
-by twisted.web, as is one whose C{http_impl} says C{"twisted"} or C{"h11"},
-or where httptools is not installed (C{graceful[standard]}).
+reactor pass per response are what it saves.  It applies the proxy headers
+and the concurrency limit as twisted.web's path does, with the same code
+(L{graceful.http.proxy.proxied} and L{graceful.http.limits.limited} around
+each app's dispatch, only when they are on), and the keep-alive timeout.  A
+server is served by twisted.web where its C{http_impl} says C{"twisted"} or
+C{"h11"}, where it serves more than its apps (and its admin and health
+pages), or where httptools is not installed (C{graceful[standard]}).
 """
 
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from .limits import limited
+from .proxy import proxied, root_layers
 from .site import DrainingSite
 
 if TYPE_CHECKING:
@@ -48,19 +52,43 @@ def freeze_heap() -> None:
 def wants_native(http_impl: str, settings: Any, built: BuiltApps) -> bool:
     """
     Whether a server whose C{http_impl} and process C{settings} these are
-    may be served by the native channel.
+    may be served by the native channel: one that serves ASGI or WSGI apps
+    alone (with its admin and health pages), whatever its C{settings} (the
+    channel applies C{proxy_headers}, C{limit_concurrency} and
+    C{timeout_keep_alive} itself), unless its C{http_impl} asks for
+    twisted.web.
     """
     if http_impl in TWISTED_IMPLS or not built.only_apps:
         return False
-    if not (built.asgi or built.wsgi):
-        return False
-    return not (settings.proxy_headers or settings.limit_concurrency)
+    return bool(built.asgi or built.wsgi)
 
 
-def native_dispatch(reactor: Any, router: Router, built: BuiltApps) -> Any:
+def native_front(root: Any) -> Callable[[Any], Any]:
     """
-    The native channel's dispatch for a server's apps, or C{None} where
-    httptools is missing.
+    What stands before each app's dispatch on the native channel: the
+    proxy headers and the concurrency limit of the site's C{root}
+    (L{graceful.http.proxy.site_root}), the same objects twisted.web's
+    requests go through; nothing where they are off.
+    """
+    trusted, limit = root_layers(root)
+
+    def front(dispatch: Any) -> Any:
+        # The limit inside: a refused request is logged with the forwarded client.
+        if limit is not None:
+            dispatch = limited(dispatch, limit)
+        if trusted is not None:
+            dispatch = proxied(dispatch, trusted)
+        return dispatch
+
+    return front
+
+
+def native_dispatch(
+    reactor: Any, router: Router, built: BuiltApps, front: Callable[[Any], Any] = lambda d: d
+) -> Any:
+    """
+    The native channel's dispatch for a server's apps (each behind
+    C{front}), or C{None} where httptools is missing.
     """
     try:
         from .native_site import prefix_dispatch
@@ -84,7 +112,7 @@ def native_dispatch(reactor: Any, router: Router, built: BuiltApps) -> Any:
         ]
     prefixes = {prefix for prefix, _ in apps}
     others = [p for p in router.served_paths() if p not in prefixes]
-    return prefix_dispatch(apps, others)
+    return prefix_dispatch([(prefix, front(app)) for prefix, app in apps], others)
 
 
 def build_site(
@@ -104,7 +132,7 @@ def build_site(
     )
     native = None
     if wants_native(http_impl, runtime.settings, built):
-        native = native_dispatch(runtime.reactor, router, built)
+        native = native_dispatch(runtime.reactor, router, built, native_front(root))
     if native is not None:
         from .native_site import NativeSite
 

@@ -338,6 +338,14 @@ def environ_of(exchange: Exchange, root_path: str) -> dict[str, Any]:
             server, port = host_header.decode("latin-1") or "localhost", "80"
         environ["SERVER_NAME"], environ["SERVER_PORT"] = server, port
         environ["REMOTE_ADDR"] = environ["REMOTE_PORT"] = ""
+    said = exchange.forwarded
+    if said is not None:
+        # What a trusted proxy said, as twisted.web's WSGI path shows it
+        # (its Host is HTTP_HOST already).
+        if said.client is not None:
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = said.client, "0"
+        if said.scheme is not None:
+            environ["wsgi.url_scheme"] = said.scheme
     return environ
 
 

@@ -56,7 +56,7 @@ class NativeChannelTests(SynchronousTestCase):
         self.native, self.twisted = free_ports(2)
         config = self.folder / "graceful.toml"
         config.write_text(
-            "[graceful]\nready_timeout = 10\ndrain_timeout = 10\n\n"
+            "[graceful]\nready_timeout = 10\ndrain_timeout = 10\ntimeout_keep_alive = 1\n\n"
             f'[servers.native]\napp = "{APP}"\nports = [{self.native}]\n'
             'admin = "/debug/admin"\nadmin_token = "t"\nhealth = "/healthz"\n\n'
             f'[servers.tw]\napp = "{APP}"\nports = [{self.twisted}]\nhttp_impl = "twisted"\n'
@@ -77,6 +77,25 @@ class NativeChannelTests(SynchronousTestCase):
         status, _, body = get(self.native, "/debug/admin/status", headers={"Authorization": "Bearer t"})
         self.assertEqual(status, 200, body)
         self.assertIn(b'"in_flight"', body)
+
+    def test_idle_timeouts(self) -> None:
+        """
+        An idle keep-alive connection is closed after timeout_keep_alive
+        (1 s here); a WebSocket upgraded from the native channel outlives it.
+        """
+        from websockets.sync.client import connect
+
+        with socket.create_connection(("127.0.0.1", self.native), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            self.assertTrue(sock.recv(65536).startswith(b"HTTP/1.1 200 "))
+            started = time.monotonic()
+            self.assertEqual(sock.recv(65536), b"")
+            self.assertLess(time.monotonic() - started, 5)
+        with connect(f"ws://127.0.0.1:{self.native}/ws", open_timeout=10) as ws:
+            ws.recv(timeout=10)  # the pid
+            time.sleep(2.5)
+            ws.send("still here")
+            self.assertEqual(ws.recv(timeout=10), "still here")
 
     def test_smuggling_probes_refused(self) -> None:
         probes = {

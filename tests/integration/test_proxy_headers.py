@@ -1,7 +1,7 @@
 """
 Proxy headers with a real nginx in front, on TCP and on a UNIX socket: an
-ASGI (FastAPI), a WSGI (Flask) and a twisted.web app, and the access log, see
-the client nginx saw; a header forged by a peer that is not trusted
+ASGI (FastAPI) and a WSGI (Flask) app on the native channel, a twisted.web
+app on twisted.web's, and the access log, see the client nginx saw; a header forged by a peer that is not trusted
 (127.0.0.2) changes nothing.
 """
 
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from harness.processes import script
 from tests.integration.test_nginx import Nginx
-from tests.support import ServerProcess, free_ports, wait_until
+from tests.support import ServerProcess, free_ports, get, wait_until
 
 import sys
 
@@ -106,7 +106,15 @@ class ProxyHeadersTests(SynchronousTestCase):
     def test_forged_from_an_untrusted_peer(self) -> None:
         """
         A peer that is not trusted (127.0.0.2) gets nothing from its headers.
+        The ASGI and WSGI servers are served by the native channel (which
+        sends no Server header; twisted.web's names itself), the resource
+        by twisted.web's.
         """
+        self.assertEqual(
+            {kind: get(port, "/who")[1].get("server", "native").split("/")[0]
+             for kind, port in self.ports.items()},
+            {"asgi": "native", "wsgi": "native", "resource": "TwistedWeb"},
+        )
         forged = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
                   "X-Forwarded-Host": "evil.test", "Forwarded": "for=6.6.6.6;proto=https"}
         for kind, port in self.ports.items():

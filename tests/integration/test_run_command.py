@@ -80,7 +80,8 @@ class RunCommandTests(SynchronousTestCase):
         """
         C{--backlog} is the listening socket's backlog (as C{ss} shows it),
         and C{--timeout-keep-alive} closes an idle keep-alive connection
-        that long after its response, quietly (no log line).
+        that long after its response, quietly (no log line), on the native
+        channel (no Server header: twisted.web's names itself).
         """
         proc = self.start(f"{PROGRAMS}.run_flask:app", "--backlog", "77",
                           "--timeout-keep-alive", "1")
@@ -91,7 +92,9 @@ class RunCommandTests(SynchronousTestCase):
         self.assertEqual(listing[:3], ["LISTEN", "0", "77"], listing)
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as client:
             client.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-            self.assertTrue(client.recv(4096).startswith(b"HTTP/1.1 200"))
+            answer = client.recv(4096)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+            self.assertNotIn(b"\r\nserver:", answer.lower())
             started = time.monotonic()
             self.assertEqual(client.recv(4096), b"")  # closed, with a FIN
             self.assertTrue(0.8 < time.monotonic() - started < 5, time.monotonic() - started)
@@ -297,7 +300,8 @@ class RunOptionsTests(SynchronousTestCase):
     def test_limit_concurrency(self) -> None:
         """
         C{--limit-concurrency 1}: while one request is in progress another
-        gets 503 at once; then it is served again.
+        gets 503 at once, with Retry-After; then it is served again.  On
+        the native channel (no Server header: twisted.web's names itself).
         """
         port = free_port()
         proc = ServerProcess(graceful("run", f"{PROGRAMS}.run_fastapi:app", "--port", str(port),
@@ -308,10 +312,15 @@ class RunOptionsTests(SynchronousTestCase):
         answers: list[int] = []
         slow = threading.Thread(target=lambda: answers.append(get(port, "/slow")[0]))
         slow.start()
-        wait_until(lambda: get(port, "/pid")[0] == 503, what="the second request's 503")
+        refused = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/pid")),
+                             what="the second request's 503")
+        self.assertEqual(refused[1].get("retry-after"), "1")
+        self.assertNotIn("server", refused[1])
         slow.join(10)
         self.assertEqual(answers, [200])
-        self.assertEqual(get(port, "/pid")[0], 200)
+        status, headers, _ = get(port, "/pid")
+        self.assertEqual(status, 200)
+        self.assertNotIn("server", headers)
         self.assertIn("limit_concurrency 1 reached", proc.log())
 
 

@@ -17,7 +17,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from graceful.asgi.native import NativeASGI
 from graceful.asgi.resource import BODY_BUFFER, Lifespan
+from graceful._settings import Settings
 from graceful.http.native_site import NativeSite, prefix_dispatch
+from graceful.http.proxy import site_root
+from graceful.http.site_choice import native_front
 from graceful.http.routing import Router
 
 from .test_resource import Recorder, settle
@@ -29,14 +32,14 @@ class Harness:
     """
 
     def __init__(self, test: SynchronousTestCase, app: Any, prefix: str = "",
-                 access_log: Any = None, peer: Any = None) -> None:
+                 access_log: Any = None, peer: Any = None, front: Any = None) -> None:
         self.loop = asyncio.new_event_loop()
         test.addCleanup(self.loop.close)
         self.lifespan = Lifespan(app, self.loop)
         glue = NativeASGI(app, prefix, self.lifespan, self.loop)
         self.clock = Clock()
         self.site = NativeSite(
-            Router(), prefix_dispatch([(prefix.encode(), glue)]),
+            Router(), prefix_dispatch([(prefix.encode(), front(glue) if front else glue)]),
             reactor=self.clock, access_log=access_log,
         )
         self.transport = StringTransport(
@@ -81,6 +84,25 @@ class ScopeTests(SynchronousTestCase):
         app = Recorder()
         Harness(self, app, peer=UNIXAddress(None)).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertIsNone(app.scopes[0]["client"])
+
+    def test_behind_a_trusted_proxy(self) -> None:
+        """
+        From a trusted peer (proxy_headers on), the client, scheme and Host
+        the proxy forwarded, as twisted.web's path gives them; from another
+        peer, the connection's own.
+        """
+        app = Recorder()
+        request = (b"GET / HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                   b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: example.test\r\n\r\n")
+        for allow in ("10.0.0.7", "127.0.0.1"):
+            front = native_front(site_root(Router(), Settings(proxy_headers=True,
+                                                              forwarded_allow_ips=[allow])))
+            Harness(self, app, front=front).send(request)
+        trusted, untrusted = app.scopes
+        self.assertEqual((trusted["client"], trusted["scheme"], trusted["headers"][0]),
+                         (["1.2.3.4", 0], "https", (b"host", b"example.test")))
+        self.assertEqual((untrusted["client"], untrusted["scheme"], untrusted["headers"][0]),
+                         (["10.0.0.7", 51000], "http", (b"host", b"inner")))
 
     def test_root_path_of_a_mount(self) -> None:
         app = Recorder()

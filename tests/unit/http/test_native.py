@@ -367,6 +367,72 @@ class KeepAliveTests(ChannelCase):
         self.clock.advance(4.0)
         self.assertFalse(harness.transport.disconnecting)
 
+    def test_one_timer_not_moved_per_request(self) -> None:
+        """
+        Requests on a kept-alive connection make, cancel or move no timer
+        (that cost ~4 us a request); the one timer, on firing, waits out the
+        rest of the idle time since the last response.
+        """
+        harness = self.connect()
+        [timer] = self.clock.getDelayedCalls()
+        for _ in range(50):
+            self.clock.advance(0.09)
+            harness.send(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [timer])
+        self.assertEqual(timer.getTime(), 5.0)
+        last = self.clock.seconds()
+        self.clock.advance(5.0 - last)
+        [rearmed] = self.clock.getDelayedCalls()
+        self.assertAlmostEqual(rearmed.getTime(), last + 5.0)
+        self.clock.advance(last - 0.01)
+        self.assertFalse(harness.transport.disconnecting)
+        self.clock.advance(0.02)
+        self.assertTrue(harness.transport.disconnecting)
+
+    def test_silent_partial_request_gets_the_request_timeout(self) -> None:
+        """
+        A request whose head (or body) stops arriving gets the site's
+        timeOut (60 s) of silence, as on twisted.web's channel, then the
+        connection closes (the app hears the client went away); bytes that
+        keep coming keep it open.
+        """
+        self.assertEqual(self.site.timeOut, 60)
+        silent, slow, body = self.connect(), self.connect(), self.connect()
+        silent.send(b"GET /fast HTTP/1.1\r\nHo")
+        slow.send(b"GET /fast HTTP/1.1\r\nHo")
+        body.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        self.clock.advance(5.0 + 59)
+        self.assertFalse(silent.transport.disconnecting)
+        slow.send(b"st: h\r\n")
+        self.clock.advance(61)
+        self.assertEqual([c.transport.disconnecting for c in (silent, slow, body)], [True, False, True])
+        self.assertEqual(self.app.sinks[0].events, [b"abc"])
+        body.lose()
+        self.assertEqual(self.app.sinks[0].events, [b"abc", "gone"])
+        slow.send(b"\r\n")
+        self.assertIn(b"200 OK", slow.take())
+        self.clock.advance(5.0)
+        self.assertTrue(slow.transport.disconnecting)
+
+    def test_app_holding_reading_paused_is_not_the_clients_silence(self) -> None:
+        harness = self.connect()
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        self.app.exchanges[0].pause_reading()
+        self.clock.advance(600)
+        self.assertFalse(harness.transport.disconnecting)
+
+    def test_a_connection_handed_to_twisted_web_is_not_timed_here(self) -> None:
+        """
+        After an upgrade, the connection's idle time is its new protocol's
+        business: the native channel's keep-alive timer no longer closes it.
+        """
+        harness = self.connect()
+        harness.send(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        [twisted_channel] = self.site.channels
+        twisted_channel.setTimeout(None)  # as a WebSocket taking the connection does
+        self.clock.advance(600)
+        self.assertFalse(harness.transport.disconnecting)
+
     def test_off(self) -> None:
         self.site.keep_alive = None
         harness = self.connect()
@@ -488,6 +554,31 @@ class SiteChoiceTests(SynchronousTestCase):
         self.assertIsNone(site.dispatch_for(b"/debug/admin/status?x=1"))
         self.assertIsNotNone(site.dispatch_for(b"/debug/administrator"))
 
+    def test_proxy_headers_limit_and_keep_alive_stay_native(self) -> None:
+        """
+        A server with proxy_headers, limit_concurrency and its own
+        timeout_keep_alive is served by the native channel, which applies
+        them: its app's requests go through the limit and the proxies.
+        """
+        settings = self.runtime.settings
+        settings.proxy_headers, settings.limit_concurrency = True, 1
+        settings.forwarded_allow_ips = ["10.0.0.7"]
+        settings.timeout_keep_alive = 7.0
+        site = self.site_of(lambda s: s.mount_wsgi("/", lambda environ, start: []))
+        self.assertIsInstance(site, NativeSite)
+        self.assertEqual(site.keep_alive, 7.0)
+        seen: list[Exchange] = []
+        # What reaches the WSGI glue, held there (its pool's threads unstarted).
+        from graceful.http.wsgi_native import NativeWSGI
+
+        self.patch(NativeWSGI, "__call__", lambda glue, exchange: seen.append(exchange))
+        site.dispatch_for(b"/")(_HeldExchange(site, b"1.2.3.4"))
+        self.assertEqual([e.getClientAddress().host for e in seen], ["1.2.3.4"])
+        refused = _HeldExchange(site, b"5.6.7.8")
+        site.dispatch_for(b"/")(refused)
+        self.assertEqual((refused.code, len(seen)), (503, 1))
+        self.assertEqual(site.stats.refused["limit_concurrency"], 1)
+
     def test_twisted_on_request(self) -> None:
         def configure(s: Any) -> None:
             s.mount_wsgi("/", lambda environ, start: [])
@@ -509,6 +600,21 @@ class SiteChoiceTests(SynchronousTestCase):
         self.assertEqual(
             str(error), "http_impl must be one of auto, twisted, native, httptools, h11, not 'fast'"
         )
+
+
+class _HeldExchange(Exchange):
+    """
+    A request from a trusted proxy at 10.0.0.7 for client C{client}.
+    """
+
+    def __init__(self, site: NativeSite, client: bytes) -> None:
+        channel: Any = type("Channel", (), {})()
+        channel.peer = IPv4Address("TCP", "10.0.0.7", 1)
+        channel.site = site
+        channel.send = lambda data: None
+        channel.answered = lambda exchange, cut=False: None
+        super().__init__(channel, b"GET", b"/", b"HTTP/1.1",
+                         [(b"host", b"h"), (b"x-forwarded-for", client)], True)
 
 
 class FreezeTests(SynchronousTestCase):

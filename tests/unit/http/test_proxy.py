@@ -177,3 +177,25 @@ class CodeCallTests(SynchronousTestCase):
         self.assertEqual(str(e.exception),
                          "forwarded_allow_ips: 'nowhere' is not an address, a network or '*'")
         self.assertFalse(self.runtime.settings.proxy_headers)
+
+
+class KeptAliveConnectionTests(SynchronousTestCase):
+    def test_each_request_its_own_scheme_on_one_connection(self) -> None:
+        """
+        On twisted.web's path an ASGI scope's scheme is asked once a
+        connection; what a proxy forwards is asked per request, so the
+        requests a proxy sends on one kept-alive connection each get their own.
+        """
+        from graceful.asgi.scope import build_http_scope
+
+        peer = IPv4Address("TCP", "127.0.0.1", 5000)
+        first = request(peer, x_forwarded_proto="https")
+        second = request(peer, x_forwarded_proto="http")
+        third = request(peer)
+        schemes = []
+        channel = object.__new__(type("Channel", (), {}))
+        for r in (first, second, third):
+            r.channel = channel
+            apply_forwarded(r, LOOPBACK)
+            schemes.append(build_http_scope(r, "", {})["scheme"])
+        self.assertEqual(schemes, ["https", "http", "http"])

@@ -22,7 +22,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from graceful._settings import Settings
 from graceful.http.native_site import NativeSite, prefix_dispatch
+from graceful.http.proxy import site_root
+from graceful.http.site_choice import native_front
 from graceful.http.wsgi_native import FileWrapper, NativeWSGI
 
 
@@ -54,11 +57,11 @@ class Pool:
 
 class Harness:
     def __init__(self, test: SynchronousTestCase, app: Any, prefix: str = "",
-                 host: Any = None) -> None:
+                 host: Any = None, front: Any = None) -> None:
         self.reactor = Reactor()
         self.pool = Pool()
         glue = NativeWSGI(self.reactor, app, prefix, pool=self.pool)
-        self.site = NativeSite(Resource(), prefix_dispatch([(prefix.encode(), glue)]),
+        self.site = NativeSite(Resource(), prefix_dispatch([(prefix.encode(), front(glue) if front else glue)]),
                                reactor=self.reactor)
         self.transport = StringTransport(
             hostAddress=host or IPv4Address("TCP", "127.0.0.1", 8100),
@@ -114,6 +117,31 @@ class WSGITests(SynchronousTestCase):
         harness.pool.run()
         self.assertEqual((seen[0]["SERVER_NAME"], seen[0]["SERVER_PORT"], seen[0]["REMOTE_ADDR"]),
                          ("example.com", "8080", ""))
+
+    def test_behind_a_trusted_proxy(self) -> None:
+        """
+        From a trusted peer (proxy_headers on), REMOTE_ADDR, wsgi.url_scheme
+        and HTTP_HOST are what the proxy forwarded, as on twisted.web's
+        WSGI path; from another peer, the connection's own.
+        """
+        seen: list[dict[str, Any]] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            seen.append(environ)
+            return hello(environ, start_response)
+
+        request = (b"GET / HTTP/1.1\r\nHost: inner\r\nForwarded: for=1.2.3.4;proto=https;"
+                   b"host=example.test\r\n\r\n")
+        for allow in ("10.0.0.7", "127.0.0.1"):
+            front = native_front(site_root(Resource(), Settings(proxy_headers=True,
+                                                                forwarded_allow_ips=[allow])))
+            harness = Harness(self, app, front=front)
+            harness.send(request)
+            harness.pool.run()
+        fields = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST")
+        self.assertEqual([tuple(environ[k] for k in fields) for environ in seen],
+                         [("1.2.3.4", "0", "https", "example.test"),
+                          ("10.0.0.7", "51000", "http", "inner")])
 
     def test_list_answered_in_one_reactor_call(self) -> None:
         harness = Harness(self, hello)
