@@ -86,6 +86,7 @@ class NativeSiteView(Interface):
     keep_alive: float | None
     reactor: Any
     requests_served: int
+    resets: int
 
     def dispatch_for(self, target: bytes) -> Dispatch | None: ...
 
@@ -339,6 +340,8 @@ class NativeChannel(_Draining, Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_grace()
         self._cancel_keep_alive()
+        if self.requests:
+            self.site.resets += 1  # lost with a request unanswered
         for exchange in self.requests:
             exchange.lost()
         self.requests = []

@@ -231,6 +231,20 @@ class ParsingTests(ChannelCase):
         self.assertEqual(self.app.sinks[0].events, ["end", "gone"])
         self.assertEqual(self.site.channels, set())
 
+    def test_lost_with_a_request_unanswered_is_a_reset(self) -> None:
+        """
+        As on twisted.web's channel: a connection lost with a request
+        unanswered counts as a reset (a canary window compares them);
+        one lost between requests does not.
+        """
+        answered = self.connect()
+        answered.send(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+        answered.channel.connectionLost()
+        unanswered = self.connect()
+        unanswered.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        unanswered.channel.connectionLost()
+        self.assertEqual((self.site.responses, self.site.resets), (1, 1))
+
     def test_cut_sends_what_was_written_then_closes(self) -> None:
         harness = self.connect()
         harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
