@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from types import CoroutineType
 from typing import Any, Protocol, Sequence
 from urllib.parse import unquote
 
@@ -24,6 +25,7 @@ from twisted.logger import Logger
 
 from .resource import BODY_BUFFER, Lifespan, reactor_loop
 from .scope import TRAILERS, ASGIApp, Message, Scope
+from .stepping import stepper
 
 _log = Logger(namespace="graceful.asgi")
 
@@ -111,12 +113,14 @@ class NativeASGI:
         exchange.attach(cycle)
         cycle.loop = loop
         call = self.app(scope, cycle.receive, cycle.send)
-        # create_task, not ensure_future: 1-2 us less a request, and an
-        # ASGI app's call is a coroutine.
-        task = (
-            loop.create_task(call) if asyncio.iscoroutine(call) else asyncio.ensure_future(call, loop=loop)
+        if type(call) is CoroutineType:
+            # Stepped at once, a task only if it waits (see asgi/stepping.py).
+            stepper(loop).run(call, cycle.done)
+            return
+        task = asyncio.ensure_future(call, loop=loop)
+        task.add_done_callback(
+            lambda t: cycle.done(asyncio.CancelledError() if t.cancelled() else t.exception())
         )
-        task.add_done_callback(cycle.done)
 
 
 class NativeCycle:
@@ -211,7 +215,8 @@ class NativeCycle:
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.complete:
                 return {"type": "http.disconnect"}
-            self._waiting = asyncio.get_running_loop().create_future()
+            assert self.loop is not None
+            self._waiting = self.loop.create_future()
             await self._waiting
 
     async def send(self, message: Message) -> None:
@@ -247,7 +252,8 @@ class NativeCycle:
             self._end()
             return
         if not self.exchange.channel.can_write and self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
+            assert self.loop is not None
+            self._writable = self.loop.create_future()
         writable = self._writable
         if writable is not None:
             await writable
@@ -261,11 +267,11 @@ class NativeCycle:
 
     # -- the app's end --------------------------------------------------------
 
-    def done(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
-            error: BaseException | None = asyncio.CancelledError()
-        else:
-            error = task.exception()
+    def done(self, error: BaseException | None) -> None:
+        """
+        The app returned (C{None}), was cancelled (a
+        L{asyncio.CancelledError}) or raised C{error}.
+        """
         if error is None:
             if self.complete:
                 return

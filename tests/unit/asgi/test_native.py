@@ -47,8 +47,18 @@ class Harness:
         self.channel.makeConnection(self.transport)
 
     def send(self, data: bytes) -> bytes:
-        self.channel.dataReceived(data)
+        """
+        C{data} arrives, read in a callback of the running loop as the
+        asyncio reactor reads (an app that does not wait is run there and
+        then, L{graceful.asgi.stepping}).
+        """
+        errors: list[dict[str, Any]] = []
+        self.loop.set_exception_handler(lambda loop, context: errors.append(context))
+        self.loop.call_soon(self.channel.dataReceived, data)
         settle(self.loop)
+        self.loop.set_exception_handler(None)
+        for context in errors:
+            raise AssertionError(context.get("message")) from context.get("exception")
         return self.transport.value()
 
 
