@@ -66,6 +66,30 @@ def _pair(address: Any) -> list[Any] | None:
     return [host, port]
 
 
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _server(transport: Any) -> list[Any] | None:
+    """
+    The scope's C{server}: the connection's local end.  A connection
+    accepted on a port bound to one address has that port's address: read
+    once per port, not with a getsockname(2) and an address object per
+    connection (~1 us of a Connection: close request).
+    """
+    if transport is None:
+        return None
+    port = getattr(transport, "server", None)
+    known = getattr(port, "graceful_asgi_server", None)
+    if known is not None:
+        return list(known)
+    local = _pair(transport.getHost())
+    if port is not None and local is not None:
+        bound = getattr(port, "getHost", None)
+        if bound is not None and getattr(bound(), "host", "") not in _WILDCARDS:
+            port.graceful_asgi_server = tuple(local)
+    return local
+
+
 class NativeASGI:
     """
     Serves the native channel's requests under C{root_path} with one app.
@@ -86,10 +110,7 @@ class NativeASGI:
         ends = getattr(channel, "asgi_ends", None)
         if ends is None:
             # Once per connection: the two ends do not change.
-            transport = channel.transport
-            ends = channel.asgi_ends = (
-                _pair(channel.peer), _pair(transport.getHost() if transport else None)
-            )
+            ends = channel.asgi_ends = (_pair(channel.peer), _server(channel.transport))
         raw_path, _, query = exchange.uri.partition(b"?")
         version = "1.1" if exchange.clientproto == b"HTTP/1.1" else "1.0"
         path = raw_path.decode("latin-1")

@@ -92,6 +92,52 @@ class ScopeTests(SynchronousTestCase):
         Harness(self, app, peer=UNIXAddress(None)).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertIsNone(app.scopes[0]["client"])
 
+    def test_server_of_a_bound_port_read_once(self) -> None:
+        """
+        Connections accepted on a port bound to one address have that
+        address as their C{server}, read once for the port rather than
+        from each connection.
+        """
+        self.assertEqual(self.servers("127.0.0.1"), ([["127.0.0.1", 8100]] * 2, 1))
+
+    def test_server_of_a_wildcard_port(self) -> None:
+        """
+        On a port bound to every address, each connection's C{server} is its
+        own local address.
+        """
+        self.assertEqual(self.servers("0.0.0.0"), ([["127.0.0.1", 8100]] * 2, 2))
+
+    def servers(self, bound: str) -> tuple[list[Any], int]:
+        """
+        The C{server} of two connections accepted on a port bound to
+        C{bound}, and how many times a connection was asked its address.
+        """
+        asked: list[int] = []
+
+        class Port:
+            def getHost(self) -> IPv4Address:
+                return IPv4Address("TCP", bound, 8100)
+
+        port = Port()
+
+        class Accepted(StringTransport):
+            server = port
+
+            def getHost(self) -> Any:
+                asked.append(1)
+                return super().getHost()
+
+        app = Recorder()
+        harness = Harness(self, app)
+        for _ in range(2):
+            transport = Accepted(hostAddress=IPv4Address("TCP", "127.0.0.1", 8100),
+                                 peerAddress=IPv4Address("TCP", "10.0.0.7", 51000))
+            harness.channel = harness.site.buildProtocol(None)
+            harness.channel.makeConnection(transport)
+            harness.transport = transport
+            harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        return [scope["server"] for scope in app.scopes], len(asked)
+
     def test_root_path_of_a_mount(self) -> None:
         app = Recorder()
         Harness(self, app, prefix="/api").send(b"GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n")
