@@ -7,7 +7,8 @@ This module knows the channel's exchange only by what it asks of it
 (L{NativeExchange}): asgi/ stands below http/.  The behaviour is that of
 the twisted.web bridge (L{graceful.asgi.resource.HTTPCycle}): the body
 goes to C{receive()} as it arrives, reading is paused while more than
-L{BODY_BUFFER} bytes wait for the app, C{send()} waits while the
+L{BODY_BUFFER} bytes wait for the app (L{graceful.asgi.body}, which both
+share), C{send()} waits while the
 connection's write buffer is over its high-water mark, what an app sent
 before it raised reaches the client before the connection closes, headers
 keep their wire order, and trailers are offered on HTTP/1.1.
@@ -16,14 +17,14 @@ keep their wire order, and trailers are offered on HTTP/1.1.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from types import CoroutineType
 from typing import Any, Protocol, Sequence
 from urllib.parse import unquote
 
 from twisted.logger import Logger
 
-from .resource import BODY_BUFFER, Lifespan, reactor_loop
+from .body import RequestBody
+from .resource import Lifespan, reactor_loop
 from .scope import TRAILERS, ASGIApp, Message, Scope
 from .stepping import stepper
 
@@ -150,9 +151,8 @@ class NativeCycle:
     """
 
     __slots__ = (
-        "app", "scope", "exchange", "started", "complete", "disconnected", "_chunks",
-        "_buffered", "_body_complete", "_body_sent", "_waiting", "_writable", "_paused",
-        "_trailers", "_trailers_due", "_trailer_headers", "loop",
+        "app", "scope", "exchange", "started", "complete", "disconnected", "_body", "receive",
+        "_writable", "_trailers", "_trailers_due", "_trailer_headers", "loop",
     )
 
     def __init__(self, app: ASGIApp, scope: Scope, exchange: NativeExchange) -> None:
@@ -162,13 +162,10 @@ class NativeCycle:
         self.started = False
         self.complete = False
         self.disconnected = False
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._body_complete = False
-        self._body_sent = False
-        self._waiting: asyncio.Future[None] | None = None
+        self._body = RequestBody(exchange.pause_reading, exchange.resume_reading)
+        #: The app's receive().
+        self.receive = self._body.receive
         self._writable: asyncio.Future[None] | None = None
-        self._paused = False
         self._trailers = False
         self._trailers_due = False
         self._trailer_headers: list[tuple[bytes, bytes]] = []
@@ -177,25 +174,15 @@ class NativeCycle:
     # -- the exchange's sink --------------------------------------------------
 
     def body(self, data: bytes) -> None:
-        if self.complete:
-            return
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > BODY_BUFFER and not self._paused:
-            self._paused = True
-            self.exchange.pause_reading()
-        self._wake()
+        self._body.add(data)
 
     def body_end(self) -> None:
-        self._body_complete = True
-        self._resume_reading()
-        self._wake()
+        self._body.end()
 
     def gone(self) -> None:
         self.disconnected = True
         self.complete = True
-        self._chunks.clear()
-        self._wake()
+        self._body.gone()
         self.writable(True)
 
     def writable(self, ready: bool) -> None:
@@ -206,39 +193,7 @@ class NativeCycle:
         elif self._writable is None and self.loop is not None:
             self._writable = self.loop.create_future()
 
-    def _wake(self) -> None:
-        waiting = self._waiting
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
-
-    def _resume_reading(self) -> None:
-        if self._paused:
-            self._paused = False
-            self.exchange.resume_reading()
-
     # -- the app's side -------------------------------------------------------
-
-    async def receive(self) -> Message:
-        while True:
-            if self.disconnected:
-                return {"type": "http.disconnect"}
-            if not self._body_sent and (self._chunks or self._body_complete):
-                chunks = self._chunks
-                if len(chunks) > 1:
-                    body = b"".join(chunks)
-                    chunks.clear()
-                else:
-                    body = chunks.popleft() if chunks else b""
-                self._buffered = 0
-                more = not self._body_complete
-                self._body_sent = not more
-                self._resume_reading()
-                return {"type": "http.request", "body": body, "more_body": more}
-            if self.complete:
-                return {"type": "http.disconnect"}
-            assert self.loop is not None
-            self._waiting = self.loop.create_future()
-            await self._waiting
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
@@ -281,9 +236,7 @@ class NativeCycle:
 
     def _end(self) -> None:
         self.complete = True
-        self._chunks.clear()
-        self._wake()
-        self._resume_reading()
+        self._body.finish()
         self.exchange.end(self._trailer_headers)
 
     # -- the app's end --------------------------------------------------------
@@ -310,8 +263,7 @@ class NativeCycle:
 
     def _give_up(self) -> None:
         self.complete = True
-        self._wake()
-        self._resume_reading()
+        self._body.finish()
         exchange = self.exchange
         if not self.started:
             body = b"Internal Server Error\n"
