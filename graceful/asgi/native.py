@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from types import CoroutineType
-from typing import Any, Protocol, Sequence
+from typing import Any, Awaitable, Protocol, Sequence
 from urllib.parse import unquote
 
 from twisted.logger import Logger
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from .body import RequestBody
 from .resource import Lifespan, reactor_loop
 from .scope import TRAILERS, ASGIApp, Message, Scope
-from .stepping import stepper
+from .stepping import Stepper, stepper
 
 _log = Logger(namespace="graceful.asgi")
 
@@ -102,6 +102,7 @@ class NativeASGI:
         self.root_path = root_path
         self.lifespan = lifespan
         self._loop = loop
+        self._stepper: Stepper | None = None
 
     def __call__(self, exchange: NativeExchange) -> None:
         loop = self._loop
@@ -137,7 +138,10 @@ class NativeASGI:
         call = self.app(scope, cycle.receive, cycle.send)
         if type(call) is CoroutineType:
             # Stepped at once, a task only if it waits (see asgi/stepping.py).
-            stepper(loop).run(call, cycle.done)
+            steps = self._stepper
+            if steps is None:
+                steps = self._stepper = stepper(loop)
+            steps.run(call, cycle.done)
             return
         task = asyncio.ensure_future(call, loop=loop)
         task.add_done_callback(
@@ -151,7 +155,7 @@ class NativeCycle:
     """
 
     __slots__ = (
-        "app", "scope", "exchange", "started", "complete", "disconnected", "_body", "receive",
+        "app", "scope", "exchange", "started", "complete", "disconnected", "_body", "_body_in",
         "_writable", "_trailers", "_trailers_due", "_trailer_headers", "loop",
     )
 
@@ -162,27 +166,45 @@ class NativeCycle:
         self.started = False
         self.complete = False
         self.disconnected = False
-        self._body = RequestBody(exchange.pause_reading, exchange.resume_reading)
-        #: The app's receive().
-        self.receive = self._body.receive
+        # Made when a body comes or the app receives: most requests (a GET
+        # answered without receive()) need none (~1 us a request).
+        self._body: RequestBody | None = None
+        self._body_in = False
         self._writable: asyncio.Future[None] | None = None
         self._trailers = False
         self._trailers_due = False
         self._trailer_headers: list[tuple[bytes, bytes]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def _queue(self) -> RequestBody:
+        body = self._body
+        if body is None:
+            exchange = self.exchange
+            body = self._body = RequestBody(exchange.pause_reading, exchange.resume_reading)
+            if self._body_in:
+                body.end()
+            if self.disconnected:
+                body.gone()
+            elif self.complete:
+                body.finish()
+        return body
+
     # -- the exchange's sink --------------------------------------------------
 
     def body(self, data: bytes) -> None:
-        self._body.add(data)
+        self._queue().add(data)
 
     def body_end(self) -> None:
-        self._body.end()
+        if self._body is None:
+            self._body_in = True
+        else:
+            self._body.end()
 
     def gone(self) -> None:
         self.disconnected = True
         self.complete = True
-        self._body.gone()
+        if self._body is not None:
+            self._body.gone()
         self.writable(True)
 
     def writable(self, ready: bool) -> None:
@@ -194,6 +216,9 @@ class NativeCycle:
             self._writable = self.loop.create_future()
 
     # -- the app's side -------------------------------------------------------
+
+    def receive(self) -> Awaitable[Message]:
+        return self._queue().receive()
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
@@ -236,7 +261,8 @@ class NativeCycle:
 
     def _end(self) -> None:
         self.complete = True
-        self._body.finish()
+        if self._body is not None:
+            self._body.finish()
         self.exchange.end(self._trailer_headers)
 
     # -- the app's end --------------------------------------------------------
@@ -263,7 +289,8 @@ class NativeCycle:
 
     def _give_up(self) -> None:
         self.complete = True
-        self._body.finish()
+        if self._body is not None:
+            self._body.finish()
         exchange = self.exchange
         if not self.started:
             body = b"Internal Server Error\n"
