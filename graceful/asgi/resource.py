@@ -89,11 +89,14 @@ def ensure_asyncio_reactor() -> None:
     on asyncio's own.  Chosen once, and logged.
     """
     if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
+        from twisted.internet.main import installReactor
+
+        from .reactor import GracefulAsyncioReactor
 
         loop, name = new_loop()
         asyncio.set_event_loop(loop)
-        asyncioreactor.install(loop)
+        # Twisted's asyncio reactor, less its per-event log wrapping (asgi/reactor.py).
+        installReactor(GracefulAsyncioReactor(loop))
         _log.info("Twisted's asyncio reactor on {loop}", loop=name)
         if name == "uvloop":
             reactor = global_reactor()
