@@ -8,6 +8,8 @@ driven by hand and a native site over an in-memory transport.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
@@ -304,3 +306,31 @@ class FlowTests(SynchronousTestCase):
         settle(harness.loop)
         self.assertIn(b"connection: close", harness.transport.value())
         self.assertTrue(harness.transport.disconnecting)
+
+
+class MemoryTests(SynchronousTestCase):
+    def test_request_freed_without_the_cyclic_gc(self) -> None:
+        """
+        Once a request is answered and its app done, nothing of it is left
+        in a reference cycle: it is freed at once, not by the garbage
+        collector (whose collections cost a Connection: close request ~5 us).
+        """
+        class Marker:
+            "Lives as long as the request's scope, which its cycle holds."
+
+        cycles: list[weakref.ref[Any]] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope["marker"] = marker = Marker()
+            cycles.append(weakref.ref(marker))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        harness = Harness(self, app)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for _ in range(2):
+            harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(harness.transport.value().count(b"200 OK"), 2)
+        self.assertEqual([cycle() for cycle in cycles], [None, None])
