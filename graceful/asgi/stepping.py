@@ -45,7 +45,6 @@ import types
 import weakref
 from typing import Any, Callable, Coroutine, Generator
 
-_get_running_loop = asyncio._get_running_loop
 CancelledError = asyncio.CancelledError
 
 
@@ -226,7 +225,9 @@ class Stepper:
         Run C{coro}; C{done} is told how it ended.
         """
         loop = self.loop
-        if self._busy or _get_running_loop() is not loop or _current_task(loop) is not None:
+        # loop.is_running(), not asyncio._get_running_loop(): that one makes a
+        # getpid(2) each call (to notice a fork), a system call a request.
+        if self._busy or not loop.is_running() or _current_task(loop) is not None:
             task = loop.create_task(coro)
             task.add_done_callback(_reporter(done))
             return
