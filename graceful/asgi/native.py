@@ -87,8 +87,14 @@ def _server(transport: Any) -> list[Any] | None:
         return list(known)
     local = _pair(transport.getHost())
     if port is not None and local is not None:
-        bound = getattr(port, "getHost", None)
-        if bound is not None and getattr(bound(), "host", "") not in _WILDCARDS:
+        try:
+            bound = port.getHost().host
+        except Exception:
+            # A port closed since it accepted the connection (a drain hands
+            # its ports over): nothing to remember it by.  Raised here, it
+            # would have failed the request (the parser answers 400).
+            return local
+        if bound not in _WILDCARDS:
             port.graceful_asgi_server = tuple(local)
     return local
 

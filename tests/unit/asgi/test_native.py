@@ -109,7 +109,14 @@ class ScopeTests(SynchronousTestCase):
         """
         self.assertEqual(self.servers("0.0.0.0"), ([["127.0.0.1", 8100]] * 2, 2))
 
-    def servers(self, bound: str) -> tuple[list[Any], int]:
+    def test_server_of_a_closed_port(self) -> None:
+        """
+        A connection whose port has closed since (a drain) is answered, its
+        C{server} read from the connection.
+        """
+        self.assertEqual(self.servers(None), ([["127.0.0.1", 8100]] * 2, 2))
+
+    def servers(self, bound: str | None) -> tuple[list[Any], int]:
         """
         The C{server} of two connections accepted on a port bound to
         C{bound}, and how many times a connection was asked its address.
@@ -118,6 +125,8 @@ class ScopeTests(SynchronousTestCase):
 
         class Port:
             def getHost(self) -> IPv4Address:
+                if bound is None:
+                    raise AttributeError("'Port' object has no attribute 'socket'")
                 return IPv4Address("TCP", bound, 8100)
 
         port = Port()
