@@ -10,7 +10,8 @@ and granian and hypercorn where installed.
 
 Rounds are interleaved (each round runs every server once, in turn), so
 that a noisy neighbour costs every server alike; CPU per request is the
-server process's user+system time from /proc over wrk's requests.  The
+user+system time of the server's whole process tree (granian answers from a
+child process) from /proc over wrk's requests.  The
 summary is the median, over rounds, of each server's ratio to
 uvicorn[standard] in that round.
 """
@@ -20,19 +21,18 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks._cpu import tree_cpu_seconds
 from harness import processes as _procs
 from harness.probes import wait_answering
 from harness.wrk import Wrk
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
 BASE = "uvicorn-standard"
 
 
@@ -70,18 +70,10 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def cpu_seconds(pid: int) -> float:
-    """
-    User and system CPU of C{pid} and its threads, in seconds.
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def measure(port: int, pid: int, seconds: float, close: bool, log: Path) -> dict[str, Any]:
-    before = cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     result = Wrk(f"http://127.0.0.1:{port}/", seconds, 32, log, close=close).result()
-    used = cpu_seconds(pid) - before
+    used = tree_cpu_seconds(pid) - before
     if result is None or not result["requests"]:
         raise RuntimeError(f"wrk gave no result on port {port}")
     return {

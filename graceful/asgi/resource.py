@@ -23,7 +23,6 @@ import asyncio
 import inspect
 import sys
 import traceback
-from collections import deque
 from io import BytesIO
 from typing import IO, Any, AnyStr, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
@@ -38,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from .anyio_root import keep_worker_threads
+from .body import BODY_BUFFER, BODY_CHUNK, RequestBody  # noqa: F401  (named here too)
 from .scope import (  # noqa: F401  (the ASGI types, named here too)
     ASGI_VERSIONS,
     TRAILERS,
@@ -53,12 +53,6 @@ from .scope import (  # noqa: F401  (the ASGI types, named here too)
 
 
 
-#: Bytes of request body per C{http.request} message.
-BODY_CHUNK = 65536
-
-#: Bytes of request body that may wait for the app before the connection is
-#: no longer read (uvicorn's high-water mark for it).
-BODY_BUFFER = 65536
 
 
 _log = Logger(namespace="graceful.asgi")
@@ -96,11 +90,14 @@ def ensure_asyncio_reactor() -> None:
     on asyncio's own.  Chosen once, and logged.
     """
     if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
+        from twisted.internet.main import installReactor
+
+        from .reactor import GracefulAsyncioReactor
 
         loop, name = new_loop()
         asyncio.set_event_loop(loop)
-        asyncioreactor.install(loop)
+        # Twisted's asyncio reactor, less its per-event log wrapping (asgi/reactor.py).
+        installReactor(GracefulAsyncioReactor(loop))
         _log.info("Twisted's asyncio reactor on {loop}", loop=name)
         if name == "uvloop":
             reactor = global_reactor()
@@ -373,27 +370,26 @@ class HTTPCycle:
         self.complete = False
         self.disconnected = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: asyncio.Future[None] | None = None
         # No Content-Type the app did not set (twisted.web adds text/html).
         request.defaultContentType = None
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        # A request twisted.web read whole (not streamed: over HTTP/2, or
-        # without a body) is read from its content file as the app asks.
-        self._content: IO[bytes] | None = None
-        self._body_left = 0
+        # What reads the connection, asked each time (it may change).
+        def pause() -> None:
+            _network(request).pauseProducing()
+
+        def resume() -> None:
+            _network(request).resumeProducing()
+
         if getattr(request, "streaming", False):
-            self._body_complete = False
+            self._body = RequestBody(pause, resume)
             request.body_sink = self  # type: ignore[attr-defined]
         else:
-            # (None only for a request that never had a body stream.)
-            self._content = request.content or BytesIO()
-            self._body_left = self._content.seek(0, 2)
-            self._content.seek(0)
-            self._body_complete = True
-        self._body_sent = False
+            # A request twisted.web read whole (not streamed: over HTTP/2,
+            # or without a body) is read from its content file as the app
+            # asks.  (None only for a request that never had a body stream.)
+            self._body = RequestBody(pause, resume, request.content or BytesIO())
+        #: The app's receive().
+        self.receive = self._body.receive
         self._trailers_due = False
-        self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._producing = False
         self._trailers = False
@@ -418,78 +414,25 @@ class HTTPCycle:
         else:
             self._returned(None)
 
-    def _wake(self) -> None:
-        if self._waiting is not None and not self._waiting.done():
-            self._waiting.set_result(None)
-
     def _client_gone(self, failure: Failure) -> None:
         self.disconnected = True
         self.complete = True
-        self._chunks.clear()
-        self._wake()
+        self._body.gone()
         self.resumeProducing()
 
-    # -- the request body -----------------------------------------------------
+    # -- the request body (L{RequestBody}) ------------------------------------
 
     def body_received(self, data: bytes) -> None:
         """
         A piece of the request body arrived (a streaming request).
         """
-        if self.complete or self.disconnected:
-            return  # the response is over: the rest of the body is read and dropped
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > BODY_BUFFER:
-            # Each time: the channel resumes reading when the transport's
-            # write buffer drains, whoever paused it.
-            self._reading_paused = True
-            _network(self.request).pauseProducing()
-        self._wake()
+        self._body.add(data)
 
     def body_ended(self) -> None:
         """
         The whole request body arrived (a streaming request).
         """
-        self._body_complete = True
-        self._resume_reading()
-        self._wake()
-
-    def _resume_reading(self) -> None:
-        if self._reading_paused:
-            self._reading_paused = False
-            if not self.disconnected:
-                _network(self.request).resumeProducing()
-
-    async def receive(self) -> Message:
-        while True:
-            if self.disconnected:
-                return {"type": "http.disconnect"}
-            if not self._body_sent and self._content is not None:
-                chunk = self._content.read(min(BODY_CHUNK, self._body_left))
-                self._body_left -= len(chunk)
-                more = self._body_left > 0 and bool(chunk)
-                self._body_sent = not more
-                return {"type": "http.request", "body": chunk, "more_body": more}
-            if not self._body_sent and (self._chunks or self._body_complete):
-                if len(self._chunks) > 1 and not self._body_complete:
-                    # Streaming: all that waits, in one message (as uvicorn).
-                    body = b"".join(self._chunks)
-                    self._chunks.clear()
-                else:
-                    body = self._chunks.popleft() if self._chunks else b""
-                self._buffered = max(0, self._buffered - len(body))
-                more = bool(self._chunks) or not self._body_complete
-                self._body_sent = not more
-                if self._buffered <= BODY_BUFFER:
-                    self._resume_reading()
-                return {"type": "http.request", "body": body, "more_body": more}
-            if self.complete:
-                return {"type": "http.disconnect"}
-            # Nothing to hand over yet: wait for the body, or (once it was
-            # all read) until the client goes away or the response ends, as
-            # uvicorn does.
-            self._waiting = asyncio.get_running_loop().create_future()
-            await self._waiting
+        self._body.end()
 
     # -- the response ---------------------------------------------------------
 
@@ -545,7 +488,6 @@ class HTTPCycle:
 
     def _end(self, trailers: bool = False) -> None:
         self.complete = True
-        self._wake()
         if self._producing:
             self._producing = False
             self.request.unregisterProducer()
@@ -562,12 +504,10 @@ class HTTPCycle:
         self._finish()
 
     def _finish(self) -> None:
-        if not self._body_complete:
-            # The response is out before the request body came in: the rest
-            # is read and dropped (ASGIRequest.finish ends the request once
-            # it is in, before the connection takes its next request).
-            self._chunks.clear()
-            self._resume_reading()
+        # A response out before the request body came in: the rest is read
+        # and dropped (ASGIRequest.finish ends the request once it is in,
+        # before the connection takes its next request).
+        self._body.finish()
         if not self.disconnected:
             self.request.finish()
 
@@ -601,7 +541,7 @@ class HTTPCycle:
 
     def _give_up(self) -> None:
         self.complete = True
-        self._wake()
+        self._body.finish()
         request = self.request
         if self._producing:
             self._producing = False

@@ -79,7 +79,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         from twisted.internet import reactor
 
         state = scope.get("state", {})
-        out = f"{os.getpid()} {type(reactor).__name__} {state.get('started_by')}\n"
+        # Which of Twisted's reactors it is (graceful runs a subclass of
+        # its asyncio reactor).
+        twisted_kind = next(
+            kind.__name__ for kind in type(reactor).__mro__
+            if kind.__module__.startswith("twisted.internet.")
+        )
+        out = f"{os.getpid()} {twisted_kind} {state.get('started_by')}\n"
     await send(
         {
             "type": "http.response.start",
