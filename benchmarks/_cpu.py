@@ -1,6 +1,6 @@
 """
-The pieces of the CPU-per-request benchmarks (benchmarks/wsgi_cpu.py; meant
-for benchmarks/asgi_cpu.py too): the CPU of a serving process and all its
+The pieces of the CPU-per-request benchmarks (benchmarks/asgi_cpu.py and
+benchmarks/wsgi_cpu.py): the CPU of a serving process and all its
 descendants, one wrk load measured against it, interleaved rounds over
 several servers, and their Markdown summary.
 
@@ -130,28 +130,30 @@ def run(commands: dict[str, Command], names: Sequence[str], rounds: int, seconds
 def summary(table: Table, bases: Sequence[str]) -> list[str]:
     """
     The table in Markdown: medians, and for each of C{bases} the median of
-    each round's ratio to that server.
+    each round's ratio to that server (and of the p99's to the first base's).
     """
     lines = [
         "| load | server | CPU us/request (median) | "
         + "".join(f"x {b} | " for b in bases)
-        + "req/s | p99 ms | failed |",
-        "|---|---|---:|" + "---:|" * len(bases) + "---:|---:|---:|",
+        + f"req/s | p99 ms | p99 x {bases[0]} | failed |",
+        "|---|---|---:|" + "---:|" * len(bases) + "---:|---:|---:|---:|",
     ]
+
+    def ratio(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]] | None,
+              key: str) -> str:
+        if not base_rows:
+            return "-"
+        return f"{statistics.median(r[key] / b[key] for r, b in zip(rows, base_rows)):.2f}"
+
     for load, by_server in table.items():
         for name, rows in by_server.items():
-            ratios = []
-            for base in bases:
-                base_rows = by_server.get(base)
-                ratios.append(
-                    f"{statistics.median(r['cpu_us'] / b['cpu_us'] for r, b in zip(rows, base_rows)):.2f}"
-                    if base_rows else "-"
-                )
+            ratios = [ratio(rows, by_server.get(base), "cpu_us") for base in bases]
             lines.append(
                 f"| {load} | {name} | {statistics.median(r['cpu_us'] for r in rows):.1f} | "
                 + "".join(f"{r} | " for r in ratios)
                 + f"{statistics.median(r['rps'] for r in rows):,.0f} | "
                 f"{statistics.median(r['p99_ms'] for r in rows):.1f} | "
+                f"{ratio(rows, by_server.get(bases[0]), 'p99_ms')} | "
                 f"{sum(r['failed'] for r in rows)} |"
             )
     return lines

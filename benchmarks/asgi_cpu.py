@@ -21,18 +21,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from benchmarks._cpu import tree_cpu_seconds
+from benchmarks import _cpu
+from benchmarks._cpu import Table
 from harness import processes as _procs
-from harness.probes import wait_answering
-from harness.wrk import Wrk
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = "uvicorn-standard"
 
 
@@ -70,82 +67,21 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def measure(port: int, pid: int, seconds: float, close: bool, log: Path) -> dict[str, Any]:
-    before = tree_cpu_seconds(pid)
-    result = Wrk(f"http://127.0.0.1:{port}/", seconds, 32, log, close=close).result()
-    used = tree_cpu_seconds(pid) - before
-    if result is None or not result["requests"]:
-        raise RuntimeError(f"wrk gave no result on port {port}")
-    return {
-        "rps": result["requests"] / (result["duration_us"] / 1e6),
-        "cpu_us": used / result["requests"] * 1e6,
-        "p99_ms": result["p99_us"] / 1000,
-        "failed": result["failed"],
-    }
-
-
-Table = dict[str, dict[str, list[dict[str, Any]]]]
-
-
 def run(rounds: int, seconds: float, apps: list[str], kinds: list[str], servers: list[str],
         workdir: Path) -> Table:
     """
-    Every load (app and kind) on every server, in interleaved rounds: for
-    each load, the rows of each server, one per round.
+    Every load (app and kind) on every installed server of C{servers}, in
+    interleaved rounds (L{benchmarks._cpu.run}).
     """
-    names = [n for n in servers if available(n)]
-    table: Table = {}
-    for app in apps:
-        ports = dict(zip(names, _procs.free_ports(len(names))))
-        procs = {}
-        try:
-            for name in names:
-                proc = _procs.Process(
-                    COMMANDS[name](app, ports[name]), log=workdir / f"{name}-{app}.log",
-                    name=name, cwd=ROOT,
-                ).start()
-                procs[name] = proc
-                wait_answering(ports[name], False, 30, proc)
-            for kind in kinds:
-                for round_ in range(rounds):
-                    for name in names:
-                        row = measure(ports[name], procs[name].pid, seconds,
-                                      kind == "close", workdir / "wrk.log")
-                        table.setdefault(f"{app} {kind}", {}).setdefault(name, []).append(row)
-                        print(f"{app} {kind} round {round_ + 1} {name}: "
-                              f"{row['cpu_us']:.1f} us/request, {row['rps']:,.0f} req/s, "
-                              f"p99 {row['p99_ms']:.1f} ms", flush=True)
-        finally:
-            for proc in procs.values():
-                proc.stop(grace=3.0)
-    return table
+    names = [n for n in servers if n in COMMANDS and available(n)]
+    return _cpu.run(COMMANDS, names, rounds, seconds, apps, kinds, workdir)
 
 
 def summary(table: Table) -> list[str]:
     """
-    The table in Markdown: medians, and the medians of each round's ratios
-    to uvicorn[standard].
+    The table in Markdown, with ratios to uvicorn[standard].
     """
-    lines = [
-        "| load | server | CPU us/request (median) | x uvicorn[standard] | req/s | p99 ms "
-        "| p99 x uvicorn[standard] | failed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for load, by_server in table.items():
-        base = by_server.get(BASE)
-        for name, rows in by_server.items():
-            cpu = statistics.median(r["cpu_us"] for r in rows)
-            ratio = p99 = "-"
-            if base:
-                ratio = f"{statistics.median(r['cpu_us'] / b['cpu_us'] for r, b in zip(rows, base)):.2f}"
-                p99 = f"{statistics.median(r['p99_ms'] / b['p99_ms'] for r, b in zip(rows, base)):.2f}"
-            lines.append(
-                f"| {load} | {name} | {cpu:.1f} | {ratio} | "
-                f"{statistics.median(r['rps'] for r in rows):,.0f} | "
-                f"{statistics.median(r['p99_ms'] for r in rows):.1f} | {p99} | "
-                f"{sum(r['failed'] for r in rows)} |"
-            )
-    return lines
+    return _cpu.summary(table, [BASE])
 
 
 def main(argv: list[str] | None = None) -> None:
