@@ -64,6 +64,12 @@ _REFUSALS = {
     ),
 }
 
+#: A closed channel's parser, which calls back nothing.  The parser and its
+#: channel point at each other: left so, every connection waited for the
+#: cyclic collector (gen0 passes 622 -> 171 in a Connection: close loop; raw
+#: ASGI close, wrk side by side with uvicorn[standard]: 1.03x -> 0.96x).
+_NO_PARSER = httptools.HttpRequestParser(object())
+
 
 class _Refused(Exception):
     def __init__(self, status: int) -> None:
@@ -290,8 +296,7 @@ class NativeChannel(_Draining, Protocol):
     @ivar requests: the exchanges received and not yet answered, oldest
         first; only the first is being answered (pipelined ones wait).
     @ivar kind: what L{DrainingSite.connections_by_kind} counts it as.
-    @ivar secure: it came over TLS (the TLS ports' subclass says so, once
-        per connection rather than per request).
+    @ivar secure: it came over TLS (its subclass says so, once a connection).
     """
 
     kind = "http/1.1"
@@ -338,6 +343,7 @@ class NativeChannel(_Draining, Protocol):
             self._wait_keep_alive()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._parser = _NO_PARSER  # no cycle left for the collector
         self._cancel_grace()
         self._cancel_keep_alive()
         if self.requests:
