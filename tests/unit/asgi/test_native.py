@@ -54,8 +54,7 @@ class Harness:
     def send(self, data: bytes) -> bytes:
         """
         C{data} arrives, read in a callback of the running loop as the
-        asyncio reactor reads (an app that does not wait is run there and
-        then, L{graceful.asgi.stepping}).
+        asyncio reactor reads.
         """
         errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, context: errors.append(context))
