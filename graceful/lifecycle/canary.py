@@ -164,6 +164,30 @@ def judge(old: Counts, new: Counts, allowance: float, minimum: int = MIN_REQUEST
     return CanaryVerdict(old, new, True, f"{ratios}: within {allowance:g}")
 
 
+def canary_asked(process: ProcessCore) -> bool:
+    """
+    Whether the old generation asked this new one to serve as a canary (the
+    variable is taken out either way, so that no child of ours inherits it).
+    """
+    asked = process.environ.pop(CANARY_VARIABLE, None) == "1"
+    return asked and process.old_process.is_handoff
+
+
+def rolled_back(process: ProcessCore, reason: str, depart: Callable[[], Any]) -> Any:
+    """
+    The old generation rolled this new one back: say so, and start and
+    return C{depart()}'s departure.
+    """
+    process.log.warn(
+        "{pid}: rolled back by the old generation ({reason}); draining",
+        pid=process.pid,
+        reason=reason,
+    )
+    departure = depart()
+    departure.start()
+    return departure
+
+
 def counting_sites(process: ProcessCore) -> Callable[[], Counts]:
     """
     Start counting the answers of a process serving alone: the result
@@ -352,8 +376,7 @@ class Candidate:
         A candidate, holding its ports, if the old process asked for a
         canary; else L{None}.
         """
-        asked = process.environ.pop(CANARY_VARIABLE, None) == "1"
-        if not asked or not process.old_process.is_handoff:
+        if not canary_asked(process):
             return None
         candidate = cls(process, leaving)
         # The servers serve before the reactor first runs, and this comes
@@ -402,11 +425,8 @@ class Candidate:
         if self.departure is not None or self.leaving():
             return
         process = self.process
-        process.log.warn(
-            "{pid}: rolled back by the old generation ({reason}); draining",
-            pid=process.pid,
-            reason=reason,
-        )
         # As an old generation hands over: the other one serves on.
-        self.departure = Departure(process, "restart", final=False, handed_over=False)
-        self.departure.start()
+        self.departure = rolled_back(
+            process, reason,
+            lambda: Departure(process, "restart", final=False, handed_over=False),
+        )

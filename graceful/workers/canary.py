@@ -39,7 +39,7 @@ from ..handoff.messages import (
     SlotServes,
 )
 from ..lifecycle import restart_log
-from ..lifecycle.canary import CANARY_VARIABLE, CanaryVerdict, Counts, judge
+from ..lifecycle.canary import CanaryVerdict, Counts, canary_asked, judge, rolled_back
 from ..lifecycle.core import ProcessCore
 from ..handoff.pipes import describe_exit
 from ..lifecycle.handover import Departing
@@ -114,8 +114,7 @@ class CanaryStartup:
         A canary startup if the old generation asked for one; else L{None}.
         Asked or not, the variable is not passed on to our workers.
         """
-        asked = process.environ.pop(CANARY_VARIABLE, None) == "1"
-        if not asked or not process.old_process.is_handoff:
+        if not canary_asked(process):
             return None
         return cls(process, workers, depart, leaving)
 
@@ -199,14 +198,7 @@ class CanaryStartup:
     def _leave(self, reason: str) -> None:
         if self.departure is not None or self.leaving():
             return
-        process = self.process
-        process.log.warn(
-            "{pid}: rolled back by the old generation ({reason}); draining",
-            pid=process.pid,
-            reason=reason,
-        )
-        self.departure = self.depart()
-        self.departure.start()
+        self.departure = rolled_back(self.process, reason, self.depart)
 
 
 @define(eq=False)
