@@ -12,8 +12,11 @@ cutime+cstime) so that a worker that exits inside the window still counts.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -157,3 +160,28 @@ def summary(table: Table, bases: Sequence[str]) -> list[str]:
                 f"{sum(r['failed'] for r in rows)} |"
             )
     return lines
+
+
+def command_line(argv: list[str] | None, *, name: str, description: str,
+                 commands: dict[str, Command], available: Callable[[str], bool],
+                 apps: str, bases: Sequence[str]) -> None:
+    """
+    A CPU benchmark's command line (C{--seconds --rounds --apps --kinds
+    --servers}): runs it, prints the summary with ratios to each of
+    C{bases} that ran, and keeps the raw numbers in C{<name>.json}.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--apps", default=apps)
+    parser.add_argument("--kinds", default="keepalive,close")
+    parser.add_argument("--servers", default=",".join(commands))
+    options = parser.parse_args(argv)
+    _procs.install_cleanup()
+    workdir = Path(tempfile.mkdtemp(prefix=f"graceful-{name.replace('_', '-')}-"))
+    names = [n for n in options.servers.split(",") if n in commands and available(n)]
+    table = run(commands, names, options.rounds, options.seconds, options.apps.split(","),
+                options.kinds.split(","), workdir)
+    print("\n" + "\n".join(summary(table, [b for b in bases if b in names] or bases[:1])))
+    (workdir / f"{name}.json").write_text(json.dumps(table))
+    print(f"\nraw numbers: {workdir / f'{name}.json'}")

@@ -18,17 +18,13 @@ uvicorn[standard] in that round.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from benchmarks import _cpu
 from benchmarks._cpu import Table
-from harness import processes as _procs
 
 BASE = "uvicorn-standard"
 
@@ -47,9 +43,9 @@ def _uvicorn(http: str, loop: str) -> Callable[[str, int], list[str]]:
 
 COMMANDS: dict[str, Callable[[str, int], list[str]]] = {
     "graceful-native": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "native"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "asgi", app, str(port), "native"],
     "graceful-twisted": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_asgi", app, str(port), "twisted"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "asgi", app, str(port), "twisted"],
     BASE: _uvicorn("httptools", "uvloop"),
     "uvicorn-h11": _uvicorn("h11", "asyncio"),
     "granian": lambda app, port: [
@@ -85,20 +81,8 @@ def summary(table: Table) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--apps", default="raw,fastapi")
-    parser.add_argument("--kinds", default="keepalive,close")
-    parser.add_argument("--servers", default=",".join(COMMANDS))
-    options = parser.parse_args(argv)
-    _procs.install_cleanup()
-    workdir = Path(tempfile.mkdtemp(prefix="graceful-asgi-cpu-"))
-    table = run(options.rounds, options.seconds, options.apps.split(","),
-                options.kinds.split(","), options.servers.split(","), workdir)
-    print("\n" + "\n".join(summary(table)))
-    (workdir / "asgi_cpu.json").write_text(json.dumps(table))
-    print(f"\nraw numbers: {workdir / 'asgi_cpu.json'}")
+    _cpu.command_line(argv, name="asgi_cpu", description=__doc__.split("\n\n")[0],
+                      commands=COMMANDS, available=available, apps="raw,fastapi", bases=[BASE])
 
 
 if __name__ == "__main__":

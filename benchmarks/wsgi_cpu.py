@@ -18,16 +18,10 @@ response, so its "keepalive" rows are new connections too.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-from harness import processes as _procs
-
-from ._cpu import Command, run, summary
+from ._cpu import Command, command_line
 
 #: The interpreter that runs the servers.
 PYTHON = [sys.executable]
@@ -36,9 +30,9 @@ GRANIAN = "granian"
 
 COMMANDS: dict[str, Command] = {
     "graceful-native": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_wsgi", app, str(port), "native"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "wsgi", app, str(port), "native"],
     "graceful-twisted": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_wsgi", app, str(port), "twisted"],
+        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "wsgi", app, str(port), "twisted"],
     GUNICORN: lambda app, port: [
         *PYTHON, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
@@ -56,21 +50,9 @@ def available(name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--apps", default="raw,flask")
-    parser.add_argument("--kinds", default="keepalive,close")
-    parser.add_argument("--servers", default=",".join(COMMANDS))
-    options = parser.parse_args(argv)
-    _procs.install_cleanup()
-    workdir = Path(tempfile.mkdtemp(prefix="graceful-wsgi-cpu-"))
-    names = [n for n in options.servers.split(",") if available(n)]
-    table = run(COMMANDS, names, options.rounds, options.seconds, options.apps.split(","),
-                options.kinds.split(","), workdir)
-    print("\n" + "\n".join(summary(table, [b for b in (GUNICORN, GRANIAN) if b in names])))
-    (workdir / "wsgi_cpu.json").write_text(json.dumps(table))
-    print(f"\nraw numbers: {workdir / 'wsgi_cpu.json'}")
+    command_line(argv, name="wsgi_cpu", description=(__doc__ or "").split("\n\n")[0],
+                 commands=COMMANDS, available=available, apps="raw,flask",
+                 bases=[GUNICORN, GRANIAN])
 
 
 if __name__ == "__main__":
