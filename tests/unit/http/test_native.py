@@ -102,12 +102,15 @@ class Harness:
 
 
 class ChannelCase(SynchronousTestCase):
+    #: What serves C{/admin}, on the twisted.web channel the native one hands it to.
+    admin: Callable[[], Resource] = Twisted
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.app = App()
         self.access: list[str] = []
         root = Resource()
-        root.putChild(b"admin", Twisted())
+        root.putChild(b"admin", self.admin())
         self.site = NativeSite(
             root,
             prefix_dispatch([(b"", self.app)], [b"/admin"]),

@@ -33,11 +33,10 @@ from graceful.http.tls import load_tls_options
 from graceful.http.wsgi_native import NativeWSGI
 
 from ..asgi.test_resource import Recorder, settle
-from .test_native import App
+from .test_native import GRACE, ChannelCase
 from .test_tls import CERT, KEY
 from .test_wsgi_native import Pool, Reactor, hello
 
-GRACE = 2.0
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 8443)
 
 
@@ -108,22 +107,12 @@ class TLSConnection:
             self.pump.flush()
 
 
-class NativeOverTLSTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.app = App()
-        self.access: list[str] = []
-        root = Resource()
-        root.putChild(b"admin", Secure())
-        self.site = NativeSite(
-            root,
-            prefix_dispatch([(b"", self.app)], [b"/admin"]),
-            access_log=self.access.append,
-            idle_grace=GRACE,
-            reactor=self.clock,
-        )
+class NativeOverTLSTests(ChannelCase):
+    admin = Secure
 
-    def connect(self, offered: list[bytes] | None = [b"http/1.1"]) -> TLSConnection:
+    def connect(  # type: ignore[override]
+        self, offered: list[bytes] | None = [b"http/1.1"]
+    ) -> TLSConnection:
         return TLSConnection(self, self.site, self.clock, offered)
 
     def test_http11_is_native(self) -> None:
