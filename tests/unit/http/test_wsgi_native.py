@@ -29,6 +29,33 @@ from graceful.http.site_choice import native_front
 from graceful.http.wsgi_native import FileWrapper, NativeWSGI
 
 
+class WaitRuns:
+    """
+    A stand-in for a WSGI call's condition: each C{wait()} runs C{then}
+    (what the reactor's thread would do meanwhile) with the lock released.
+    """
+
+    def __init__(self, lock: Any, then: Callable[[], None]) -> None:
+        self._lock = lock
+        self._then = then
+
+    def __enter__(self) -> None:
+        self._lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.__exit__(*exc)
+
+    def notify_all(self) -> None:
+        pass
+
+    def wait(self) -> None:
+        self._lock.__exit__(None, None, None)
+        try:
+            self._then()
+        finally:
+            self._lock.__enter__()
+
+
 class Reactor(Clock):
     "Runs what a thread hands it at once, and counts the hand-overs."
 
@@ -183,27 +210,12 @@ class WSGITests(SynchronousTestCase):
         harness = Harness(self, app)
         harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         call: Any = harness.site.channels and next(iter(harness.site.channels)).requests[0].sink
-        lock = call._lock
 
-        class Condition:
-            def __enter__(self) -> None:
-                lock.__enter__()
+        def drained() -> None:
+            events.append("wait")
+            harness.channel.resumeProducing()  # the buffer drained
 
-            def __exit__(self, *exc: Any) -> None:
-                lock.__exit__(*exc)
-
-            def notify_all(self) -> None:
-                pass
-
-            def wait(self) -> None:
-                events.append("wait")
-                lock.__exit__(None, None, None)
-                try:
-                    harness.channel.resumeProducing()  # the buffer drained
-                finally:
-                    lock.__enter__()
-
-        call._condition = Condition()
+        call._condition = WaitRuns(call._lock, drained)
         harness.channel.pauseProducing()
         harness.pool.run()
         self.assertEqual(events, ["piece 0", "wait", "piece 1", "piece 2"])
@@ -390,28 +402,8 @@ class SendfileHarness(Harness):
     def request(self, raw: bytes) -> bytes:
         self.channel.dataReceived(raw)
         call = self.channel.requests[0].sink
-        lock = call._lock
-        transport = self.transport
-        reader = self.reader
-
-        class Condition:
-            def __enter__(self) -> None:
-                lock.__enter__()
-
-            def __exit__(self, *exc: Any) -> None:
-                lock.__exit__(*exc)
-
-            def notify_all(self) -> None:
-                pass
-
-            def wait(self) -> None:
-                lock.__exit__(None, None, None)
-                try:
-                    reader(transport)
-                finally:
-                    lock.__enter__()
-
-        call._condition = Condition()
+        transport, reader = self.transport, self.reader
+        call._condition = WaitRuns(call._lock, lambda: reader(transport))
         self.pool.run()
         return bytes(self.sock.wire)
 
