@@ -25,7 +25,7 @@ from graceful.http.proxy import site_root
 from graceful.http.site_choice import native_front
 from graceful.http.routing import Router
 
-from .test_resource import Recorder, settle
+from .test_resource import BridgeFlowTests, Recorder, settle
 
 
 class Harness:
@@ -176,7 +176,10 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual((app.scopes[0]["path"], app.scopes[0]["root_path"]), ("/api/x", "/api"))
 
 
-class FlowTests(SynchronousTestCase):
+class FlowTests(BridgeFlowTests, SynchronousTestCase):
+    def harness(self, app: Any, **options: Any) -> Any:
+        return Harness(self, app, **options)
+
     def test_body_reaches_the_app_as_it_arrives(self) -> None:
         app = Recorder()
         harness = Harness(self, app)
@@ -185,65 +188,6 @@ class FlowTests(SynchronousTestCase):
         response = harness.send(b"def")
         self.assertEqual(app.messages[-1], {"type": "http.request", "body": b"def", "more_body": False})
         self.assertTrue(response.startswith(b"HTTP/1.1 201 Created\r\nx-size: 6\r\n"))
-
-    def test_reading_pauses_while_the_app_does_not_receive(self) -> None:
-        gate: asyncio.Future[None] | None = None
-        sizes: list[int] = []
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            nonlocal gate
-            gate = asyncio.get_running_loop().create_future()
-            await gate
-            while True:
-                message = await receive()
-                sizes.append(len(message["body"]))
-                if not message["more_body"]:
-                    break
-            await send({"type": "http.response.start", "status": 204})
-            await send({"type": "http.response.body"})
-
-        harness = Harness(self, app)
-        size = BODY_BUFFER * 3
-        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
-        harness.send(b"x" * (BODY_BUFFER // 2))
-        self.assertEqual(harness.transport.producerState, "producing")
-        harness.send(b"x" * BODY_BUFFER)
-        self.assertEqual(harness.transport.producerState, "paused")
-        assert gate is not None
-        gate.set_result(None)
-        settle(harness.loop)
-        self.assertEqual(harness.transport.producerState, "producing")
-        response = harness.send(b"x" * (size - BODY_BUFFER - BODY_BUFFER // 2))
-        self.assertEqual(sum(sizes), size)
-        self.assertTrue(response.startswith(b"HTTP/1.1 204 "))
-
-    def test_send_waits_while_the_transport_is_full(self) -> None:
-        gate: asyncio.Future[None] | None = None
-        sent: list[int] = []
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            nonlocal gate
-            gate = asyncio.get_running_loop().create_future()
-            await gate
-            await send({"type": "http.response.start", "status": 200})
-            for i in range(5):
-                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
-                sent.append(i)
-            await send({"type": "http.response.body", "body": b""})
-
-        harness = Harness(self, app)
-        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        harness.channel.pauseProducing()  # what the transport calls when full
-        assert gate is not None
-        gate.set_result(None)
-        settle(harness.loop)
-        self.assertEqual(sent, [])
-        self.assertEqual(harness.transport.value().count(b"x" * 1000), 1)
-        harness.channel.resumeProducing()
-        settle(harness.loop)
-        self.assertEqual(sent, [0, 1, 2, 3, 4])
-        self.assertTrue(harness.transport.value().endswith(b"0\r\n\r\n"))
-        self.assertEqual(harness.site.in_flight, 0)
 
     def test_streamed_response_is_chunked(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -300,30 +244,6 @@ class FlowTests(SynchronousTestCase):
         self.assertTrue(response.endswith(b"Internal Server Error\n"))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertFalse(harness.transport.disconnecting)
-
-    def test_error_after_start_sends_what_was_sent_then_closes(self) -> None:
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": 200})
-            await send({"type": "http.response.body", "body": b"part", "more_body": True})
-            raise ValueError("boom")
-
-        lines: list[str] = []
-        harness = Harness(self, app, access_log=lines.append)
-        response = harness.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertTrue(response.startswith(b"HTTP/1.1 200 "))
-        self.assertTrue(response.endswith(b"\r\n\r\n4\r\npart\r\n"))
-        self.assertTrue(harness.transport.disconnecting)
-        self.assertFalse(harness.transport.disconnected)  # not aborted
-        self.assertEqual(len(lines), 1)
-        self.assertIn('"GET /x HTTP/1.1" 200 4', lines[0])
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-
-    def test_returned_without_response(self) -> None:
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            return None
-
-        response = Harness(self, app).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
 
     def test_keep_alive_then_drain(self) -> None:
         app = Recorder()

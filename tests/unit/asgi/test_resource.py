@@ -237,10 +237,121 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual(harness.resource.lifespan.state, {"db": "pool"})
 
 
-class FlowTests(SynchronousTestCase):
+class BridgeFlowTests:
+    """
+    What both ASGI bridges (twisted.web's and the native channel's) do
+    alike with a request's flow; each bridge's C{FlowTests} runs these on
+    its own harness.
+    """
+
+    def harness(self, app: Any, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def test_reading_pauses_while_the_app_does_not_receive(self) -> None:
+        """
+        Past BODY_BUFFER bytes waiting for the app, the connection is not
+        read; the app's receive() resumes it.
+        """
+        gate: asyncio.Future[None] | None = None
+        sizes: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal gate
+            gate = asyncio.get_running_loop().create_future()
+            await gate
+            while True:
+                message = await receive()
+                sizes.append(len(message["body"]))
+                if not message["more_body"]:
+                    break
+            await send({"type": "http.response.start", "status": 204})
+            await send({"type": "http.response.body"})
+
+        harness = self.harness(app)
+        size = BODY_BUFFER * 3
+        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+        harness.send(b"x" * (BODY_BUFFER // 2))
+        self.assertEqual(harness.transport.producerState, "producing")
+        harness.send(b"x" * BODY_BUFFER)
+        self.assertEqual(harness.transport.producerState, "paused")
+        assert gate is not None
+        gate.set_result(None)
+        settle(harness.loop)
+        self.assertEqual(harness.transport.producerState, "producing")
+        response = harness.send(b"x" * (size - BODY_BUFFER - BODY_BUFFER // 2))
+        self.assertEqual(sum(sizes), size)
+        self.assertTrue(response.startswith(b"HTTP/1.1 204 "))
+
+    def test_send_waits_while_the_transport_is_full(self) -> None:
+        """
+        send() waits while the transport's buffer is over its high-water
+        mark (the transport paused its producer), and goes on once it
+        drained.
+        """
+        gate: asyncio.Future[None] | None = None
+        sent: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal gate
+            gate = asyncio.get_running_loop().create_future()
+            await gate
+            await send({"type": "http.response.start", "status": 200})
+            for i in range(5):
+                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+                sent.append(i)
+            await send({"type": "http.response.body", "body": b""})
+
+        harness = self.harness(app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.channel.pauseProducing()  # what the transport calls when full
+        assert gate is not None
+        gate.set_result(None)
+        settle(harness.loop)
+        self.assertEqual(sent, [])
+        self.assertEqual(harness.transport.value().count(b"x" * 1000), 1)
+        harness.channel.resumeProducing()
+        settle(harness.loop)
+        self.assertEqual(sent, [0, 1, 2, 3, 4])
+        self.assertTrue(harness.transport.value().endswith(b"0\r\n\r\n"))
+        self.assertEqual(harness.site.in_flight, 0)
+
+    def test_error_after_start_sends_what_was_sent_then_closes(self) -> None:
+        """
+        An app that raises after its response started: the client gets the
+        bytes already sent, with no last chunk, and a close (not a reset);
+        the access log has the request's line.
+        """
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            raise ValueError("boom")
+
+        lines: list[str] = []
+        harness = self.harness(app, access_log=lines.append)
+        response = harness.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 "))
+        self.assertTrue(response.endswith(b"\r\n\r\n4\r\npart\r\n"))
+        self.assertTrue(harness.transport.disconnecting)
+        self.assertFalse(harness.transport.disconnected)  # not aborted
+        self.assertEqual(len(lines), 1)
+        self.assertIn('"GET /x HTTP/1.1" 200 4', lines[0])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_returned_without_response(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            return None
+
+        response = self.harness(app).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
+
+
+class FlowTests(BridgeFlowTests, SynchronousTestCase):
     """
     The body to receive(), the app's messages to the response.
     """
+
+    def harness(self, app: Any, **options: Any) -> Any:
+        return Harness(self, app, **options)
 
     def test_body_in_chunks(self) -> None:
         app = Recorder()
@@ -300,41 +411,6 @@ class FlowTests(SynchronousTestCase):
         self.assertEqual(b"".join(m["body"] for m in app.messages), b"hello world")
         self.assertIn(b"x-size: 11", response.lower())
 
-    def test_reading_pauses_while_the_app_does_not_receive(self) -> None:
-        """
-        Past BODY_BUFFER bytes waiting for the app, the connection is not
-        read; the app's receive() resumes it.
-        """
-        gate: asyncio.Future[None] | None = None
-        sizes: list[int] = []
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            nonlocal gate
-            gate = asyncio.get_running_loop().create_future()
-            await gate
-            while True:
-                message = await receive()
-                sizes.append(len(message["body"]))
-                if not message["more_body"]:
-                    break
-            await send({"type": "http.response.start", "status": 204})
-            await send({"type": "http.response.body"})
-
-        harness = Harness(self, app)
-        size = BODY_BUFFER * 3
-        harness.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
-        harness.send(b"x" * (BODY_BUFFER // 2))
-        self.assertEqual(harness.transport.producerState, "producing")
-        harness.send(b"x" * BODY_BUFFER)
-        self.assertEqual(harness.transport.producerState, "paused")
-        assert gate is not None
-        gate.set_result(None)
-        settle(harness.loop)
-        self.assertEqual(harness.transport.producerState, "producing")
-        response = harness.send(b"x" * (size - BODY_BUFFER - BODY_BUFFER // 2))
-        self.assertEqual(sum(sizes), size)
-        self.assertTrue(response.startswith(b"HTTP/1.1 204 "))
-
     def test_answer_before_the_body_keeps_the_connection(self) -> None:
         """
         An app that answers before the body has all arrived: its response is
@@ -383,39 +459,6 @@ class FlowTests(SynchronousTestCase):
         response = harness.send(b"Host: h\r\n\r\n" + b"x" * 12 + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertTrue(response.startswith(b"HTTP/1.1 201 "), response)
         self.assertEqual(response.count(b"HTTP/1.1"), 1)
-        self.assertEqual(harness.site.in_flight, 0)
-
-    def test_send_waits_while_the_transport_is_full(self) -> None:
-        """
-        send() waits while the transport's buffer is over its high-water
-        mark (the transport paused its producer), and goes on once it
-        drained.
-        """
-        gate: asyncio.Future[None] | None = None
-        sent: list[int] = []
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            nonlocal gate
-            gate = asyncio.get_running_loop().create_future()
-            await gate
-            await send({"type": "http.response.start", "status": 200})
-            for i in range(5):
-                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
-                sent.append(i)
-            await send({"type": "http.response.body", "body": b""})
-
-        harness = Harness(self, app)
-        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        harness.channel.pauseProducing()  # what the transport calls when full
-        assert gate is not None
-        gate.set_result(None)
-        settle(harness.loop)
-        self.assertEqual(sent, [])
-        self.assertEqual(harness.transport.value().count(b"x" * 1000), 1)
-        harness.channel.resumeProducing()
-        settle(harness.loop)
-        self.assertEqual(sent, [0, 1, 2, 3, 4])
-        self.assertTrue(harness.transport.value().endswith(b"0\r\n\r\n"))
         self.assertEqual(harness.site.in_flight, 0)
 
     def test_empty_body(self) -> None:
@@ -530,35 +573,6 @@ class FlowTests(SynchronousTestCase):
         self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
         self.assertTrue(response.endswith(b"Internal Server Error\n"))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-
-    def test_error_after_start_sends_what_was_sent_then_closes(self) -> None:
-        """
-        An app that raises after its response started: the client gets the
-        bytes already sent, with no last chunk, and a close (not a reset);
-        the access log has the request's line.
-        """
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": 200})
-            await send({"type": "http.response.body", "body": b"part", "more_body": True})
-            raise ValueError("boom")
-
-        lines: list[str] = []
-        harness = Harness(self, app, access_log=lines.append)
-        response = harness.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertTrue(response.startswith(b"HTTP/1.1 200 "))
-        self.assertTrue(response.endswith(b"\r\n\r\n4\r\npart\r\n"))
-        self.assertTrue(harness.transport.disconnecting)
-        self.assertFalse(harness.transport.disconnected)  # not aborted
-        self.assertEqual(len(lines), 1)
-        self.assertIn('"GET /x HTTP/1.1" 200 4', lines[0])
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-
-    def test_returned_without_response(self) -> None:
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            return None
-
-        response = Harness(self, app).send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertTrue(response.startswith(b"HTTP/1.1 500 "))
 
     def test_asgi2_app(self) -> None:
         class App2:
