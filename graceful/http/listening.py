@@ -11,13 +11,12 @@ import socket
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from attrs import Factory, define, field, frozen
-from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 
 from .._errors import ConfigError
 from .._logging import NamedLogger
-from .._sockets import BACKLOG, HeldSocket, ListenSpec, bind_socket, bind_unix_socket, set_unix_group
+from .._sockets import BACKLOG, HeldSocket, ListenSpec, bind_socket, bind_unix_socket
 from .._status import PortStatus
 
 if TYPE_CHECKING:
@@ -212,6 +211,10 @@ class ServerSockets:
             for p in prepared:
                 serving: Any = tls_factory if p.spec.tls else factory
                 if p.family == socket.AF_UNIX:
+                    # Twisted's transports come with the reactor, which the
+                    # entry point chooses once the config is read.
+                    from .unix_port import adopt_unix_port
+
                     port = adopt_unix_port(reactor, p.fd, serving, unix_mode, unix_group)
                 else:
                     port = reactor.adoptStreamPort(p.fd, p.family, serving)
@@ -263,40 +266,6 @@ class ServerSockets:
     def passed_sockets(self) -> Sequence[tuple[ListenSpec, int]]:
         # Adopted ports are tcp.Port objects, which have the descriptor.
         return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
-
-
-class _SharedUNIXPort(unix.Port):
-    """
-    A UNIX port that leaves the socket working, and its file in place, for
-    the other processes that hold it.
-    """
-
-    _shouldShutdown = False
-
-    def connectionLost(self, reason: Any) -> None:
-        # Past unix.Port's, which unlinks the file.
-        tcp.Port.connectionLost(self, reason)
-
-
-def adopt_unix_port(
-    reactor: Any, fd: int, factory: Any, mode: int, group: int | None = None
-) -> Any:
-    """
-    Serve a listening UNIX socket that other processes share; its file gets
-    C{mode} and, if given, C{group}, as the config now says.
-
-    Not C{reactor.adoptStreamPort}: Twisted's UNIX port chmods the file to
-    0o666 when it starts listening, and when it stops it calls shutdown(2),
-    which makes the kernel refuse connections on every copy of the socket,
-    and unlinks the file, which the next process owns by then.
-    """
-    port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-    # startListening chmods the file to this mode.
-    port.mode = mode
-    if group is not None:
-        set_unix_group(port.port, group)
-    port.startListening()
-    return port
 
 
 def _accept_one_at_a_time(port: Any) -> None:

@@ -17,7 +17,7 @@ from .._logging import NamedLogger
 from .access_log import formatter
 from .._settings import Settings, check_http_impl
 from .._errors import ConfigError
-from .listening import Listener, ServerSockets, SocketHost, adopt_unix_port, listen_specs
+from .listening import Listener, ServerSockets, SocketHost, listen_specs
 from .server_options import ServerOptions
 from .verify import Verifies
 from .._sockets import (
@@ -47,7 +47,6 @@ __all__ = [
     "Server",
     "ServerHost",
     "access_log_writer",
-    "adopt_unix_port",
     "check_listeners_unique",
     "redact_tokens",
 ]

@@ -14,7 +14,6 @@ from typing import Any, Callable
 from .._logging import NamedLogger
 from .core import ProcessCore
 from .._errors import ConfigError
-from ..http.server import adopt_unix_port
 from .._sockets import ADMIN_SOCKET_MODE, ListeningSocket, bind_unix_socket
 
 
@@ -75,6 +74,9 @@ class AdminSocket:
         prepared, self._prepared = self._prepared, None
         process = self.process
         fd = prepared.fd if isinstance(prepared, ListeningSocket) else prepared.fileno()
+        # With the reactor's transports, which come once the config is read.
+        from ..http.unix_port import adopt_unix_port
+
         try:
             port = process.admin_port = adopt_unix_port(
                 process.reactor, fd, site, ADMIN_SOCKET_MODE
