@@ -24,6 +24,7 @@ from ._errors import ConfigError
 from .http.verify import check_verify_paths
 from ._settings import LOG_LEVELS, TLSSettings, check_tls_settings
 from .process.runtime import Runtime, Settings
+from .process.transports import import_transport, twisted_tls_needed
 from ._settings import check_canary, check_connection_settings, check_http_impl
 from ._settings import check_wsgi_threads
 from ._sockets import check_names, check_unix_path, unix_group
@@ -620,8 +621,23 @@ def load_apps(config: Config, cwd: str) -> Apps:
 
             # At once: the apps imported after this one get the asyncio
             # reactor too, should their modules import the reactor.
+            import_transport(twisted_tls_needed_by(config, apps))
             ensure_asyncio_reactor()
     return apps
+
+
+def twisted_tls_needed_by(config: Config, apps: Apps | None) -> bool:
+    """
+    Whether this process imports Twisted's transport with TLS (see
+    L{graceful.process.transports}): not in a master (C{apps} is C{None}),
+    which serves nothing itself; elsewhere, unless its ports speak no TLS,
+    it runs no services and every app is known to be ASGI or WSGI.
+    """
+    if apps is None:
+        return False
+    kinds = [apps[s.name][0] if s.name in apps else None for s in config.servers]
+    tls_ports = any(s.https_ports for s in config.servers)
+    return twisted_tls_needed(tls_ports, bool(config.services), kinds)
 
 
 def apply_config(

@@ -280,10 +280,11 @@ def run(options: argparse.Namespace) -> int:
     """
     Serve until shut down.
     """
-    from ._config import apply_config, check_apps_apart, load_apps
+    from ._config import apply_config, check_apps_apart, load_apps, twisted_tls_needed_by
     from ._logging import begin_logging
     from . import _process
     from ._process import preload_point, runtime as process_runtime, serves_apps
+    from .process.transports import import_transport
 
     try:
         take_fds(options, os.environ, os.getpid())
@@ -307,6 +308,8 @@ def run(options: argparse.Namespace) -> int:
             if not runtime.is_handoff:
                 # A new master's workers report a bad app to the old one.
                 check_apps_apart(config, runtime.cwd)
+        # Before the reactor: it imports Twisted's transport.
+        import_transport(twisted_tls_needed_by(config, apps))
         # A worker template waits here; its children go on as workers.
         preload_point()
         runtime = process_runtime()
