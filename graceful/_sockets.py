@@ -29,6 +29,10 @@ from ._errors import ConfigError
 #: The first inherited descriptor (systemd's C{SD_LISTEN_FDS_START}).
 LISTEN_FDS_START = 3
 
+#: Names the request socket of a worker template (C{preload = true}): the
+#: process forks its workers, and must make no loop or thread before then.
+TEMPLATE_VARIABLE = "GRACEFUL_TEMPLATE"
+
 #: Backlog of a listening socket unless the C{backlog} setting says
 #: otherwise (uvicorn's default); the kernel caps it at somaxconn.
 BACKLOG = 2048

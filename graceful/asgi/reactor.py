@@ -16,7 +16,8 @@ tracker is not Twisted's own, it calls through C{callWithLogger} as before.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Callable
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.python import context, log
@@ -29,7 +30,12 @@ class GracefulAsyncioReactor(AsyncioSelectorReactor):
     """
     Twisted's asyncio reactor, with a cheaper log context per ready
     connection (see the module).
+
+    @ivar loop_factory: makes the kind of loop this process chose, for a
+        worker forked from a template to make its own.
     """
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = staticmethod(asyncio.new_event_loop)
 
     def addReader(self, reader: Any) -> None:
         if reader in self._readers or reader in self._continuousPolling._readers:

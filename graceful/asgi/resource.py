@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import sys
 import traceback
 from io import BytesIO
-from typing import IO, Any, AnyStr, Mapping, Sequence
+from typing import IO, Any, AnyStr, Callable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -36,6 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from .._sockets import TEMPLATE_VARIABLE
 from .anyio_root import keep_worker_threads
 from .body import BODY_BUFFER, BODY_CHUNK, RequestBody  # noqa: F401  (named here too)
 from .scope import (  # noqa: F401  (the ASGI types, named here too)
@@ -94,10 +96,20 @@ def ensure_asyncio_reactor() -> None:
 
         from .reactor import GracefulAsyncioReactor
 
-        loop, name = new_loop()
+        factory, name = loop_factory()
+        if TEMPLATE_VARIABLE in os.environ:
+            # A worker template: each forked worker makes the chosen loop
+            # its own, and this one never runs.  libuv's state does not
+            # survive a fork: with the template's uvloop made before it,
+            # a worker aborted (SIGABRT) in 2 starts of 47.
+            loop = asyncio.new_event_loop()
+        else:
+            loop = factory()
         asyncio.set_event_loop(loop)
         # Twisted's asyncio reactor, less its per-event log wrapping (asgi/reactor.py).
-        installReactor(GracefulAsyncioReactor(loop))
+        reactor = GracefulAsyncioReactor(loop)
+        reactor.loop_factory = factory
+        installReactor(reactor)
         _log.info("Twisted's asyncio reactor on {loop}", loop=name)
         if name == "uvloop":
             reactor = global_reactor()
@@ -119,15 +131,15 @@ def hear_children_exit(reactor: Any) -> None:
             waker.install()
 
 
-def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+def loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
     """
-    A new event loop, uvloop's where it is installed, and its name.
+    What makes an event loop, uvloop's where it is installed, and its name.
     """
     try:
         import uvloop
     except ImportError:
-        return asyncio.new_event_loop(), "asyncio's loop"
-    return uvloop.new_event_loop(), "uvloop"
+        return asyncio.new_event_loop, "asyncio's loop"
+    return uvloop.new_event_loop, "uvloop"
 
 
 def global_reactor() -> Any:

@@ -33,7 +33,7 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.python.failure import Failure
 
 from .._event import Event
-from .._sockets import LISTEN_FDS_START, ListeningSocket
+from .._sockets import LISTEN_FDS_START, TEMPLATE_VARIABLE, ListeningSocket
 from ..lifecycle.core import ProcessCore
 from ..handoff.pipes import (
     GENERATION_VARIABLE,
@@ -42,8 +42,6 @@ from ..handoff.pipes import (
     _FDReader,
     _close_quietly,
 )
-
-TEMPLATE_VARIABLE = "GRACEFUL_TEMPLATE"
 
 #: The name of the template's request socket among the passed sockets.
 TEMPLATE_SOCKET_NAME = "graceful-template"
@@ -586,7 +584,9 @@ def fresh_reactor() -> None:
             loop.close()
         except Exception:
             pass
-        fresh = asyncio.new_event_loop()
+        # The loop the process chose (uvloop's, where installed): the
+        # template's reactor waited on one of asyncio's own, never run.
+        fresh = getattr(reactor, "loop_factory", asyncio.new_event_loop)()
         asyncio.set_event_loop(fresh)
         reactor._asyncioEventloop = fresh
         reactor._readers.clear()

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import cast
 
@@ -88,6 +89,11 @@ class PreloadTests(PreloadCase):
         self.assert_prompt()
         self.assertIn("workers fork from it (preload = true)", self.proc.log())
         self.assertNotIn("workers start by exec", self.proc.log())
+        # Each runs on the loop the process chose, as an exec'd worker does.
+        loop = "uvloop" if "on uvloop" in self.proc.log() else "asyncio.unix_events"
+        loops = {urllib.request.urlopen(f"http://127.0.0.1:{self.port}/loop", timeout=10)
+                 .read().decode().strip() for _ in range(10)}
+        self.assertEqual(loops, {loop})
 
     def test_a_killed_worker_is_forked_again(self) -> None:
         """

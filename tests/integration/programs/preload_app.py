@@ -17,3 +17,10 @@ app = FastAPI()
 @app.get("/pid", response_class=PlainTextResponse)
 def pid() -> str:
     return f"{os.getpid()}\n"
+
+
+@app.get("/loop", response_class=PlainTextResponse)
+async def loop() -> str:
+    import asyncio
+
+    return f"{type(asyncio.get_running_loop()).__module__}\n"
