@@ -77,8 +77,27 @@ def preload_point() -> None:
     if old is None:
         old = OldProcess.from_environment(os.environ)
     report = old.report_ready if old is not None else (lambda **_: None)
+    import_before_forks()
     if hold_forks(os.environ, lambda: report(keep_open=True)):
         _runtime = None
+
+
+def import_before_forks() -> None:
+    """
+    In a worker template, what each worker would import on its own as it
+    starts serving, so that it is imported once and shared: the site's
+    modules, the services' (the worker of slot 0 runs them), the worker's
+    role, and anyio's asyncio backend where the app uses anyio (it loads it
+    with the first task group).
+    """
+    from twisted.application import service  # noqa: F401
+
+    from .http.site_choice import import_serving_modules
+    from .workers import worker  # noqa: F401
+
+    import_serving_modules()
+    if "anyio" in sys.modules:
+        import anyio._backends._asyncio  # noqa: F401
 
 
 def _report_config_errors_in_one_line() -> None:

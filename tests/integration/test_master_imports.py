@@ -45,6 +45,16 @@ class MasterImportsTests(SynchronousTestCase):
         The modules of the master, and of each of its other processes,
         once 2 workers served a request each and SIGTERM ended them all.
         """
+        master, others, _, _ = self.modules_by_role(preload)
+        return master, list(others.values())
+
+    def modules_by_role(
+        self, preload: bool
+    ) -> tuple[set[str], dict[int, set[str]], set[int], int | None]:
+        """
+        The master's modules, every other process's by pid, the pids that
+        served, and the template's pid (with C{preload}).
+        """
         proc, directory, port = self.serve(preload)
         proc.start()
         self.addCleanup(proc.stop)
@@ -54,9 +64,12 @@ class MasterImportsTests(SynchronousTestCase):
         os.kill(proc.pid, signal.SIGTERM)  # the master: it drains its workers, then exits
         self.assertEqual(proc.wait_exit(), 0)
         master = directory / f"modules-{proc.pid}.json"
-        others = [set(json.loads(p.read_text())) for p in directory.glob("modules-*.json")
-                  if p != master]
-        return set(json.loads(master.read_text())), others
+        others = {int(p.stem.split("-")[1]): set(json.loads(p.read_text()))
+                  for p in directory.glob("modules-*.json") if p != master}
+        template = [int(line.split("worker template ")[1].split()[0])
+                    for line in proc.log().splitlines() if "worker template" in line]
+        template_pid = template[0] if template else None
+        return set(json.loads(master.read_text())), others, workers, template_pid
 
     def assertLean(self, master: set[str], others: list[set[str]]) -> None:
         self.assertTrue(any(APP_MODULE in o and "fastapi" in o for o in others), others)
@@ -73,6 +86,22 @@ class MasterImportsTests(SynchronousTestCase):
         With C{preload = true} the worker template imports the app.
         """
         self.assertLean(*self.modules_of(preload=True))
+
+    def test_forked_workers_import_nothing_of_their_own(self) -> None:
+        """
+        What a worker imports as it starts serving, its template imported
+        before forking it (so every worker shares it): the modules of
+        graceful, Twisted and the app's libraries.  Only what the app
+        imports as it answers may come later.
+        """
+        _, others, workers, template = self.modules_by_role(preload=True)
+        self.assertIsNotNone(template)
+        assert template is not None
+        shared = others[template]
+        self.assertTrue(workers)
+        for pid in workers:
+            own = sorted(m for m in others[pid] - shared if not m.startswith("fastapi.telemetry"))
+            self.assertEqual(own, [])
 
     def test_an_app_that_will_not_import_stops_the_master(self) -> None:
         proc, _, port = self.serve(False, app="tests.integration.programs.no_such_module:app")
