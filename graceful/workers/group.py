@@ -34,6 +34,7 @@ from .canary import RollCanary
 from .recycling import Recycler, Watchdog
 from .._status import ProcessStatus
 from .refill import Refill
+from .services import ServicesBaton
 from .slots import BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER, SlotBook, backoff
 from .starter import HeldSocket, Worker, WorkerStarter, heartbeat
 
@@ -310,7 +311,7 @@ class WorkerGroup:
     @ivar generation: the generation of the newest workers' code.
     @ivar hold_services: whether slot 0 waits before it runs the services
         (a new master's, until the old master's stopped).
-    @ivar services_stopped: happens once, leaving, the services stopped.
+    @ivar services: which worker runs the services.
     @ivar alone: whether no older master serves any more (a new master's
         died): a worker that does not come up is started again, since
         nobody is left to roll back to.
@@ -329,7 +330,6 @@ class WorkerGroup:
     deaths: int = 0
     generation: int = 0
     hold_services: bool = False
-    services_stopped: Event = field(factory=Event)
     alone: bool = False
     predecessor_alive: Callable[[], bool] = lambda: True
     feeder: Feeder[GroupInputs] = field(factory=Feeder)
@@ -337,6 +337,7 @@ class WorkerGroup:
     recycler: Recycler = field(init=False)
     watchdog: Watchdog = field(init=False)
     slots: SlotBook = field(init=False)
+    services: ServicesBaton = field(init=False)
     _gone: Event = field(factory=Event)
     status_push: StatusPush = field(init=False)
     refill: Refill = field(init=False)
@@ -355,6 +356,7 @@ class WorkerGroup:
             size=self.size,
         )
         self.slots = SlotBook(lambda: self.process.reactor)
+        self.services = ServicesBaton(self.process.environment.now, self.hold_services)
         self.refill = Refill(
             self.process,
             self.slots,
@@ -450,27 +452,24 @@ class WorkerGroup:
         elif isinstance(message, ShutdownRequest):
             self.on_shutdown()
         elif isinstance(message, Released):
-            if self.leaving:
-                self.services_stopped.happen()
-            else:
+            self.services.released_by(worker, self.leaving)
+            if not self.leaving:
                 self._release_services(exclude=worker)
 
     def release_services(self) -> None:
         """
         No older generation runs the services any more: slot 0 may.
         """
-        self.hold_services = False
+        self.services.hold = False
         self._release_services()
 
     def _release_services(self, exclude: Worker | None = None) -> None:
         """
         The services may run again: tell the serving worker of slot 0.
         """
-        if self.hold_services:
-            return
         successor = self.slots.get(0)
-        if successor is not None and successor is not exclude and successor.ready:
-            successor.process.send(Released(round(self.process.environment.now(), 6)))
+        if successor is not exclude:
+            self.services.pass_to(successor)
 
     def _shown(self) -> ProcessStatus:
         return (self.report or self.status)()
@@ -478,9 +477,10 @@ class WorkerGroup:
     def _exited(self, worker: Worker, reason: Failure) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
+        self.services.gone(worker, self.leaving)
         if self.leaving:
             if not self.workers:
-                self.services_stopped.happen()
+                self.services.stopped.happen()
                 self._gone.happen()
             return
         if worker.retiring or not worker.ready or self.slots.get(worker.slot) is not worker:
@@ -542,9 +542,7 @@ class WorkerGroup:
         self.status_push.stop()
         self.watchdog.stop()
         self.recycler.clear()
-        slot0 = self.slots.get(0)
-        if self.hold_services or slot0 is None or not slot0.ready:
-            self.services_stopped.happen()  # no worker of ours runs them
+        self.services.leave()
         for worker in list(self.workers):
             if worker.ready and replaced:
                 worker.retire(self.process.reactor)
@@ -555,7 +553,7 @@ class WorkerGroup:
                 worker.retiring = True
                 worker.process.kill()
         if not self.workers:
-            self.services_stopped.happen()
+            self.services.stopped.happen()
             self._gone.happen()
         # Workers drain for up to drain_timeout; past that (and a margin for
         # their own abort), kill what is left.

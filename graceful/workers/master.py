@@ -64,7 +64,7 @@ class GroupDeparture:
             core.admin_port.stopListening()
         core.run_drain_callbacks()
         gone = self.group.shutdown(replaced=self.reason == "restart")
-        services = self.group.services_stopped.wait()
+        services = self.group.services.stopped.wait()
         services.addBoth(lambda _: services_stopped())
         DeferredList([gone, services]).addBoth(
             lambda _: core.exit(self.handed_over, final=self.final)

@@ -55,6 +55,7 @@ class GroupTestCase(SynchronousTestCase):
         self.environment = MemoryEnvironment(spawner=FakeSpawner(next_pid=1000))
         self.core = ProcessCore(self.reactor, {}, MASTER, environment=self.environment)
         self.core.settings.worker_timeout = 0
+        self.core.settings.preload = False  # exec'd workers; forked ones: test_template
         self.messages: list[str] = []
 
         def observe(event: LogEvent) -> None:
@@ -123,6 +124,30 @@ class RollTests(GroupTestCase):
         self.assertNotIn(Released(self.environment.wall), new0.sent)
         self.spawned[0].say(Released(self.environment.wall))  # the old one's stopped
         self.assertIn(Released(self.environment.wall), new0.sent)
+
+    def test_handed_over_slot_0_still_stopping_its_services(self) -> None:
+        """
+        Leaving after slot 0 was handed to a new master, the group's
+        services have stopped only once its old slot-0 worker says so (a
+        new master whose workers came up at once had its slot 0 start them
+        while the old one still ran its job), or is gone.
+        """
+        for say_released in (True, False):
+            self.spawned.clear()
+            group = self.group(size=2)
+            old0, old1 = self.spawned[:2]
+            group.hand_slot_over(0)
+            group.hand_slot_over(1)
+            group.shutdown(replaced=True)
+            self.assertFalse(group.services.stopped.happened)
+            old1.say(Released(self.environment.wall))  # not the one running them: no effect
+            old1.exit(0)
+            self.assertFalse(group.services.stopped.happened)
+            if say_released:
+                old0.say(Released(self.environment.wall))
+            else:
+                old0.exit(0)
+            self.assertTrue(group.services.stopped.happened)
 
     def test_failed_worker_stops_the_roll(self) -> None:
         """
