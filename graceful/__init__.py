@@ -97,6 +97,7 @@ __all__ = [
     "set_max_requests",
     "set_max_worker_memory",
     "set_pidfile",
+    "set_preload",
     "set_proxy_headers",
     "set_ready_timeout",
     "set_timeout_keep_alive",
@@ -157,6 +158,16 @@ def set_workers(count: int) -> None:
     if any(s.listeners or s.has_prepared() for s in runtime.servers.values()):
         raise ConfigError("set_workers() must come before the first start()")
     runtime.settings.workers = count
+
+
+def set_preload(enabled: bool) -> None:
+    """
+    Whether workers fork from a template process that imported the app
+    (the default), or are each exec'd and import it afresh.
+    """
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"preload must be true or false, not {enabled!r}")
+    _process_runtime().settings.preload = enabled
 
 
 def set_max_requests(count: int, jitter: int = 0) -> None:

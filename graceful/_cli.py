@@ -94,6 +94,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="ping ASGI WebSockets this often (default 20; 0: never)")
     add("--threads", type=int, metavar="N",
         help="threads that run each WSGI app at most (default 16)")
+    add("--preload", action=argparse.BooleanOptionalAction, default=None,
+        help="fork workers from a process that imported the app (default: on)")
     add("--max-requests", type=int, metavar="N", help="recycle a worker after N requests (0: never)")
     add("--admin", metavar="PATH", help="serve the admin pages under this path, such as /debug/admin")
     add("--pidfile", metavar="FILE", help="keep a pidfile naming the serving process")

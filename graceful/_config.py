@@ -221,7 +221,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if "admin_socket" in table:
         settings.admin_socket = _unix_path(table["admin_socket"], base, "graceful.admin_socket", path)
     settings.fd_store = table.get("fd_store", True)
-    settings.preload = table.get("preload", False)
+    settings.preload = table.get("preload", True)
     _command_settings(settings, table, base, path)
     if "canary_seconds" in table or "canary_max_error_ratio" in table:
         try:

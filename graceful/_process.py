@@ -78,7 +78,8 @@ def preload_point() -> None:
         old = OldProcess.from_environment(os.environ)
     report = old.report_ready if old is not None else (lambda **_: None)
     import_before_forks()
-    if hold_forks(os.environ, lambda: report(keep_open=True)):
+    fail = old.report_error if old is not None else (lambda reason: None)
+    if hold_forks(os.environ, lambda: report(keep_open=True), fail):
         _runtime = None
 
 

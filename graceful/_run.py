@@ -58,6 +58,7 @@ OPTION_KEYS: dict[str, str] = {
     "drain_spread": "graceful.drain_spread",
     "ready_timeout": "graceful.ready_timeout",
     "max_requests": "graceful.max_requests",
+    "preload": "graceful.preload",
     "admin": "server.admin",
     "pidfile": "graceful.pidfile",
     "reload": "graceful.reload",

@@ -170,7 +170,8 @@ class Settings:
     @ivar ws_ping_interval: seconds between pings on ASGI WebSockets; 0:
         none.
     @ivar preload: workers fork from a template process that imported the
-        app, rather than each importing it afresh.
+        app, rather than each importing it afresh (unless the app started
+        threads as it was imported).
     @ivar wsgi_threads: the threads that run each WSGI app at most.
     """
 
@@ -202,7 +203,7 @@ class Settings:
     tls: dict[str, TLSSettings] = field(factory=dict)
     canary_seconds: float = 0.0
     canary_max_error_ratio: float = 0.01
-    preload: bool = False
+    preload: bool = True
     backlog: int = DEFAULT_BACKLOG
     timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
     ws_max_size: int = DEFAULT_WS_MAX_SIZE

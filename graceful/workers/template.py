@@ -26,6 +26,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 from typing import Any, Callable, Mapping, MutableMapping
 
 from twisted.internet.defer import Deferred
@@ -52,8 +53,13 @@ REQUEST_FDS = 4
 
 _PACKET = 65536
 
-#: Signals the template ignores (its children take them back).
-LEFT_TO_OTHERS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Signals the template ignores (its children take them back): what a
+#: signal to the whole group (C{kill -USR1 -PGID}) means is the master's and
+#: the workers' business, and most would end the template.
+LEFT_TO_OTHERS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGTTIN, signal.SIGTTOU,
+)
 
 
 def send_packet(sock: socket.socket, payload: Mapping[str, Any], fds: list[int] = []) -> None:
@@ -336,12 +342,17 @@ class TemplateChoice:
     log which, and when it falls back.
 
     @ivar template: the current template, once started.
-    @ivar failed: whether the template failed (exec from then on).
+    @ivar generation: the generation of the code the template imported: a
+        worker of another (a roll of a master that keeps its own code, as
+        PID 1 does) comes from a new template, which imports the new code.
+    @ivar failed: whether the template failed (exec from then on, for this
+        generation).
     """
 
     def __init__(self, process: ProcessCore) -> None:
         self.process = process
         self.template: Template | None = None
+        self.generation: int | None = None
         self.failed = False
         self._said = False
         self._ready = Event()
@@ -356,6 +367,12 @@ class TemplateChoice:
         """
         core = self.process
         result: Deferred[Spawn] = Deferred()
+        generation = arguments.get("generation")
+        if generation != self.generation:
+            # New code: a new template imports it.
+            self.sockets_changed()
+            self.generation = generation
+            self.failed = False
         if not core.settings.preload or self.failed:
             if not self._said:
                 self._said = True
@@ -432,18 +449,51 @@ class TemplateChoice:
 # -- the template's side ----------------------------------------------------
 
 
+def threads_beside_this_one(
+    python_threads: Callable[[], list[Any]] = threading.enumerate,
+    task_dir: str = "/proc/self/task",
+) -> list[str]:
+    """
+    The threads running beside the calling one: Python's by name, the
+    others (an extension's) counted from C{task_dir}.  A forked child has
+    none of them, and a lock one of them held stays held in the child.
+    """
+    current = threading.current_thread()
+    names = [t.name for t in python_threads() if t is not current and t.is_alive()]
+    try:
+        outside = len(os.listdir(task_dir)) - 1 - len(names)
+    except OSError:
+        outside = 0
+    if outside > 0:
+        names.append(f"{outside} started outside Python" if outside > 1 else "1 started outside Python")
+    return names
+
+
 def hold_forks(
-    environ: MutableMapping[str, str], report_ready: Callable[[], None]
+    environ: MutableMapping[str, str],
+    report_ready: Callable[[], None],
+    report_error: Callable[[str], None] = lambda reason: None,
+    threads: Callable[[], list[str]] = threads_beside_this_one,
 ) -> bool:
     """
     If this process is a template (C{GRACEFUL_TEMPLATE} names its request
     socket), serve fork requests; return in each child, set up as an
     exec'd worker would be (True), or exit once the master stops asking.
     Returns False at once in any other process.
+
+    A template whose app started threads as it was imported cannot fork
+    it safely: it reports why and exits, and the master execs its workers.
     """
     value = environ.pop(TEMPLATE_VARIABLE, None)
     if not value:
         return False
+    running = threads()
+    if running:
+        report_error(
+            f"the app started threads as it was imported ({', '.join(running)}), "
+            "which a fork would not have"
+        )
+        os._exit(1)
     sock = socket.socket(fileno=int(value))
     # A signal to the whole group (SIGTERM to -PGID, ^C) is for the master
     # and the workers: the template leaves when the master closes the

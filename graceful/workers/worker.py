@@ -267,10 +267,13 @@ class WorkerRole:
         would restart or stop us, so drain and exit rather than serve on.
         """
         if not self.draining:
+            # A worker forked from a template has the template for parent:
+            # the master is the one the group's status names.
+            status = self.group_status
             self.process.log.warn(
                 "{pid}: the master {master} is gone; draining and exiting",
                 pid=self.process.pid,
-                master=self.process.old_process.pid,
+                master=status.pid if status is not None else self.process.old_process.pid,
             )
             self.leave()
 

@@ -29,9 +29,12 @@ from tests.support import (
     wait_until,
 )
 
+# Each worker imports the app itself (no template), so that a slow or failing
+# import is a worker's, as these tests need.
 CONFIG = """\
 [graceful]
 workers = 2
+preload = false
 ready_timeout = 15.0
 drain_timeout = 5.0
 

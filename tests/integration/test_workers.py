@@ -137,10 +137,10 @@ class RollingRestartTests(WorkerTestCase):
             lambda: (lambda s: s if len(s["workers"]) == count else None)(status(http_port)),
             what="the last old worker to finish draining",
         )
-        # The master started every worker: it reaps the old ones as they
-        # exit (a zombie lasts until its SIGCHLD is handled, no longer).
+        # The master, its worker template and the workers: the old ones are
+        # reaped as they exit (a zombie lasts until its SIGCHLD is handled).
         wait_until(
-            lambda: len(group_members(proc.pgid)) == 1 + count, what="the old workers to exit"
+            lambda: len(group_members(proc.pgid)) == 2 + count, what="the old workers to exit"
         )
         wait_until(lambda: zombies(proc.pgid) == [], 5, "the master to reap the old workers")
         self.assertEqual(group["generation"], 1 + rolls)

@@ -95,6 +95,13 @@ class SettingsTests(_Installed):
             self.assertIn(repr(count), str(error))
         self.assertEqual(self.runtime.settings.workers, 1)
 
+    def test_set_preload(self) -> None:
+        self.assertTrue(self.runtime.settings.preload)
+        g.set_preload(False)
+        self.assertFalse(self.runtime.settings.preload)
+        error = self.assertRaises(ConfigError, g.set_preload, "no")  # type: ignore[arg-type]
+        self.assertEqual(str(error), "preload must be true or false, not 'no'")
+
     def test_worker_limits(self) -> None:
         g.set_max_requests(1000, jitter=50)
         g.set_max_worker_memory(512)

@@ -325,3 +325,15 @@ class ThreadsOptionTests(SynchronousTestCase):
             build_config(options("m:a", "--threads", "0"))
         self.assertEqual(str(e.exception),
                          "graceful run: --threads must be a whole number of 1 or more, not 0")
+
+
+class PreloadOptionTests(SynchronousTestCase):
+    """
+    C{--preload} / C{--no-preload} (gunicorn's name): the C{preload} key,
+    on by default.
+    """
+
+    def test_default_and_given(self) -> None:
+        self.assertTrue(build_config(options("m:a")).settings.preload)
+        self.assertFalse(build_config(options("m:a", "--no-preload")).settings.preload)
+        self.assertTrue(build_config(options("m:a", "--preload")).settings.preload)

@@ -21,6 +21,9 @@ from tests.integration.programs.pages import root  # noqa: E402
 certs = Path(__file__).resolve().parents[3] / "certs"
 
 g.set_workers(int(sys.argv[1]))
+if flag:
+    # Each worker imports this afresh: forked from a template, none would.
+    g.set_preload(False)
 g.set_ready_timeout(10)
 # Recycling and watchdog limits, for the recycling tests.
 g.set_max_requests(int(os.environ.get("MAX_REQUESTS", "0")))

@@ -243,6 +243,7 @@ class NewMasterTests(MasterCase):
         )
         runtime.settings.workers = workers
         runtime.settings.worker_timeout = 0
+        runtime.settings.preload = False  # exec'd workers; forked ones: test_template
         server = runtime.server("web")
         server.set_port(8100)
         from graceful.http.server import HeldSocket
@@ -370,6 +371,7 @@ class RollTests(MasterCase):
         )
         runtime.settings.workers = 2
         runtime.settings.worker_timeout = 0
+        runtime.settings.preload = False  # exec'd workers; forked ones: test_template
         runtime.settings.canary_seconds = 30.0
         server = runtime.server("web")
         server.set_port(8100)

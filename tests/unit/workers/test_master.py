@@ -66,6 +66,7 @@ class MasterCase(SynchronousTestCase):
         )
         runtime.settings.workers = workers
         runtime.settings.worker_timeout = 0
+        runtime.settings.preload = False  # exec'd workers; forked ones: test_template
         server = runtime.server("web")
         server.set_port(8100)
         # As prepare() would leave it: one socket bound, not served.
@@ -175,6 +176,7 @@ class UpgradeTests(MasterCase):
             self.reactor, {}, 1, environment=self.environment, forward_stderr=lambda d: None
         )
         runtime.settings.worker_timeout = 0
+        runtime.settings.preload = False  # exec'd workers; forked ones: test_template
         runtime.server("web").set_port(8100)
         from graceful.http.server import HeldSocket
 

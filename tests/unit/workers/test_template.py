@@ -26,6 +26,7 @@ from graceful.workers.template import (
     TEMPLATE_VARIABLE,
     Template,
     hold_forks,
+    threads_beside_this_one,
     receive_packet,
     send_packet,
 )
@@ -187,6 +188,26 @@ class TemplateTests(SynchronousTestCase):
         self.assertTrue(self.said("worker 4242 (slot 0) died (signal 9)"), self.messages)
         self.assertEqual(group.starter.workers, [])
 
+    def test_a_roll_forks_from_a_template_of_the_new_code(self) -> None:
+        """
+        A roll of a master that keeps its own code (PID 1's) starts its
+        workers from a new template, which imports the new code, not from
+        the one that imported the old.
+        """
+        group = self.group()
+        self.spawner.last.report_ready()
+        _, fds = self.request()
+        old = self.template(group)
+        self.reply(old, {"forked": 4242})
+        os.write(fds[1], b"ready {}\n")
+        self.reader_of(fds[1]).doRead()
+        group.restart(None).addErrback(lambda f: None)
+        self.assertEqual(len(self.spawner.calls), 2)
+        call = self.spawner.calls[1]
+        self.assertIn(TEMPLATE_VARIABLE, call["extra_environ"])
+        self.assertEqual(call["generation"], 2)
+        self.assertIsNot(self.template(group), old)
+
     def test_a_failed_template_means_exec(self) -> None:
         """
         A template that cannot import the app fails like a worker would;
@@ -228,3 +249,57 @@ class HoldForksTests(SynchronousTestCase):
         reported: list[bool] = []
         self.assertFalse(hold_forks({}, lambda: reported.append(True)))
         self.assertEqual(reported, [])
+
+
+class ThreadsAtForkTests(SynchronousTestCase):
+    """
+    A template whose app started threads as it was imported does not fork:
+    it says which, and the master execs its workers.
+    """
+
+    def test_none(self) -> None:
+        import threading
+
+        self.assertEqual(
+            threads_beside_this_one(lambda: [threading.current_thread()], "/nonexistent"), []
+        )
+
+    def test_python_threads_by_name_and_others_counted(self) -> None:
+        import threading
+
+        class Running:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def is_alive(self) -> bool:
+                return True
+
+        task = self.mktemp()
+        os.makedirs(task)
+        for tid in ("1", "2", "3", "4"):
+            os.makedirs(os.path.join(task, tid))
+        found = threads_beside_this_one(
+            lambda: [threading.current_thread(), Running("poller")], task
+        )
+        self.assertEqual(found, ["poller", "2 started outside Python"])
+
+    def test_template_with_threads_reports_and_exits(self) -> None:
+        reported: list[str] = []
+        ready: list[bool] = []
+        exits: list[int] = []
+
+        def exit(code: int) -> None:
+            exits.append(code)
+            raise SystemExit(code)
+
+        self.patch(os, "_exit", exit)
+        with self.assertRaises(SystemExit):
+            hold_forks(
+                {TEMPLATE_VARIABLE: "99"}, lambda: ready.append(True), reported.append,
+                threads=lambda: ["poller"],
+            )
+        self.assertEqual(exits, [1])
+        self.assertEqual(ready, [])
+        self.assertEqual(
+            reported, ["the app started threads as it was imported (poller), which a fork would not have"]
+        )

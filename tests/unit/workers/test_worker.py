@@ -74,6 +74,20 @@ class WorkerMasterGoneTests(_RuntimeCase):
             self.gone_lines(), [f"{PID}: the master {OLD_PID} is gone; draining and exiting"]
         )
 
+    def test_forked_worker_names_the_master_not_its_template(self) -> None:
+        """
+        A worker forked from a template has the template for its parent
+        and old process; the master it names is the one the group status
+        gives.
+        """
+        assert self.runtime.worker is not None
+        self.runtime.worker.group_status = ProcessStatus(pid=4321, generation=1, servers=())
+        self.runtime.serving_started()
+        self.master.close()
+        self.assertEqual(
+            self.gone_lines(), [f"{PID}: the master 4321 is gone; draining and exiting"]
+        )
+
     def test_retired_by_a_roll_drains_as_replaced(self) -> None:
         self.runtime.serving_started()
         self.master.tell(Retire())
