@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from .exchange import Exchange
 from .h2 import H2_ENABLED, NegotiatingFactory, h2_takes_over
-from .native import Dispatch, NativeChannel
+from .native import Dispatch, NativeChannel, timer_for
 from .site import DrainingSite
 
 
@@ -46,6 +46,7 @@ class NativeSite(DrainingSite):
     ) -> None:
         super().__init__(resource, **kwargs)
         self.dispatch_for = dispatch_for
+        self.call_later = timer_for(self.reactor)
 
     def buildProtocol(self, addr: Any) -> IProtocol:  # type: ignore[override]
         return NativeChannel(self)

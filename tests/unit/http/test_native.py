@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from graceful.http.exchange import Exchange
-from graceful.http.native import MAX_HEADER_BYTES, NativeChannel
+from graceful.http.native import MAX_HEADER_BYTES, NativeChannel, timer_for
 from graceful.http.native_site import NativeSite, prefix_dispatch
 from graceful.http.site import PENDING_RECHECK
 
@@ -665,3 +665,25 @@ class FreezeTests(SynchronousTestCase):
         site_choice.freeze_heap()
         site_choice.freeze_heap()
         self.assertEqual(frozen, [True])
+
+
+class TimerForTests(SynchronousTestCase):
+    """
+    A channel's keep-alive check goes on the asyncio loop itself where the
+    reactor runs on one, else through the reactor's callLater.
+    """
+
+    def test_asyncio_reactor(self) -> None:
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+
+        class OnALoop:
+            _asyncioEventloop = loop
+
+        self.assertEqual(timer_for(OnALoop()), loop.call_later)
+
+    def test_other_reactor(self) -> None:
+        clock = Clock()
+        self.assertEqual(timer_for(clock), clock.callLater)
