@@ -687,3 +687,78 @@ class TimerForTests(SynchronousTestCase):
     def test_other_reactor(self) -> None:
         clock = Clock()
         self.assertEqual(timer_for(clock), clock.callLater)
+
+
+class ReactorLikeTransport(StringTransport):
+    """
+    What the direct close needs of a reactor's TCP transport: its write
+    buffers and its own close.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dataBuffer = b""
+        self._tempDataBuffer: list[bytes] = []
+        self.connected = True
+        self.calls: list[str] = []
+
+    def stopReading(self) -> None:
+        self.calls.append("stopReading")
+
+    def startWriting(self) -> None:
+        self.calls.append("startWriting")
+
+    def loseConnection(self) -> None:
+        self.calls.append("loseConnection")
+        super().loseConnection()
+
+    def connectionLost(self, reason: object) -> None:
+        self.calls.append("connectionLost")
+        self.connected = False
+
+
+class DirectCloseTests(ChannelCase):
+    """
+    A response written whole to a reactor transport, on a connection that
+    ends with it, closes the connection on the loop's next pass, without
+    loseConnection's round through the reactor's writers.
+    """
+
+    def channel(self) -> tuple[NativeChannel, ReactorLikeTransport]:
+        transport = ReactorLikeTransport()
+        channel = self.site.buildProtocol(None)
+        assert isinstance(channel, NativeChannel)
+        channel.makeConnection(transport)
+        channel._direct = True  # as for the reactor's own TCP transport
+        return channel, transport
+
+    def test_closed_on_the_next_pass(self) -> None:
+        channel, transport = self.channel()
+        channel.dataReceived(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.calls, ["stopReading"])
+        self.clock.advance(0)
+        self.assertEqual(transport.calls, ["stopReading", "connectionLost"])
+
+    def test_written_meanwhile_is_flushed_first(self) -> None:
+        channel, transport = self.channel()
+        channel.dataReceived(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        transport.dataBuffer = b"late"
+        self.clock.advance(0)
+        self.assertEqual(transport.calls, ["stopReading", "startWriting"])
+
+    def test_lost_meanwhile(self) -> None:
+        channel, transport = self.channel()
+        channel.dataReceived(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        transport.connected = False
+        self.clock.advance(0)
+        self.assertEqual(transport.calls, ["stopReading"])
+
+    def test_buffered_goes_through_lose_connection(self) -> None:
+        """
+        What the socket did not take is written first, by the transport.
+        """
+        channel, transport = self.channel()
+        transport.dataBuffer = b"pending"
+        channel.dataReceived(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        self.assertEqual(transport.calls, ["loseConnection"])
