@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +32,18 @@ TICK = os.sysconf("SC_CLK_TCK")
 Command = Callable[[str, int], list[str]]
 #: For each load ("raw keepalive"), each server's rows, one per round.
 Table = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def graceful_run(module: str, http: str) -> Command:
+    """
+    graceful serving an app of C{module} as its users start it: one
+    C{graceful run} line with uvicorn's option names, no access log (as
+    every peer here runs), on the HTTP implementation C{http}.
+    """
+    return lambda app, port: [
+        sys.executable, "-m", "graceful", "run", f"{module}:{app}", "--host", "127.0.0.1",
+        "--port", str(port), "--http", http, "--no-access-log", "--log-level", "warning",
+    ]
 
 
 def _own_ticks(pid: int) -> int:

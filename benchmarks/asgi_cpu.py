@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks import _cpu
-from benchmarks._cpu import Table
+from benchmarks._cpu import Table, graceful_run
 
 BASE = "uvicorn-standard"
 
@@ -42,10 +42,8 @@ def _uvicorn(http: str, loop: str) -> Callable[[str, int], list[str]]:
 
 
 COMMANDS: dict[str, Callable[[str, int], list[str]]] = {
-    "graceful-native": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "asgi", app, str(port), "native"],
-    "graceful-twisted": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "asgi", app, str(port), "twisted"],
+    "graceful-native": graceful_run("benchmarks.apps.asgi_cpu", "native"),
+    "graceful-twisted": graceful_run("benchmarks.apps.asgi_cpu", "twisted"),
     BASE: _uvicorn("httptools", "uvloop"),
     "uvicorn-h11": _uvicorn("h11", "asyncio"),
     "granian": lambda app, port: [

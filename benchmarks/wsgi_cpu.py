@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from ._cpu import Command, command_line
+from ._cpu import Command, command_line, graceful_run
 
 #: The interpreter that runs the servers.
 PYTHON = [sys.executable]
@@ -29,10 +29,8 @@ GUNICORN = "gunicorn-sync"
 GRANIAN = "granian"
 
 COMMANDS: dict[str, Command] = {
-    "graceful-native": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "wsgi", app, str(port), "native"],
-    "graceful-twisted": lambda app, port: [
-        *PYTHON, "-m", "benchmarks.apps.graceful_cpu", "wsgi", app, str(port), "twisted"],
+    "graceful-native": graceful_run("benchmarks.apps.wsgi_cpu", "native"),
+    "graceful-twisted": graceful_run("benchmarks.apps.wsgi_cpu", "twisted"),
     GUNICORN: lambda app, port: [
         *PYTHON, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
