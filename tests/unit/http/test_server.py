@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 import graceful as g
@@ -268,3 +269,27 @@ class ConnectionSettingsTests(_Installed):
         self.assertEqual(s1.http_impl, "auto")
         s1.set_http_impl("twisted")
         self.assertEqual(s1.http_impl, "twisted")
+
+
+class AcceptAtMostTests(SynchronousTestCase):
+    """
+    A port accepts at most so many connections per wakeup, whatever batch
+    Twisted's port has grown to.
+    """
+
+    def test_each_wakeup(self) -> None:
+        from graceful.http.listening import accept_at_most
+
+        class Port:
+            numberAccepts = 100
+            seen: list[int] = []
+
+            def doRead(self) -> None:
+                self.seen.append(self.numberAccepts)
+                self.numberAccepts += 20  # as Twisted grows it after a full batch
+
+        port = Port()
+        accept_at_most(port, 4)
+        port.doRead()
+        port.doRead()
+        self.assertEqual(port.seen, [4, 4])
