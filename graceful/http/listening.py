@@ -198,12 +198,19 @@ class ServerSockets:
         self.prepared.clear()
 
     def adopt(
-        self, factory: Any, tls_factory: Any, unix_mode: int, unix_group: int | None, hold: bool
+        self,
+        factory: Any,
+        tls_factory: Any,
+        unix_mode: int,
+        unix_group: int | None,
+        hold: bool,
+        accepts: int | None = None,
     ) -> None:
         """
         Adopt the prepared sockets as ports serving C{factory} (C{tls_factory}
         on the TLS ones); with C{hold}, read from none until
-        L{resume_accepting}.
+        L{resume_accepting}.  C{accepts}: at most so many connections a
+        wakeup (a worker takes 1 whatever it says); C{None}, Twisted's batch.
         """
         reactor = self.host.reactor
         prepared, self.prepared = self.prepared, []
@@ -220,7 +227,10 @@ class ServerSockets:
                     port = reactor.adoptStreamPort(p.fd, p.family, serving)
                 # adoptStreamPort made its own copy of the descriptor.
                 p.close()
-                accept_at_most(port, 1 if self.host.is_worker else ACCEPTS_PER_WAKEUP)
+                if self.host.is_worker:
+                    accept_at_most(port, 1)
+                elif accepts is not None:
+                    accept_at_most(port, accepts)
                 if hold:
                     # Not one connection before the apps' startup is done: the
                     # old process accepts them meanwhile.
@@ -267,13 +277,15 @@ class ServerSockets:
         return [(l.spec, l.port.fileno()) for l in self.listeners]  # type: ignore[attr-defined]
 
 
-#: Connections a port accepts per wakeup, serving alone.  Twisted accepts
-#: every pending one (its batch grows by 20 while the queue is not empty),
-#: so the last of a burst waits for the whole burst.  Raw ASGI hello with
-#: Connection: close, wrk -c32: Twisted's batch p99 8.4-9.9 ms at 51-55 us
-#: CPU a request; at most 4, 4.1-6.1 ms at 61-64 us; at most 2, 2.8 ms at
-#: 77 us (uvicorn[standard]: 2.7 ms at 72 us).  nginx accepts one.
-ACCEPTS_PER_WAKEUP = 4
+#: Connections a port of ASGI apps accepts per wakeup, serving alone.
+#: Twisted accepts every pending one (its batch grows by 20 while the queue
+#: is not empty), so the last of a burst waits for the whole burst.  Raw
+#: ASGI hello with Connection: close, wrk -c32: Twisted's batch p99 8.4-9.9
+#: ms at 51-55 us CPU a request; at most 4, 4.1-6.1 ms at 61-64 us; at most
+#: 2, 2.8 ms at 77 us (uvicorn[standard]: 2.7 ms at 72 us).  WSGI keeps
+#: Twisted's batch: each extra wakeup hands the GIL to and from the app's
+#: threads (Flask with close went from 281 to 358 us a request at 4).
+ASGI_ACCEPTS_PER_WAKEUP = 4
 
 
 def accept_at_most(port: Any, count: int) -> None:

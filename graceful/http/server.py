@@ -17,7 +17,7 @@ from .._logging import NamedLogger
 from .access_log import formatter
 from .._settings import Settings, check_http_impl
 from .._errors import ConfigError
-from .listening import Listener, ServerSockets, SocketHost, listen_specs
+from .listening import ASGI_ACCEPTS_PER_WAKEUP, Listener, ServerSockets, SocketHost, listen_specs
 from .server_options import ServerOptions
 from .verify import Verifies
 from .._sockets import (
@@ -112,6 +112,8 @@ class Server(ServerOptions, Verifies):
     _mounts: AppMounts | None = None
     _claimed: list[tuple[str, str]] = field(factory=list)
     _tls_options: CertificateOptions | None = None
+    #: Whether its site serves WSGI apps (the accept batch stays Twisted's).
+    _serves_wsgi: bool = False
     _sockets: ServerSockets = field(
         default=Factory(lambda self: ServerSockets(self.name, self.runtime), takes_self=True)
     )
@@ -308,11 +310,9 @@ class Server(ServerOptions, Verifies):
 
             tls_factory = TLSMemoryBIOFactory(self._tls_options, False, self.site.over_tls())
         self._sockets.adopt(
-            self.site,
-            tls_factory,
-            self.unix_socket_mode,
-            self.unix_socket_group,
+            self.site, tls_factory, self.unix_socket_mode, self.unix_socket_group,
             hold=(self._apps.asgi or bool(self.verify_paths)) and not self.runtime.apps_started,
+            accepts=ASGI_ACCEPTS_PER_WAKEUP if self._apps.asgi and not self._serves_wsgi else None,
         )
         from .site_choice import freeze_heap
 
@@ -323,14 +323,14 @@ class Server(ServerOptions, Verifies):
         from .site_choice import build_site
 
         reactor = self.runtime.reactor
+        self._serves_wsgi = bool(self._apps.wsgi_apps)
         built = self._apps.build(
             reactor, self.runtime.add_lifespan, self.runtime.settings.websocket_options,
             self.runtime.settings.wsgi_threads,
         )
         self.runtime.add_operational_pages(self)
         root = site_root(self.router, self.runtime.settings)
-        site = build_site(self.name, self.http_impl, self.runtime, self.router, built, root)
-        return site
+        return build_site(self.name, self.http_impl, self.runtime, self.router, built, root)
 
     def resume_accepting(self) -> None:
         """

@@ -293,3 +293,66 @@ class AcceptAtMostTests(SynchronousTestCase):
         port.doRead()
         port.doRead()
         self.assertEqual(port.seen, [4, 4])
+
+
+class AdoptAcceptsTests(SynchronousTestCase):
+    """
+    The accept batch a server's ports get: what the server asks for serving
+    alone (its ASGI apps' cap), always 1 in a worker.
+    """
+
+    def adopted(self, is_worker: bool, accepts: int | None) -> int:
+        import socket as _socket
+
+        from graceful._sockets import HeldSocket, ListenSpec
+        from graceful.http.listening import ServerSockets
+
+        class Port:
+            numberAccepts = 100
+
+            def doRead(self) -> None:
+                pass
+
+            def stopReading(self) -> None:
+                pass
+
+            def getHost(self) -> Any:
+                from twisted.internet.address import IPv4Address
+
+                return IPv4Address("TCP", "127.0.0.1", 8100)
+
+        port = Port()
+
+        class Reactor:
+            def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Port:
+                return port
+
+        class Host:
+            reactor = Reactor()
+            pid = 1
+            generation = 1
+
+        host = Host()
+        host.is_worker = is_worker  # type: ignore[attr-defined]
+
+        class Owner:
+            def close(self) -> None:
+                pass
+
+        sockets = ServerSockets("s1", host)  # type: ignore[arg-type]
+        sockets.prepared.append(
+            HeldSocket(ListenSpec("s1", False, 8100), 41, Owner(), _socket.AF_INET)
+        )
+        sockets.adopt(object(), None, 0o660, None, hold=False, accepts=accepts)
+        port.doRead()
+        return port.numberAccepts
+
+    def test_asgi_cap(self) -> None:
+        self.assertEqual(self.adopted(False, 4), 4)
+
+    def test_twisted_batch(self) -> None:
+        self.assertEqual(self.adopted(False, None), 100)
+
+    def test_worker_takes_one(self) -> None:
+        self.assertEqual(self.adopted(True, 4), 1)
+        self.assertEqual(self.adopted(True, None), 1)
