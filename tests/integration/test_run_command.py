@@ -309,15 +309,19 @@ class RunOptionsTests(SynchronousTestCase):
         proc.start()
         self.addCleanup(proc.kill)
         wait_until(lambda: pid_of(port, "/pid"), what="the app to serve")
-        answers: list[int] = []
-        slow = threading.Thread(target=lambda: answers.append(get(port, "/slow")[0]))
-        slow.start()
+        # The slow request is sent before any other connects (from a thread,
+        # it could arrive second and be the one refused).
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(slow.close)
+        slow.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         refused = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/pid")),
                              what="the second request's 503")
         self.assertEqual(refused[1].get("retry-after"), "1")
         self.assertNotIn("server", refused[1])
-        slow.join(10)
-        self.assertEqual(answers, [200])
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
         status, headers, _ = get(port, "/pid")
         self.assertEqual(status, 200)
         self.assertNotIn("server", headers)
