@@ -56,7 +56,9 @@ class RecycleIntegrationTests(WorkerTestCase):
         group = status(port)
         self.assertGreaterEqual(group["worker_recycles"], 2)
         self.assertIn("recycle", group["last_replaced_reason"].values())
-        self.assertFalse(first <= {w["pid"] for w in group["workers"]})
+        # A recycled worker may still be listed, draining (a forked successor
+        # serves within milliseconds): the first ones no longer all serve.
+        self.assertFalse(first <= {w["pid"] for w in group["workers"] if not w["draining"]})
         self.assertIn("recycling worker", proc.log())
 
     def test_stopped_worker_killed_and_replaced(self) -> None:
