@@ -57,6 +57,14 @@ class HistoryTests(SynchronousTestCase):
                 lambda: (lambda p: p if p != old else None)(pid_of(port)),
                 what=f"a new process to replace {old}",
             )
+            # Answering is not the end of the hand-over: the next SIGUSR1
+            # waits for the old one's release (once in 3 CI runs the broken
+            # release's restart was never recorded without this).
+            wait_until(
+                lambda: any(r["new_pid"] == new and r["released"] is not None
+                            for r in history(port)),
+                what=f"{old} to hand over to {new}",
+            )
             return proc.remember(new)
 
         second = restart(first)
