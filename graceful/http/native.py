@@ -288,13 +288,7 @@ def send_now(transport: Any, data: bytes, direct: bool) -> None:
     pass; what the socket does not take, and every other transport's
     writes, go through C{write()}.
     """
-    if (
-        direct
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-        and transport.connected
-        and not transport.disconnecting
-    ):
+    if direct and not _buffered(transport) and transport.connected and not transport.disconnecting:
         try:
             sent = transport.socket.send(data)
         except OSError:  # EAGAIN; or an error the transport's own write meets and reports

@@ -53,9 +53,8 @@ def import_transport(tls: bool) -> bool:
     are once a reactor is.  Whether TLS was left out.
     """
     modules = sys.modules
-    if tls or "twisted.internet.tcp" in modules or "twisted.internet.posixbase" in modules:
-        return False
-    if any(name in modules for name in TLS_MODULES):
+    imported = ("twisted.internet.tcp", "twisted.internet.posixbase", *TLS_MODULES)
+    if tls or any(name in modules for name in imported):
         return False
     # An import finds None in sys.modules and raises ImportError, which
     # Twisted takes as "pyOpenSSL is not installed".

@@ -110,18 +110,26 @@ class Clients:
         return len(self.answers)
 
 
+def twistd_release(
+    case: SynchronousTestCase, which: str, config: str, prefix: str
+) -> tuple[ServerProcess, int, Path]:
+    """
+    A folder with the canary app serving release C{which} under C{config}
+    (on a free port), and twistd to serve it, not started yet.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    port = free_port()
+    (folder / "canary_app.py").write_text(APP)
+    (folder / "release").write_text(which)
+    (folder / "graceful.toml").write_text(config.format(port=port))
+    proc = ServerProcess.twistd("-n", "--pidfile=", "graceful", "--config", "graceful.toml", cwd=folder)
+    case.addCleanup(proc.stop)
+    return proc, port, folder
+
+
 class CanaryTests(SynchronousTestCase):
     def release(self, which: str) -> tuple[ServerProcess, int, Path]:
-        folder = Path(tempfile.mkdtemp(prefix="graceful-canary-"))
-        port = free_port()
-        (folder / "canary_app.py").write_text(APP)
-        (folder / "release").write_text(which)
-        (folder / "graceful.toml").write_text(CONFIG.format(port=port))
-        proc = ServerProcess.twistd(
-            "-n", "--pidfile=", "graceful", "--config", "graceful.toml", cwd=folder
-        )
-        self.addCleanup(proc.stop)
-        return proc, port, folder
+        return twistd_release(self, which, CONFIG, "graceful-canary-")
 
     def test_a_flaky_release_is_rolled_back(self) -> None:
         """

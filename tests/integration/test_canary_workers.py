@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.integration.test_canary import APP, Clients
-from tests.support import ServerProcess, admin_auth, free_port, get, pid_of, process_alive, wait_until
+from tests.integration.test_canary import Clients, twistd_release
+from tests.support import ServerProcess, admin_auth, get, pid_of, process_alive, wait_until
 
 CONFIG = """
 [graceful]
@@ -61,15 +60,7 @@ class CanaryWorkersTests(SynchronousTestCase):
             raise SkipTest("wrk is not installed")
 
     def release(self, which: str) -> tuple[ServerProcess, int, Path, int, set[int]]:
-        folder = Path(tempfile.mkdtemp(prefix="graceful-canary-workers-"))
-        port = free_port()
-        (folder / "canary_app.py").write_text(APP)
-        (folder / "release").write_text(which)
-        (folder / "graceful.toml").write_text(CONFIG.format(port=port))
-        proc = ServerProcess.twistd(
-            "-n", "--pidfile=", "graceful", "--config", "graceful.toml", cwd=folder
-        )
-        self.addCleanup(proc.stop)
+        proc, port, folder = twistd_release(self, which, CONFIG, "graceful-canary-workers-")
         proc.start()
         workers = wait_until(lambda: two_workers(port), what="2 workers")
         for pid in workers:

@@ -76,11 +76,15 @@ def answer(exchange: Exchange, body: bytes = b"hi") -> None:
 
 
 class Harness:
-    def __init__(self, test: SynchronousTestCase, site: NativeSite) -> None:
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        site: NativeSite,
+        peer: Any = IPv4Address("TCP", "10.0.0.7", 51000),
+    ) -> None:
         self.site = site
         self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8100),
-            peerAddress=IPv4Address("TCP", "10.0.0.7", 51000),
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8100), peerAddress=peer
         )
         self.channel = site.buildProtocol(None)
         assert isinstance(self.channel, NativeChannel)

@@ -15,7 +15,6 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -23,12 +22,11 @@ from twisted.web.server import NOT_DONE_YET
 from graceful._settings import Settings
 from graceful.admin.access import forwarded
 from graceful.http.limits import BUSY_BODY, ConcurrencyLimit
-from graceful.http.native import NativeChannel
 from graceful.http.native_site import NativeSite, prefix_dispatch
 from graceful.http.proxy import root_layers, site_root
 from graceful.http.site_choice import native_front
 
-from .test_native import App, answer
+from .test_native import App, Harness, answer
 
 PEER = IPv4Address("TCP", "10.0.0.7", 51000)
 FORWARDING = (
@@ -56,26 +54,14 @@ class Admin(Resource):
         return b"admin"
 
 
-class Connection:
-    def __init__(self, test: SynchronousTestCase, site: NativeSite, peer: Any = PEER) -> None:
-        self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8100), peerAddress=peer
-        )
-        self.channel = site.buildProtocol(None)
-        assert isinstance(self.channel, NativeChannel)
-        self.channel.makeConnection(self.transport)
-        test.addCleanup(self.lose)
+class Connection(Harness):
+    """
+    A client of the site whose every send returns what came back since.
+    """
 
     def send(self, data: bytes) -> bytes:
-        self.channel.dataReceived(data)
-        value = self.transport.value()
-        self.transport.clear()
-        return value
-
-    def lose(self) -> None:
-        if not self.transport.disconnecting:
-            self.transport.loseConnection()
-            self.channel.connectionLost()
+        super().send(data)
+        return self.take()
 
 
 class FrontCase(SynchronousTestCase):
