@@ -54,8 +54,10 @@ REQUEST_FDS = 4
 _PACKET = 65536
 
 #: Signals the template ignores (its children take them back): what a
-#: signal to the whole group (C{kill -USR1 -PGID}) means is the master's and
-#: the workers' business, and most would end the template.
+#: signal to the whole group (C{kill -USR2 -PGID}) means is the master's and
+#: the workers' business, and by default SIGUSR2 (as TERM, INT and HUP)
+#: would end the template.  USR1, TTIN and TTOU arrive blocked here anyway;
+#: ignored, they stay harmless should that change.
 LEFT_TO_OTHERS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
     signal.SIGTTIN, signal.SIGTTOU,

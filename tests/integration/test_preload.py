@@ -118,6 +118,28 @@ class PreloadTests(PreloadCase):
         # The refill waits 0.5 s first; a fork serves well within a second more.
         self.assertLess(took, 3.0, self.proc.log())
 
+    def test_the_template_ignores_a_group_signal(self) -> None:
+        """
+        What SIGUSR1, SIGUSR2, SIGTTIN or SIGTTOU to the whole group
+        (kill -USR2 -PGID) means is the master's and the workers' business;
+        the template ignores them (SIGUSR2's default would end it) and
+        forks the next worker still.
+        """
+        master = self.proc.pid
+        template = self.template(master)
+        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            self.proc.signal(template, signum)
+        pids = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(self.serving()),
+                          what="both workers to answer")
+        victim = min(pids)
+        self.proc.signal(victim, signal.SIGKILL)
+        replaced = wait_until(
+            lambda: (lambda s: s if len(s) == 2 and victim not in s else None)(self.serving()),
+            what="a replacement to serve")
+        [new] = replaced - pids
+        self.assertEqual(parent_of(new), template)
+        self.assertNotIn("the worker template failed", self.proc.log())
+
     def test_upgrade_under_load_loses_nothing(self) -> None:
         """
         SIGUSR1: the new master starts a new template, forks its workers from
