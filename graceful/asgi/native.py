@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from twisted.logger import Logger
 
+from .._ends import host_port, local_end
 from .body import RequestBody
 from .resource import Lifespan, reactor_loop
 from .scope import TRAILERS, ASGIApp, Message, Scope
@@ -62,11 +63,8 @@ class NativeExchange(Protocol):
 
 
 def _pair(address: Any) -> list[Any] | None:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None or port is None:
-        return None  # a UNIX socket
-    return [host, port]
+    pair = host_port(address)
+    return None if pair is None else list(pair)
 
 
 def forwarded_scope(scope: Scope, said: Any) -> None:
@@ -80,34 +78,12 @@ def forwarded_scope(scope: Scope, said: Any) -> None:
         scope["scheme"] = said.scheme
 
 
-_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-
-
 def _server(transport: Any) -> list[Any] | None:
     """
-    The scope's C{server}: the connection's local end.  A connection
-    accepted on a port bound to one address has that port's address: read
-    once per port, not with a getsockname(2) and an address object per
-    connection (~1 us of a Connection: close request).
+    The scope's C{server}: the connection's local end (L{local_end}).
     """
-    if transport is None:
-        return None
-    port = getattr(transport, "server", None)
-    known = getattr(port, "graceful_asgi_server", None)
-    if known is not None:
-        return list(known)
-    local = _pair(transport.getHost())
-    if port is not None and local is not None:
-        try:
-            bound = port.getHost().host
-        except Exception:
-            # A port closed since it accepted the connection (a drain hands
-            # its ports over): nothing to remember it by.  Raised here, it
-            # would have failed the request (the parser answers 400).
-            return local
-        if bound not in _WILDCARDS:
-            port.graceful_asgi_server = tuple(local)
-    return local
+    local = local_end(transport)
+    return None if local is None else list(local)
 
 
 class NativeASGI:

@@ -36,7 +36,6 @@ import queue
 import stat
 import sys
 import threading
-import weakref
 from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import unquote_to_bytes
@@ -44,6 +43,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet import abstract
 from twisted.logger import Logger
 
+from .._ends import local_end
 from .._settings import DEFAULT_WSGI_THREADS
 from .exchange import Exchange
 
@@ -259,13 +259,6 @@ _HEADER_KEYS: dict[bytes, str] = {
     b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH",
 }
 _HEADER_KEYS_KEPT = 512
-#: C{SERVER_NAME} and C{SERVER_PORT} of each TCP connection: read once a
-#: connection rather than by a getsockname(2) and an address object a
-#: request.  (The client's address is read per request: proxy headers may
-#: set it.)
-_LOCAL: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
-
-
 def _header_key(name: bytes) -> str:
     key = _HEADER_KEYS.get(name)
     if key is None:
@@ -273,25 +266,6 @@ def _header_key(name: bytes) -> str:
         if len(_HEADER_KEYS) < _HEADER_KEYS_KEPT:
             _HEADER_KEYS[name] = key
     return key
-
-
-def _local(channel: Any) -> tuple[str, str] | None:
-    """
-    C{SERVER_NAME} and C{SERVER_PORT} of a TCP connection, or C{None} for a
-    UNIX socket's.
-    """
-    found = _LOCAL.get(channel)
-    if found is not None:
-        return found
-    local: Any = channel.transport.getHost() if channel.transport is not None else None
-    if getattr(local, "port", None) is None:
-        return None
-    found = (str(local.host), str(local.port))
-    try:
-        _LOCAL[channel] = found
-    except TypeError:
-        pass  # not weakly referenceable (a test's)
-    return found
 
 
 def environ_of(exchange: Exchange, root_path: str) -> dict[str, Any]:
@@ -325,10 +299,10 @@ def environ_of(exchange: Exchange, root_path: str) -> dict[str, Any]:
     channel: Any = exchange.channel
     if channel.secure:
         environ["wsgi.url_scheme"] = "https"
-    local = _local(channel)
+    local = local_end(channel.transport)
     if local is not None:
         peer = channel.peer
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = local
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = str(local[0]), str(local[1])
         environ["REMOTE_ADDR"] = str(getattr(peer, "host", ""))
         environ["REMOTE_PORT"] = str(getattr(peer, "port", ""))
     else:

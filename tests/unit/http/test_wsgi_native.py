@@ -132,6 +132,44 @@ class WSGITests(SynchronousTestCase):
              "wsgi.url_scheme": "http"},
         )
 
+    def test_server_end_of_a_bound_port_read_once(self) -> None:
+        """
+        C{SERVER_NAME} and C{SERVER_PORT} of connections accepted on a port
+        bound to one address are the port's, read once for it: the app's
+        thread does not ask each connection (a getsockname(2) each).
+        """
+        asked: list[int] = []
+
+        class Port:
+            def getHost(self) -> IPv4Address:
+                return IPv4Address("TCP", "127.0.0.2", 8100)
+
+        port = Port()
+
+        class Accepted(StringTransport):
+            server = port
+
+            def getHost(self) -> Any:
+                asked.append(1)
+                return super().getHost()
+
+        seen: list[tuple[str, str]] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            seen.append((environ["SERVER_NAME"], environ["SERVER_PORT"]))
+            return hello(environ, start_response)
+
+        harness = Harness(self, app)
+        for _ in range(3):
+            transport = Accepted(hostAddress=IPv4Address("TCP", "127.0.0.2", 8100),
+                                 peerAddress=IPv4Address("TCP", "10.0.0.7", 51000))
+            harness.channel = harness.site.buildProtocol(None)
+            harness.channel.makeConnection(transport)
+            harness.channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            harness.pool.run()
+        self.assertEqual(seen, [("127.0.0.2", "8100")] * 3)
+        self.assertEqual(len(asked), 1)
+
     def test_unix_socket_environ(self) -> None:
         seen: list[dict[str, Any]] = []
 
