@@ -14,11 +14,14 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.python import usage
 
-from ._config import Apps, Config, apply_config, check_apps_apart, load_apps, load_config
+from ._config import (
+    Apps, Config, apply_config, check_apps_apart, load_apps, load_config, twisted_tls_needed_by,
+)
 from ._errors import ConfigError
 from . import _process
 from ._process import preload_point, runtime as process_runtime, serves_apps
 from .process.runtime import Runtime
+from .process.transports import import_transport
 
 
 class Options(usage.Options):
@@ -54,6 +57,10 @@ class Options(usage.Options):
         except ConfigError as e:
             self.load_error = e
         else:
+            # Before twistd imports its reactor, which imports Twisted's
+            # transport: a WSGI hello's hand-over under twistd took 264 ms
+            # with TLS in it, against 204 under graceful run.
+            import_transport(twisted_tls_needed_by(*self.loaded))
             preload_point()
 
 

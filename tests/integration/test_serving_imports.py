@@ -159,7 +159,14 @@ class ServingImportsTests(SynchronousTestCase):
         self.assertEqual(sorted(modules & {*NOT_FOR_PLAIN_HTTP, *also}), [])
 
     def test_asgi_plugin(self) -> None:
-        self.assertLean(self.served_modules("plugin", "asgi"))
+        self.assertLean(self.served_modules("plugin", "asgi"), TLS)
+
+    def test_wsgi_plugin(self) -> None:
+        """
+        Under twistd too, whose reactor comes after the plugin's options:
+        a WSGI app's process leaves TLS out of Twisted's transport.
+        """
+        self.assertLean(self.served_modules("plugin", "wsgi"), TLS)
 
     def test_asgi_run(self) -> None:
         """
