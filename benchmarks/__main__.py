@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness import processes as _procs
 
-from . import _report, _scenarios, asgi_cpu, workers
+from . import _cpu, _report, _scenarios, asgi_cpu, workers
 from ._load import wrk_path
 from ._progress import Progress
 from ._targets import RESTART_TARGETS, Context, nginx_path
@@ -257,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                     ["keepalive", "close"], list(asgi_cpu.COMMANDS), workdir,
                 )
                 results["asgi"] = table
-                (out / "asgi.md").write_text("\n".join(asgi_cpu.summary(table)) + "\n")
+                checked = _cpu.verdicts(table, asgi_cpu.TARGETS)
+                (out / "asgi.md").write_text(
+                    "\n".join([*asgi_cpu.summary(table), "", "Targets:", *checked]) + "\n"
+                )
             except Exception as e:
                 _failed(results, progress, "asgi", e)
         if "workers" in sections:

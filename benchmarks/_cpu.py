@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,6 +33,22 @@ TICK = os.sysconf("SC_CLK_TCK")
 Command = Callable[[str, int], list[str]]
 #: For each load ("raw keepalive"), each server's rows, one per round.
 Table = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    A goal the benchmark checks: on each of C{loads}, the median of the
+    per-round ratios of C{server}'s C{key} (C{"cpu_us"}, C{"p99_ms"}) to
+    C{base}'s is at most C{limit}.
+    """
+
+    what: str
+    loads: tuple[str, ...]
+    server: str
+    base: str
+    limit: float
+    key: str = "cpu_us"
 
 
 def graceful_run(module: str, http: str) -> Command:
@@ -175,13 +192,39 @@ def summary(table: Table, bases: Sequence[str]) -> list[str]:
     return lines
 
 
+def verdicts(table: Table, targets: Sequence[Target]) -> list[str]:
+    """
+    Each target, load by load: the measured ratio, and met, or missed by
+    how much (the ratio over the limit).  A load or server that did not run
+    is left out.
+    """
+    lines = []
+    for target in targets:
+        parts = []
+        for load in target.loads:
+            rows = table.get(load, {}).get(target.server)
+            base_rows = table.get(load, {}).get(target.base)
+            if not rows or not base_rows:
+                continue
+            ratio = statistics.median(
+                r[target.key] / b[target.key] for r, b in zip(rows, base_rows)
+            )
+            verdict = ("met" if ratio <= target.limit
+                       else f"missed by {100 * (ratio / target.limit - 1):.0f}%")
+            parts.append(f"{load} {ratio:.2f}x ({verdict})")
+        if parts:
+            lines.append(f"- {target.what}: " + ", ".join(parts))
+    return lines
+
+
 def command_line(argv: list[str] | None, *, name: str, description: str,
                  commands: dict[str, Command], available: Callable[[str], bool],
-                 apps: str, bases: Sequence[str]) -> None:
+                 apps: str, bases: Sequence[str], targets: Sequence[Target] = ()) -> None:
     """
     A CPU benchmark's command line (C{--seconds --rounds --apps --kinds
     --servers}): runs it, prints the summary with ratios to each of
-    C{bases} that ran, and keeps the raw numbers in C{<name>.json}.
+    C{bases} that ran and each of C{targets}, met or by how much missed,
+    and keeps the raw numbers in C{<name>.json}.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -196,5 +239,8 @@ def command_line(argv: list[str] | None, *, name: str, description: str,
     table = run(commands, names, options.rounds, options.seconds, options.apps.split(","),
                 options.kinds.split(","), workdir)
     print("\n" + "\n".join(summary(table, [b for b in bases if b in names] or bases[:1])))
+    checked = verdicts(table, targets)
+    if checked:
+        print("\nTargets (medians of the per-round ratios):\n" + "\n".join(checked))
     (workdir / f"{name}.json").write_text(json.dumps(table))
     print(f"\nraw numbers: {workdir / f'{name}.json'}")

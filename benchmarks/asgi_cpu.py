@@ -27,6 +27,21 @@ from benchmarks import _cpu
 from benchmarks._cpu import Table, graceful_run
 
 BASE = "uvicorn-standard"
+GRANIAN = "granian"
+NATIVE = "graceful-native"
+
+#: What graceful's channel aims at against its peers.
+TARGETS = (
+    _cpu.Target("raw ASGI CPU <= 1.0x uvicorn[standard]", ("raw keepalive", "raw close"),
+                NATIVE, BASE, 1.0),
+    _cpu.Target("FastAPI CPU <= 1.0x uvicorn[standard]", ("fastapi keepalive", "fastapi close"),
+                NATIVE, BASE, 1.0),
+    _cpu.Target("CPU <= 1.0x granian with Connection: close", ("raw close", "fastapi close"),
+                NATIVE, GRANIAN, 1.0),
+    _cpu.Target("p99 <= 2x uvicorn[standard]'s",
+                ("raw keepalive", "raw close", "fastapi keepalive", "fastapi close"),
+                NATIVE, BASE, 2.0, key="p99_ms"),
+)
 
 
 #: The interpreter that runs the servers.
@@ -42,11 +57,11 @@ def _uvicorn(http: str, loop: str) -> Callable[[str, int], list[str]]:
 
 
 COMMANDS: dict[str, Callable[[str, int], list[str]]] = {
-    "graceful-native": graceful_run("benchmarks.apps.asgi_cpu", "native"),
+    NATIVE: graceful_run("benchmarks.apps.asgi_cpu", "native"),
     "graceful-twisted": graceful_run("benchmarks.apps.asgi_cpu", "twisted"),
     BASE: _uvicorn("httptools", "uvloop"),
     "uvicorn-h11": _uvicorn("h11", "asyncio"),
-    "granian": lambda app, port: [
+    GRANIAN: lambda app, port: [
         *PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1", "--no-ws", "--log-level", "warning",
         f"benchmarks.apps.asgi_cpu:{app}"],
@@ -57,7 +72,7 @@ COMMANDS: dict[str, Callable[[str, int], list[str]]] = {
 
 
 def available(name: str) -> bool:
-    module = {"granian": "granian", "hypercorn": "hypercorn"}.get(name, "uvicorn")
+    module = {GRANIAN: "granian", "hypercorn": "hypercorn"}.get(name, "uvicorn")
     return importlib.util.find_spec(module) is not None
 
 
@@ -73,14 +88,15 @@ def run(rounds: int, seconds: float, apps: list[str], kinds: list[str], servers:
 
 def summary(table: Table) -> list[str]:
     """
-    The table in Markdown, with ratios to uvicorn[standard].
+    The table in Markdown, with ratios to uvicorn[standard] and granian.
     """
-    return _cpu.summary(table, [BASE])
+    return _cpu.summary(table, [BASE, GRANIAN])
 
 
 def main(argv: list[str] | None = None) -> None:
     _cpu.command_line(argv, name="asgi_cpu", description=__doc__.split("\n\n")[0],
-                      commands=COMMANDS, available=available, apps="raw,fastapi", bases=[BASE])
+                      commands=COMMANDS, available=available, apps="raw,fastapi",
+                      bases=[BASE, GRANIAN], targets=TARGETS)
 
 
 if __name__ == "__main__":

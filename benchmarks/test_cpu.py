@@ -11,7 +11,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase as TestCase
 
-from benchmarks._cpu import tree_cpu_seconds
+from benchmarks._cpu import Target, tree_cpu_seconds, verdicts
 
 # The parent sleeps; its child spins until told to stop on stdin closing.
 PARENT = """
@@ -49,3 +49,29 @@ class TreeCPUTests(TestCase):
         A pid no process has reads as no CPU, not as an error.
         """
         self.assertEqual(tree_cpu_seconds(2**22 + 7), 0.0)
+
+
+class VerdictTests(TestCase):
+    """
+    The targets' verdicts: the median of the per-round ratios against the
+    limit, met or missed by how much, load by load.
+    """
+
+    def test_met_and_missed(self) -> None:
+        def rows(*cpu: float) -> list[dict[str, float]]:
+            return [{"cpu_us": c, "p99_ms": 1.0} for c in cpu]
+
+        table = {
+            "raw keepalive": {"ours": rows(9, 10, 11), "peer": rows(10, 10, 10)},
+            "raw close": {"ours": rows(30, 36, 33), "peer": rows(20, 20, 20)},
+        }
+        target = Target("CPU <= 1.5x peer", ("raw keepalive", "raw close", "flask close"),
+                        "ours", "peer", 1.5)
+        self.assertEqual(
+            verdicts(table, [target]),
+            ["- CPU <= 1.5x peer: raw keepalive 1.00x (met), raw close 1.65x (missed by 10%)"],
+        )
+
+    def test_nothing_ran(self) -> None:
+        target = Target("CPU <= 1.0x peer", ("raw close",), "ours", "peer", 1.0)
+        self.assertEqual(verdicts({"raw close": {"ours": []}}, [target]), [])

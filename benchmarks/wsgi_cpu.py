@@ -21,15 +21,24 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+from . import _cpu
 from ._cpu import Command, command_line, graceful_run
 
 #: The interpreter that runs the servers.
 PYTHON = [sys.executable]
 GUNICORN = "gunicorn-sync"
 GRANIAN = "granian"
+NATIVE = "graceful-native"
+_LOADS = ("raw keepalive", "raw close", "flask keepalive", "flask close")
+
+#: What graceful's channel aims at against its peers.
+TARGETS = (
+    _cpu.Target("CPU <= 1.0x gunicorn sync", _LOADS, NATIVE, GUNICORN, 1.0),
+    _cpu.Target("CPU <= 2.0x granian", _LOADS, NATIVE, GRANIAN, 2.0),
+)
 
 COMMANDS: dict[str, Command] = {
-    "graceful-native": graceful_run("benchmarks.apps.wsgi_cpu", "native"),
+    NATIVE: graceful_run("benchmarks.apps.wsgi_cpu", "native"),
     "graceful-twisted": graceful_run("benchmarks.apps.wsgi_cpu", "twisted"),
     GUNICORN: lambda app, port: [
         *PYTHON, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync",
@@ -50,7 +59,7 @@ def available(name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     command_line(argv, name="wsgi_cpu", description=(__doc__ or "").split("\n\n")[0],
                  commands=COMMANDS, available=available, apps="raw,flask",
-                 bases=[GUNICORN, GRANIAN])
+                 bases=[GUNICORN, GRANIAN], targets=TARGETS)
 
 
 if __name__ == "__main__":
