@@ -12,7 +12,7 @@ itself and from lower floors, and never from a sibling on its own floor:
     lifecycle/       the core, the roles, the hand-over machine
     http/ | handoff/ serving HTTP (knows no process) | pipes, messages, OS (knows no HTTP)
     asgi/ | ctl/     ASGI on twisted.web | graceful ctl (no Twisted)
-    leaves           _errors, _event, _feeding, _logging, _settings, _sockets, _status
+    leaves           _ends, _errors, _event, _feeding, _logging, _settings, _sockets, _status
 
 Besides: C{graceful ctl} loads no Twisted; only the entry points and
 C{asgi/resource.py} import the global reactor; no class is longer than
@@ -37,7 +37,10 @@ PACKAGE = Path(graceful.__file__).parent
 ROOT = PACKAGE.parent
 
 #: The top-level modules everything stands on.
-LEAVES = {"_errors", "_event", "_feeding", "_history", "_logging", "_settings", "_sockets", "_status"}
+LEAVES = {
+    "_ends", "_errors", "_event", "_feeding", "_history", "_logging", "_settings", "_sockets",
+    "_status",
+}
 #: The top-level modules that stand on everything: how a user gets in.
 ENTRY_POINTS = {
     "__init__", "__main__", "_apps", "_cli", "_config", "_plugin", "_process", "_reload", "_run",
