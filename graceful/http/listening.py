@@ -280,12 +280,14 @@ class ServerSockets:
 #: Connections a port of ASGI apps accepts per wakeup, serving alone.
 #: Twisted accepts every pending one (its batch grows by 20 while the queue
 #: is not empty), so the last of a burst waits for the whole burst.  Raw
-#: ASGI hello with Connection: close, wrk -c32: Twisted's batch p99 8.4-9.9
-#: ms at 51-55 us CPU a request; at most 4, 4.1-6.1 ms at 61-64 us; at most
-#: 2, 2.8 ms at 77 us (uvicorn[standard]: 2.7 ms at 72 us).  WSGI keeps
-#: Twisted's batch: each extra wakeup hands the GIL to and from the app's
-#: threads (Flask with close went from 281 to 358 us a request at 4).
-ASGI_ACCEPTS_PER_WAKEUP = 4
+#: ASGI hello with Connection: close, wrk -c32, CPU a request and p99,
+#: interleaved: at most 2, 72-77 us and 2.6-2.8 ms; 3, 63-65 us and 3.7-5.4
+#: ms; 4, 58-60 us and 5.7-7.5 ms (uvicorn[standard]: ~69 us and 2.7 ms).
+#: 3 keeps both under uvicorn's CPU and twice its p99; a FastAPI route costs
+#: the same at 3 as at 4.  WSGI keeps Twisted's batch: each extra wakeup
+#: hands the GIL to and from the app's threads (Flask with close went from
+#: 281 to 358 us a request at 4).
+ASGI_ACCEPTS_PER_WAKEUP = 3
 
 
 def accept_at_most(port: Any, count: int) -> None:
