@@ -28,6 +28,8 @@ from graceful.http.proxy import site_root
 from graceful.http.site_choice import native_front
 from graceful.http.wsgi_native import FileWrapper, NativeWSGI
 
+from ..test_ends import Accepted, Port
+
 
 class WaitRuns:
     """
@@ -138,21 +140,6 @@ class WSGITests(SynchronousTestCase):
         bound to one address are the port's, read once for it: the app's
         thread does not ask each connection (a getsockname(2) each).
         """
-        asked: list[int] = []
-
-        class Port:
-            def getHost(self) -> IPv4Address:
-                return IPv4Address("TCP", "127.0.0.2", 8100)
-
-        port = Port()
-
-        class Accepted(StringTransport):
-            server = port
-
-            def getHost(self) -> Any:
-                asked.append(1)
-                return super().getHost()
-
         seen: list[tuple[str, str]] = []
 
         def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -160,15 +147,15 @@ class WSGITests(SynchronousTestCase):
             return hello(environ, start_response)
 
         harness = Harness(self, app)
-        for _ in range(3):
-            transport = Accepted(hostAddress=IPv4Address("TCP", "127.0.0.2", 8100),
-                                 peerAddress=IPv4Address("TCP", "10.0.0.7", 51000))
+        port = Port("127.0.0.2")
+        transports = [Accepted(port, IPv4Address("TCP", "127.0.0.2", 8100)) for _ in range(3)]
+        for transport in transports:
             harness.channel = harness.site.buildProtocol(None)
             harness.channel.makeConnection(transport)
             harness.channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             harness.pool.run()
         self.assertEqual(seen, [("127.0.0.2", "8100")] * 3)
-        self.assertEqual(len(asked), 1)
+        self.assertEqual(sum(t.asked for t in transports), 1)
 
     def test_unix_socket_environ(self) -> None:
         seen: list[dict[str, Any]] = []
