@@ -418,6 +418,29 @@ class MountTests(SynchronousTestCase):
         self.assertEqual(self.get("/pid").body, b"pid")
         self.assertEqual(self.get("/nothing").status, 404)
 
+    def test_resource_tree_alone_at_root(self) -> None:
+        """
+        A tree mounted at C{/} with nothing else beside it (a config's
+        resource C{app}) serves each path as it would as the site's own
+        root; a route added later is served before it.
+        """
+        def tree() -> Resource:
+            root = Resource()
+            root.putChild(b"", Recorder("index"))
+            users = Resource()
+            users.putChild(b"7", Recorder("seven"))
+            root.putChild(b"users", users)
+            return root
+
+        self.router.mount("/", tree())
+        for path in ("/", "/users/7/x", "/users/8", "/nothing"):
+            alone, plain = self.get(path), get(tree(), path)
+            self.assertEqual((alone.status, alone.body), (plain.status, plain.body), path)
+        self.assertEqual(self.get("/users/7/x").body, b"seven pre=users/7 post=x")
+        self.router.route("/users/8", lambda request: b"route")
+        self.assertEqual(self.get("/users/8").body, b"route")
+        self.assertEqual(self.get("/users/7/x").body, b"seven pre=users/7 post=x")
+
     def test_leaf_at_root(self) -> None:
         """
         A leaf mounted at C{/} serves every path, which it sees whole.
