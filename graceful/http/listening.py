@@ -279,15 +279,17 @@ class ServerSockets:
 
 #: Connections a port of ASGI apps accepts per wakeup, serving alone.
 #: Twisted accepts every pending one (its batch grows by 20 while the queue
-#: is not empty), so the last of a burst waits for the whole burst.  Raw
-#: ASGI hello with Connection: close, wrk -c32, CPU a request and p99,
-#: interleaved: at most 2, 72-77 us and 2.6-2.8 ms; 3, 63-65 us and 3.7-5.4
-#: ms; 4, 58-60 us and 5.7-7.5 ms (uvicorn[standard]: ~69 us and 2.7 ms).
-#: 3 keeps both under uvicorn's CPU and twice its p99; a FastAPI route costs
-#: the same at 3 as at 4.  WSGI keeps Twisted's batch: each extra wakeup
-#: hands the GIL to and from the app's threads (Flask with close went from
-#: 281 to 358 us a request at 4).
-ASGI_ACCEPTS_PER_WAKEUP = 3
+#: is not empty), so the last of a burst waits for the whole burst.  With
+#: Connection: close, wrk -c32, interleaved with uvicorn[standard], CPU a
+#: request and p99: raw ASGI hello at most 2, 72-77 us and 2.6-2.8 ms; 3,
+#: 62-63 us and 5.3-6.0 ms; 4, 57-60 us and 6.4-7.7 ms (uvicorn: 64-66 us,
+#: 2.5-3.6 ms; Twisted's batch, 51-55 us and 8.4-9.9 ms).  A FastAPI route
+#: at 3, 142-147 us; at 4, 134-137 (uvicorn 134-138).  4 keeps a real app's
+#: CPU at uvicorn's; no cap short of 2 brings raw p99 within twice its.
+#: WSGI keeps Twisted's batch: each extra wakeup hands the GIL to and from
+#: the app's threads (Flask with close went from 281 to 358 us a request at
+#: 4).
+ASGI_ACCEPTS_PER_WAKEUP = 4
 
 
 def accept_at_most(port: Any, count: int) -> None:
