@@ -110,6 +110,20 @@ class TemplateTests(SynchronousTestCase):
         send_packet(end, payload)
         template._readable()  # the reactor would: the socket is readable
 
+    def forked_and_ready(self) -> tuple[Any, Template]:
+        """
+        A group whose template is ready and whose first worker, forked as
+        pid 4242, has reported ready.
+        """
+        group = self.group()
+        self.spawner.last.report_ready()
+        _, fds = self.request()
+        template = self.template(group)
+        self.reply(template, {"forked": 4242})
+        os.write(fds[1], b"ready {}\n")
+        self.reader_of(fds[1]).doRead()
+        return group, template
+
     def reader_of(self, fd_target: int) -> Any:
         """
         The master's reader of the pipe whose write end is C{fd_target}.
@@ -177,13 +191,7 @@ class TemplateTests(SynchronousTestCase):
         A forked worker is the template's child: the master hears its end
         from the template, and replaces it as it would an exec'd one.
         """
-        group = self.group()
-        self.spawner.last.report_ready()
-        _, fds = self.request()
-        template = self.template(group)
-        self.reply(template, {"forked": 4242})
-        os.write(fds[1], b"ready {}\n")
-        self.reader_of(fds[1]).doRead()
+        group, template = self.forked_and_ready()
         self.reply(template, {"exited": 4242, "code": None, "signal": 9})
         self.assertTrue(self.said("worker 4242 (slot 0) died (signal 9)"), self.messages)
         self.assertEqual(group.starter.workers, [])
@@ -194,13 +202,7 @@ class TemplateTests(SynchronousTestCase):
         workers from a new template, which imports the new code, not from
         the one that imported the old.
         """
-        group = self.group()
-        self.spawner.last.report_ready()
-        _, fds = self.request()
-        old = self.template(group)
-        self.reply(old, {"forked": 4242})
-        os.write(fds[1], b"ready {}\n")
-        self.reader_of(fds[1]).doRead()
+        group, old = self.forked_and_ready()
         group.restart(None).addErrback(lambda f: None)
         self.assertEqual(len(self.spawner.calls), 2)
         call = self.spawner.calls[1]
