@@ -236,7 +236,7 @@ class Router(Resource):
         segments = _segments(path)
         self._served.claim(path, "route()")
         self._routes[segments] = HandlerResource(handler)
-        self._root_only = None
+        self._reindex()
 
     def add_resource(self, path: str, resource: IResource) -> None:
         """
@@ -245,7 +245,7 @@ class Router(Resource):
         segments = _segments(path)
         self._served.claim(path, "add_resource()")
         self._routes[segments] = resource
-        self._root_only = None
+        self._reindex()
 
     def mount(self, prefix: str, resource: IResource) -> None:
         """
@@ -258,6 +258,10 @@ class Router(Resource):
         if segments == (b"",):
             segments = ()
         self._mounts[segments] = resource
+        self._reindex()
+
+    def _reindex(self) -> None:
+        # What requests look up, derived once per change of what is served.
         self._mount_order = sorted(self._mounts.items(), key=lambda item: len(item[0]), reverse=True)
         only = self._mounts.get(()) if len(self._mounts) == 1 and not self._routes else None
         self._root_only = only if only is not None and not only.isLeaf else None

@@ -260,6 +260,8 @@ _HEADER_KEYS: dict[bytes, str] = {
     b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH",
 }
 _HEADER_KEYS_KEPT = 512
+
+
 def _header_key(name: bytes) -> str:
     key = _HEADER_KEYS.get(name)
     if key is None:
