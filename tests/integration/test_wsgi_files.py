@@ -89,9 +89,10 @@ class FileWrapperTests(SynchronousTestCase):
         out.unlink()
         for _ in range(3):
             self.curl("-o", "/dev/null", self.url)
-        # 256 MiB: ~0.04 s of CPU by sendfile, ~0.25 s read in 64 KiB blocks
-        # through the reactor (measured on the 2-core test machine).
-        self.assertLess(cpu_seconds(self.proc.pid) - before, 0.12)
+        # 256 MiB: 0.07-0.09 s of CPU by sendfile (0.12 once, on a fresh CI
+        # machine), 0.28-0.30 s read in 64 KiB blocks through the reactor
+        # (measured on the 2-core test machine): the bound sits between.
+        self.assertLess(cpu_seconds(self.proc.pid) - before, 0.18)
         # The access log counts the body's bytes.
         wait_until(lambda: len(re.findall(rf'"GET / HTTP/1.1" 200 {SIZE} ', self.proc.log())) == 4,
                    what="four access log lines")
